@@ -1,0 +1,50 @@
+"""Chatwoot → bot gateway: per-conversation Redis queues drained by Celery."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from app.celery_config import make_celery
+from app.redis_client import connect
+from app.scripts import Scripts
+from app.settings import Settings, load_settings
+
+__all__ = ["Gateway", "create_app"]
+
+
+class Gateway:
+    """What the web process shares between requests: settings and clients."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.redis = connect(settings.redis_url)
+        self.scripts = Scripts(self.redis)
+        self.celery = make_celery(settings)
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the web app; ``test_config`` may hold a ready ``settings`` object."""
+    app = Flask(__name__)
+    config = dict(test_config or {})
+    settings = config.pop("settings", None) or load_settings()
+    app.config.update(config)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.extensions["gateway"] = Gateway(settings)
+    logging.getLogger("app").setLevel(settings.log_level)
+
+    from app import health, webhook
+
+    app.register_blueprint(webhook.bp)
+    app.register_blueprint(health.bp)
+
+    @app.errorhandler(HTTPException)
+    def json_error(exc: HTTPException):  # type: ignore[no-untyped-def]
+        reason = exc.description if exc.code != 413 else f"body larger than {settings.max_body_bytes} bytes"
+        return jsonify(error=exc.name.lower(), reason=reason), exc.code
+
+    return app

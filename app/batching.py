@@ -1,0 +1,90 @@
+"""The batching rules: when a batch closes, what is joined, and how.
+
+* A batch closes ``window`` seconds after its latest fragment or ``max_wait``
+  seconds after its first, whichever comes first (``close_at``).
+* Only text-only fragments are joined, and only while their average length is
+  below ``max_avg_chars``; a message with attachments, or a run of long texts,
+  goes to the bot on its own (``segments``), always in arrival order.
+* Joining (``join_fragments``) follows how people type: short fragments read as
+  one sentence (space), medium ones as lines (newline), long ones as paragraphs
+  (blank line).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from app.payload import StoredMessage
+
+__all__ = ["MEDIUM_CHARS", "SHORT_CHARS", "Segment", "close_at", "join_fragments", "segments"]
+
+SHORT_CHARS = 40
+MEDIUM_CHARS = 200
+
+
+def close_at(first_at: float, last_at: float, window: float, max_wait: float) -> float:
+    """When a batch whose fragments arrived at ``first_at``..``last_at`` closes."""
+    return min(last_at + window, first_at + max_wait)
+
+
+def join_fragments(texts: Sequence[str]) -> str:
+    """Join fragments into one text, choosing the separator by their length."""
+    parts = [t.strip() for t in texts if t and t.strip()]
+    if not parts:
+        return ""
+    average = sum(len(p) for p in parts) / len(parts)
+    if average < SHORT_CHARS:
+        separator = " "
+    elif average < MEDIUM_CHARS:
+        separator = "\n"
+    else:
+        separator = "\n\n"
+    return separator.join(parts)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Messages that go to the bot in one call."""
+
+    messages: tuple[StoredMessage, ...]
+    batched: bool
+
+    @property
+    def text(self) -> str:
+        if self.batched:
+            return join_fragments([m.content for m in self.messages])
+        return self.messages[0].content.strip()
+
+    @property
+    def key(self) -> str:
+        """Stable name of the segment (for sent-part markers)."""
+        return f"{self.messages[0].id}-{self.messages[-1].id}"
+
+
+def _batchable(run: Sequence[StoredMessage], max_avg_chars: int) -> bool:
+    return sum(len(m.content) for m in run) / len(run) < max_avg_chars
+
+
+def segments(messages: Sequence[StoredMessage], max_avg_chars: int) -> list[Segment]:
+    """Split a claimed batch into bot calls, in order."""
+    result: list[Segment] = []
+    run: list[StoredMessage] = []
+
+    def flush() -> None:
+        if not run:
+            return
+        if len(run) > 1 and _batchable(run, max_avg_chars):
+            result.append(Segment(tuple(run), batched=True))
+        else:
+            result.extend(Segment((m,), batched=False) for m in run)
+        run.clear()
+
+    for message in messages:
+        if message.is_text_only:
+            run.append(message)
+        else:
+            flush()
+            result.append(Segment((message,), batched=False))
+    flush()
+    return result

@@ -1,0 +1,234 @@
+"""Bot backends: echo, http, openai (any OpenAI-compatible server), python.
+
+Every backend takes the same request (``bot_request``) and returns a
+``BotReply``; the http and python backends share one answer format:
+``{"replies": ["...", ...]}`` or ``{"reply": "..."}``, optional ``"handoff": true``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import redis
+import requests
+
+from app import keys
+from app.batching import Segment
+from app.errors import BotError
+from app.outbound import post_json
+from app.settings import CompanyConfig, ConfigError
+
+__all__ = ["Bot", "BotReply", "bot_request", "make_bot", "parse_bot_answer"]
+
+log = logging.getLogger(__name__)
+HANDOFF_MARKER = "[handoff]"
+HISTORY_TURNS = 20
+
+
+@dataclass(frozen=True)
+class BotReply:
+    replies: tuple[str, ...]
+    handoff: bool = False
+
+
+class Bot(Protocol):
+    def answer(self, request: dict[str, Any]) -> BotReply: ...
+
+
+def bot_request(company: str, segment: Segment) -> dict[str, Any]:
+    """The JSON the bot receives for one segment (DESIGN.md §2)."""
+    first = segment.messages[0]
+    return {
+        "company": company,
+        "account_id": first.account_id,
+        "conversation_id": first.conversation_id,
+        "inbox_id": first.inbox_id,
+        "contact": first.contact,
+        "messages": [
+            {
+                "id": m.id,
+                "content": m.content,
+                "attachments": [a.__dict__ for a in m.attachments],
+                "created_at": m.created_at,
+            }
+            for m in segment.messages
+        ],
+        "text": segment.text,
+        "batched": segment.batched,
+    }
+
+
+def parse_bot_answer(answer: Any) -> BotReply:
+    """Validate an http/python bot answer; raise ``BotError`` naming the problem."""
+    if not isinstance(answer, dict):
+        raise BotError(f"bot answer must be a JSON object, got {type(answer).__name__}")
+    handoff = answer.get("handoff", False)
+    if not isinstance(handoff, bool):
+        raise BotError("bot answer 'handoff' must be true or false")
+    if "replies" in answer:
+        replies = answer["replies"]
+        if not isinstance(replies, list) or not all(isinstance(r, str) for r in replies):
+            raise BotError("bot answer 'replies' must be a list of strings")
+    elif "reply" in answer:
+        if not isinstance(answer["reply"], str):
+            raise BotError("bot answer 'reply' must be a string")
+        replies = [answer["reply"]]
+    elif handoff:
+        replies = []
+    else:
+        raise BotError("bot answer has neither 'reply' nor 'replies'")
+    cleaned = tuple(r for r in replies if r.strip())
+    if not cleaned and replies and not handoff:
+        raise BotError("bot answered an empty reply")
+    return BotReply(cleaned, handoff)
+
+
+class EchoBot:
+    """Replies with the text it received: shows batching end to end."""
+
+    def answer(self, request: dict[str, Any]) -> BotReply:
+        text = request["text"]
+        if not text:
+            captions = [a.get("file_type", "file") for m in request["messages"] for a in m["attachments"]]
+            text = "received: " + ", ".join(captions)
+        return BotReply((text,))
+
+
+class HttpBot:
+    def __init__(self, config: CompanyConfig, retries: int, session: requests.Session | None = None) -> None:
+        assert config.bot_url
+        self._url = config.bot_url
+        self._timeout = config.bot_timeout_seconds
+        self._retries = retries
+        self._session = session or requests.Session()
+
+    def answer(self, request: dict[str, Any]) -> BotReply:
+        response = post_json(
+            self._session,
+            self._url,
+            request,
+            error=BotError,
+            timeout=self._timeout,
+            retries=self._retries,
+            idempotent=True,
+        )
+        try:
+            answer = response.json()
+        except ValueError:
+            raise BotError("bot answer is not valid JSON") from None
+        return parse_bot_answer(answer)
+
+
+class PythonBot:
+    def __init__(self, handler: Callable[[dict[str, Any]], Any]) -> None:
+        self._handler = handler
+
+    def answer(self, request: dict[str, Any]) -> BotReply:
+        try:
+            answer = self._handler(request)
+        except Exception as exc:  # the handler is user code: any failure is a bot failure
+            raise BotError(f"BOT_HANDLER raised {type(exc).__name__}: {exc}") from exc
+        return parse_bot_answer(answer)
+
+
+def _user_content(request: dict[str, Any]) -> str | list[dict[str, Any]]:
+    images = [
+        a["data_url"]
+        for m in request["messages"]
+        for a in m["attachments"]
+        if a.get("file_type") == "image" and a.get("data_url")
+    ]
+    if not images:
+        return request["text"]
+    parts: list[dict[str, Any]] = [{"type": "text", "text": request["text"] or "(image)"}]
+    parts += [{"type": "image_url", "image_url": {"url": url}} for url in images]
+    return parts
+
+
+class OpenAIBot:
+    """Chat completions with the conversation's recent turns kept in Redis.
+
+    The model hands the conversation to humans by including ``[handoff]`` in
+    its answer (say so in ``BOT_SYSTEM_PROMPT``); the marker is removed.
+    """
+
+    def __init__(
+        self,
+        config: CompanyConfig,
+        client: redis.Redis,
+        retries: int,
+        session: requests.Session | None = None,
+    ) -> None:
+        self._config = config
+        self._redis = client
+        self._retries = retries
+        self._session = session or requests.Session()
+
+    def answer(self, request: dict[str, Any]) -> BotReply:
+        config = self._config
+        history_key = keys.bot_history(config.company_id, request["conversation_id"])
+        turns = [json.loads(t) for t in self._redis.lrange(history_key, -HISTORY_TURNS, -1)]
+        user_turn = {"role": "user", "content": _user_content(request)}
+        messages = [{"role": "system", "content": config.bot_system_prompt}, *turns, user_turn]
+        headers = {"Authorization": f"Bearer {config.openai_api_key}"} if config.openai_api_key else {}
+        response = post_json(
+            self._session,
+            f"{config.openai_base_url}/chat/completions",
+            {"model": config.openai_model, "messages": messages},
+            error=BotError,
+            timeout=config.bot_timeout_seconds,
+            retries=self._retries,
+            headers=headers,
+            idempotent=True,
+        )
+        content = _completion_text(response)
+        handoff = HANDOFF_MARKER in content
+        content = content.replace(HANDOFF_MARKER, "").strip()
+        self._remember(history_key, request["text"], content)
+        return BotReply((content,) if content else (), handoff)
+
+    def _remember(self, history_key: str, user_text: str, reply: str) -> None:
+        pipe = self._redis.pipeline()
+        pipe.rpush(history_key, json.dumps({"role": "user", "content": user_text}))
+        if reply:
+            pipe.rpush(history_key, json.dumps({"role": "assistant", "content": reply}))
+        pipe.ltrim(history_key, -HISTORY_TURNS, -1)
+        pipe.expire(history_key, int(self._config.session_idle_minutes * 60))
+        pipe.execute()
+
+
+def _completion_text(response: requests.Response) -> str:
+    try:
+        content = response.json()["choices"][0]["message"]["content"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise BotError("chat completion answer has no choices[0].message.content") from None
+    if not isinstance(content, str) or not content.strip():
+        raise BotError("chat completion answered an empty message")
+    return content
+
+
+def load_handler(spec: str) -> Callable[[dict[str, Any]], Any]:
+    module_name, _, attribute = spec.partition(":")
+    try:
+        handler = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"BOT_HANDLER {spec!r} cannot be imported: {exc}") from None
+    if not callable(handler):
+        raise ConfigError(f"BOT_HANDLER {spec!r} is not callable")
+    return handler
+
+
+def make_bot(config: CompanyConfig, client: redis.Redis, retries: int) -> Bot:
+    if config.bot_backend == "http":
+        return HttpBot(config, retries)
+    if config.bot_backend == "openai":
+        return OpenAIBot(config, client, retries)
+    if config.bot_backend == "python":
+        assert config.bot_handler
+        return PythonBot(load_handler(config.bot_handler))
+    return EchoBot()

@@ -1,0 +1,53 @@
+"""The Celery app's configuration (used by the worker and, to publish, the web).
+
+Why each setting (docs/design.md has the long form):
+* ``task_acks_late`` + ``worker_prefetch_multiplier=1``: a task killed mid-run
+  is redelivered, not lost; a redelivered task without the lease exits at once.
+* ``visibility_timeout`` of 1 h is far above any countdown we publish (at most
+  BATCH_MAX_WAIT_SECONDS), so no countdown task is redelivered while waiting.
+  Recovery from a dead worker does not wait for it: the lease TTL and the
+  sweeper reschedule the conversation within seconds.
+* ``result_expires``: results only serve the "has this holder finished?"
+  check of the lease, one hour is plenty.
+* Broker connection retried forever, on start-up too: a Redis blip never
+  crash-loops the container.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from app.settings import Settings
+
+__all__ = ["SWEEP_TASK", "make_celery"]
+
+SWEEP_TASK = "gateway.sweep"
+
+
+def make_celery(settings: Settings) -> Celery:
+    celery = Celery("gateway", broker=settings.redis_url, backend=settings.redis_url)
+    celery.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_transport_options={"visibility_timeout": 3600},
+        result_backend_transport_options={"visibility_timeout": 3600},
+        result_expires=3600,
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        broker_pool_limit=10,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        worker_hijack_root_logger=False,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        beat_schedule={
+            "sweep-conversations": {
+                "task": SWEEP_TASK,
+                "schedule": settings.sweep_interval_seconds,
+                "options": {"expires": settings.sweep_interval_seconds * 2},
+            }
+        },
+    )
+    return celery

@@ -1,0 +1,146 @@
+"""Chatwoot's REST API as the gateway uses it, plus the dry-run outbox.
+
+Endpoints (Chatwoot v4.16, header ``api_access_token``):
+``POST /api/v1/accounts/{account}/conversations/{id}/messages``,
+``.../toggle_typing_status`` and ``.../toggle_status``. Message creation is
+not idempotent, so a read timeout there is never retried blindly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Protocol
+
+import redis
+import requests
+
+from app import keys
+from app.errors import ChatwootError
+from app.outbound import post_json
+from app.settings import CompanyConfig
+
+__all__ = ["ChatwootClient", "DryRunOutbox", "Replier", "make_replier"]
+
+log = logging.getLogger(__name__)
+TYPING_TIMEOUT_SECONDS = 2.0
+OUTBOX_KEEP = 1000
+
+
+class Replier(Protocol):
+    def create_message(self, account_id: int, conversation_id: str, content: str) -> int | None: ...
+
+    def typing(self, account_id: int, conversation_id: str, on: bool) -> None: ...
+
+    def open_conversation(self, account_id: int, conversation_id: str) -> None: ...
+
+
+class ChatwootClient:
+    """Posts replies, typing status and handoffs to one Chatwoot account."""
+
+    def __init__(
+        self, config: CompanyConfig, *, timeout: float, retries: int, session: requests.Session | None = None
+    ) -> None:
+        assert config.chatwoot_base_url and config.chatwoot_api_token
+        self._base = config.chatwoot_base_url
+        self._headers = {"api_access_token": config.chatwoot_api_token}
+        self._timeout = timeout
+        self._retries = retries
+        self._session = session or requests.Session()
+
+    def _url(self, account_id: int, conversation_id: str, action: str) -> str:
+        return f"{self._base}/api/v1/accounts/{account_id}/conversations/{conversation_id}/{action}"
+
+    def create_message(self, account_id: int, conversation_id: str, content: str) -> int | None:
+        """Post an outgoing reply; return the id Chatwoot gave it, if it said."""
+        response = post_json(
+            self._session,
+            self._url(account_id, conversation_id, "messages"),
+            {"content": content, "message_type": "outgoing", "private": False},
+            error=ChatwootError,
+            timeout=self._timeout,
+            retries=self._retries,
+            headers=self._headers,
+        )
+        try:
+            body = response.json()
+        except ValueError:
+            log.warning("chatwoot reply created but body is not JSON conversation=%s", conversation_id)
+            return None
+        message_id = body.get("id") if isinstance(body, dict) else None
+        return message_id if isinstance(message_id, int) else None
+
+    def typing(self, account_id: int, conversation_id: str, on: bool) -> None:
+        """Best effort: one short attempt, failures only logged."""
+        try:
+            post_json(
+                self._session,
+                self._url(account_id, conversation_id, "toggle_typing_status"),
+                {"typing_status": "on" if on else "off", "is_private": False},
+                error=ChatwootError,
+                timeout=TYPING_TIMEOUT_SECONDS,
+                retries=0,
+                headers=self._headers,
+                idempotent=True,
+            )
+        except ChatwootError as exc:
+            log.info("typing status not set conversation=%s error=%s", conversation_id, exc)
+
+    def open_conversation(self, account_id: int, conversation_id: str) -> None:
+        """Hand the conversation to humans (status ``open``)."""
+        post_json(
+            self._session,
+            self._url(account_id, conversation_id, "toggle_status"),
+            {"status": "open"},
+            error=ChatwootError,
+            timeout=self._timeout,
+            retries=self._retries,
+            headers=self._headers,
+            idempotent=True,
+        )
+
+
+class DryRunOutbox:
+    """Stands in for Chatwoot when ``CHATWOOT_BASE_URL`` is unset: keeps replies in Redis."""
+
+    def __init__(self, client: redis.Redis, company: str) -> None:
+        self._redis = client
+        self._company = company
+
+    def _record(self, kind: str, account_id: int, conversation_id: str, **extra: object) -> None:
+        entry = {
+            "kind": kind,
+            "account_id": account_id,
+            "conversation_id": conversation_id,
+            "at": time.time(),
+        }
+        entry.update(extra)
+        pipe = self._redis.pipeline()
+        pipe.rpush(keys.outbox(self._company), json.dumps(entry, ensure_ascii=False))
+        pipe.ltrim(keys.outbox(self._company), -OUTBOX_KEEP, -1)
+        pipe.execute()
+
+    def create_message(self, account_id: int, conversation_id: str, content: str) -> int | None:
+        self._record("message", account_id, conversation_id, content=content)
+        log.info(
+            "dry-run reply kept company=%s conversation=%s chars=%d",
+            self._company,
+            conversation_id,
+            len(content),
+        )
+        log.debug("dry-run reply content=%r", content)
+        return None
+
+    def typing(self, account_id: int, conversation_id: str, on: bool) -> None:
+        return None
+
+    def open_conversation(self, account_id: int, conversation_id: str) -> None:
+        self._record("handoff", account_id, conversation_id)
+        log.info("dry-run handoff company=%s conversation=%s", self._company, conversation_id)
+
+
+def make_replier(config: CompanyConfig, client: redis.Redis, *, timeout: float, retries: int) -> Replier:
+    if config.dry_run:
+        return DryRunOutbox(client, config.company_id)
+    return ChatwootClient(config, timeout=timeout, retries=retries)

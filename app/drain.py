@@ -1,0 +1,302 @@
+"""Draining one conversation: the body of the ``gateway.drain`` task.
+
+One run of ``Drainer.run`` (a task holding the lease):
+1. resumes a leftover ``webhook_processing`` batch first (a drainer died);
+2. otherwise waits for the batch to close — not by sleeping: it hands the
+   lease to a fresh task id and publishes that task with the remaining time
+   as countdown, so a solo worker serves other conversations meanwhile;
+3. claims the batch atomically into ``webhook_processing``, calls the bot per
+   segment, posts the replies, and only then lets the messages leave
+   ``webhook_processing`` (or dead-letters them past their retries);
+4. releases the lease in the same script that checks the queue is empty.
+Every state change is a Lua script that checks the lease first, so a task
+that lost its lease changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import redis
+
+from app import keys
+from app.batching import Segment, close_at, segments
+from app.bots import Bot, bot_request
+from app.chatwoot import Replier
+from app.errors import BotError, ChatwootError, LeaseLost
+from app.payload import StoredMessage
+from app.scripts import Scripts
+from app.settings import CompanyConfig, Settings
+
+__all__ = ["MAX_BATCHES_PER_RUN", "Drainer", "LeaseKeeper"]
+
+log = logging.getLogger(__name__)
+MAX_BATCHES_PER_RUN = 20
+HANDOFF_TTL_SECONDS = 30 * 24 * 3600
+
+
+class LeaseKeeper(threading.Thread):
+    """Renews the lease every quarter TTL while the task works (heartbeat)."""
+
+    def __init__(self, client: redis.Redis, scripts: Scripts, lease: str, task_id: str, ttl: float) -> None:
+        super().__init__(daemon=True, name=f"lease-{task_id[:8]}")
+        self._args = (client, scripts, lease, task_id, int(ttl * 1000))
+        self._interval = ttl / 4
+        self._stop = threading.Event()
+        self.lost = threading.Event()
+
+    def run(self) -> None:
+        client, scripts, lease, task_id, ttl_ms = self._args
+        while not self._stop.wait(self._interval):
+            try:
+                if not scripts.hold(keys=[lease], args=[task_id, ttl_ms, "0"], client=client):
+                    self.lost.set()
+                    return
+            except redis.RedisError as exc:
+                log.warning("lease renewal failed lease=%s error=%s", lease, type(exc).__name__)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+@dataclass
+class Drainer:
+    client: redis.Redis
+    scripts: Scripts
+    settings: Settings
+    company: CompanyConfig
+    conversation: str
+    task_id: str
+    bot: Bot
+    replier: Replier
+    schedule: Callable[[str, float], None]  # (task id, countdown) -> publish drain task
+    clock: Callable[[], float] = time.time
+    _keeper: LeaseKeeper | None = field(default=None, init=False)
+
+    @property
+    def _cid(self) -> str:
+        return self.company.company_id
+
+    def _key(self, fn: Callable[[str, str], str]) -> str:
+        return fn(self._cid, self.conversation)
+
+    def run(self) -> str:
+        """Drain what is due; return what happened (for logs and tests)."""
+        lease = self._key(keys.active_task)
+        ttl_ms = int(self.settings.lease_ttl_seconds * 1000)
+        if not self.scripts.hold(keys=[lease], args=[self.task_id, ttl_ms, "1"], client=self.client):
+            return "not-holder"
+        self._keeper = LeaseKeeper(
+            self.client, self.scripts, lease, self.task_id, self.settings.lease_ttl_seconds
+        )
+        self._keeper.start()
+        try:
+            return self._drain()
+        except LeaseLost:
+            log.warning(
+                "lease lost company=%s conversation=%s task=%s", self._cid, self.conversation, self.task_id
+            )
+            return "lease-lost"
+        finally:
+            self._keeper.stop()
+
+    def _drain(self) -> str:
+        for _ in range(MAX_BATCHES_PER_RUN):
+            wait = self._seconds_until_due()
+            if wait is None:
+                released = self._release_if_empty()
+                if released:
+                    return "released"
+                continue
+            if wait > 0:
+                return self._rearm(wait)
+            batch = self._claim()
+            if batch:
+                self._process(batch)
+        return self._rearm(0)
+
+    def _seconds_until_due(self) -> float | None:
+        """None when nothing waits, 0 when a batch is due (or left over), else the wait."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.llen(self._key(keys.processing))
+        pipe.lindex(self._key(keys.queue), 0)
+        pipe.lindex(self._key(keys.queue), -1)
+        leftover, first, last = pipe.execute()
+        if leftover:
+            return 0.0
+        if first is None:
+            return None
+        try:
+            first_at = json.loads(first)["received_at"]
+            last_at = json.loads(last)["received_at"]
+            due = close_at(
+                float(first_at),
+                float(last_at),
+                self.company.batch_window_seconds,
+                self.company.batch_max_wait_seconds,
+            )
+        except (ValueError, KeyError, TypeError):
+            return 0.0  # unreadable entry: claim it now so it is dead-lettered
+        return max(0.0, due - self.clock())
+
+    def _release_if_empty(self) -> bool:
+        result = self.scripts.release_if_empty(
+            keys=[
+                self._key(keys.active_task),
+                self._key(keys.queue),
+                self._key(keys.processing),
+                keys.conversation_index(self._cid),
+            ],
+            args=[self.task_id, self.conversation],
+            client=self.client,
+        )
+        if result == -1:
+            raise LeaseLost()
+        return result == 1
+
+    def _rearm(self, countdown: float) -> str:
+        """Hand the lease to a fresh task due in ``countdown`` seconds."""
+        from app.lease import new_task_id
+
+        assert self._keeper is not None
+        self._keeper.stop()
+        fresh = new_task_id()
+        ttl_ms = int((countdown + self.settings.lease_ttl_seconds) * 1000)
+        lease = self._key(keys.active_task)
+        if not self.scripts.hand_over(keys=[lease], args=[self.task_id, fresh, ttl_ms], client=self.client):
+            raise LeaseLost()
+        self.schedule(fresh, countdown)
+        return "rearmed"
+
+    def _claim(self) -> list[str]:
+        batch = self.scripts.claim_batch(
+            keys=[self._key(keys.queue), self._key(keys.processing), self._key(keys.active_task)],
+            args=[self.task_id, self.settings.batch_max_messages],
+            client=self.client,
+        )
+        if batch is None:
+            raise LeaseLost()
+        if batch:
+            self.client.hincrby(keys.stats(self._cid), "batches", 1)
+        return list(batch)
+
+    def _check_lease(self) -> None:
+        if self._keeper is not None and self._keeper.lost.is_set():
+            raise LeaseLost()
+
+    def _complete(self, raws: list[str], dead_letter: dict | None = None) -> None:
+        letter = json.dumps(dead_letter, ensure_ascii=False) if dead_letter else ""
+        left = self.scripts.complete(
+            keys=[
+                self._key(keys.processing),
+                self._key(keys.active_task),
+                self._key(keys.sent_parts),
+                keys.dead_letters(self._cid),
+                keys.stats(self._cid),
+            ],
+            args=[self.task_id, letter, *raws],
+            client=self.client,
+        )
+        if left is None:
+            raise LeaseLost()
+
+    def _dead_letter(self, raws: list[str], stage: str, error: str, **extra: object) -> None:
+        log.error(
+            "dead letter company=%s conversation=%s stage=%s messages=%d error=%s",
+            self._cid,
+            self.conversation,
+            stage,
+            len(raws),
+            error,
+        )
+        letter = {
+            "company": self._cid,
+            "conversation_id": self.conversation,
+            "stage": stage,
+            "error": error,
+            "messages": raws,
+            "failed_at": self.clock(),
+            "task_id": self.task_id,
+            **extra,
+        }
+        self._complete(raws, letter)
+
+    def _process(self, batch: list[str]) -> None:
+        messages: list[StoredMessage] = []
+        raw_of: dict[int, str] = {}
+        for raw in batch:
+            try:
+                message = StoredMessage.from_json(raw)
+            except (ValueError, TypeError, KeyError) as exc:
+                self._dead_letter([raw], "parse", f"stored message unreadable: {type(exc).__name__}")
+                continue
+            messages.append(message)
+            raw_of[message.id] = raw
+        if not messages:
+            return
+        account = messages[0].account_id
+        typing_on = threading.Thread(
+            target=self.replier.typing, args=(account, self.conversation, True), daemon=True
+        )
+        typing_on.start()
+        try:
+            for segment in segments(messages, self.company.batch_max_avg_chars):
+                self._check_lease()
+                self._answer(segment, [raw_of[m.id] for m in segment.messages], typing_on)
+        finally:
+            typing_on.join(timeout=3)
+            self.replier.typing(account, self.conversation, False)
+
+    def _answer(self, segment: Segment, raws: list[str], typing_on: threading.Thread) -> None:
+        stats = keys.stats(self._cid)
+        self.client.hincrby(stats, "bot_calls", 1)
+        try:
+            reply = self.bot.answer(bot_request(self._cid, segment))
+        except BotError as exc:
+            self.client.hincrby(stats, "bot_failures", 1)
+            self._dead_letter(raws, "bot", str(exc))
+            return
+        self._check_lease()
+        typing_on.join(timeout=3)  # the indicator goes on before the reply, never after
+        account = segment.messages[0].account_id
+        sent = self.client.hgetall(self._key(keys.sent_parts))
+        for index, part in enumerate(reply.replies):
+            marker = f"{segment.key}:{index}"
+            if marker in sent:
+                continue  # posted by a drainer that died before completing the batch
+            try:
+                self.replier.create_message(account, self.conversation, part)
+            except ChatwootError as exc:
+                self.client.hincrby(stats, "replies_failed", 1)
+                self._dead_letter(raws, "chatwoot", str(exc), ambiguous=exc.ambiguous, parts_posted=index)
+                return
+            self.client.hset(self._key(keys.sent_parts), marker, "1")
+            self.client.hincrby(stats, "replies_sent", 1)
+        if reply.handoff:
+            self._hand_off(account)
+        self._complete(raws)
+        log.info(
+            "batch answered company=%s conversation=%s task=%s messages=%d parts=%d batched=%s",
+            self._cid,
+            self.conversation,
+            self.task_id,
+            len(raws),
+            len(reply.replies),
+            segment.batched,
+        )
+
+    def _hand_off(self, account: int) -> None:
+        self.client.set(self._key(keys.handoff), "bot", ex=HANDOFF_TTL_SECONDS)
+        self.client.hincrby(keys.stats(self._cid), "handoffs", 1)
+        try:
+            self.replier.open_conversation(account, self.conversation)
+        except ChatwootError as exc:
+            log.error(
+                "handoff not sent company=%s conversation=%s error=%s", self._cid, self.conversation, exc
+            )
+        log.info("conversation handed to humans company=%s conversation=%s", self._cid, self.conversation)

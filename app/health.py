@@ -1,0 +1,114 @@
+"""/healthz (process alive), /readyz (Redis and a fresh worker), /metrics."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+from flask import Blueprint, Response, current_app, jsonify
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from app import keys
+from app.settings import Settings
+
+__all__ = ["bp", "live_workers"]
+
+bp = Blueprint("health", __name__)
+
+# stats hash field -> (metric name, help); counters written by web and worker alike.
+COUNTERS = {
+    "webhooks_queued": ("gateway_webhooks_queued", "Messages accepted into a conversation queue"),
+    "webhooks_duplicate": ("gateway_webhooks_duplicate", "Redeliveries and re-sent messages ignored"),
+    "webhooks_ignored": ("gateway_webhooks_ignored", "Events and messages not for the bot"),
+    "webhooks_rejected_429": ("gateway_webhooks_rejected_429", "Messages refused: conversation queue full"),
+    "batches": ("gateway_batches", "Batches claimed by a drainer"),
+    "bot_calls": ("gateway_bot_calls", "Calls made to the bot"),
+    "bot_failures": ("gateway_bot_failures", "Bot calls that failed past their retries"),
+    "replies_sent": ("gateway_replies_sent", "Reply parts posted to Chatwoot"),
+    "replies_failed": ("gateway_replies_failed", "Reply posts that failed past their retries"),
+    "handoffs": ("gateway_handoffs", "Conversations handed to humans by the bot"),
+    "lease_takeovers": ("gateway_lease_takeovers", "Leases taken from finished holders"),
+    "sweeper_rescues": ("gateway_sweeper_rescues", "Conversations rescheduled by the sweeper"),
+    "dead_letters": ("gateway_dead_letters", "Batches moved to the dead-letter list"),
+}
+
+
+def live_workers(client: redis.Redis, max_age: float) -> int:
+    return int(client.zcount(keys.worker_heartbeats(), time.time() - max_age, "+inf"))
+
+
+@bp.get("/healthz")
+def healthz():  # type: ignore[no-untyped-def]
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz():  # type: ignore[no-untyped-def]
+    gateway = current_app.extensions["gateway"]
+    try:
+        gateway.redis.ping()
+        workers = live_workers(gateway.redis, gateway.settings.worker_heartbeat_max_age_seconds)
+    except redis.RedisError as exc:
+        return jsonify(status="unavailable", reason=f"Redis unreachable: {type(exc).__name__}"), 503
+    if workers == 0:
+        return jsonify(status="unavailable", reason="no worker heartbeat in the last seconds"), 503
+    return jsonify(status="ready", workers=workers)
+
+
+class RedisCollector:
+    """Reads the shared counters and the queue state from Redis at scrape time."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self._redis = client
+        self._settings = settings
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        counters = {f: CounterMetricFamily(n, h, labels=["company"]) for f, (n, h) in COUNTERS.items()}
+        waiting = GaugeMetricFamily(
+            "gateway_messages_waiting", "Messages queued or in flight", labels=["company"]
+        )
+        leases = GaugeMetricFamily(
+            "gateway_live_leases", "Conversations with a live lease", labels=["company"]
+        )
+        dead = GaugeMetricFamily(
+            "gateway_dead_letters_waiting", "Entries in the dead-letter list", labels=["company"]
+        )
+        for company in self._settings.companies:
+            stats = self._redis.hgetall(keys.stats(company))
+            for field, family in counters.items():
+                family.add_metric([company], float(stats.get(field, 0)))
+            total, live = self._conversation_figures(company)
+            waiting.add_metric([company], total)
+            leases.add_metric([company], live)
+            dead.add_metric([company], self._redis.llen(keys.dead_letters(company)))
+        workers = GaugeMetricFamily("gateway_workers_alive", "Workers with a fresh heartbeat")
+        workers.add_metric([], live_workers(self._redis, self._settings.worker_heartbeat_max_age_seconds))
+        yield from counters.values()
+        yield from (waiting, leases, dead, workers)
+
+    def _conversation_figures(self, company: str) -> tuple[int, int]:
+        total = live = 0
+        conversations = list(self._redis.sscan_iter(keys.conversation_index(company), count=500))
+        for start in range(0, len(conversations), 500):
+            pipe = self._redis.pipeline(transaction=False)
+            for conv in conversations[start : start + 500]:
+                pipe.llen(keys.queue(company, conv))
+                pipe.llen(keys.processing(company, conv))
+                pipe.exists(keys.active_task(company, conv))
+            values = pipe.execute()
+            total += sum(values[0::3]) + sum(values[1::3])
+            live += sum(values[2::3])
+        return total, live
+
+
+@bp.get("/metrics")
+def metrics():  # type: ignore[no-untyped-def]
+    gateway = current_app.extensions["gateway"]
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RedisCollector(gateway.redis, gateway.settings))
+    try:
+        text = generate_latest(registry)
+    except redis.RedisError as exc:
+        return jsonify(error="unavailable", reason=f"Redis unreachable: {type(exc).__name__}"), 503
+    return Response(text, mimetype="text/plain; version=0.0.4")

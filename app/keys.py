@@ -1,0 +1,88 @@
+"""Every Redis key name the gateway uses, in one place.
+
+Lua scripts never build key names: they receive them in KEYS from here, so a
+prefix change is one edit and a test (tests/test_keys.py) pins each format.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "active_task",
+    "bot_history",
+    "conversation_index",
+    "dead_letters",
+    "handoff",
+    "outbox",
+    "processing",
+    "queue",
+    "seen_delivery",
+    "seen_message",
+    "sent_parts",
+    "stats",
+    "worker_heartbeats",
+]
+
+
+def queue(company: str, conversation: str | int) -> str:
+    """List of messages waiting for the bot (RPUSH by the webhook, FIFO)."""
+    return f"{company}:webhook_queue:{conversation}"
+
+
+def active_task(company: str, conversation: str | int) -> str:
+    """The lease: id of the one task allowed to drain this conversation."""
+    return f"{company}:webhook_active_task:{conversation}"
+
+
+def processing(company: str, conversation: str | int) -> str:
+    """The batch being handled; emptied only after its reply was sent."""
+    return f"{company}:webhook_processing:{conversation}"
+
+
+def seen_message(company: str, message_id: str | int) -> str:
+    """De-duplication marker of one Chatwoot message id."""
+    return f"{company}:webhook_seen:{message_id}"
+
+
+def seen_delivery(company: str, delivery_id: str) -> str:
+    """De-duplication marker of one webhook delivery (X-Chatwoot-Delivery)."""
+    return f"{company}:webhook_seen:delivery:{delivery_id}"
+
+
+def dead_letters(company: str) -> str:
+    """Messages that failed past their retries, with the error; replayable."""
+    return f"{company}:webhook_dead"
+
+
+def conversation_index(company: str) -> str:
+    """Set of conversations that may hold queued or in-flight messages (sweeper)."""
+    return f"{company}:webhook_conversations"
+
+
+def sent_parts(company: str, conversation: str | int) -> str:
+    """Hash of reply parts already posted for the batch in processing."""
+    return f"{company}:webhook_sent:{conversation}"
+
+
+def handoff(company: str, conversation: str | int) -> str:
+    """Present while a human holds the conversation: the bot stays silent."""
+    return f"{company}:webhook_handoff:{conversation}"
+
+
+def bot_history(company: str, conversation: str | int) -> str:
+    """Recent turns kept for the openai backend, expiring with the session."""
+    return f"{company}:bot_history:{conversation}"
+
+
+def outbox(company: str) -> str:
+    """Dry-run outbox: replies kept instead of sent when no Chatwoot URL is set."""
+    return f"{company}:webhook_outbox"
+
+
+def stats(company: str) -> str:
+    """Hash of counters shared by web and worker processes (for /metrics)."""
+    return f"{company}:webhook_stats"
+
+
+def worker_heartbeats() -> str:
+    """Sorted set: worker name -> unix time of its latest heartbeat."""
+    return "gateway:worker_heartbeats"

@@ -1,0 +1,172 @@
+"""Every multi-key state change of the gateway, as one Lua script each.
+
+A script is registered once per Redis client (``Scripts(redis)``) and called
+by EVALSHA. Scripts receive every key name in KEYS (see ``app.keys``); none
+builds a key. Each header documents KEYS and ARGV.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+
+__all__ = ["EnqueueResult", "Scripts"]
+
+# KEYS[1] queue  KEYS[2] lease  KEYS[3] seen message  KEYS[4] seen delivery
+# KEYS[5] conversation index  KEYS[6] stats hash  KEYS[7] handoff marker
+# ARGV[1] stored message (JSON)  ARGV[2] queue TTL s  ARGV[3] max queue length
+# ARGV[4] fresh task id  ARGV[5] lease TTL ms  ARGV[6] seen TTL s
+# ARGV[7] conversation id  ARGV[8] "1" if KEYS[4] is a real delivery id
+# ARGV[9] the conversation's status in the payload ("pending" ends a handoff)
+# Returns {status, queue length, lease holder, lease pttl ms, acquired 0/1}
+# where status is "queued", "duplicate", "full" or "handoff".
+ENQUEUE = """
+if ARGV[9] == 'pending' then
+  redis.call('DEL', KEYS[7])
+elseif redis.call('EXISTS', KEYS[7]) == 1 then
+  redis.call('HINCRBY', KEYS[6], 'webhooks_ignored', 1)
+  return {'handoff', 0, '', 0, 0}
+end
+if redis.call('EXISTS', KEYS[3]) == 1 or
+   (ARGV[8] == '1' and redis.call('EXISTS', KEYS[4]) == 1) then
+  redis.call('HINCRBY', KEYS[6], 'webhooks_duplicate', 1)
+  return {'duplicate', 0, '', 0, 0}
+end
+local len = redis.call('LLEN', KEYS[1])
+if len >= tonumber(ARGV[3]) then
+  redis.call('HINCRBY', KEYS[6], 'webhooks_rejected_429', 1)
+  return {'full', len, '', 0, 0}
+end
+len = redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[3], '1', 'EX', ARGV[6])
+if ARGV[8] == '1' then redis.call('SET', KEYS[4], '1', 'EX', ARGV[6]) end
+redis.call('SADD', KEYS[5], ARGV[7])
+redis.call('HINCRBY', KEYS[6], 'webhooks_queued', 1)
+if redis.call('SET', KEYS[2], ARGV[4], 'NX', 'PX', ARGV[5]) then
+  return {'queued', len, ARGV[4], tonumber(ARGV[5]), 1}
+end
+return {'queued', len, redis.call('GET', KEYS[2]) or '', redis.call('PTTL', KEYS[2]), 0}
+"""
+
+# Compare-and-set of the lease: hand it from one task id to another.
+# KEYS[1] lease  ARGV[1] expected holder  ARGV[2] new holder  ARGV[3] TTL ms
+# Returns 1 if the lease now names ARGV[2], else 0.
+HAND_OVER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+"""
+
+# A task starting (or its heartbeat): keep the lease it holds, or take a free one.
+# KEYS[1] lease  ARGV[1] task id  ARGV[2] TTL ms  ARGV[3] "1" to take a free lease
+# Returns 1 if the task holds the lease afterwards, else 0.
+HOLD = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if not holder and ARGV[3] == '1' then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+# Drop the lease a task holds (its drain task could not be published).
+# KEYS[1] lease  ARGV[1] task id
+# Returns 1 if dropped, 0 if another task holds it.
+DROP_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"""
+
+# Move the next batch into processing, unless a leftover batch is there.
+# KEYS[1] queue  KEYS[2] processing  KEYS[3] lease
+# ARGV[1] task id  ARGV[2] most messages to move
+# Returns false if the task does not hold the lease, else the processing list.
+CLAIM_BATCH = """
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then return false end
+local leftover = redis.call('LRANGE', KEYS[2], 0, -1)
+if #leftover > 0 then return leftover end
+local items = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+if #items == 0 then return {} end
+redis.call('RPUSH', KEYS[2], unpack(items))
+redis.call('LTRIM', KEYS[1], #items, -1)
+return items
+"""
+
+# Messages whose reply was sent (or that were dead-lettered) leave processing.
+# KEYS[1] processing  KEYS[2] lease  KEYS[3] sent-parts hash  KEYS[4] dead letters
+# KEYS[5] stats hash
+# ARGV[1] task id  ARGV[2] dead letter JSON or ""  ARGV[3..] stored messages
+# Returns false without the lease, else the messages left in processing.
+COMPLETE = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return false end
+if ARGV[2] ~= '' then
+  redis.call('RPUSH', KEYS[4], ARGV[2])
+  redis.call('HINCRBY', KEYS[5], 'dead_letters', 1)
+end
+for i = 3, #ARGV do redis.call('LREM', KEYS[1], 1, ARGV[i]) end
+local left = redis.call('LLEN', KEYS[1])
+if left == 0 then redis.call('DEL', KEYS[3]) end
+return left
+"""
+
+# Release the lease, only by its holder and only when nothing is left to do.
+# KEYS[1] lease  KEYS[2] queue  KEYS[3] processing  KEYS[4] conversation index
+# ARGV[1] task id  ARGV[2] conversation id
+# Returns 1 released, 0 more work (keep draining), -1 not the holder.
+RELEASE_IF_EMPTY = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+if redis.call('LLEN', KEYS[2]) > 0 or redis.call('LLEN', KEYS[3]) > 0 then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[4], ARGV[2])
+return 1
+"""
+
+# Sweeper: lease a conversation that has work and no live lease.
+# KEYS[1] lease  KEYS[2] queue  KEYS[3] processing  KEYS[4] conversation index
+# ARGV[1] fresh task id  ARGV[2] TTL ms  ARGV[3] conversation id
+# Returns 1 leased (schedule ARGV[1]), 0 a live lease exists, -1 nothing to do.
+RESCUE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('LLEN', KEYS[2]) == 0 and redis.call('LLEN', KEYS[3]) == 0 then
+  redis.call('SREM', KEYS[4], ARGV[3])
+  return -1
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class EnqueueResult:
+    status: str  # "queued", "duplicate", "full" or "handoff"
+    length: int
+    holder: str
+    holder_pttl_ms: int
+    acquired: bool
+
+
+class Scripts:
+    """The Lua scripts, registered on one Redis client."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.enqueue = client.register_script(ENQUEUE)
+        self.hand_over = client.register_script(HAND_OVER)
+        self.hold = client.register_script(HOLD)
+        self.drop_lease = client.register_script(DROP_LEASE)
+        self.claim_batch = client.register_script(CLAIM_BATCH)
+        self.complete = client.register_script(COMPLETE)
+        self.release_if_empty = client.register_script(RELEASE_IF_EMPTY)
+        self.rescue = client.register_script(RESCUE)

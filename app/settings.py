@@ -1,0 +1,252 @@
+"""Settings: read the environment (or COMPANIES_FILE) once, validate, pass in.
+
+A wrong value raises ``ConfigError`` whose message names the variable; the
+processes print it and stop (``python -m app check-config`` does the same for
+start.sh before anything starts).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+__all__ = ["CompanyConfig", "ConfigError", "Settings", "load_settings"]
+
+BOT_BACKENDS = ("echo", "http", "openai", "python")
+_COMPANY_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_HANDLER = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or invalid; the message names it."""
+
+
+@dataclass(frozen=True)
+class CompanyConfig:
+    company_id: str = "default"
+    chatwoot_base_url: str | None = None
+    chatwoot_api_token: str | None = field(default=None, repr=False)
+    chatwoot_webhook_secret: str | None = field(default=None, repr=False)
+    webhook_token: str | None = field(default=None, repr=False)
+    bot_backend: str = "echo"
+    bot_url: str | None = None
+    bot_timeout_seconds: float = 30.0
+    openai_base_url: str | None = None
+    openai_api_key: str | None = field(default=None, repr=False)
+    openai_model: str | None = None
+    bot_system_prompt: str = "You are a helpful customer-support assistant."
+    bot_handler: str | None = None
+    batch_window_seconds: float = 10.0
+    batch_max_wait_seconds: float = 30.0
+    batch_max_avg_chars: int = 400
+    max_queue_per_conversation: int = 200
+    session_idle_minutes: float = 15.0
+
+    @property
+    def dry_run(self) -> bool:
+        return not self.chatwoot_base_url
+
+    @property
+    def has_webhook_auth(self) -> bool:
+        return bool(self.chatwoot_webhook_secret or self.webhook_token)
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = field(repr=False)
+    companies: Mapping[str, CompanyConfig]
+    max_body_bytes: int = 1024 * 1024
+    queue_ttl_seconds: int = 24 * 3600
+    seen_ttl_seconds: int = 48 * 3600
+    lease_ttl_seconds: float = 20.0
+    sweep_interval_seconds: float = 5.0
+    batch_max_messages: int = 50
+    worker_heartbeat_max_age_seconds: float = 15.0
+    chatwoot_timeout_seconds: float = 10.0
+    outbound_retries: int = 3
+    log_level: str = "INFO"
+
+    def company(self, company_id: str) -> CompanyConfig | None:
+        return self.companies.get(company_id)
+
+
+# name -> (parser, CompanyConfig field); the environment variable is NAME upper case.
+def _str(name: str, raw: str) -> str:
+    return raw.strip()
+
+
+def _url(name: str, raw: str) -> str:
+    url = raw.strip().rstrip("/")
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ConfigError(f"{name} must be an http(s) URL, got {url!r}")
+    return url
+
+
+def _positive_float(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise ConfigError(f"{name} must be a positive number, got {raw!r}")
+    return value
+
+
+def _positive_int(name: str, raw: str) -> int:
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be a positive whole number, got {raw!r}")
+    return value
+
+
+def _backend(name: str, raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in BOT_BACKENDS:
+        raise ConfigError(f"{name} must be one of {', '.join(BOT_BACKENDS)}, got {raw!r}")
+    return value
+
+
+def _company_id(name: str, raw: str) -> str:
+    value = raw.strip()
+    if not _COMPANY_ID.match(value):
+        raise ConfigError(f"{name} must be 1-64 letters, digits, '_' or '-', got {raw!r}")
+    return value
+
+
+def _handler(name: str, raw: str) -> str:
+    value = raw.strip()
+    if not _HANDLER.match(value):
+        raise ConfigError(f"{name} must look like package.module:function, got {raw!r}")
+    return value
+
+
+_Parser = Callable[[str, str], Any]
+COMPANY_FIELDS: dict[str, _Parser] = {
+    "company_id": _company_id,
+    "chatwoot_base_url": _url,
+    "chatwoot_api_token": _str,
+    "chatwoot_webhook_secret": _str,
+    "webhook_token": _str,
+    "bot_backend": _backend,
+    "bot_url": _url,
+    "bot_timeout_seconds": _positive_float,
+    "openai_base_url": _url,
+    "openai_api_key": _str,
+    "openai_model": _str,
+    "bot_system_prompt": _str,
+    "bot_handler": _handler,
+    "batch_window_seconds": _positive_float,
+    "batch_max_wait_seconds": _positive_float,
+    "batch_max_avg_chars": _positive_int,
+    "max_queue_per_conversation": _positive_int,
+    "session_idle_minutes": _positive_float,
+}
+
+GLOBAL_FIELDS: dict[str, _Parser] = {
+    "max_body_bytes": _positive_int,
+    "queue_ttl_seconds": _positive_int,
+    "seen_ttl_seconds": _positive_int,
+    "lease_ttl_seconds": _positive_float,
+    "sweep_interval_seconds": _positive_float,
+    "batch_max_messages": _positive_int,
+    "worker_heartbeat_max_age_seconds": _positive_float,
+    "chatwoot_timeout_seconds": _positive_float,
+    "outbound_retries": _positive_int,
+}
+
+
+def _parse_fields(
+    source: Mapping[str, Any], fields: Mapping[str, _Parser], label: Callable[[str], str]
+) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for key, parse in fields.items():
+        raw = source.get(label(key))
+        if raw is None or (isinstance(raw, str) and raw.strip() == ""):
+            continue
+        if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+            raise ConfigError(f"{label(key)} must be a string or number, got {raw!r}")
+        values[key] = parse(label(key), str(raw))
+    return values
+
+
+def _check_company(config: CompanyConfig, where: str) -> CompanyConfig:
+    def name(key: str) -> str:
+        return f"{where}{key.upper()}" if where == "" else f"{where}.{key}"
+
+    if config.batch_max_wait_seconds < config.batch_window_seconds:
+        raise ConfigError(
+            f"{name('batch_max_wait_seconds')} ({config.batch_max_wait_seconds}) must not be"
+            f" below {name('batch_window_seconds')} ({config.batch_window_seconds})"
+        )
+    if config.bot_backend == "http" and not config.bot_url:
+        raise ConfigError(f"{name('bot_url')} is required when the bot backend is http")
+    if config.bot_backend == "openai":
+        for key in ("openai_base_url", "openai_model"):
+            if not getattr(config, key):
+                raise ConfigError(f"{name(key)} is required when the bot backend is openai")
+    if config.bot_backend == "python" and not config.bot_handler:
+        raise ConfigError(f"{name('bot_handler')} is required when the bot backend is python")
+    if config.chatwoot_base_url and not config.chatwoot_api_token:
+        raise ConfigError(f"{name('chatwoot_api_token')} is required when {name('chatwoot_base_url')} is set")
+    return config
+
+
+def _companies_from_file(path: str) -> dict[str, CompanyConfig]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"COMPANIES_FILE {path!r} cannot be read: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"COMPANIES_FILE {path!r} is not valid JSON: {exc}") from None
+    if isinstance(data, dict):
+        data = data.get("companies")
+    if not isinstance(data, list) or not data:
+        raise ConfigError(f"COMPANIES_FILE {path!r} must hold a non-empty list of objects")
+    companies: dict[str, CompanyConfig] = {}
+    for index, entry in enumerate(data):
+        where = f"COMPANIES_FILE[{index}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where} must be an object")
+        unknown = sorted(set(entry) - set(COMPANY_FIELDS))
+        if unknown:
+            raise ConfigError(f"{where} has unknown settings: {', '.join(unknown)}")
+        if "company_id" not in entry:
+            raise ConfigError(f"{where}.company_id is required")
+        values = _parse_fields(entry, COMPANY_FIELDS, lambda key, w=where: f"{w}.{key}")
+        config = _check_company(CompanyConfig(**values), where)
+        if config.company_id in companies:
+            raise ConfigError(f"{where}.company_id {config.company_id!r} appears twice")
+        companies[config.company_id] = config
+    return companies
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build and validate the settings from ``environ`` (default: os.environ)."""
+    env = dict(os.environ if environ is None else environ)
+    redis_url = env.get("REDIS_URL", "").strip()
+    if not redis_url:
+        raise ConfigError("REDIS_URL is not set (start.sh starts an embedded Redis when unset)")
+    if urlparse(redis_url).scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
+    if env.get("COMPANIES_FILE", "").strip():
+        companies = _companies_from_file(env["COMPANIES_FILE"].strip())
+    else:
+        values = _parse_fields(env, COMPANY_FIELDS, str.upper)
+        values.setdefault("company_id", "default")
+        company = _check_company(CompanyConfig(**values), "")
+        companies = {company.company_id: company}
+    values = _parse_fields(env, GLOBAL_FIELDS, str.upper)
+    level = env.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
+    return Settings(redis_url=redis_url, companies=companies, log_level=level, **values)

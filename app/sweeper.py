@@ -1,0 +1,62 @@
+"""The periodic sweeper: no conversation with work is left without a drainer.
+
+Runs every SWEEP_INTERVAL_SECONDS (Celery beat inside the worker). For every
+conversation in the index it leases and schedules a drain when messages are
+queued or in flight and no live lease exists (RESCUE script), and takes over a
+lease whose holder has finished (``take_over_if_finished``). Running it twice
+at once (two workers with beat) is harmless: every step is a Lua check-and-set.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from celery import Celery
+
+from app import keys
+from app.lease import new_task_id, schedule_drain, take_over_if_finished
+from app.scripts import Scripts
+from app.settings import Settings
+
+__all__ = ["sweep"]
+
+log = logging.getLogger(__name__)
+
+
+def _sweep_conversation(
+    client: redis.Redis, scripts: Scripts, celery: Celery, settings: Settings, company: str, conv: str
+) -> bool:
+    ttl_ms = int(settings.lease_ttl_seconds * 1000)
+    lease = keys.active_task(company, conv)
+    fresh = new_task_id()
+    leased = scripts.rescue(
+        keys=[
+            lease,
+            keys.queue(company, conv),
+            keys.processing(company, conv),
+            keys.conversation_index(company),
+        ],
+        args=[fresh, ttl_ms, conv],
+        client=client,
+    )
+    if leased == 1:
+        client.hincrby(keys.stats(company), "sweeper_rescues", 1)
+        log.warning("sweeper rescued company=%s conversation=%s task=%s", company, conv, fresh)
+        schedule_drain(celery, company, conv, fresh, 0)
+        return True
+    if leased == 0 and client.pttl(lease) < ttl_ms // 2:
+        holder = client.get(lease)
+        if holder:
+            return take_over_if_finished(client, scripts, celery, company, conv, holder, ttl_ms) is not None
+    return False
+
+
+def sweep(client: redis.Redis, scripts: Scripts, celery: Celery, settings: Settings) -> int:
+    """Reschedule every stranded conversation; return how many."""
+    rescued = 0
+    for company in settings.companies:
+        for conv in client.sscan_iter(keys.conversation_index(company), count=500):
+            if _sweep_conversation(client, scripts, celery, settings, company, conv):
+                rescued += 1
+    return rescued

@@ -1,0 +1,143 @@
+"""The Celery worker: ``celery -A app.worker worker -B``.
+
+Runs without a Flask app. Settings are read and validated at import (a bad
+value stops the worker with a message naming the variable); Redis and HTTP
+clients are made once per worker process (``Runtime``) and passed in.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from functools import cached_property
+
+import redis
+from celery import signals
+
+from app import keys
+from app.bots import Bot, make_bot
+from app.celery_config import SWEEP_TASK, make_celery
+from app.chatwoot import Replier, make_replier
+from app.drain import Drainer
+from app.lease import DRAIN_TASK, schedule_drain
+from app.redis_client import connect
+from app.scripts import Scripts
+from app.settings import Settings, load_settings
+from app.sweeper import sweep
+
+__all__ = ["celery", "runtime"]
+
+log = logging.getLogger(__name__)
+settings = load_settings()
+celery = make_celery(settings)
+HEARTBEAT_INTERVAL_SECONDS = 2.0
+
+
+class Runtime:
+    """Clients of one worker process, made on first use."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._bots: dict[str, Bot] = {}
+        self._repliers: dict[str, Replier] = {}
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        return connect(self.settings.redis_url)
+
+    @cached_property
+    def scripts(self) -> Scripts:
+        return Scripts(self.redis)
+
+    def bot(self, company: str) -> Bot:
+        if company not in self._bots:
+            config = self.settings.companies[company]
+            self._bots[company] = make_bot(config, self.redis, self.settings.outbound_retries)
+        return self._bots[company]
+
+    def replier(self, company: str) -> Replier:
+        if company not in self._repliers:
+            config = self.settings.companies[company]
+            self._repliers[company] = make_replier(
+                config,
+                self.redis,
+                timeout=self.settings.chatwoot_timeout_seconds,
+                retries=self.settings.outbound_retries,
+            )
+        return self._repliers[company]
+
+
+runtime = Runtime(settings)
+
+
+@celery.task(name=DRAIN_TASK, bind=True, acks_late=True)
+def drain(self, company: str, conversation: str) -> str:  # type: ignore[no-untyped-def]
+    config = settings.company(company)
+    if config is None:
+        log.error("drain for unknown company=%s conversation=%s", company, conversation)
+        return "unknown-company"
+    drainer = Drainer(
+        client=runtime.redis,
+        scripts=runtime.scripts,
+        settings=settings,
+        company=config,
+        conversation=str(conversation),
+        task_id=self.request.id,
+        bot=runtime.bot(company),
+        replier=runtime.replier(company),
+        schedule=lambda task_id, countdown: schedule_drain(
+            celery, company, str(conversation), task_id, countdown
+        ),
+    )
+    outcome = drainer.run()
+    log.info(
+        "drain done company=%s conversation=%s task=%s outcome=%s",
+        company,
+        conversation,
+        self.request.id,
+        outcome,
+    )
+    return outcome
+
+
+@celery.task(name=SWEEP_TASK, ignore_result=True)
+def sweep_task() -> int:
+    return sweep(runtime.redis, runtime.scripts, celery, settings)
+
+
+def _heartbeat_loop(name: str) -> None:
+    client = connect(settings.redis_url)
+    while True:
+        try:
+            now = time.time()
+            pipe = client.pipeline(transaction=False)
+            pipe.zadd(keys.worker_heartbeats(), {name: now})
+            pipe.zremrangebyscore(keys.worker_heartbeats(), "-inf", now - 3600)
+            pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("worker heartbeat not written error=%s", type(exc).__name__)
+        time.sleep(HEARTBEAT_INTERVAL_SECONDS)
+
+
+@signals.worker_ready.connect
+def _start_heartbeat(sender=None, **_: object) -> None:  # type: ignore[no-untyped-def]
+    name = getattr(sender, "hostname", None) or socket.gethostname()
+    threading.Thread(target=_heartbeat_loop, args=(name,), daemon=True, name="worker-heartbeat").start()
+
+
+@signals.worker_shutting_down.connect
+def _forget_heartbeat(**_: object) -> None:
+    try:
+        runtime.redis.zrem(keys.worker_heartbeats(), socket.gethostname())
+    except redis.RedisError:
+        pass
+
+
+@signals.setup_logging.connect
+def _setup_logging(**_: object) -> None:
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )

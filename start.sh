@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Container entrypoint: [embedded redis-server] + Celery worker (with the
+# sweeper) + [Flower] + gunicorn on $PORT. Forwards SIGTERM/SIGINT to every
+# child and exits as soon as any child dies, so the platform restarts it.
+set -uo pipefail
+cd "$(dirname "$0")"
+
+PORT="${PORT:-8080}"
+DATA_DIR="${DATA_DIR:-$PWD/data}"
+CELERY_POOL="${CELERY_POOL:-solo}"
+CELERY_CONCURRENCY="${CELERY_CONCURRENCY:-1}"
+WEB_CONCURRENCY="${WEB_CONCURRENCY:-2}"
+GRACEFUL_TIMEOUT="${GRACEFUL_TIMEOUT:-20}"
+app_pids=()
+redis_pid=""
+stopping=0
+
+log() { echo "start.sh: $*" >&2; }
+
+mkdir -p "$DATA_DIR" || { log "DATA_DIR $DATA_DIR cannot be created"; exit 2; }
+
+start_embedded_redis() {
+  local port="${EMBEDDED_REDIS_PORT:-6399}"
+  mkdir -p "$DATA_DIR/redis"
+  redis-server --bind 127.0.0.1 --port "$port" --dir "$DATA_DIR/redis" \
+    --appendonly yes --appendfsync everysec --save "" --logfile "" --loglevel warning &
+  redis_pid=$!
+  export REDIS_URL="redis://127.0.0.1:${port}/0"
+  for _ in $(seq 1 50); do
+    redis-cli -p "$port" ping >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  redis-cli -p "$port" ping >/dev/null 2>&1 || { log "embedded redis-server did not start"; exit 1; }
+  log "REDIS_URL is unset: started an embedded redis-server on 127.0.0.1:${port}" \
+      "with append-only persistence in $DATA_DIR/redis"
+  if [ -z "${CHATWOOT_WEBHOOK_SECRET:-}" ] && [ -z "${WEBHOOK_TOKEN:-}" ] && [ -z "${COMPANIES_FILE:-}" ]; then
+    local token_file="$DATA_DIR/webhook_token"
+    [ -s "$token_file" ] || python -c 'import secrets; print(secrets.token_urlsafe(24))' >"$token_file"
+    WEBHOOK_TOKEN="$(cat "$token_file")"
+    export WEBHOOK_TOKEN
+    log "no webhook secret configured: generated WEBHOOK_TOKEN (kept in $token_file)."
+    log "point Chatwoot at http://localhost:${PORT}/webhook/chatwoot/${COMPANY_ID:-default}?token=${WEBHOOK_TOKEN}"
+  fi
+}
+
+[ -n "${REDIS_URL:-}" ] || start_embedded_redis
+
+python -m app check-config || exit 2
+
+celery -A app.worker worker -B -E --pool="$CELERY_POOL" --concurrency="$CELERY_CONCURRENCY" \
+  --loglevel=INFO --schedule="$DATA_DIR/celerybeat-schedule" &
+app_pids+=($!)
+
+if [ -n "${FLOWER_BASIC_AUTH:-}" ]; then
+  celery -A app.worker flower --address=127.0.0.1 --port="${FLOWER_PORT:-5555}" \
+    --basic-auth="$FLOWER_BASIC_AUTH" --url_prefix=flower &
+  app_pids+=($!)
+fi
+
+gunicorn wsgi:app --bind "0.0.0.0:${PORT}" --workers "$WEB_CONCURRENCY" \
+  --graceful-timeout "$GRACEFUL_TIMEOUT" --access-logfile - &
+app_pids+=($!)
+
+on_signal() { stopping=1; }
+trap on_signal TERM INT
+
+wait -n "${app_pids[@]}"
+code=$?
+if [ "$stopping" = 1 ]; then log "signal received: stopping children"; else log "a child exited (code $code): stopping the others"; fi
+
+# Application first (the worker finishes or hands back its batch), Redis last.
+kill -TERM "${app_pids[@]}" 2>/dev/null
+for pid in "${app_pids[@]}"; do wait "$pid" 2>/dev/null; done
+if [ -n "$redis_pid" ]; then
+  kill -TERM "$redis_pid" 2>/dev/null
+  wait "$redis_pid" 2>/dev/null
+fi
+log "all children exited"
+if [ "$stopping" = 1 ]; then exit 0; fi
+exit $(( code == 0 ? 1 : code ))
