@@ -20,8 +20,8 @@ log = logging.getLogger(__name__)
 bp = Blueprint("webhook", __name__)
 
 
-def _answer(status: int, **body: object):  # type: ignore[no-untyped-def]
-    return jsonify(body), status
+def _answer(http_status: int, **body: object):  # type: ignore[no-untyped-def]
+    return jsonify(body), http_status
 
 
 def _ignored(gateway, company: str, reason: str):  # type: ignore[no-untyped-def]

@@ -1,0 +1,262 @@
+"""Real processes for the tests: redis-server, a Celery worker, start.sh, and a
+local HTTP server standing in for Chatwoot's REST API and for an HTTP bot."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+def ensure_redis_server() -> str:
+    path = shutil.which("redis-server")
+    if path:
+        return path
+    if os.geteuid() == 0:  # the README's `make test` installs it; this covers a bare pytest
+        subprocess.run(["apt-get", "update", "-qq"], check=False)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "redis-server"], check=False)
+    path = shutil.which("redis-server")
+    if not path:
+        raise RuntimeError("redis-server is not installed: run `make test`, which installs it")
+    return path
+
+
+class RedisServer:
+    """A redis-server on a free port that a test may stop and start again."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._dir = data_dir
+        self._proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self._proc = subprocess.Popen(
+            [
+                ensure_redis_server(),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self._dir),
+                "--loglevel",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port)
+        wait_for(lambda: _pings(client), timeout=10)
+
+    def stop(self) -> None:
+        if self._proc:
+            self._proc.terminate()
+            self._proc.wait(timeout=10)
+            self._proc = None
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
+class Stand:
+    """Chatwoot's REST API and an HTTP bot on one local port, recording everything.
+
+    The bot (POST /bot) echoes the text it receives, after ``bot_delay`` seconds,
+    and records for every conversation how many calls were in flight at once.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.requests: list[dict[str, Any]] = []
+        self.bot_calls: list[dict[str, Any]] = []
+        self.bot_delay = 0.0
+        self.bot_answer: Callable[[dict[str, Any]], Any] | None = None
+        self.in_flight: dict[str, int] = defaultdict(int)
+        self.max_in_flight: dict[str, int] = defaultdict(int)
+        self.fail_next: list[int] = []  # statuses to answer message creates with, first
+        self._next_id = 100000
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.requests.clear()
+            self.bot_calls.clear()
+            self.in_flight.clear()
+            self.max_in_flight.clear()
+            self.fail_next.clear()
+            self.bot_delay = 0.0
+            self.bot_answer = None
+
+    def replies(self, conversation: int | str | None = None) -> list[str]:
+        """Contents of the messages the gateway created, in arrival order."""
+        with self.lock:
+            return [
+                r["json"]["content"]
+                for r in self.requests
+                if r["path"].endswith("/messages")
+                and (conversation is None or f"/conversations/{conversation}/" in r["path"])
+            ]
+
+    def calls(self, action: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [r for r in self.requests if r["path"].endswith("/" + action)]
+
+    def _bot(self, body: dict[str, Any]) -> tuple[int, Any]:
+        conv = str(body.get("conversation_id"))
+        with self.lock:
+            self.in_flight[conv] += 1
+            self.max_in_flight[conv] = max(self.max_in_flight[conv], self.in_flight[conv])
+            self.bot_calls.append(body)
+        try:
+            time.sleep(self.bot_delay)
+            answer = self.bot_answer(body) if self.bot_answer else {"reply": body["text"]}
+        finally:
+            with self.lock:
+                self.in_flight[conv] -= 1
+        return 200, answer
+
+    def _chatwoot(self, path: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, Any]:
+        if not re.match(
+            r"^/api/v1/accounts/\d+/conversations/\d+/(messages|toggle_typing_status|toggle_status)$", path
+        ):
+            return 404, {"error": "not found"}
+        if headers.get("api_access_token") != "cw-token":
+            return 401, {"error": "Invalid Access Token"}
+        with self.lock:
+            if path.endswith("/messages") and self.fail_next:
+                return self.fail_next.pop(0), {"error": "injected failure"}
+            self.requests.append({"path": path, "json": body, "at": time.time()})
+            self._next_id += 1
+            return 200, {"id": self._next_id, "content": body.get("content"), "message_type": 1}
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        stand = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                if self.path == "/bot":
+                    status, answer = stand._bot(body)
+                else:
+                    status, answer = stand._chatwoot(self.path, body, dict(self.headers))
+                data = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        return Handler
+
+
+class Worker:
+    """A real ``celery -A app.worker worker`` process."""
+
+    def __init__(self, env: dict[str, str], name: str, pool: str = "solo", beat: bool = False) -> None:
+        self.env, self.name, self.pool, self.beat = env, name, pool, beat
+        self.proc: subprocess.Popen | None = None
+        self.log_path = Path(env.get("TEST_LOG_DIR", "/tmp")) / f"worker-{name}-{os.getpid()}.log"
+
+    def start(self, client: redis.Redis) -> Worker:
+        args = [
+            str(BIN / "celery"),
+            "-A",
+            "app.worker",
+            "worker",
+            f"--pool={self.pool}",
+            "--concurrency=1",
+            "--loglevel=INFO",
+            f"--hostname={self.name}@%h",
+            "--without-mingle",
+            "--without-gossip",
+        ]
+        if self.beat:
+            args += ["-B", f"--schedule={self.log_path.with_suffix('.beat')}"]
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            args, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        hostname = f"{self.name}@{socket.gethostname()}"
+        wait_for(lambda: client.zscore("gateway:worker_heartbeats", hostname) or self._died(), timeout=30)
+        return self
+
+    def _died(self) -> bool:
+        if self.proc and self.proc.poll() is not None:
+            raise AssertionError(f"worker exited: {self.log_path.read_text()[-3000:]}")
+        return False
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the embedded beat process too
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # leftovers of the process group
+            except ProcessLookupError:
+                pass
+            self._log.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text()

@@ -1,0 +1,189 @@
+"""End to end through a real redis-server, a real Celery worker and a local Chatwoot."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from app import keys
+from tests import chatwoot_payloads as cw
+from tests.conftest import base_env, make_client, post_webhook
+from tests.support import Stand, Worker, wait_for
+
+pytestmark = pytest.mark.slow
+WINDOW = 1.0
+
+
+@pytest.fixture(scope="module")
+def env(redis_url: str, stand: Stand, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return base_env(redis_url, stand.url, TEST_LOG_DIR=str(tmp_path_factory.mktemp("logs")))
+
+
+@pytest.fixture(scope="module")
+def worker(env: dict[str, str], redis_url: str) -> Iterator[Worker]:
+    client = redis.Redis.from_url(redis_url)
+    w = Worker(env, "pipeline", beat=True).start(client)
+    yield w
+    w.stop()
+
+
+@pytest.fixture
+def web(env: dict[str, str], worker: Worker, rdb: redis.Redis, stand: Stand):  # type: ignore[no-untyped-def]
+    stand.reset()
+    return make_client(env)
+
+
+def _idle(rdb: redis.Redis, conv: int) -> bool:
+    return not any(rdb.exists(k("default", conv)) for k in (keys.queue, keys.processing, keys.active_task))
+
+
+def test_burst_of_three_fragments_gives_one_reply_in_order(web, stand: Stand, rdb) -> None:
+    started = time.time()
+    for text in ("hi", "good morning", "I want to book for Tuesday"):
+        assert post_webhook(web, cw.message(text, 42)).status_code == 202
+        time.sleep(0.3)
+    wait_for(lambda: stand.replies(42), timeout=10)
+    elapsed = time.time() - started
+    time.sleep(WINDOW + 0.5)
+    assert stand.replies(42) == ["hi good morning I want to book for Tuesday"]
+    assert len(stand.bot_calls) == 1 and stand.bot_calls[0]["batched"] is True
+    assert [m["content"] for m in stand.bot_calls[0]["messages"]] == [
+        "hi",
+        "good morning",
+        "I want to book for Tuesday",
+    ]
+    assert elapsed >= 0.6 + WINDOW  # closed one window after the latest fragment
+    wait_for(lambda: _idle(rdb, 42))
+
+
+def test_single_message_waits_the_window_once(web, stand: Stand, rdb) -> None:
+    sent = time.time()
+    assert post_webhook(web, cw.message("hello", 43)).status_code == 202
+    wait_for(lambda: stand.replies(43), timeout=10)
+    waited = stand.calls("messages")[0]["at"] - sent
+    assert WINDOW <= waited < WINDOW + 1.5
+    assert stand.replies(43) == ["hello"]
+
+
+def test_fifo_across_40_rapid_messages(web, stand: Stand, rdb) -> None:
+    # Long fragments are answered one by one, so the order of replies is visible.
+    stand.bot_answer = lambda body: {"replies": [m["content"] for m in body["messages"]]}
+    texts = [f"message number {i:02d} " + "x" * 450 for i in range(40)]
+    for text in texts:
+        assert post_webhook(web, cw.message(text, 44)).status_code == 202
+    wait_for(lambda: len(stand.replies(44)) == 40, timeout=30)
+    assert stand.replies(44) == texts
+
+
+def test_50_concurrent_webhooks_on_one_conversation_each_answered_once(web, stand: Stand, rdb, env) -> None:
+    stand.bot_answer = lambda body: {"replies": [m["content"] for m in body["messages"]]}
+    payloads = [cw.message(f"part {i} " + "y" * 420, 45) for i in range(50)]
+    statuses: list[int] = []
+
+    def send(payload) -> None:  # type: ignore[no-untyped-def]
+        statuses.append(post_webhook(make_client(env), payload).status_code)
+
+    threads = [threading.Thread(target=send, args=(p,)) for p in payloads]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert statuses.count(202) == 50
+    wait_for(lambda: len(stand.replies(45)) >= 50, timeout=40)
+    time.sleep(WINDOW)
+    replies = stand.replies(45)
+    assert sorted(replies) == sorted(p["content"] for p in payloads)
+    assert len(replies) == len(set(replies)) == 50
+    # Replies follow the order in which Redis accepted the messages.
+    accepted = [m["content"] for m in stand.bot_calls for m in m["messages"]]
+    assert replies == accepted
+    assert stand.max_in_flight["45"] == 1
+
+
+def test_duplicate_deliveries_give_one_reply(web, stand: Stand, rdb) -> None:
+    payload = cw.message("only once please", 46)
+    first = post_webhook(web, payload, **{"X-Chatwoot-Delivery": "d-1"})
+    again = post_webhook(web, payload, **{"X-Chatwoot-Delivery": "d-1"})
+    resent = post_webhook(web, payload, **{"X-Chatwoot-Delivery": "d-2"})
+    assert first.status_code == 202
+    assert again.status_code == 200 and again.json["reason"].startswith("duplicate")
+    assert resent.status_code == 200 and resent.json["status"] == "ignored"
+    wait_for(lambda: stand.replies(46), timeout=10)
+    time.sleep(WINDOW + 0.5)
+    assert stand.replies(46) == ["only once please"]
+
+
+def test_follow_up_after_idle_gets_its_own_reply(web, stand: Stand, rdb) -> None:
+    assert post_webhook(web, cw.message("first question", 47)).status_code == 202
+    wait_for(lambda: stand.replies(47) and _idle(rdb, 47), timeout=10)
+    assert post_webhook(web, cw.message("second question", 47)).status_code == 202
+    wait_for(lambda: len(stand.replies(47)) == 2, timeout=10)
+    assert stand.replies(47) == ["first question", "second question"]
+    wait_for(lambda: _idle(rdb, 47))
+
+
+def test_not_for_the_bot_is_never_answered(web, stand: Stand, rdb) -> None:
+    for payload in (
+        cw.agent_reply("agent here", 48),
+        cw.private_note("note", 48),
+        cw.bot_own_reply("bot", 48),
+    ):
+        response = post_webhook(web, payload)
+        assert response.status_code == 200 and response.json["status"] == "ignored"
+    time.sleep(WINDOW + 0.5)
+    assert stand.replies(48) == [] and stand.bot_calls == []
+    assert rdb.llen(keys.queue("default", 48)) == 0
+
+
+def test_image_with_caption_reaches_the_bot_alone_and_in_order(web, stand: Stand, rdb) -> None:
+    post_webhook(web, cw.message("look at this", 49))
+    post_webhook(web, cw.image_with_caption("my rash", 49))
+    post_webhook(web, cw.message("is it bad?", 49))
+    wait_for(lambda: len(stand.bot_calls) == 3, timeout=10)
+    calls = stand.bot_calls
+    assert [c["text"] for c in calls] == ["look at this", "my rash", "is it bad?"]
+    assert calls[1]["messages"][0]["attachments"][0]["file_type"] == "image"
+    assert calls[1]["messages"][0]["attachments"][0]["data_url"].endswith("photo.jpg")
+    wait_for(lambda: len(stand.replies(49)) == 3)
+
+
+def test_typing_goes_on_before_the_reply_and_off_after(web, stand: Stand, rdb) -> None:
+    post_webhook(web, cw.message("typing?", 50))
+    wait_for(lambda: len(stand.calls("toggle_typing_status")) == 2, timeout=10)
+    order = [(r["path"].rsplit("/", 1)[1], r["json"].get("typing_status")) for r in stand.requests]
+    assert order == [("toggle_typing_status", "on"), ("messages", None), ("toggle_typing_status", "off")]
+
+
+def test_handoff_then_silence_then_resume_on_pending(web, stand: Stand, rdb) -> None:
+    stand.bot_answer = lambda body: {"reply": "A human will help you", "handoff": True}
+    post_webhook(web, cw.message("I want a human", 51))
+    wait_for(lambda: stand.calls("toggle_status"), timeout=10)
+    assert stand.calls("toggle_status")[0]["json"] == {"status": "open"}
+    ignored = post_webhook(web, cw.message("hello?", 51, status="open"))
+    assert ignored.status_code == 200 and "human" in ignored.json["reason"]
+    assert post_webhook(web, cw.status_changed(51, "pending")).status_code == 200
+    stand.bot_answer = None
+    assert post_webhook(web, cw.message("back to the bot", 51)).status_code == 202
+    wait_for(lambda: "back to the bot" in stand.replies(51), timeout=10)
+
+
+def test_chatwoot_failure_is_retried_then_succeeds(web, stand: Stand, rdb) -> None:
+    stand.fail_next.extend([500, 429])
+    post_webhook(web, cw.message("through errors", 52))
+    wait_for(lambda: stand.replies(52), timeout=15)
+    assert stand.replies(52) == ["through errors"]
+
+
+def test_chatwoot_refusal_goes_to_dead_letters_and_conversation_moves_on(web, stand: Stand, rdb) -> None:
+    stand.fail_next.append(422)
+    post_webhook(web, cw.message("refused", 53))
+    wait_for(lambda: rdb.llen(keys.dead_letters("default")) == 1, timeout=10)
+    letter = rdb.lindex(keys.dead_letters("default"), 0)
+    assert '"stage": "chatwoot"' in letter and "422" in letter
+    post_webhook(web, cw.message("next one", 53))
+    wait_for(lambda: stand.replies(53) == ["next one"], timeout=10)
+    wait_for(lambda: _idle(rdb, 53))
