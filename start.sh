@@ -22,7 +22,7 @@ mkdir -p "$DATA_DIR" || { log "DATA_DIR $DATA_DIR cannot be created"; exit 2; }
 start_embedded_redis() {
   local port="${EMBEDDED_REDIS_PORT:-6399}"
   mkdir -p "$DATA_DIR/redis"
-  redis-server --bind 127.0.0.1 --port "$port" --dir "$DATA_DIR/redis" \
+  setsid redis-server --bind 127.0.0.1 --port "$port" --dir "$DATA_DIR/redis" \
     --appendonly yes --appendfsync everysec --save "" --logfile "" --loglevel warning &
   redis_pid=$!
   export REDIS_URL="redis://127.0.0.1:${port}/0"
@@ -47,17 +47,19 @@ start_embedded_redis() {
 
 python -m app check-config || exit 2
 
-celery -A app.worker worker -B -E --pool="$CELERY_POOL" --concurrency="$CELERY_CONCURRENCY" \
+# Each child runs in its own process group (setsid) so that whatever it leaves
+# behind (the worker's embedded beat process, say) can be stopped with it.
+setsid celery -A app.worker worker -B -E --pool="$CELERY_POOL" --concurrency="$CELERY_CONCURRENCY" \
   --loglevel=INFO --schedule="$DATA_DIR/celerybeat-schedule" &
 app_pids+=($!)
 
 if [ -n "${FLOWER_BASIC_AUTH:-}" ]; then
-  celery -A app.worker flower --address=127.0.0.1 --port="${FLOWER_PORT:-5555}" \
+  setsid celery -A app.worker flower --address=127.0.0.1 --port="${FLOWER_PORT:-5555}" \
     --basic-auth="$FLOWER_BASIC_AUTH" --url_prefix=flower &
   app_pids+=($!)
 fi
 
-gunicorn wsgi:app --bind "0.0.0.0:${PORT}" --workers "$WEB_CONCURRENCY" \
+setsid gunicorn wsgi:app --bind "0.0.0.0:${PORT}" --workers "$WEB_CONCURRENCY" \
   --graceful-timeout "$GRACEFUL_TIMEOUT" --access-logfile - &
 app_pids+=($!)
 
@@ -69,12 +71,15 @@ code=$?
 if [ "$stopping" = 1 ]; then log "signal received: stopping children"; else log "a child exited (code $code): stopping the others"; fi
 
 # Application first (the worker finishes or hands back its batch), Redis last.
-kill -TERM "${app_pids[@]}" 2>/dev/null
-for pid in "${app_pids[@]}"; do wait "$pid" 2>/dev/null; done
-if [ -n "$redis_pid" ]; then
-  kill -TERM "$redis_pid" 2>/dev/null
-  wait "$redis_pid" 2>/dev/null
-fi
+# SIGTERM goes to each main process, which stops its own children gracefully;
+# then whatever is left in a child's process group is killed.
+stop_children() {
+  kill -TERM "$@" 2>/dev/null
+  for pid in "$@"; do wait "$pid" 2>/dev/null; done
+  for pid in "$@"; do kill -KILL -- "-$pid" 2>/dev/null; done
+}
+stop_children "${app_pids[@]}"
+[ -z "$redis_pid" ] || stop_children "$redis_pid"
 log "all children exited"
 if [ "$stopping" = 1 ]; then exit 0; fi
 exit $(( code == 0 ? 1 : code ))

@@ -165,16 +165,19 @@ GLOBAL_FIELDS: dict[str, _Parser] = {
 
 
 def _parse_fields(
-    source: Mapping[str, Any], fields: Mapping[str, _Parser], label: Callable[[str], str]
+    source: Mapping[str, Any], fields: Mapping[str, _Parser], *, upper: bool, where: str = ""
 ) -> dict[str, Any]:
+    """Parse the fields present in ``source`` (env: NAME upper case; file: lower case)."""
     values: dict[str, Any] = {}
     for key, parse in fields.items():
-        raw = source.get(label(key))
+        lookup = key.upper() if upper else key
+        label = f"{where}.{key}" if where else lookup
+        raw = source.get(lookup)
         if raw is None or (isinstance(raw, str) and raw.strip() == ""):
             continue
         if isinstance(raw, bool) or not isinstance(raw, str | int | float):
-            raise ConfigError(f"{label(key)} must be a string or number, got {raw!r}")
-        values[key] = parse(label(key), str(raw))
+            raise ConfigError(f"{label} must be a string or number, got {raw!r}")
+        values[key] = parse(label, str(raw))
     return values
 
 
@@ -222,7 +225,7 @@ def _companies_from_file(path: str) -> dict[str, CompanyConfig]:
             raise ConfigError(f"{where} has unknown settings: {', '.join(unknown)}")
         if "company_id" not in entry:
             raise ConfigError(f"{where}.company_id is required")
-        values = _parse_fields(entry, COMPANY_FIELDS, lambda key, w=where: f"{w}.{key}")
+        values = _parse_fields(entry, COMPANY_FIELDS, upper=False, where=where)
         config = _check_company(CompanyConfig(**values), where)
         if config.company_id in companies:
             raise ConfigError(f"{where}.company_id {config.company_id!r} appears twice")
@@ -241,11 +244,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if env.get("COMPANIES_FILE", "").strip():
         companies = _companies_from_file(env["COMPANIES_FILE"].strip())
     else:
-        values = _parse_fields(env, COMPANY_FIELDS, str.upper)
+        values = _parse_fields(env, COMPANY_FIELDS, upper=True)
         values.setdefault("company_id", "default")
         company = _check_company(CompanyConfig(**values), "")
         companies = {company.company_id: company}
-    values = _parse_fields(env, GLOBAL_FIELDS, str.upper)
+    values = _parse_fields(env, GLOBAL_FIELDS, upper=True)
     level = env.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")

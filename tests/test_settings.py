@@ -1,0 +1,96 @@
+import json
+
+import pytest
+
+from app.settings import ConfigError, load_settings
+
+BASE = {"REDIS_URL": "redis://127.0.0.1:6379/0"}
+
+
+def test_defaults() -> None:
+    settings = load_settings(BASE)
+    company = settings.company("default")
+    assert company is not None
+    assert (company.bot_backend, company.batch_window_seconds, company.batch_max_wait_seconds) == (
+        "echo",
+        10,
+        30,
+    )
+    assert company.batch_max_avg_chars == 400 and company.max_queue_per_conversation == 200
+    assert company.dry_run and settings.max_body_bytes == 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"REDIS_URL": ""}, "REDIS_URL"),
+        ({"REDIS_URL": "http://x"}, "REDIS_URL"),
+        ({"BATCH_WINDOW_SECONDS": "ten"}, "BATCH_WINDOW_SECONDS"),
+        ({"BATCH_WINDOW_SECONDS": "-1"}, "BATCH_WINDOW_SECONDS"),
+        ({"BATCH_WINDOW_SECONDS": "nan"}, "BATCH_WINDOW_SECONDS"),
+        ({"BATCH_WINDOW_SECONDS": "20", "BATCH_MAX_WAIT_SECONDS": "5"}, "BATCH_MAX_WAIT_SECONDS"),
+        ({"BATCH_MAX_AVG_CHARS": "1.5"}, "BATCH_MAX_AVG_CHARS"),
+        ({"BOT_BACKEND": "gpt"}, "BOT_BACKEND"),
+        ({"BOT_BACKEND": "http"}, "BOT_URL"),
+        ({"BOT_BACKEND": "http", "BOT_URL": "ftp://bot"}, "BOT_URL"),
+        ({"BOT_BACKEND": "openai", "OPENAI_BASE_URL": "http://llm/v1"}, "OPENAI_MODEL"),
+        ({"BOT_BACKEND": "python", "BOT_HANDLER": "no colon"}, "BOT_HANDLER"),
+        ({"CHATWOOT_BASE_URL": "https://app.chatwoot.com"}, "CHATWOOT_API_TOKEN"),
+        ({"COMPANY_ID": "a:b"}, "COMPANY_ID"),
+        ({"MAX_BODY_BYTES": "0"}, "MAX_BODY_BYTES"),
+        ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+    ],
+)
+def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError, match=variable):
+        load_settings({**BASE, **env})
+
+
+def test_companies_file(tmp_path) -> None:
+    path = tmp_path / "companies.json"
+    path.write_text(
+        json.dumps(
+            [
+                {"company_id": "clinic", "webhook_token": "t1", "batch_window_seconds": 4},
+                {
+                    "company_id": "shop",
+                    "chatwoot_webhook_secret": "s2",
+                    "bot_backend": "http",
+                    "bot_url": "http://bot/x",
+                    "chatwoot_base_url": "https://cw.example",
+                    "chatwoot_api_token": "k",
+                },
+            ]
+        )
+    )
+    settings = load_settings({**BASE, "COMPANIES_FILE": str(path)})
+    assert set(settings.companies) == {"clinic", "shop"}
+    assert settings.companies["clinic"].batch_window_seconds == 4
+    assert settings.companies["shop"].chatwoot_base_url == "https://cw.example"
+    assert "s2" not in repr(settings.companies["shop"])  # secrets stay out of reprs and logs
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("not json", "not valid JSON"),
+        ("[]", "non-empty list"),
+        (
+            '[{"company_id": "a", "bot_backnd": "echo"}]',
+            r"COMPANIES_FILE\[0\] has unknown settings: bot_backnd",
+        ),
+        ('[{"webhook_token": "x"}]', r"COMPANIES_FILE\[0\].company_id is required"),
+        ('[{"company_id": "a"}, {"company_id": "a"}]', "appears twice"),
+        ('[{"company_id": "a", "batch_window_seconds": "x"}]', r"COMPANIES_FILE\[0\].batch_window_seconds"),
+    ],
+)
+def test_bad_companies_file(tmp_path, content: str, message: str) -> None:
+    path = tmp_path / "companies.json"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        load_settings({**BASE, "COMPANIES_FILE": str(path)})
+
+
+def test_missing_companies_file() -> None:
+    with pytest.raises(ConfigError, match="COMPANIES_FILE"):
+        load_settings({**BASE, "COMPANIES_FILE": "/nonexistent/companies.json"})

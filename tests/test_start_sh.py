@@ -1,0 +1,181 @@
+"""Boot start.sh as the container does and talk to it over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+
+from tests import chatwoot_payloads as cw
+from tests.conftest import SECRET, signed_headers
+from tests.support import BIN, ROOT, Stand, free_port, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def _boot(env: dict[str, str], log: Path) -> subprocess.Popen:
+    env = {**env, "PATH": f"{BIN}:{os.environ['PATH']}", "HOME": os.environ.get("HOME", "/tmp")}
+    with open(log, "w") as out:
+        return subprocess.Popen(
+            ["bash", str(ROOT / "start.sh")],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _processes() -> list[tuple[int, int, int, str]]:
+    out = subprocess.run(
+        ["ps", "-ww", "-e", "-o", "pid=,ppid=,pgid=,stat=,args="], capture_output=True, text=True
+    ).stdout
+    rows = []
+    for line in out.splitlines():
+        pid, ppid, pgid, stat, *args = line.split(None, 4)
+        if not stat.startswith("Z"):  # a zombie has exited and waits for its reaper (tini)
+            rows.append((int(pid), int(ppid), int(pgid), " ".join(args)))
+    return rows
+
+
+def _groups(root: int) -> set[int]:
+    """Process groups of start.sh and all its descendants."""
+    rows = _processes()
+    tree, groups = {root}, {root}
+    for _ in range(5):
+        for pid, ppid, pgid, _args in rows:
+            if ppid in tree:
+                tree.add(pid)
+                groups.add(pgid)
+    return groups
+
+
+def _alive(groups: set[int]) -> list[str]:
+    return [f"{pid} {args}" for pid, _ppid, pgid, args in _processes() if pgid in groups]
+
+
+def _cleanup(groups: set[int]) -> list[str]:
+    time.sleep(0.5)
+    leftovers = _alive(groups)
+    for pgid in groups:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return leftovers
+
+
+def _ready(url: str) -> bool:
+    try:
+        return requests.get(url + "/readyz", timeout=1).status_code == 200
+    except requests.ConnectionError:
+        return False
+
+
+def _stop(proc: subprocess.Popen, log: Path) -> None:
+    groups = _groups(proc.pid)
+    assert len(groups) >= 3  # start.sh, the worker, gunicorn (and redis when embedded)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        assert proc.wait(timeout=40) == 0, log.read_text()[-3000:]
+    finally:
+        leftovers = _cleanup(groups)
+        assert leftovers == [], f"children still running after SIGTERM: {leftovers}"
+
+
+def test_start_sh_serves_a_webhook_to_a_reply_and_stops_every_child(redis_url, rdb, stand: Stand, tmp_path):
+    stand.reset()
+    port = free_port()
+    env = {
+        "REDIS_URL": redis_url,
+        "PORT": str(port),
+        "DATA_DIR": str(tmp_path / "data"),
+        "CHATWOOT_BASE_URL": stand.url,
+        "CHATWOOT_API_TOKEN": "cw-token",
+        "CHATWOOT_WEBHOOK_SECRET": SECRET,
+        "BATCH_WINDOW_SECONDS": "0.5",
+        "BATCH_MAX_WAIT_SECONDS": "2",
+        "WEB_CONCURRENCY": "2",
+    }
+    log = tmp_path / "start.log"
+    proc = _boot(env, log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _ready(url) or proc.poll() is not None, timeout=40)
+        assert proc.poll() is None, log.read_text()
+        for text in ("hello", "from start.sh"):
+            body = json.dumps(cw.message(text, 80)).encode()
+            response = requests.post(
+                f"{url}/webhook/chatwoot/default", data=body, headers=signed_headers(body), timeout=5
+            )
+            assert response.status_code == 202, response.text
+        wait_for(lambda: stand.replies(80), timeout=15)
+        time.sleep(0.7)
+        assert stand.replies(80) == ["hello from start.sh"]
+    finally:
+        _stop(proc, log)
+    assert "a child exited" not in log.read_text()
+
+
+def test_start_sh_exits_when_a_child_dies(redis_url, rdb, tmp_path):
+    port = free_port()
+    env = {
+        "REDIS_URL": redis_url,
+        "PORT": str(port),
+        "DATA_DIR": str(tmp_path / "data"),
+        "WEBHOOK_TOKEN": "t",
+    }
+    log = tmp_path / "start.log"
+    proc = _boot(env, log)
+    try:
+        wait_for(lambda: _ready(f"http://127.0.0.1:{port}"), timeout=40)
+        groups = _groups(proc.pid)
+        worker = next(
+            pid
+            for pid, _pp, pgid, args in _processes()
+            if pid == pgid in groups and "app.worker worker" in args
+        )
+        os.kill(worker, signal.SIGKILL)
+        assert proc.wait(timeout=40) != 0
+        assert "a child exited" in log.read_text()
+    finally:
+        leftovers = _cleanup(groups)
+        assert leftovers == [], f"left running after a child died: {leftovers}"
+
+
+def test_embedded_redis_default_prints_a_ready_url_and_keeps_replies(tmp_path):
+    port, redis_port = free_port(), free_port()
+    data = tmp_path / "data"
+    env = {
+        "PORT": str(port),
+        "DATA_DIR": str(data),
+        "EMBEDDED_REDIS_PORT": str(redis_port),
+        "BATCH_WINDOW_SECONDS": "0.5",
+        "BATCH_MAX_WAIT_SECONDS": "2",
+    }
+    log = tmp_path / "start.log"
+    proc = _boot(env, log)
+    try:
+        wait_for(lambda: _ready(f"http://127.0.0.1:{port}") or proc.poll() is not None, timeout=40)
+        text = log.read_text()
+        assert "embedded redis-server" in text and "append-only" in text
+        match = re.search(r"(http://localhost:\d+/webhook/chatwoot/default\?token=\S+)", text)
+        assert match, text
+        webhook = match.group(1).replace("localhost", "127.0.0.1")
+        response = requests.post(webhook, json=cw.message("hi newcomer", 81), timeout=5)
+        assert response.status_code == 202, response.text
+        embedded = redis.Redis(port=redis_port, decode_responses=True)
+        wait_for(lambda: embedded.llen("default:webhook_outbox"), timeout=15)
+        kept = json.loads(embedded.lindex("default:webhook_outbox", 0))
+        assert kept["content"] == "hi newcomer" and kept["conversation_id"] == "81"
+    finally:
+        _stop(proc, log)
+    assert list((data / "redis").rglob("*.aof*")), "append-only persistence enabled"

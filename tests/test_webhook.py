@@ -1,0 +1,176 @@
+"""Every answer of the webhook's status table, against a real Redis (no worker)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import redis
+
+from app import keys
+from tests import chatwoot_payloads as cw
+from tests.conftest import SECRET, base_env, make_client, post_webhook, signed_headers
+from tests.support import free_port
+
+
+@pytest.fixture
+def env(redis_url: str) -> dict[str, str]:
+    return base_env(
+        redis_url,
+        "http://127.0.0.1:9",
+        BATCH_WINDOW_SECONDS="30",
+        BATCH_MAX_WAIT_SECONDS="60",
+        MAX_QUEUE_PER_CONVERSATION="3",
+        MAX_BODY_BYTES="4096",
+    )
+
+
+@pytest.fixture
+def web(env, rdb):  # type: ignore[no-untyped-def]
+    return make_client(env)
+
+
+def test_202_queues_the_message_and_names_the_task(web, rdb: redis.Redis) -> None:
+    response = post_webhook(web, cw.message("hello", 42, message_id=1))
+    assert response.status_code == 202
+    body = response.json
+    assert body["status"] == "queued" and body["queue_position"] == 1
+    assert body["task_id"] == rdb.get(keys.active_task("default", 42))
+    assert body["batching"] == {"window_seconds": 30.0, "max_wait_seconds": 60.0, "new_batch": True}
+    stored = json.loads(rdb.lindex(keys.queue("default", 42), 0))
+    assert stored["content"] == "hello" and stored["id"] == 1
+    second = post_webhook(web, cw.message("again", 42, message_id=2)).json
+    assert second["queue_position"] == 2 and second["task_id"] == body["task_id"]
+    assert second["batching"]["new_batch"] is False
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        cw.agent_reply("x"),
+        cw.private_note("x"),
+        cw.bot_own_reply("x"),
+        cw.webwidget_triggered(),
+        cw.status_changed(42, "resolved"),
+        cw.message("tpl", message_type="template"),
+    ],
+)
+def test_200_ignored_with_reason(web, rdb: redis.Redis, payload) -> None:
+    response = post_webhook(web, payload)
+    assert response.status_code == 200
+    assert response.json["status"] == "ignored" and response.json["reason"]
+    assert rdb.keys("default:webhook_queue:*") == []
+
+
+def test_200_duplicate(web) -> None:
+    payload = cw.message("hello", 42, message_id=5)
+    post_webhook(web, payload)
+    response = post_webhook(web, payload)
+    assert response.status_code == 200 and "duplicate" in response.json["reason"]
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"[1, 2]", "JSON object"),
+        (json.dumps({"event": "message_created", "id": 1}).encode(), "conversation.id"),
+    ],
+)
+def test_400_names_the_problem(web, body: bytes, reason: str) -> None:
+    response = web.post("/webhook/chatwoot/default", data=body, headers=signed_headers(body))
+    assert response.status_code == 400 and reason in response.json["reason"]
+
+
+def test_401_cases(web) -> None:
+    body = json.dumps(cw.message("hi")).encode()
+    url = "/webhook/chatwoot/default"
+    missing = web.post(url, data=body, headers={"Content-Type": "application/json"})
+    assert missing.status_code == 401 and "missing" in missing.json["reason"]
+    wrong = web.post(url, data=body, headers=signed_headers(body, secret="nope"))
+    assert wrong.status_code == 401 and "does not match" in wrong.json["reason"]
+    stale = web.post(url, data=body, headers=signed_headers(body, timestamp=int(time.time()) - 301))
+    assert stale.status_code == 401 and "older than 5 minutes" in stale.json["reason"]
+    assert SECRET not in missing.get_data(as_text=True) + wrong.get_data(as_text=True)
+
+
+def test_401_when_no_secret_is_configured(redis_url: str, rdb) -> None:
+    env = base_env(redis_url, "http://127.0.0.1:9")
+    del env["CHATWOOT_WEBHOOK_SECRET"]
+    response = post_webhook(make_client(env), cw.message("hi"))
+    assert response.status_code == 401 and "CHATWOOT_WEBHOOK_SECRET" in response.json["reason"]
+
+
+def test_token_for_older_chatwoot(redis_url: str, rdb) -> None:
+    env = base_env(
+        redis_url,
+        "http://127.0.0.1:9",
+        WEBHOOK_TOKEN="tok-1",
+        BATCH_WINDOW_SECONDS="30",
+        BATCH_MAX_WAIT_SECONDS="60",
+    )
+    del env["CHATWOOT_WEBHOOK_SECRET"]
+    web = make_client(env)
+    body = json.dumps(cw.message("hi")).encode()
+    ok = web.post(
+        "/webhook/chatwoot/default?token=tok-1", data=body, headers={"Content-Type": "application/json"}
+    )
+    assert ok.status_code == 202
+    bad = web.post(
+        "/webhook/chatwoot/default?token=tok-2", data=body, headers={"Content-Type": "application/json"}
+    )
+    assert bad.status_code == 401
+
+
+def test_404_unknown_company(web) -> None:
+    response = post_webhook(web, cw.message("hi"), company="nobody")
+    assert response.status_code == 404 and "nobody" in response.json["reason"]
+
+
+def test_413_body_too_large(web) -> None:
+    body = json.dumps(cw.message("x" * 5000)).encode()
+    response = web.post("/webhook/chatwoot/default", data=body, headers=signed_headers(body))
+    assert response.status_code == 413 and "4096" in response.json["reason"]
+
+
+def test_415_not_json(web) -> None:
+    response = web.post("/webhook/chatwoot/default", data="a=b", headers={"Content-Type": "text/plain"})
+    assert response.status_code == 415 and "application/json" in response.json["reason"]
+
+
+def test_429_when_the_conversation_is_full_others_unaffected(web) -> None:
+    for i in range(3):
+        assert post_webhook(web, cw.message(f"m{i}", 42)).status_code == 202
+    full = post_webhook(web, cw.message("m3", 42))
+    assert full.status_code == 429 and "already holds 3" in full.json["reason"]
+    assert post_webhook(web, cw.message("other", 43)).status_code == 202
+
+
+def test_500_when_redis_is_unreachable(redis_url: str) -> None:
+    env = base_env(f"redis://127.0.0.1:{free_port()}/0", "http://127.0.0.1:9")
+    response = post_webhook(make_client(env), cw.message("hi"))
+    assert response.status_code == 500 and "Redis" in response.json["reason"]
+
+
+def test_health_and_readiness(web, env, rdb: redis.Redis) -> None:
+    assert web.get("/healthz").json == {"status": "ok"}
+    not_ready = web.get("/readyz")
+    assert not_ready.status_code == 503 and "worker" in not_ready.json["reason"]
+    rdb.zadd(keys.worker_heartbeats(), {"w1@host": time.time()})
+    assert web.get("/readyz").status_code == 200
+    env = dict(env, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    down = make_client(env).get("/readyz")
+    assert down.status_code == 503 and "Redis" in down.json["reason"]
+
+
+def test_metrics_count_webhooks_by_result(web) -> None:
+    post_webhook(web, cw.message("a", 42, message_id=1))
+    post_webhook(web, cw.message("a", 42, message_id=1))
+    post_webhook(web, cw.agent_reply("agent", 42))
+    text = web.get("/metrics").get_data(as_text=True)
+    assert 'gateway_webhooks_queued_total{company="default"} 1.0' in text
+    assert 'gateway_webhooks_duplicate_total{company="default"} 1.0' in text
+    assert 'gateway_webhooks_ignored_total{company="default"} 1.0' in text
+    assert 'gateway_messages_waiting{company="default"} 1.0' in text
+    assert 'gateway_live_leases{company="default"} 1.0' in text
