@@ -1,7 +1,9 @@
 """Operator commands: ``python -m app <command>``.
 
-check-config   validate the environment; print the problem and exit 2 if bad
-show-config    print the effective configuration, secrets masked
+check-config         validate the environment; print the problem and exit 2 if bad
+show-config          print the effective configuration, secrets masked
+dead-letters         list the dead letters of a company (newest last)
+replay-dead-letters  re-queue dead letters in order (--limit N for the oldest N)
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ import dataclasses
 import json
 import sys
 
-from app.settings import CompanyConfig, ConfigError, load_settings
+from app.dead_letters import list_dead_letters, replay_dead_letters
+from app.redis_client import connect
+from app.scripts import Scripts
+from app.settings import CompanyConfig, ConfigError, Settings, load_settings
 
 SECRET_FIELDS = ("chatwoot_api_token", "chatwoot_webhook_secret", "webhook_token", "openai_api_key")
 
@@ -28,7 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m app", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("command", choices=["check-config", "show-config"])
+    parser.add_argument(
+        "command", choices=["check-config", "show-config", "dead-letters", "replay-dead-letters"]
+    )
+    parser.add_argument("--company", help="company id (default: the only one configured)")
+    parser.add_argument("--limit", type=int, default=None, help="most entries to list or replay")
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
@@ -45,7 +54,29 @@ def main(argv: list[str] | None = None) -> int:
                 )
         print(f"configuration ok: {len(settings.companies)} company(ies)")
         return 0
-    print(json.dumps({cid: _masked(c) for cid, c in settings.companies.items()}, indent=2))
+    if args.command == "show-config":
+        print(json.dumps({cid: _masked(c) for cid, c in settings.companies.items()}, indent=2))
+        return 0
+    return _dead_letters(settings, args)
+
+
+def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
+    company = args.company or next(iter(settings.companies))
+    if company not in settings.companies:
+        print(f"unknown company {company!r}", file=sys.stderr)
+        return 2
+    client = connect(settings.redis_url)
+    if args.command == "dead-letters":
+        for entry in list_dead_letters(client, company, args.limit or 50):
+            print(
+                json.dumps(
+                    {k: v for k, v in entry.items() if k != "messages"}
+                    | {"messages": len(entry.get("messages", []))}
+                )
+            )
+        return 0
+    count = replay_dead_letters(client, Scripts(client), company, settings.queue_ttl_seconds, args.limit)
+    print(f"re-queued {count} message(s) of company {company!r}")
     return 0
 
 

@@ -57,7 +57,7 @@ def post_json(
         if attempt:
             sleep(wait)
         try:
-            response = session.post(url, json=payload, headers=headers, timeout=(3.05, timeout))
+            response = session.post(url, json=payload, headers=headers, timeout=(min(3.05, timeout), timeout))
         except requests.ConnectionError as exc:
             if not idempotent and not _nothing_sent(exc):
                 # Reset after the request went out: it may have taken effect.

@@ -149,6 +149,22 @@ return 1
 """
 
 
+# Re-queue the oldest dead letter, only if it is still the oldest (compare-and-pop).
+# KEYS[1] dead letters  KEYS[2] the conversation's queue  KEYS[3] conversation index
+# ARGV[1] the entry as read  ARGV[2] conversation id  ARGV[3] queue TTL s
+# ARGV[4..] its stored messages, in order
+# Returns the number of messages re-queued, or -1 if the head changed meanwhile.
+REPLAY_DEAD_LETTER = """
+if redis.call('LINDEX', KEYS[1], 0) ~= ARGV[1] then return -1 end
+redis.call('LPOP', KEYS[1])
+if #ARGV < 4 then return 0 end
+redis.call('RPUSH', KEYS[2], unpack(ARGV, 4))
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[2])
+return #ARGV - 3
+"""
+
+
 @dataclass(frozen=True)
 class EnqueueResult:
     status: str  # "queued", "duplicate", "full" or "handoff"
@@ -170,3 +186,4 @@ class Scripts:
         self.complete = client.register_script(COMPLETE)
         self.release_if_empty = client.register_script(RELEASE_IF_EMPTY)
         self.rescue = client.register_script(RESCUE)
+        self.replay_dead_letter = client.register_script(REPLAY_DEAD_LETTER)

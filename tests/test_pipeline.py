@@ -187,3 +187,27 @@ def test_chatwoot_refusal_goes_to_dead_letters_and_conversation_moves_on(web, st
     post_webhook(web, cw.message("next one", 53))
     wait_for(lambda: stand.replies(53) == ["next one"], timeout=10)
     wait_for(lambda: _idle(rdb, 53))
+
+
+def test_dead_letters_are_listed_and_replayed_in_order_by_the_cli(web, stand: Stand, rdb, env) -> None:
+    import subprocess
+    import sys
+
+    from tests.support import ROOT
+
+    stand.fail_next.extend([422, 422])
+    post_webhook(web, cw.message("first refused " + "q" * 420, 54))
+    post_webhook(web, cw.message("second refused " + "q" * 420, 54))
+    wait_for(lambda: rdb.llen(keys.dead_letters("default")) == 2, timeout=10)
+    cli = [sys.executable, "-m", "app"]
+    listed = subprocess.run(
+        [*cli, "dead-letters"], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    )
+    assert listed.stdout.count('"stage": "chatwoot"') == 2 and "q" * 50 not in listed.stdout
+    replayed = subprocess.run(
+        [*cli, "replay-dead-letters"], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    )
+    assert "re-queued 2 message(s)" in replayed.stdout
+    assert rdb.llen(keys.dead_letters("default")) == 0
+    wait_for(lambda: len(stand.replies(54)) == 2, timeout=15)  # the sweeper schedules the replay
+    assert [r.split(" ")[0] for r in stand.replies(54)] == ["first", "second"]

@@ -1,0 +1,30 @@
+# One container: gunicorn (web) + Celery worker with the sweeper (+ Flower),
+# and an embedded redis-server when REDIS_URL is unset.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PORT=8080 \
+    DATA_DIR=/data
+
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends tini redis-server \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --create-home --uid 10001 gateway \
+ && mkdir -p /data && chown gateway:gateway /data
+
+WORKDIR /app
+COPY requirements.txt .
+RUN pip install --no-cache-dir -r requirements.txt
+COPY --chown=gateway:gateway . .
+
+USER gateway
+VOLUME ["/data"]
+EXPOSE 8080
+
+HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
+  CMD python -c "import os,urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ.get(\"PORT\",\"8080\")}/healthz', timeout=2)"
+
+# tini is PID 1: it forwards signals to start.sh and reaps orphans.
+ENTRYPOINT ["/usr/bin/tini", "--"]
+CMD ["./start.sh"]
