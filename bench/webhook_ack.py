@@ -170,7 +170,8 @@ def main() -> None:
         redis.terminate()
     med = {name: [statistics.median(r[i] for r in rows) for i in range(3)] for name, rows in results.items()}
     print(
-        f"requests={args.requests} threads={args.threads} rounds={args.rounds} gunicorn workers={args.workers}"
+        f"requests={args.requests} threads={args.threads} rounds={args.rounds}"
+        f" gunicorn workers={args.workers}"
     )
     print(f"{'':8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
     for name, (rps, p50, p99) in med.items():
