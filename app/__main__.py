@@ -13,6 +13,7 @@ import dataclasses
 import json
 import sys
 
+from app.bots import load_handler
 from app.dead_letters import list_dead_letters, replay_dead_letters
 from app.redis_client import connect
 from app.scripts import Scripts
@@ -46,6 +47,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "check-config":
         for company in settings.companies.values():
+            if company.bot_backend == "python" and company.bot_handler:
+                try:
+                    load_handler(company.bot_handler)
+                except ConfigError as exc:
+                    print(f"configuration error: {exc}", file=sys.stderr)
+                    return 2
             if not company.has_webhook_auth:
                 print(
                     f"warning: company {company.company_id!r} has no CHATWOOT_WEBHOOK_SECRET or"

@@ -7,8 +7,10 @@ Why each setting (docs/design.md has the long form):
   BATCH_MAX_WAIT_SECONDS), so no countdown task is redelivered while waiting.
   Recovery from a dead worker does not wait for it: the lease TTL and the
   sweeper reschedule the conversation within seconds.
-* ``result_expires``: results only serve the "has this holder finished?"
-  check of the lease, one hour is plenty.
+* ``result_expires`` of 10 minutes: results only serve the "has this lease
+  holder finished?" check, which matters while a lease lives (at most
+  BATCH_WINDOW_SECONDS + LEASE_TTL_SECONDS); keeping them longer only costs
+  Redis memory.
 * Broker connection retried forever, on start-up too: a Redis blip never
   crash-loops the container.
 """
@@ -32,7 +34,7 @@ def make_celery(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         broker_transport_options={"visibility_timeout": 3600},
         result_backend_transport_options={"visibility_timeout": 3600},
-        result_expires=3600,
+        result_expires=600,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
         broker_pool_limit=10,

@@ -247,7 +247,11 @@ class Drainer:
         try:
             for segment in segments(messages, self.company.batch_max_avg_chars):
                 self._check_lease()
-                self._answer(segment, [raw_of[m.id] for m in segment.messages], typing_on)
+                raws = [raw_of[m.id] for m in segment.messages]
+                if self.client.exists(self._key(keys.handoff)):
+                    self._leave_to_humans(raws)
+                    continue
+                self._answer(segment, raws, typing_on)
         finally:
             typing_on.join(timeout=3)
             self.replier.typing(account, self.conversation, False)
@@ -288,6 +292,16 @@ class Drainer:
             len(raws),
             len(reply.replies),
             segment.batched,
+        )
+
+    def _leave_to_humans(self, raws: list[str]) -> None:
+        """A human holds the conversation: the messages are theirs (Chatwoot shows them)."""
+        self._complete(raws)
+        log.info(
+            "messages left to humans company=%s conversation=%s messages=%d",
+            self._cid,
+            self.conversation,
+            len(raws),
         )
 
     def _hand_off(self, account: int) -> None:

@@ -17,7 +17,7 @@ import redis
 from celery import signals
 
 from app import keys
-from app.bots import Bot, make_bot
+from app.bots import Bot, load_handler, make_bot
 from app.celery_config import SWEEP_TASK, make_celery
 from app.chatwoot import Replier, make_replier
 from app.drain import Drainer
@@ -31,6 +31,9 @@ __all__ = ["celery", "runtime"]
 
 log = logging.getLogger(__name__)
 settings = load_settings()
+for _company in settings.companies.values():
+    if _company.bot_handler and _company.bot_backend == "python":
+        load_handler(_company.bot_handler)  # a handler that cannot be imported stops the worker here
 celery = make_celery(settings)
 HEARTBEAT_INTERVAL_SECONDS = 2.0
 

@@ -116,6 +116,7 @@ class Stand:
         self.in_flight: dict[str, int] = defaultdict(int)
         self.max_in_flight: dict[str, int] = defaultdict(int)
         self.fail_next: list[int] = []  # statuses to answer message creates with, first
+        self.completions: list[dict[str, Any]] = []  # requests to /v1/chat/completions
         self._next_id = 100000
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -133,6 +134,7 @@ class Stand:
             self.in_flight.clear()
             self.max_in_flight.clear()
             self.fail_next.clear()
+            self.completions.clear()
             self.bot_delay = 0.0
             self.bot_answer = None
 
@@ -162,7 +164,23 @@ class Stand:
         finally:
             with self.lock:
                 self.in_flight[conv] -= 1
-        return 200, answer
+        return answer if isinstance(answer, tuple) else (200, answer)
+
+    def _completion(self, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, Any]:
+        """An OpenAI-compatible server: answers "you said: <last user text>"."""
+        with self.lock:
+            self.completions.append({"json": body, "authorization": headers.get("Authorization")})
+        last = body["messages"][-1]["content"]
+        text = last if isinstance(last, str) else next(p["text"] for p in last if p["type"] == "text")
+        content = "[handoff] a human will call you" if "human" in text else f"you said: {text}"
+        return 200, {
+            "id": "cmpl-1",
+            "object": "chat.completion",
+            "model": body["model"],
+            "choices": [
+                {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}
+            ],
+        }
 
     def _chatwoot(self, path: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, Any]:
         if not re.match(
@@ -190,6 +208,8 @@ class Stand:
                 body = json.loads(self.rfile.read(length) or b"{}")
                 if self.path == "/bot":
                     status, answer = stand._bot(body)
+                elif self.path == "/v1/chat/completions":
+                    status, answer = stand._completion(body, dict(self.headers))
                 else:
                     status, answer = stand._chatwoot(self.path, body, dict(self.headers))
                 data = answer if isinstance(answer, bytes) else json.dumps(answer).encode()

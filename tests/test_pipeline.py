@@ -211,3 +211,13 @@ def test_dead_letters_are_listed_and_replayed_in_order_by_the_cli(web, stand: St
     assert rdb.llen(keys.dead_letters("default")) == 0
     wait_for(lambda: len(stand.replies(54)) == 2, timeout=15)  # the sweeper schedules the replay
     assert [r.split(" ")[0] for r in stand.replies(54)] == ["first", "second"]
+
+
+def test_messages_waiting_behind_a_handoff_are_left_to_humans(web, stand: Stand, rdb) -> None:
+    stand.bot_answer = lambda body: {"reply": "Passing you to a colleague", "handoff": True}
+    # Long fragments: three segments in one batch; the first hands off.
+    for text in ("I need a person " + "a" * 420, "it is urgent " + "b" * 420, "hello? " + "c" * 420):
+        post_webhook(web, cw.message(text, 55))
+    wait_for(lambda: stand.calls("toggle_status") and _idle(rdb, 55), timeout=10)
+    assert len(stand.bot_calls) == 1
+    assert stand.replies(55) == ["Passing you to a colleague"]

@@ -1,0 +1,120 @@
+"""Outbound retries against a real local HTTP server with scripted failures."""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import requests
+
+from app.errors import ChatwootError
+from app.outbound import post_json
+from tests.support import free_port
+
+
+class Scripted:
+    """Answers each POST with the next scripted (status, headers, delay)."""
+
+    def __init__(self, script: list[tuple[int, dict[str, str], float]]) -> None:
+        self.script = list(script)
+        self.hits = 0
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # type: ignore[no-untyped-def]
+                pass
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                owner.hits += 1
+                status, headers, delay = owner.script.pop(0) if owner.script else (200, {}, 0.0)
+                time.sleep(delay)
+                body = b'{"id": 1}'
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/x"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def call(url: str, *, idempotent: bool = False, retries: int = 3, timeout: float = 2.0):  # type: ignore[no-untyped-def]
+    waits: list[float] = []
+    response = post_json(
+        requests.Session(),
+        url,
+        {"a": 1},
+        error=ChatwootError,
+        timeout=timeout,
+        retries=retries,
+        idempotent=idempotent,
+        sleep=waits.append,
+    )
+    return response, waits
+
+
+def test_5xx_and_429_are_retried_with_backoff_and_retry_after() -> None:
+    server = Scripted([(500, {}, 0), (429, {"Retry-After": "7"}, 0), (503, {}, 0)])
+    try:
+        response, waits = call(server.url)
+        assert response.status_code == 200 and server.hits == 4
+        assert waits[1] == 7.0  # Retry-After honoured
+        assert 0.4 <= waits[0] <= 0.6 and 1.6 <= waits[2] <= 2.4  # exponential backoff with jitter
+    finally:
+        server.close()
+
+
+def test_retries_are_bounded() -> None:
+    server = Scripted([(500, {}, 0)] * 10)
+    try:
+        with pytest.raises(ChatwootError, match="answered 500") as info:
+            call(server.url, retries=2)
+        assert server.hits == 3 and info.value.status == 500 and not info.value.ambiguous
+    finally:
+        server.close()
+
+
+def test_4xx_is_not_retried() -> None:
+    server = Scripted([(422, {}, 0)])
+    try:
+        with pytest.raises(ChatwootError, match="422"):
+            call(server.url)
+        assert server.hits == 1
+    finally:
+        server.close()
+
+
+def test_read_timeout_on_a_create_is_ambiguous_and_never_re_posted() -> None:
+    server = Scripted([(200, {}, 1.5)])
+    try:
+        with pytest.raises(ChatwootError) as info:
+            call(server.url, timeout=0.5)
+        assert info.value.ambiguous and server.hits == 1
+    finally:
+        server.close()
+
+
+def test_read_timeout_on_an_idempotent_call_is_retried() -> None:
+    server = Scripted([(200, {}, 1.5)])
+    try:
+        response, _ = call(server.url, timeout=0.5, idempotent=True)
+        assert response.status_code == 200 and server.hits == 2
+    finally:
+        server.close()
+
+
+def test_connection_refused_is_retried_then_fails_unambiguously() -> None:
+    with pytest.raises(ChatwootError, match="connection") as info:
+        call(f"http://127.0.0.1:{free_port()}/x", retries=2)
+    assert not info.value.ambiguous
