@@ -85,7 +85,8 @@ def test_50_concurrent_webhooks_on_one_conversation_each_answered_once(web, stan
     statuses: list[int] = []
 
     def send(payload) -> None:  # type: ignore[no-untyped-def]
-        statuses.append(post_webhook(make_client(env), payload).status_code)
+        # One app shared by all threads, as in a server process; a client per thread.
+        statuses.append(post_webhook(web.application.test_client(), payload).status_code)
 
     threads = [threading.Thread(target=send, args=(p,)) for p in payloads]
     for t in threads:
