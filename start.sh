@@ -59,8 +59,10 @@ if [ -n "${FLOWER_BASIC_AUTH:-}" ]; then
   app_pids+=($!)
 fi
 
+# The access log shows the path only (%(U)s): a ?token= query must never reach the logs.
 setsid gunicorn wsgi:app --bind "0.0.0.0:${PORT}" --workers "$WEB_CONCURRENCY" \
-  --graceful-timeout "$GRACEFUL_TIMEOUT" --access-logfile - &
+  --graceful-timeout "$GRACEFUL_TIMEOUT" --access-logfile - \
+  --access-logformat '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms' &
 app_pids+=($!)
 
 on_signal() { stopping=1; }

@@ -178,4 +178,9 @@ def test_embedded_redis_default_prints_a_ready_url_and_keeps_replies(tmp_path):
         assert kept["content"] == "hi newcomer" and kept["conversation_id"] == "81"
     finally:
         _stop(proc, log)
+    token = match.group(1).rsplit("=", 1)[1]
+    after_banner = log.read_text().split(match.group(1), 1)[1]
+    assert '"POST /webhook/chatwoot/default" 202' in after_banner
+    assert token not in after_banner, "the webhook token leaked into the logs"
+    assert "hi newcomer" not in after_banner, "a message body was logged at INFO"
     assert list((data / "redis").rglob("*.aof*")), "append-only persistence enabled"
