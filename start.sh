@@ -67,6 +67,9 @@ app_pids+=($!)
 
 on_signal() { stopping=1; }
 trap on_signal TERM INT
+# A closed stdout (a log pipe gone) must not kill this script before it has
+# stopped its children.
+trap '' PIPE
 
 wait -n "${app_pids[@]}"
 code=$?
