@@ -263,6 +263,7 @@ class Drainer:
             reply = self.bot.answer(bot_request(self._cid, segment))
         except BotError as exc:
             self.client.hincrby(stats, "bot_failures", 1)
+            self._send_fallback(segment)
             self._dead_letter(raws, "bot", str(exc))
             return
         self._check_lease()
@@ -293,6 +294,20 @@ class Drainer:
             len(reply.replies),
             segment.batched,
         )
+
+    def _send_fallback(self, segment: Segment) -> None:
+        """Tell the contact something went wrong (BOT_FALLBACK_MESSAGE), best effort."""
+        fallback = self.company.bot_fallback_message
+        if not fallback:
+            return
+        try:
+            self.replier.create_message(segment.messages[0].account_id, self.conversation, fallback)
+        except ChatwootError as exc:
+            log.error(
+                "fallback not sent company=%s conversation=%s error=%s", self._cid, self.conversation, exc
+            )
+            return
+        self.client.hincrby(keys.stats(self._cid), "fallbacks_sent", 1)
 
     def _leave_to_humans(self, raws: list[str]) -> None:
         """A human holds the conversation: the messages are theirs (Chatwoot shows them)."""

@@ -27,6 +27,7 @@ COUNTERS = {
     "bot_failures": ("gateway_bot_failures", "Bot calls that failed past their retries"),
     "replies_sent": ("gateway_replies_sent", "Reply parts posted to Chatwoot"),
     "replies_failed": ("gateway_replies_failed", "Reply posts that failed past their retries"),
+    "fallbacks_sent": ("gateway_fallbacks_sent", "Fallback messages sent after a bot failure"),
     "handoffs": ("gateway_handoffs", "Conversations handed to humans by the bot"),
     "lease_takeovers": ("gateway_lease_takeovers", "Leases taken from finished holders"),
     "sweeper_rescues": ("gateway_sweeper_rescues", "Conversations rescheduled by the sweeper"),

@@ -41,6 +41,7 @@ class CompanyConfig:
     openai_model: str | None = None
     bot_system_prompt: str = "You are a helpful customer-support assistant."
     bot_handler: str | None = None
+    bot_fallback_message: str | None = None
     batch_window_seconds: float = 10.0
     batch_max_wait_seconds: float = 30.0
     batch_max_avg_chars: int = 400
@@ -144,6 +145,7 @@ COMPANY_FIELDS: dict[str, _Parser] = {
     "openai_model": _str,
     "bot_system_prompt": _str,
     "bot_handler": _handler,
+    "bot_fallback_message": _str,
     "batch_window_seconds": _positive_float,
     "batch_max_wait_seconds": _positive_float,
     "batch_max_avg_chars": _positive_int,

@@ -27,6 +27,7 @@ def env(redis_url: str, stand: Stand, tmp_path_factory: pytest.TempPathFactory) 
             "chatwoot_webhook_secret": "clinic-secret",
             "bot_backend": "http",
             "bot_url": f"{stand.url}/bot",
+            "bot_fallback_message": "Sorry, one moment please.",
             "batch_window_seconds": 0.5,
             "batch_max_wait_seconds": 2,
         },
@@ -96,8 +97,9 @@ def test_bot_failure_past_retries_is_dead_lettered_and_conversation_continues(we
     letter = json.loads(rdb.lindex(keys.dead_letters("clinic"), 0))
     assert letter["stage"] == "bot" and "500" in letter["error"] and len(letter["messages"]) == 1
     assert len(stand.bot_calls) == 2  # one call + OUTBOUND_RETRIES=1
+    assert stand.replies(92) == ["Sorry, one moment please."]  # BOT_FALLBACK_MESSAGE
     post_webhook(web, cw.message("now work", 92), company="clinic", secret="clinic-secret")
-    wait_for(lambda: stand.replies(92) == ["ok"], timeout=15)
+    wait_for(lambda: stand.replies(92) == ["Sorry, one moment please.", "ok"], timeout=15)
 
 
 def test_a_handler_that_cannot_be_imported_stops_start_up(env) -> None:
