@@ -58,30 +58,20 @@ def ensure_redis_server() -> str:
 class RedisServer:
     """A redis-server on a free port that a test may stop and start again."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, persistent: bool = False) -> None:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._dir = data_dir
+        self._persistent = persistent
         self._proc: subprocess.Popen | None = None
 
     def start(self) -> None:
+        aof = ["--appendonly", "no"]
+        if self._persistent:
+            aof = ["--appendonly", "yes", "--appendfsync", "always"]
+        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", str(self._dir)]
         self._proc = subprocess.Popen(
-            [
-                ensure_redis_server(),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self._dir),
-                "--loglevel",
-                "warning",
-            ],
-            stdout=subprocess.DEVNULL,
+            [ensure_redis_server(), *args, *aof, "--loglevel", "warning"], stdout=subprocess.DEVNULL
         )
         client = redis.Redis(port=self.port)
         wait_for(lambda: _pings(client), timeout=10)
@@ -117,6 +107,7 @@ class Stand:
         self.max_in_flight: dict[str, int] = defaultdict(int)
         self.fail_next: list[int] = []  # statuses to answer message creates with, first
         self.completions: list[dict[str, Any]] = []  # requests to /v1/chat/completions
+        self.on_message_created: Callable[[], None] | None = None  # runs before the answer is sent
         self._next_id = 100000
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -135,6 +126,7 @@ class Stand:
             self.max_in_flight.clear()
             self.fail_next.clear()
             self.completions.clear()
+            self.on_message_created = None
             self.bot_delay = 0.0
             self.bot_answer = None
 
@@ -194,7 +186,11 @@ class Stand:
                 return self.fail_next.pop(0), {"error": "injected failure"}
             self.requests.append({"path": path, "json": body, "at": time.time()})
             self._next_id += 1
-            return 200, {"id": self._next_id, "content": body.get("content"), "message_type": 1}
+            created = {"id": self._next_id, "content": body.get("content"), "message_type": 1}
+        hook = self.on_message_created
+        if hook and path.endswith("/messages"):
+            hook()
+        return 200, created
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         stand = self

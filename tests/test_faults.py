@@ -1,0 +1,246 @@
+"""Fault suite: real SIGKILL/SIGTERM of real workers, a real Redis outage.
+
+Each test counts messages sent, acknowledged (202), answered, lost, duplicated
+and reordered; with FAULT_REPORT=<file> set, a JSON line per test is appended
+there (docs/reliability.md quotes a run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from app import keys
+from tests import chatwoot_payloads as cw
+from tests.conftest import base_env, make_client, post_webhook
+from tests.support import RedisServer, Stand, Worker, wait_for
+
+pytestmark = pytest.mark.slow
+LEASE_TTL, SWEEP = 2.0, 0.5
+
+
+def fault_env(redis_url: str, stand: Stand, tmp_path: Path, **extra: str) -> dict[str, str]:
+    settings = {
+        "TEST_LOG_DIR": str(tmp_path),
+        "BATCH_WINDOW_SECONDS": "0.3",
+        "BATCH_MAX_WAIT_SECONDS": "1",
+        "LEASE_TTL_SECONDS": str(LEASE_TTL),
+        "SWEEP_INTERVAL_SECONDS": str(SWEEP),
+    }
+    return base_env(redis_url, stand.url, **{**settings, **extra})
+
+
+def tally(sent: dict[int, list[str]], stand: Stand, acknowledged: int, **extra: object) -> dict[str, object]:
+    """Lost, duplicated and reordered replies, per conversation, summed."""
+    lost = duplicated = reordered = 0
+    for conv, texts in sent.items():
+        replies = stand.replies(conv)
+        duplicated += len(replies) - len(set(replies))
+        first_seen = list(dict.fromkeys(replies))
+        lost += len(set(texts) - set(replies))
+        reordered += int([t for t in first_seen if t in texts] != [t for t in texts if t in first_seen])
+    figures = {
+        "sent": sum(len(t) for t in sent.values()),
+        "acknowledged": acknowledged,
+        "answered": sum(len(set(stand.replies(c))) for c in sent),
+        "lost": lost,
+        "duplicated": duplicated,
+        "reordered_conversations": reordered,
+        **extra,
+    }
+    if os.environ.get("FAULT_REPORT"):
+        with open(os.environ["FAULT_REPORT"], "a") as out:
+            out.write(json.dumps(figures) + "\n")
+    return figures
+
+
+@pytest.fixture
+def stand_reset(stand: Stand, rdb) -> Stand:  # type: ignore[no-untyped-def]
+    stand.reset()
+    stand.bot_answer = lambda body: {"replies": [m["content"] for m in body["messages"]]}
+    return stand
+
+
+@pytest.fixture
+def workers() -> Iterator[list[Worker]]:
+    started: list[Worker] = []
+    yield started
+    for w in started:
+        w.stop()
+
+
+def long_text(conv: int, i: int) -> str:
+    return f"c{conv} m{i:02d} " + "w" * 420  # long: answered one by one, order visible
+
+
+def test_kill_during_the_window_is_recovered_by_the_sweeper(
+    redis_url, rdb, stand_reset: Stand, workers, tmp_path
+):
+    env = fault_env(redis_url, stand_reset, tmp_path, BATCH_WINDOW_SECONDS="1.5", BATCH_MAX_WAIT_SECONDS="3")
+    victim = Worker(env, "victim", beat=True).start(rdb)
+    workers.append(victim)
+    web = make_client(env)
+    assert post_webhook(web, cw.message("before the claim", 100)).status_code == 202
+    time.sleep(0.3)  # the countdown task sits unacknowledged in the victim's memory
+    victim.kill()
+    killed = time.time()
+    workers.append(Worker(env, "heir", beat=True).start(rdb))
+    wait_for(lambda: stand_reset.replies(100), timeout=20)
+    recovery = time.time() - killed
+    time.sleep(1)
+    figures = tally(
+        {100: ["before the claim"]},
+        stand_reset,
+        1,
+        fault="SIGKILL before claim",
+        recovery_seconds=round(recovery, 1),
+    )
+    assert figures["lost"] == 0 and figures["duplicated"] == 0
+    assert recovery < 1.5 + LEASE_TTL + 6  # not the broker's one-hour visibility timeout
+
+
+def test_kill_after_chatwoot_created_the_reply_repeats_it_at_most_once(
+    redis_url, rdb, stand_reset: Stand, workers, tmp_path
+):
+    env = fault_env(redis_url, stand_reset, tmp_path)
+    victim = Worker(env, "victim", beat=True).start(rdb)
+    workers.append(victim)
+    fired = threading.Event()
+
+    def crash() -> None:  # Chatwoot has created the message; the worker dies before hearing so
+        if not fired.is_set():
+            fired.set()
+            victim.kill()
+
+    stand_reset.on_message_created = crash
+    web = make_client(env)
+    texts = [long_text(101, i) for i in range(3)]
+    for text in texts:
+        post_webhook(web, cw.message(text, 101))
+    wait_for(fired.is_set, timeout=10)
+    assert rdb.llen(keys.processing("default", 101)) == 3  # the batch is still in processing
+    workers.append(Worker(env, "heir", beat=True).start(rdb))
+    wait_for(lambda: set(stand_reset.replies(101)) == set(texts), timeout=20)
+    time.sleep(1)
+    figures = tally({101: texts}, stand_reset, 3, fault="SIGKILL between reply POST and its record", kills=1)
+    assert figures["lost"] == 0 and figures["reordered_conversations"] == 0
+    assert figures["duplicated"] <= 1  # the crash window: one POST, never more
+
+
+def test_sigterm_lets_the_running_batch_finish(redis_url, rdb, stand_reset: Stand, workers, tmp_path):
+    env = fault_env(redis_url, stand_reset, tmp_path)
+    worker = Worker(env, "draining", beat=True).start(rdb)
+    workers.append(worker)
+    stand_reset.bot_delay = 1.5
+    web = make_client(env)
+    post_webhook(web, cw.message("in flight at SIGTERM", 102))
+    wait_for(lambda: stand_reset.bot_calls, timeout=10)
+    assert worker.proc is not None
+    stopped_at = time.time()
+    worker.proc.send_signal(signal.SIGTERM)
+    post_webhook(web, cw.message("arrives during shutdown", 103))
+    assert worker.proc.wait(timeout=15) == 0
+    shutdown = time.time() - stopped_at
+    assert stand_reset.replies(102) == ["in flight at SIGTERM"]  # finished, not abandoned
+    stand_reset.bot_delay = 0
+    workers.append(Worker(env, "next", beat=True).start(rdb))
+    wait_for(lambda: stand_reset.replies(103), timeout=20)
+    figures = tally(
+        {102: ["in flight at SIGTERM"], 103: ["arrives during shutdown"]},
+        stand_reset,
+        2,
+        fault="SIGTERM during a bot call",
+        shutdown_seconds=round(shutdown, 1),
+    )
+    assert figures["lost"] == 0 and figures["duplicated"] == 0
+    assert shutdown < 3 + 1.5  # fits a draining time of a few seconds
+
+
+def test_redis_outage_answers_500_then_recovers_without_restarts(stand: Stand, workers, tmp_path):
+    stand.reset()
+    server = RedisServer(tmp_path, persistent=True)
+    server.start()
+    client = redis.Redis.from_url(server.url, decode_responses=True)
+    env = fault_env(server.url, stand, tmp_path, BATCH_WINDOW_SECONDS="1", BATCH_MAX_WAIT_SECONDS="2")
+    worker = Worker(env, "outage", beat=True).start(client)
+    workers.append(worker)
+    web = make_client(env)
+    try:
+        assert post_webhook(web, cw.message("before", 104)).status_code == 202
+        wait_for(lambda: stand.replies(104), timeout=10)
+        assert post_webhook(web, cw.message("queued at the outage", 105)).status_code == 202
+        server.stop()
+        during = [post_webhook(web, cw.message(f"during {i}", 106)).status_code for i in range(3)]
+        assert during == [500, 500, 500]  # never a 2xx for a message that is not durable
+        assert web.get("/readyz").status_code == 503
+        time.sleep(3)
+        server.start()  # same port, same append-only file
+        assert worker.proc is not None and worker.proc.poll() is None  # the worker rode it out
+        wait_for(lambda: web.get("/readyz").status_code == 200, timeout=20)
+        assert post_webhook(web, cw.message("after", 107)).status_code == 202
+        wait_for(lambda: stand.replies(105) and stand.replies(107), timeout=30)
+        figures = tally(
+            {104: ["before"], 105: ["queued at the outage"], 107: ["after"]},
+            stand,
+            3,
+            fault="Redis down 3 s",
+            refused_with_500=3,
+        )
+        assert figures["lost"] == 0 and figures["duplicated"] == 0
+    finally:
+        server.stop()
+
+
+def test_random_worker_kills_under_traffic_lose_and_reorder_nothing(
+    redis_url, rdb, stand_reset: Stand, workers, tmp_path
+):
+    env = fault_env(redis_url, stand_reset, tmp_path)
+    stand_reset.bot_delay = 0.08
+    rng = random.Random(20261124)
+    conversations = list(range(110, 118))
+    sent: dict[int, list[str]] = {c: [] for c in conversations}
+    acknowledged = 0
+    web = make_client(env)
+    current = Worker(env, "chaos-0", beat=True).start(rdb)
+    workers.append(current)
+    done = threading.Event()
+
+    def traffic() -> None:
+        nonlocal acknowledged
+        order = [c for c in conversations for _ in range(10)]
+        rng.shuffle(order)
+        for conv in order:
+            text = long_text(conv, len(sent[conv]))
+            sent[conv].append(text)
+            if post_webhook(web, cw.message(text, conv)).status_code == 202:
+                acknowledged += 1
+            time.sleep(rng.uniform(0, 0.12))
+        done.set()
+
+    sender = threading.Thread(target=traffic)
+    sender.start()
+    kills = 0
+    while not done.is_set() or kills < 4:
+        time.sleep(rng.uniform(0.4, 1.6))
+        current.kill()
+        kills += 1
+        current = Worker(env, f"chaos-{kills}", beat=True).start(rdb)
+        workers.append(current)
+        if kills >= 8:
+            break
+    sender.join()
+    wait_for(lambda: all(set(stand_reset.replies(c)) >= set(sent[c]) for c in conversations), timeout=90)
+    time.sleep(1.5)
+    figures = tally(sent, stand_reset, acknowledged, fault="random SIGKILL under traffic", kills=kills)
+    assert acknowledged == figures["sent"]
+    assert figures["lost"] == 0 and figures["reordered_conversations"] == 0
+    assert figures["duplicated"] <= kills
