@@ -108,6 +108,7 @@ class Stand:
         self.fail_next: list[int] = []  # statuses to answer message creates with, first
         self.completions: list[dict[str, Any]] = []  # requests to /v1/chat/completions
         self.on_message_created: Callable[[], None] | None = None  # runs before the answer is sent
+        self.message_delay = 0.0  # seconds before answering a message create (after recording it)
         self._next_id = 100000
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -127,6 +128,7 @@ class Stand:
             self.fail_next.clear()
             self.completions.clear()
             self.on_message_created = None
+            self.message_delay = 0.0
             self.bot_delay = 0.0
             self.bot_answer = None
 
@@ -190,6 +192,8 @@ class Stand:
         hook = self.on_message_created
         if hook and path.endswith("/messages"):
             hook()
+        if path.endswith("/messages"):
+            time.sleep(self.message_delay)
         return 200, created
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -221,8 +225,10 @@ class Stand:
 class Worker:
     """A real ``celery -A app.worker worker`` process."""
 
-    def __init__(self, env: dict[str, str], name: str, pool: str = "solo", beat: bool = False) -> None:
-        self.env, self.name, self.pool, self.beat = env, name, pool, beat
+    def __init__(
+        self, env: dict[str, str], name: str, pool: str = "solo", beat: bool = False, concurrency: int = 1
+    ) -> None:
+        self.env, self.name, self.pool, self.beat, self.concurrency = env, name, pool, beat, concurrency
         self.proc: subprocess.Popen | None = None
         self.log_path = Path(env.get("TEST_LOG_DIR", "/tmp")) / f"worker-{name}-{os.getpid()}.log"
 
@@ -233,7 +239,7 @@ class Worker:
             "app.worker",
             "worker",
             f"--pool={self.pool}",
-            "--concurrency=1",
+            f"--concurrency={self.concurrency}",
             "--loglevel=INFO",
             f"--hostname={self.name}@%h",
             "--without-mingle",

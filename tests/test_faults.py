@@ -244,3 +244,44 @@ def test_random_worker_kills_under_traffic_lose_and_reorder_nothing(
     assert acknowledged == figures["sent"]
     assert figures["lost"] == 0 and figures["reordered_conversations"] == 0
     assert figures["duplicated"] <= kills
+
+
+def test_chatwoot_read_timeout_is_never_re_posted_and_is_dead_lettered_as_ambiguous(
+    redis_url, rdb, stand_reset: Stand, workers, tmp_path
+):
+    env = fault_env(redis_url, stand_reset, tmp_path, CHATWOOT_TIMEOUT_SECONDS="0.5")
+    workers.append(Worker(env, "timeouts", beat=True).start(rdb))
+    stand_reset.message_delay = 1.5  # Chatwoot creates the message but answers too late
+    web = make_client(env)
+    post_webhook(web, cw.message("slow chatwoot", 120))
+    wait_for(lambda: rdb.llen(keys.dead_letters("default")) == 1, timeout=15)
+    letter = json.loads(rdb.lindex(keys.dead_letters("default"), 0))
+    assert letter["stage"] == "chatwoot" and letter["ambiguous"] is True
+    stand_reset.message_delay = 0
+    post_webhook(web, cw.message("next question", 120))
+    wait_for(lambda: "next question" in stand_reset.replies(120), timeout=15)
+    assert stand_reset.replies(120) == ["slow chatwoot", "next question"]  # the first POST was not repeated
+
+
+def test_a_slow_bot_blocks_no_other_conversation_beyond_the_pool_size(
+    redis_url, rdb, stand_reset: Stand, workers, tmp_path
+):
+    env = fault_env(redis_url, stand_reset, tmp_path)
+    workers.append(Worker(env, "threads", pool="threads", concurrency=4, beat=True).start(rdb))
+    slow = {"130", "131"}
+    stand_reset.bot_answer = lambda body: (
+        time.sleep(4) if body["conversation_id"] in slow else None,
+        {"reply": body["text"]},
+    )[1]
+    web = make_client(env)
+    for conv in (130, 131):
+        post_webhook(web, cw.message(f"slow {conv}", conv))
+    time.sleep(0.2)
+    started = time.time()
+    for conv in range(132, 138):
+        post_webhook(web, cw.message(f"fast {conv}", conv))
+    wait_for(lambda: all(stand_reset.replies(c) for c in range(132, 138)), timeout=15)
+    fast_done = time.time() - started
+    assert not stand_reset.replies(130) and not stand_reset.replies(131)  # still at the bot
+    assert fast_done < 3  # two busy threads, two free: nobody waited for the slow bot
+    wait_for(lambda: stand_reset.replies(130) and stand_reset.replies(131), timeout=15)
