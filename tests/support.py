@@ -58,11 +58,13 @@ def ensure_redis_server() -> str:
 class RedisServer:
     """A redis-server on a free port that a test may stop and start again."""
 
-    def __init__(self, data_dir: Path, persistent: bool = False) -> None:
+    def __init__(self, data_dir: Path, persistent: bool = False, password: str | None = None) -> None:
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{password}@" if password else ""
+        self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
         self._dir = data_dir
         self._persistent = persistent
+        self._password = password
         self._proc: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -71,10 +73,14 @@ class RedisServer:
             aof = ["--appendonly", "yes", "--appendfsync", "always"]
         args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", str(self._dir)]
         self._proc = subprocess.Popen(
-            [ensure_redis_server(), *args, *aof, "--loglevel", "warning"], stdout=subprocess.DEVNULL
+            [ensure_redis_server(), *args, *aof, *self._auth_args(), "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL,
         )
-        client = redis.Redis(port=self.port)
+        client = redis.Redis(port=self.port, password=self._password)
         wait_for(lambda: _pings(client), timeout=10)
+
+    def _auth_args(self) -> list[str]:
+        return ["--requirepass", self._password] if self._password else []
 
     def stop(self) -> None:
         if self._proc:
@@ -109,6 +115,7 @@ class Stand:
         self.completions: list[dict[str, Any]] = []  # requests to /v1/chat/completions
         self.on_message_created: Callable[[], None] | None = None  # runs before the answer is sent
         self.message_delay = 0.0  # seconds before answering a message create (after recording it)
+        self.api_token = "cw-token"  # the api_access_token this Chatwoot accepts
         self._next_id = 100000
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -181,7 +188,7 @@ class Stand:
             r"^/api/v1/accounts/\d+/conversations/\d+/(messages|toggle_typing_status|toggle_status)$", path
         ):
             return 404, {"error": "not found"}
-        if headers.get("api_access_token") != "cw-token":
+        if headers.get("api_access_token") != self.api_token:
             return 401, {"error": "Invalid Access Token"}
         with self.lock:
             if path.endswith("/messages") and self.fail_next:
