@@ -23,7 +23,7 @@ start_embedded_redis() {
   local port="${EMBEDDED_REDIS_PORT:-6399}"
   mkdir -p "$DATA_DIR/redis"
   setsid redis-server --bind 127.0.0.1 --port "$port" --dir "$DATA_DIR/redis" \
-    --appendonly yes --appendfsync everysec --save "" --logfile "" --loglevel warning &
+    --appendonly yes --appendfsync always --save "" --logfile "" --loglevel warning &
   redis_pid=$!
   export REDIS_URL="redis://127.0.0.1:${port}/0"
   for _ in $(seq 1 50); do

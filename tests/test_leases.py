@@ -50,19 +50,19 @@ def start(
     return w
 
 
-def test_two_workers_never_drain_one_conversation_at_once(env, workers, rdb, stand: Stand) -> None:
+def test_two_deployments_never_drain_one_conversation_at_once(env, workers, rdb, stand: Stand) -> None:
     start(workers, env, rdb, "w1")
     start(workers, env, rdb, "w2", beat=True)
     stand.bot_delay = 0.15
     stand.bot_answer = lambda body: {"replies": [m["content"] for m in body["messages"]]}
-    web = make_client(env)
+    webs = [make_client(env), make_client(env)]  # two deployments: two web apps, two workers
     conversations = range(60, 66)
     sent: dict[int, list[str]] = {c: [] for c in conversations}
 
     def talk(conv: int) -> None:
         for i in range(12):
             text = f"c{conv} m{i:02d} " + "z" * 420  # long: answered one by one, order visible
-            assert post_webhook(web, cw.message(text, conv)).status_code == 202
+            assert post_webhook(webs[i % 2], cw.message(text, conv)).status_code == 202
             sent[conv].append(text)
             time.sleep(0.05 if i % 4 else 0.6)  # bursts separated by pauses: many drain tasks
 

@@ -184,3 +184,75 @@ def test_embedded_redis_default_prints_a_ready_url_and_keeps_replies(tmp_path):
     assert token not in after_banner, "the webhook token leaked into the logs"
     assert "hi newcomer" not in after_banner, "a message body was logged at INFO"
     assert list((data / "redis").rglob("*.aof*")), "append-only persistence enabled"
+
+
+def test_container_sigkill_without_draining_then_restart_loses_nothing(
+    redis_url, rdb, stand: Stand, tmp_path
+):
+    """A redeploy that did not wait: every process SIGKILLed at once, then a new container."""
+    from tests.test_faults import tally
+
+    stand.reset()
+    stand.bot_delay = 0.25  # 24 answers take ~6 s: the kill lands in the middle
+    stand.bot_answer = lambda body: {"replies": [m["content"] for m in body["messages"]]}
+    port = free_port()
+    env = {
+        "REDIS_URL": redis_url,
+        "PORT": str(port),
+        "DATA_DIR": str(tmp_path / "data"),
+        "CHATWOOT_BASE_URL": stand.url,
+        "CHATWOOT_API_TOKEN": "cw-token",
+        "CHATWOOT_WEBHOOK_SECRET": SECRET,
+        "BATCH_WINDOW_SECONDS": "0.3",
+        "BATCH_MAX_WAIT_SECONDS": "1",
+        "LEASE_TTL_SECONDS": "2",
+        "SWEEP_INTERVAL_SECONDS": "0.5", "BOT_BACKEND": "http", "BOT_URL": f"{stand.url}/bot",
+    }
+    url = f"http://127.0.0.1:{port}"
+    sent: dict[int, list[str]] = {c: [] for c in range(150, 154)}
+    acknowledged = 0
+
+    def send(conv: int, i: int) -> None:
+        nonlocal acknowledged
+        text = f"c{conv} m{i:02d} " + "k" * 420
+        body = json.dumps(cw.message(text, conv)).encode()
+        response = requests.post(
+            f"{url}/webhook/chatwoot/default", data=body, headers=signed_headers(body), timeout=5
+        )
+        if response.status_code == 202:
+            sent[conv].append(text)
+            acknowledged += 1
+
+    first = _boot(env, tmp_path / "first.log")
+    wait_for(lambda: _ready(url), timeout=40)
+    groups = _groups(first.pid)
+    for i in range(6):
+        for conv in sent:
+            send(conv, i)
+    time.sleep(1.5)  # some batches answered, one in flight, the rest waiting
+    for pgid in groups:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    first.wait(timeout=10)
+    answered_before = len(stand.replies())
+    assert 0 < answered_before < acknowledged  # the kill landed mid-stream
+    second = _boot(env, tmp_path / "second.log")
+    try:
+        wait_for(lambda: _ready(url), timeout=40)
+        for conv in sent:
+            send(conv, 6)
+        wait_for(lambda: all(set(stand.replies(c)) >= set(sent[c]) for c in sent), timeout=60)
+        time.sleep(1)
+    finally:
+        _stop(second, tmp_path / "second.log")
+    figures = tally(
+        sent,
+        stand,
+        acknowledged,
+        fault="container SIGKILL without draining, then restart",
+        answered_before_kill=answered_before,
+    )
+    assert figures["lost"] == 0 and figures["reordered_conversations"] == 0
+    assert figures["duplicated"] <= 1  # one crash: at most the one reply in flight
