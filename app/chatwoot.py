@@ -35,6 +35,10 @@ class Replier(Protocol):
 
     def open_conversation(self, account_id: int, conversation_id: str) -> None: ...
 
+    def find_reply(
+        self, account_id: int, conversation_id: str, content: str, since: float
+    ) -> bool | None: ...
+
 
 class ChatwootClient:
     """Posts replies, typing status and handoffs to one Chatwoot account."""
@@ -71,6 +75,29 @@ class ChatwootClient:
         message_id = body.get("id") if isinstance(body, dict) else None
         return message_id if isinstance(message_id, int) else None
 
+    def find_reply(self, account_id: int, conversation_id: str, content: str, since: float) -> bool | None:
+        """Was this reply created at or after ``since``? None when it cannot be told.
+
+        Reads the conversation's latest messages (``GET .../messages``). Only a
+        user access token may: an agent-bot token is refused, and then the
+        answer is None (unknown), never a guess.
+        """
+        url = self._url(account_id, conversation_id, "messages")
+        try:
+            response = self._session.get(url, headers=self._headers, timeout=(3.05, self._timeout))
+        except requests.RequestException as exc:
+            log.info("read-back failed conversation=%s error=%s", conversation_id, type(exc).__name__)
+            return None
+        if response.status_code != 200:
+            return None
+        try:
+            messages = response.json()["payload"]
+        except (ValueError, KeyError, TypeError):
+            return None
+        if not isinstance(messages, list):
+            return None
+        return any(_is_our_reply(m, content, since) for m in messages)
+
     def typing(self, account_id: int, conversation_id: str, on: bool) -> None:
         """Best effort: one short attempt, failures only logged."""
         try:
@@ -99,6 +126,15 @@ class ChatwootClient:
             headers=self._headers,
             idempotent=True,
         )
+
+
+def _is_our_reply(message: object, content: str, since: float) -> bool:
+    if not isinstance(message, dict) or message.get("private") is True:
+        return False
+    created = message.get("created_at")
+    outgoing = message.get("message_type") in (1, "outgoing")
+    recent = isinstance(created, int | float) and created >= since - 5  # Chatwoot stores whole seconds
+    return outgoing and recent and message.get("content") == content
 
 
 class DryRunOutbox:
@@ -134,6 +170,9 @@ class DryRunOutbox:
 
     def typing(self, account_id: int, conversation_id: str, on: bool) -> None:
         return None
+
+    def find_reply(self, account_id: int, conversation_id: str, content: str, since: float) -> bool | None:
+        return None  # the outbox is a log, not a conversation: never skip a reply on its word
 
     def open_conversation(self, account_id: int, conversation_id: str) -> None:
         self._record("handoff", account_id, conversation_id)

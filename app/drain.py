@@ -38,6 +38,7 @@ __all__ = ["MAX_BATCHES_PER_RUN", "Drainer", "LeaseKeeper"]
 log = logging.getLogger(__name__)
 MAX_BATCHES_PER_RUN = 20
 HANDOFF_TTL_SECONDS = 30 * 24 * 3600
+AMBIGUOUS_SETTLE_SECONDS = 2.0
 
 
 class LeaseKeeper(threading.Thread):
@@ -272,16 +273,12 @@ class Drainer:
         sent = self.client.hgetall(self._key(keys.sent_parts))
         for index, part in enumerate(reply.replies):
             marker = f"{segment.key}:{index}"
-            if marker in sent:
-                continue  # posted by a drainer that died before completing the batch
             try:
-                self.replier.create_message(account, self.conversation, part)
+                self._post_part(account, marker, part, sent.get(marker))
             except ChatwootError as exc:
                 self.client.hincrby(stats, "replies_failed", 1)
                 self._dead_letter(raws, "chatwoot", str(exc), ambiguous=exc.ambiguous, parts_posted=index)
                 return
-            self.client.hset(self._key(keys.sent_parts), marker, "1")
-            self.client.hincrby(stats, "replies_sent", 1)
         if reply.handoff:
             self._hand_off(account)
         self._complete(raws)
@@ -294,6 +291,52 @@ class Drainer:
             len(reply.replies),
             segment.batched,
         )
+
+    def _post_part(self, account: int, marker: str, part: str, state: str | None) -> None:
+        """Post one reply part once.
+
+        ``webhook_sent`` holds ``pending:<time>`` from just before the POST and
+        ``sent`` after it. A part found pending was being posted when a drainer
+        died: if the token can read the conversation, it is looked up instead
+        of posted again. The same read-back settles an ambiguous timeout.
+        """
+        sent_key = self._key(keys.sent_parts)
+        if state == "sent":
+            return  # posted by a drainer that died before completing the batch
+        if state and state.startswith("pending:") and self._already_posted(account, part, state):
+            self.client.hset(sent_key, marker, "sent")
+            return
+        started = self.clock()
+        self.client.hset(sent_key, marker, f"pending:{started}")
+        try:
+            self.replier.create_message(account, self.conversation, part)
+        except ChatwootError as exc:
+            if not exc.ambiguous:
+                raise
+            time.sleep(AMBIGUOUS_SETTLE_SECONDS)  # let a slow create finish before looking
+            found = self.replier.find_reply(account, self.conversation, part, started)
+            if found is None:
+                raise  # cannot tell: dead-letter as ambiguous rather than risk a second message
+            if not found:
+                self.replier.create_message(account, self.conversation, part)
+            log.warning(
+                "ambiguous reply settled by read-back conversation=%s posted_again=%s",
+                self.conversation,
+                not found,
+            )
+        self.client.hset(sent_key, marker, "sent")
+        self.client.hincrby(keys.stats(self._cid), "replies_sent", 1)
+
+    def _already_posted(self, account: int, part: str, state: str) -> bool:
+        try:
+            since = float(state.split(":", 1)[1])
+        except ValueError:
+            return False
+        found = self.replier.find_reply(account, self.conversation, part, since)
+        if found:
+            self.client.hincrby(keys.stats(self._cid), "replies_recovered", 1)
+            log.warning("reply found already posted conversation=%s: not posting it again", self.conversation)
+        return bool(found)
 
     def _send_fallback(self, segment: Segment) -> None:
         """Tell the contact something went wrong (BOT_FALLBACK_MESSAGE), best effort."""

@@ -27,6 +27,10 @@ COUNTERS = {
     "bot_failures": ("gateway_bot_failures", "Bot calls that failed past their retries"),
     "replies_sent": ("gateway_replies_sent", "Reply parts posted to Chatwoot"),
     "replies_failed": ("gateway_replies_failed", "Reply posts that failed past their retries"),
+    "replies_recovered": (
+        "gateway_replies_recovered",
+        "Replies found already posted after a crash (read-back)",
+    ),
     "fallbacks_sent": ("gateway_fallbacks_sent", "Fallback messages sent after a bot failure"),
     "handoffs": ("gateway_handoffs", "Conversations handed to humans by the bot"),
     "lease_takeovers": ("gateway_lease_takeovers", "Leases taken from finished holders"),

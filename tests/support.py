@@ -116,6 +116,7 @@ class Stand:
         self.on_message_created: Callable[[], None] | None = None  # runs before the answer is sent
         self.message_delay = 0.0  # seconds before answering a message create (after recording it)
         self.api_token = "cw-token"  # the api_access_token this Chatwoot accepts
+        self.can_read = False  # a user token may list messages; an agent-bot token may not
         self._next_id = 100000
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -135,6 +136,7 @@ class Stand:
             self.fail_next.clear()
             self.completions.clear()
             self.on_message_created = None
+            self.can_read = False
             self.message_delay = 0.0
             self.bot_delay = 0.0
             self.bot_answer = None
@@ -203,12 +205,41 @@ class Stand:
             time.sleep(self.message_delay)
         return 200, created
 
+    def _list_messages(self, path: str) -> tuple[int, Any]:
+        """GET .../messages, shaped like Chatwoot's messages/index.json.jbuilder."""
+        if not self.can_read:
+            return 401, {"error": "You are not authorized to do this action"}
+        conv = path.split("/conversations/")[1].split("/")[0]
+        with self.lock:
+            mine = [r for r in self.requests if r["path"].endswith(f"/conversations/{conv}/messages")]
+            payload = [
+                {
+                    "id": 500 + i,
+                    "content": r["json"]["content"],
+                    "message_type": 1,
+                    "created_at": int(r["at"]),
+                    "private": False,
+                    "conversation_id": int(conv),
+                }
+                for i, r in enumerate(mine[-20:])
+            ]
+        return 200, {"meta": {"labels": [], "contact_id": 301}, "payload": payload}
+
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         stand = self
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args: Any) -> None:
                 pass
+
+            def do_GET(self) -> None:
+                status, answer = stand._list_messages(self.path)
+                data = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)

@@ -285,3 +285,55 @@ def test_a_slow_bot_blocks_no_other_conversation_beyond_the_pool_size(
     assert not stand_reset.replies(130) and not stand_reset.replies(131)  # still at the bot
     assert fast_done < 3  # two busy threads, two free: nobody waited for the slow bot
     wait_for(lambda: stand_reset.replies(130) and stand_reset.replies(131), timeout=15)
+
+
+def test_with_a_user_token_a_crash_inside_the_reply_post_repeats_nothing(
+    redis_url, rdb, stand_reset: Stand, workers, tmp_path
+):
+    env = fault_env(redis_url, stand_reset, tmp_path)
+    stand_reset.can_read = True  # a user access token: the gateway can read the conversation back
+    victim = Worker(env, "victim", beat=True).start(rdb)
+    workers.append(victim)
+    fired = threading.Event()
+
+    def crash() -> None:
+        if not fired.is_set():
+            fired.set()
+            victim.kill()
+
+    stand_reset.on_message_created = crash
+    web = make_client(env)
+    texts = [long_text(121, i) for i in range(3)]
+    for text in texts:
+        post_webhook(web, cw.message(text, 121))
+    wait_for(fired.is_set, timeout=10)
+    workers.append(Worker(env, "heir", beat=True).start(rdb))
+    wait_for(lambda: set(stand_reset.replies(121)) == set(texts), timeout=20)
+    time.sleep(1)
+    figures = tally({121: texts}, stand_reset, 3, fault="SIGKILL inside the reply POST, user token", kills=1)
+    assert figures["lost"] == 0 and figures["reordered_conversations"] == 0
+    assert figures["duplicated"] == 0  # the pending part was read back, not posted again
+    assert rdb.hget(keys.stats("default"), "replies_recovered") == "1"
+
+
+def test_with_a_user_token_an_ambiguous_timeout_is_settled_by_read_back(
+    redis_url, rdb, stand_reset: Stand, workers, tmp_path
+):
+    env = fault_env(redis_url, stand_reset, tmp_path, CHATWOOT_TIMEOUT_SECONDS="0.5")
+    stand_reset.can_read = True
+    workers.append(Worker(env, "timeouts", beat=True).start(rdb))
+    stand_reset.message_delay = 1.0  # created, but answered after the gateway gave up waiting
+    web = make_client(env)
+    post_webhook(web, cw.message("slow but readable", 122))
+    wait_for(lambda: stand_reset.replies(122) and not _busy(rdb, 122), timeout=15)
+    time.sleep(0.5)
+    assert stand_reset.replies(122) == ["slow but readable"]  # found by read-back: not posted twice
+    assert rdb.llen(keys.dead_letters("default")) == 0
+
+
+def _busy(rdb, conv: int) -> bool:  # type: ignore[no-untyped-def]
+    return bool(
+        rdb.exists(
+            keys.queue("default", conv), keys.processing("default", conv), keys.active_task("default", conv)
+        )
+    )

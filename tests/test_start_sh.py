@@ -206,7 +206,9 @@ def test_container_sigkill_without_draining_then_restart_loses_nothing(
         "BATCH_WINDOW_SECONDS": "0.3",
         "BATCH_MAX_WAIT_SECONDS": "1",
         "LEASE_TTL_SECONDS": "2",
-        "SWEEP_INTERVAL_SECONDS": "0.5", "BOT_BACKEND": "http", "BOT_URL": f"{stand.url}/bot",
+        "SWEEP_INTERVAL_SECONDS": "0.5",
+        "BOT_BACKEND": "http",
+        "BOT_URL": f"{stand.url}/bot",
     }
     url = f"http://127.0.0.1:{port}"
     sent: dict[int, list[str]] = {c: [] for c in range(150, 154)}
