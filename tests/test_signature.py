@@ -76,3 +76,20 @@ def test_token_in_query_or_header() -> None:
 def test_no_secret_configured_refuses_everything() -> None:
     with pytest.raises(AuthError, match="no webhook secret configured"):
         authenticate(CompanyConfig(), {}, BODY, "anything", 0)
+
+
+def test_secrets_are_compared_in_constant_time(monkeypatch) -> None:
+    import app.signature as signature
+
+    calls: list[tuple[bytes, bytes]] = []
+    real = signature.hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(signature.hmac, "compare_digest", spy)
+    now = int(time.time())
+    authenticate(SIGNED, headers(now), BODY, None, now)
+    authenticate(TOKEN, {}, BODY, "tok-123", 0)
+    assert len(calls) == 2  # the signature and the token, both through hmac.compare_digest
