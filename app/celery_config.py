@@ -21,9 +21,16 @@ from celery import Celery
 
 from app.settings import Settings
 
-__all__ = ["SWEEP_TASK", "make_celery"]
+__all__ = ["SESSIONS_TASK", "SWEEP_TASK", "make_celery"]
 
 SWEEP_TASK = "gateway.sweep"
+SESSIONS_TASK = "gateway.expire_sessions"
+
+
+def _sessions_interval(settings: Settings) -> float:
+    """Look for idle sessions four times per the shortest idle limit, 1 to 60 s apart."""
+    shortest = min(c.session_idle_minutes * 60 for c in settings.companies.values())
+    return min(60.0, max(1.0, shortest / 4))
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -49,7 +56,12 @@ def make_celery(settings: Settings) -> Celery:
                 "task": SWEEP_TASK,
                 "schedule": settings.sweep_interval_seconds,
                 "options": {"expires": settings.sweep_interval_seconds * 2},
-            }
+            },
+            "expire-sessions": {
+                "task": SESSIONS_TASK,
+                "schedule": _sessions_interval(settings),
+                "options": {"expires": _sessions_interval(settings) * 2},
+            },
         },
     )
     return celery

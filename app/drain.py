@@ -26,19 +26,22 @@ import redis
 
 from app import keys
 from app.batching import Segment, close_at, segments
-from app.bots import Bot, bot_request
+from app.bots import Bot, BotReply, bot_request
 from app.chatwoot import Replier
 from app.errors import BotError, ChatwootError, LeaseLost
 from app.payload import StoredMessage
+from app.replies import split_reply, typing_pause
 from app.scripts import Scripts
+from app.sessions import content_digest
 from app.settings import CompanyConfig, Settings
 
 __all__ = ["MAX_BATCHES_PER_RUN", "Drainer", "LeaseKeeper"]
 
 log = logging.getLogger(__name__)
 MAX_BATCHES_PER_RUN = 20
-HANDOFF_TTL_SECONDS = 30 * 24 * 3600
 AMBIGUOUS_SETTLE_SECONDS = 2.0
+OWN_PENDING_TTL_SECONDS = 300
+OWN_REPLY_TTL_SECONDS = 24 * 3600
 
 
 class LeaseKeeper(threading.Thread):
@@ -246,18 +249,31 @@ class Drainer:
         )
         typing_on.start()
         try:
-            for segment in segments(messages, self.company.batch_max_avg_chars):
+            pending = segments(messages, self.company.batch_max_avg_chars)
+            superseded = 0
+            while pending:
+                segment = pending.pop(0)
                 self._check_lease()
                 raws = [raw_of[m.id] for m in segment.messages]
                 if self.client.exists(self._key(keys.handoff)):
                     self._leave_to_humans(raws)
                     continue
-                self._answer(segment, raws, typing_on)
+                reply = self._ask_bot(segment, raws)
+                if reply is None:
+                    continue
+                newer = self._newer_fragments(segment, superseded, raw_of)
+                if newer:
+                    # The contact kept typing while the bot thought: its answer is stale.
+                    superseded += 1
+                    merged = [*segment.messages, *(m for s in pending for m in s.messages), *newer]
+                    pending = segments(merged, self.company.batch_max_avg_chars)
+                    continue
+                self._answer(segment, raws, reply, typing_on)
         finally:
             typing_on.join(timeout=3)
             self.replier.typing(account, self.conversation, False)
 
-    def _answer(self, segment: Segment, raws: list[str], typing_on: threading.Thread) -> None:
+    def _ask_bot(self, segment: Segment, raws: list[str]) -> BotReply | None:
         stats = keys.stats(self._cid)
         self.client.hincrby(stats, "bot_calls", 1)
         try:
@@ -266,13 +282,56 @@ class Drainer:
             self.client.hincrby(stats, "bot_failures", 1)
             self._send_fallback(segment)
             self._dead_letter(raws, "bot", str(exc))
-            return
+            return None
         self._check_lease()
+        return reply
+
+    def _newer_fragments(
+        self, segment: Segment, superseded: int, raw_of: dict[int, str]
+    ) -> list[StoredMessage]:
+        """Text fragments that arrived during the bot call, moved into this batch."""
+        if superseded >= self.company.supersede_max or not segment.messages[-1].is_text_only:
+            return []
+        if not self.client.llen(self._key(keys.queue)):
+            return []
+        moved = self.scripts.claim_more(
+            keys=[self._key(keys.queue), self._key(keys.processing), self._key(keys.active_task)],
+            args=[self.task_id, self.settings.batch_max_messages],
+            client=self.client,
+        )
+        if moved is None:
+            raise LeaseLost()
+        newer = []
+        for raw in moved:
+            try:
+                message = StoredMessage.from_json(raw)
+            except (ValueError, TypeError, KeyError) as exc:
+                self._dead_letter([raw], "parse", f"stored message unreadable: {type(exc).__name__}")
+                continue
+            raw_of[message.id] = raw
+            newer.append(message)
+        if newer:
+            self.client.hincrby(keys.stats(self._cid), "superseded_runs", 1)
+            log.info(
+                "stale reply suppressed company=%s conversation=%s newer=%d",
+                self._cid,
+                self.conversation,
+                len(newer),
+            )
+        return newer
+
+    def _answer(
+        self, segment: Segment, raws: list[str], reply: BotReply, typing_on: threading.Thread
+    ) -> None:
+        stats = keys.stats(self._cid)
         typing_on.join(timeout=3)  # the indicator goes on before the reply, never after
         account = segment.messages[0].account_id
         sent = self.client.hgetall(self._key(keys.sent_parts))
-        for index, part in enumerate(reply.replies):
+        parts = [p for r in reply.replies for p in split_reply(r, self.company.reply_split)]
+        for index, part in enumerate(parts):
             marker = f"{segment.key}:{index}"
+            if index and marker not in sent and self.company.reply_split == "paragraphs":
+                self._pause_typing(account, part)
             try:
                 self._post_part(account, marker, part, sent.get(marker))
             except ChatwootError as exc:
@@ -288,9 +347,14 @@ class Drainer:
             self.conversation,
             self.task_id,
             len(raws),
-            len(reply.replies),
+            len(parts),
             segment.batched,
         )
+
+    def _pause_typing(self, account: int, part: str) -> None:
+        """Show 'typing' for a time proportional to the part, like a person would."""
+        self.replier.typing(account, self.conversation, True)
+        time.sleep(typing_pause(part, self.company.typing_chars_per_second))
 
     def _post_part(self, account: int, marker: str, part: str, state: str | None) -> None:
         """Post one reply part once.
@@ -307,9 +371,15 @@ class Drainer:
             self.client.hset(sent_key, marker, "sent")
             return
         started = self.clock()
-        self.client.hset(sent_key, marker, f"pending:{started}")
+        pipe = self.client.pipeline()
+        pipe.hset(sent_key, marker, f"pending:{started}")
+        # Its webhook may come back (with a user token, as a "user" message) before
+        # the POST answers: recognise it by content, so it is not an agent takeover.
+        pipe.sadd(self._key(keys.own_pending), content_digest(part))
+        pipe.expire(self._key(keys.own_pending), OWN_PENDING_TTL_SECONDS)
+        pipe.execute()
         try:
-            self.replier.create_message(account, self.conversation, part)
+            self._remember_own(self.replier.create_message(account, self.conversation, part))
         except ChatwootError as exc:
             if not exc.ambiguous:
                 raise
@@ -326,6 +396,10 @@ class Drainer:
             )
         self.client.hset(sent_key, marker, "sent")
         self.client.hincrby(keys.stats(self._cid), "replies_sent", 1)
+
+    def _remember_own(self, message_id: int | None) -> None:
+        if message_id is not None:
+            self.client.set(keys.own_reply(self._cid, message_id), "1", ex=OWN_REPLY_TTL_SECONDS)
 
     def _already_posted(self, account: int, part: str, state: str) -> bool:
         try:
@@ -363,7 +437,7 @@ class Drainer:
         )
 
     def _hand_off(self, account: int) -> None:
-        self.client.set(self._key(keys.handoff), "bot", ex=HANDOFF_TTL_SECONDS)
+        self.client.set(self._key(keys.handoff), "bot", ex=self.company.resume_after_seconds or None)
         self.client.hincrby(keys.stats(self._cid), "handoffs", 1)
         try:
             self.replier.open_conversation(account, self.conversation)

@@ -54,6 +54,8 @@ def accept(
             keys.conversation_index(cid),
             keys.stats(cid),
             keys.handoff(cid, conv),
+            keys.sessions(cid),
+            keys.session_accounts(cid),
         ],
         args=[
             message.to_json(),
@@ -65,6 +67,8 @@ def accept(
             conv,
             "1" if delivery_id else "0",
             message.conversation_status or "",
+            int(message.received_at),
+            message.account_id,
         ],
         client=client,
     )

@@ -13,11 +13,15 @@ __all__ = [
     "dead_letters",
     "handoff",
     "outbox",
+    "own_pending",
+    "own_reply",
     "processing",
     "queue",
     "seen_delivery",
     "seen_message",
     "sent_parts",
+    "session_accounts",
+    "sessions",
     "stats",
     "worker_heartbeats",
 ]
@@ -66,6 +70,26 @@ def sent_parts(company: str, conversation: str | int) -> str:
 def handoff(company: str, conversation: str | int) -> str:
     """Present while a human holds the conversation: the bot stays silent."""
     return f"{company}:webhook_handoff:{conversation}"
+
+
+def own_reply(company: str, message_id: str | int) -> str:
+    """Marks a message id the gateway itself created (its webhook is not an agent takeover)."""
+    return f"{company}:webhook_own:{message_id}"
+
+
+def own_pending(company: str, conversation: str | int) -> str:
+    """Set of digests of replies being posted right now (their webhook may beat the POST's answer)."""
+    return f"{company}:webhook_own_pending:{conversation}"
+
+
+def sessions(company: str) -> str:
+    """Sorted set: conversation -> time of its latest incoming message (session expiry)."""
+    return f"{company}:webhook_sessions"
+
+
+def session_accounts(company: str) -> str:
+    """Hash: conversation -> Chatwoot account id (to post the session-expired message)."""
+    return f"{company}:webhook_session_accounts"
 
 
 def bot_history(company: str, conversation: str | int) -> str:

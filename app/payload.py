@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 __all__ = [
+    "AgentReply",
     "Attachment",
     "Ignored",
     "InvalidPayload",
@@ -45,6 +46,15 @@ class StatusChange:
 
     conversation_id: str
     status: str
+
+
+@dataclass(frozen=True)
+class AgentReply:
+    """A public reply by a human agent (or the gateway's own, seen through a user token)."""
+
+    conversation_id: str
+    message_id: int
+    content: str
 
 
 @dataclass(frozen=True)
@@ -129,11 +139,14 @@ def _message(body: dict[str, Any], received_at: float) -> StoredMessage | Ignore
     message_id = _int(body["id"], "id")
     status = conversation.get("status") if isinstance(conversation.get("status"), str) else None
     message_type = body.get("message_type")
+    sender = _dict(body.get("sender"))
+    if message_type == "outgoing" and body.get("private") is not True and sender.get("type") == "user":
+        content = body.get("content") if isinstance(body.get("content"), str) else ""
+        return AgentReply(conversation_id, message_id, content)
     if message_type != "incoming":
         return Ignored(f"message_type is {message_type!r}, not incoming", conversation_id, status)
     if body.get("private") is True:
         return Ignored("private note", conversation_id, status)
-    sender = _dict(body.get("sender"))
     if sender.get("type") in BOT_SENDER_TYPES:
         return Ignored(f"sent by {sender['type']}", conversation_id, status)
     content = body.get("content") if isinstance(body.get("content"), str) else ""
@@ -156,7 +169,7 @@ def _message(body: dict[str, Any], received_at: float) -> StoredMessage | Ignore
     )
 
 
-def parse_webhook(body: Any, received_at: float) -> StoredMessage | StatusChange | Ignored:
+def parse_webhook(body: Any, received_at: float) -> StoredMessage | StatusChange | AgentReply | Ignored:
     """Classify a decoded webhook body; raise ``InvalidPayload`` when unusable."""
     if not isinstance(body, dict):
         raise InvalidPayload("body must be a JSON object")

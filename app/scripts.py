@@ -15,10 +15,12 @@ __all__ = ["EnqueueResult", "Scripts"]
 
 # KEYS[1] queue  KEYS[2] lease  KEYS[3] seen message  KEYS[4] seen delivery
 # KEYS[5] conversation index  KEYS[6] stats hash  KEYS[7] handoff marker
+# KEYS[8] sessions zset  KEYS[9] session accounts hash
 # ARGV[1] stored message (JSON)  ARGV[2] queue TTL s  ARGV[3] max queue length
 # ARGV[4] fresh task id  ARGV[5] lease TTL ms  ARGV[6] seen TTL s
 # ARGV[7] conversation id  ARGV[8] "1" if KEYS[4] is a real delivery id
 # ARGV[9] the conversation's status in the payload ("pending" ends a handoff)
+# ARGV[10] now (unix s)  ARGV[11] account id
 # Returns {status, queue length, lease holder, lease pttl ms, acquired 0/1}
 # where status is "queued", "duplicate", "full" or "handoff".
 ENQUEUE = """
@@ -44,6 +46,8 @@ redis.call('SET', KEYS[3], '1', 'EX', ARGV[6])
 if ARGV[8] == '1' then redis.call('SET', KEYS[4], '1', 'EX', ARGV[6]) end
 redis.call('SADD', KEYS[5], ARGV[7])
 redis.call('HINCRBY', KEYS[6], 'webhooks_queued', 1)
+redis.call('ZADD', KEYS[8], ARGV[10], ARGV[7])
+redis.call('HSET', KEYS[9], ARGV[7], ARGV[11])
 if redis.call('SET', KEYS[2], ARGV[4], 'NX', 'PX', ARGV[5]) then
   return {'queued', len, ARGV[4], tonumber(ARGV[5]), 1}
 end
@@ -165,6 +169,54 @@ return #ARGV - 3
 """
 
 
+# An agent's public reply: the gateway's own reply coming back, or a takeover.
+# KEYS[1] own-reply marker of the message id  KEYS[2] own pending digests
+# KEYS[3] handoff marker  KEYS[4] stats hash
+# ARGV[1] digest of the content  ARGV[2] resume after (s, 0 = never)
+# Returns "own" or "takeover".
+AGENT_REPLY = """
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then
+  return 'own'
+end
+if tonumber(ARGV[2]) > 0 then
+  redis.call('SET', KEYS[3], 'agent', 'EX', ARGV[2])
+else
+  redis.call('SET', KEYS[3], 'agent')
+end
+redis.call('HINCRBY', KEYS[4], 'agent_takeovers', 1)
+return 'takeover'
+"""
+
+# Take the sessions idle since before ARGV[1] out of the sessions set, once.
+# KEYS[1] sessions zset  KEYS[2] session accounts hash
+# ARGV[1] cutoff (unix s)  ARGV[2] most to take
+# Returns {conversation, account id, ...}.
+EXPIRE_SESSIONS = """
+local idle = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+local result = {}
+for _, conv in ipairs(idle) do
+  redis.call('ZREM', KEYS[1], conv)
+  table.insert(result, conv)
+  table.insert(result, redis.call('HGET', KEYS[2], conv) or '')
+  redis.call('HDEL', KEYS[2], conv)
+end
+return result
+"""
+
+# Stale-reply suppression: move fragments that arrived during the bot call
+# into the batch being handled.
+# KEYS[1] queue  KEYS[2] processing  KEYS[3] lease  ARGV[1] task id  ARGV[2] most
+# Returns false without the lease, else the messages moved.
+CLAIM_MORE = """
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then return false end
+local items = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+if #items == 0 then return {} end
+redis.call('RPUSH', KEYS[2], unpack(items))
+redis.call('LTRIM', KEYS[1], #items, -1)
+return items
+"""
+
+
 @dataclass(frozen=True)
 class EnqueueResult:
     status: str  # "queued", "duplicate", "full" or "handoff"
@@ -187,3 +239,6 @@ class Scripts:
         self.release_if_empty = client.register_script(RELEASE_IF_EMPTY)
         self.rescue = client.register_script(RESCUE)
         self.replay_dead_letter = client.register_script(REPLAY_DEAD_LETTER)
+        self.agent_reply = client.register_script(AGENT_REPLY)
+        self.expire_sessions = client.register_script(EXPIRE_SESSIONS)
+        self.claim_more = client.register_script(CLAIM_MORE)

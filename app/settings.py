@@ -47,6 +47,18 @@ class CompanyConfig:
     batch_max_avg_chars: int = 400
     max_queue_per_conversation: int = 200
     session_idle_minutes: float = 15.0
+    reply_split: str = "none"
+    typing_chars_per_second: float = 40.0
+    bot_only_pending: bool = False
+    bot_resume_after_minutes: float | None = None
+    session_expired_message: str | None = None
+    session_reset_keywords: tuple[str, ...] = ()
+    supersede_max: int = 2
+
+    @property
+    def resume_after_seconds(self) -> int:
+        """TTL of a handoff marker; 0 means the bot stays silent until Chatwoot says pending."""
+        return int(self.bot_resume_after_minutes * 60) if self.bot_resume_after_minutes else 0
 
     @property
     def dry_run(self) -> bool:
@@ -123,6 +135,39 @@ def _company_id(name: str, raw: str) -> str:
     return value
 
 
+def _bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _keywords(name: str, raw: str) -> tuple[str, ...]:
+    words = tuple(w.strip().lower() for w in raw.split(",") if w.strip())
+    if not words:
+        raise ConfigError(f"{name} must be a comma-separated list of words, got {raw!r}")
+    return words
+
+
+def _non_negative_int(name: str, raw: str) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name} must not be negative, got {raw!r}")
+    return value
+
+
+def _reply_split(name: str, raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in ("none", "paragraphs"):
+        raise ConfigError(f"{name} must be none or paragraphs, got {raw!r}")
+    return value
+
+
 def _handler(name: str, raw: str) -> str:
     value = raw.strip()
     if not _HANDLER.match(value):
@@ -151,6 +196,13 @@ COMPANY_FIELDS: dict[str, _Parser] = {
     "batch_max_avg_chars": _positive_int,
     "max_queue_per_conversation": _positive_int,
     "session_idle_minutes": _positive_float,
+    "reply_split": _reply_split,
+    "typing_chars_per_second": _positive_float,
+    "bot_only_pending": _bool,
+    "bot_resume_after_minutes": _positive_float,
+    "session_expired_message": _str,
+    "session_reset_keywords": _keywords,
+    "supersede_max": _non_negative_int,
 }
 
 GLOBAL_FIELDS: dict[str, _Parser] = {
@@ -177,7 +229,9 @@ def _parse_fields(
         raw = source.get(lookup)
         if raw is None or (isinstance(raw, str) and raw.strip() == ""):
             continue
-        if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+        if isinstance(raw, bool):
+            raw = "true" if raw else "false"
+        if not isinstance(raw, str | int | float):
             raise ConfigError(f"{label} must be a string or number, got {raw!r}")
         values[key] = parse(label, str(raw))
     return values

@@ -11,7 +11,8 @@ from flask import Blueprint, current_app, jsonify, request
 
 from app import keys
 from app.intake import accept
-from app.payload import Ignored, InvalidPayload, StatusChange, parse_webhook
+from app.payload import AgentReply, Ignored, InvalidPayload, StatusChange, parse_webhook
+from app.sessions import content_digest, is_reset_keyword, reset_session
 from app.signature import AuthError, authenticate
 
 __all__ = ["bp"]
@@ -30,6 +31,38 @@ def _ignored(gateway, company: str, reason: str):  # type: ignore[no-untyped-def
     except redis.RedisError:
         pass  # counting is best effort; the answer does not depend on it
     return _answer(200, status="ignored", reason=reason)
+
+
+def _conversation_event(gateway, config, parsed) -> str | None:  # type: ignore[no-untyped-def]
+    """Handle what changes the bot's state rather than reaching it; the reason, or None."""
+    cid = config.company_id
+    if isinstance(parsed, StatusChange):
+        if parsed.status in ("pending", "resolved"):
+            # pending: Chatwoot gives the conversation back to the bot; resolved: a
+            # reopened conversation starts afresh.
+            gateway.redis.delete(keys.handoff(cid, parsed.conversation_id))
+        return f"conversation status is now {parsed.status[:32]}"
+    if isinstance(parsed, AgentReply):
+        who = gateway.scripts.agent_reply(
+            keys=[
+                keys.own_reply(cid, parsed.message_id),
+                keys.own_pending(cid, parsed.conversation_id),
+                keys.handoff(cid, parsed.conversation_id),
+                keys.stats(cid),
+            ],
+            args=[content_digest(parsed.content), config.resume_after_seconds],
+            client=gateway.redis,
+        )
+        if who == "own":
+            return "the gateway's own reply"
+        log.info("agent took over company=%s conversation=%s", cid, parsed.conversation_id)
+        return "a human agent replied: the bot is silent in this conversation"
+    if config.bot_only_pending and parsed.conversation_status != "pending":
+        return f"conversation is {parsed.conversation_status}: the bot answers pending conversations only"
+    if parsed.is_text_only and is_reset_keyword(config, parsed.content):
+        reset_session(gateway.redis, cid, parsed.conversation_id)
+        return "session reset"
+    return None
 
 
 @bp.post("/webhook/chatwoot/<company>")
@@ -52,15 +85,14 @@ def chatwoot(company: str):  # type: ignore[no-untyped-def]
     except (ValueError, RecursionError) as exc:
         reason = str(exc) if isinstance(exc, InvalidPayload) else "body is not valid JSON"
         return _answer(400, error="bad_request", reason=reason)
-    if isinstance(parsed, StatusChange):
-        if parsed.status == "pending":
-            try:
-                gateway.redis.delete(keys.handoff(company, parsed.conversation_id))
-            except redis.RedisError:
-                return _answer(500, error="unavailable", reason="Redis unreachable, retry")
-        return _ignored(gateway, company, f"conversation status is now {parsed.status[:32]}")
     if isinstance(parsed, Ignored):
         return _ignored(gateway, company, parsed.reason)
+    try:
+        early = _conversation_event(gateway, config, parsed)
+    except redis.RedisError:
+        return _answer(500, error="unavailable", reason="Redis unreachable, retry")
+    if early is not None:
+        return _ignored(gateway, company, early)
     delivery = request.headers.get("X-Chatwoot-Delivery", "").strip()[:128] or None
     try:
         accepted = accept(

@@ -18,12 +18,13 @@ from celery import signals
 
 from app import keys
 from app.bots import Bot, load_handler, make_bot
-from app.celery_config import SWEEP_TASK, make_celery
+from app.celery_config import SESSIONS_TASK, SWEEP_TASK, make_celery
 from app.chatwoot import Replier, make_replier
 from app.drain import Drainer
 from app.lease import DRAIN_TASK, schedule_drain
 from app.redis_client import connect
 from app.scripts import Scripts
+from app.sessions import expire_idle_sessions
 from app.settings import Settings, load_settings
 from app.sweeper import sweep
 
@@ -108,6 +109,11 @@ def drain(self, company: str, conversation: str) -> str:  # type: ignore[no-unty
 @celery.task(name=SWEEP_TASK, ignore_result=True)
 def sweep_task() -> int:
     return sweep(runtime.redis, runtime.scripts, celery, settings)
+
+
+@celery.task(name=SESSIONS_TASK, ignore_result=True)
+def expire_sessions_task() -> int:
+    return expire_idle_sessions(runtime.redis, runtime.scripts, settings, runtime.replier)
 
 
 def _heartbeat_loop(name: str) -> None:

@@ -14,4 +14,8 @@ def test_every_key_format_is_exact() -> None:
     assert keys.bot_history("acme", 42) == "acme:bot_history:42"
     assert keys.outbox("acme") == "acme:webhook_outbox"
     assert keys.stats("acme") == "acme:webhook_stats"
+    assert keys.own_reply("acme", 777) == "acme:webhook_own:777"
+    assert keys.own_pending("acme", 42) == "acme:webhook_own_pending:42"
+    assert keys.sessions("acme") == "acme:webhook_sessions"
+    assert keys.session_accounts("acme") == "acme:webhook_session_accounts"
     assert keys.worker_heartbeats() == "gateway:worker_heartbeats"

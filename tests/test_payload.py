@@ -1,6 +1,6 @@
 import pytest
 
-from app.payload import Ignored, InvalidPayload, StatusChange, StoredMessage, parse_webhook
+from app.payload import AgentReply, Ignored, InvalidPayload, StatusChange, StoredMessage, parse_webhook
 from tests import chatwoot_payloads as cw
 
 
@@ -29,7 +29,6 @@ def test_image_with_caption_keeps_attachment_urls() -> None:
 @pytest.mark.parametrize(
     ("payload", "reason"),
     [
-        (cw.agent_reply("hello from agent"), "message_type is 'outgoing'"),
         (cw.private_note("internal"), "message_type is 'outgoing'"),
         (cw.bot_own_reply("bot says"), "message_type is 'outgoing'"),
         (cw.message("note", private=True), "private note"),
@@ -69,3 +68,9 @@ def test_status_change_and_other_events() -> None:
 def test_unusable_message_created_is_invalid(body) -> None:
     with pytest.raises(InvalidPayload):
         parse_webhook(body, 0)
+
+
+def test_public_agent_reply_is_an_agent_reply() -> None:
+    parsed = parse_webhook(cw.agent_reply("I'll take it from here", 42), 0)
+    assert isinstance(parsed, AgentReply)
+    assert (parsed.conversation_id, parsed.content) == ("42", "I'll take it from here")

@@ -31,8 +31,10 @@ def enqueue(s: Scripts, r, payload: str, task: str, msg_id: int, delivery: str =
             keys.conversation_index(C),
             keys.stats(C),
             keys.handoff(C, CONV),
+            keys.sessions(C),
+            keys.session_accounts(C),
         ],
-        args=[payload, 3600, 3, task, 5000, 60, CONV, "1" if delivery else "0", status],
+        args=[payload, 3600, 3, task, 5000, 60, CONV, "1" if delivery else "0", status, 1000, 1],
         client=r,
     )
 
@@ -149,3 +151,38 @@ def test_rescue_leases_only_stranded_conversations(s: Scripts, r) -> None:
     assert s.rescue(keys=rk, args=["t1", 1000, CONV], client=r) == 1
     assert s.rescue(keys=rk, args=["t2", 1000, CONV], client=r) == 0  # live lease
     assert r.get(keys.active_task(C, CONV)) == "t1"
+
+
+def test_enqueue_records_the_session(s: Scripts, r) -> None:
+    enqueue(s, r, "m1", "t", 1)
+    assert r.zscore(keys.sessions(C), CONV) == 1000 and r.hget(keys.session_accounts(C), CONV) == "1"
+
+
+def test_agent_reply_tells_own_replies_from_a_takeover(s: Scripts, r) -> None:
+    ak = [keys.own_reply(C, 77), keys.own_pending(C, CONV), keys.handoff(C, CONV), keys.stats(C)]
+    r.sadd(keys.own_pending(C, CONV), "digest-of-our-reply")
+    assert s.agent_reply(keys=ak, args=["digest-of-our-reply", 0], client=r) == "own"
+    r.set(keys.own_reply(C, 77), "1")
+    assert s.agent_reply(keys=ak, args=["other", 0], client=r) == "own"
+    ak[0] = keys.own_reply(C, 78)
+    assert s.agent_reply(keys=ak, args=["other", 600], client=r) == "takeover"
+    assert r.get(keys.handoff(C, CONV)) == "agent" and 0 < r.ttl(keys.handoff(C, CONV)) <= 600
+
+
+def test_expire_sessions_takes_each_idle_session_once(s: Scripts, r) -> None:
+    r.zadd(keys.sessions(C), {"1": 100, "2": 200, "3": 900})
+    r.hset(keys.session_accounts(C), mapping={"1": "5", "2": "5", "3": "5"})
+    sk = [keys.sessions(C), keys.session_accounts(C)]
+    assert s.expire_sessions(keys=sk, args=[500, 10], client=r) == ["1", "5", "2", "5"]
+    assert s.expire_sessions(keys=sk, args=[500, 10], client=r) == []
+    assert r.zrange(keys.sessions(C), 0, -1) == ["3"]
+
+
+def test_claim_more_moves_new_fragments_with_the_lease_only(s: Scripts, r) -> None:
+    ck = [keys.queue(C, CONV), keys.processing(C, CONV), keys.active_task(C, CONV)]
+    r.rpush(keys.processing(C, CONV), "a")
+    r.rpush(keys.queue(C, CONV), "b", "c")
+    assert s.claim_more(keys=ck, args=["me", 10], client=r) is None
+    r.set(keys.active_task(C, CONV), "me")
+    assert s.claim_more(keys=ck, args=["me", 10], client=r) == ["b", "c"]
+    assert r.lrange(keys.processing(C, CONV), 0, -1) == ["a", "b", "c"]

@@ -1,0 +1,93 @@
+"""Bot sessions: what the bot remembers of a conversation, and when it forgets.
+
+A session is the openai backend's kept turns plus a handoff the *bot* asked
+for. After ``SESSION_IDLE_MINUTES`` without an incoming message a periodic
+task clears it and, if ``SESSION_EXPIRED_MESSAGE`` is set, tells the contact
+once. A conversation a human took over (handoff marker ``agent``) stays with
+the human. ``SESSION_RESET_KEYWORDS`` clears a session on demand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+
+import redis
+
+from app import keys
+from app.chatwoot import Replier
+from app.errors import ChatwootError
+from app.scripts import Scripts
+from app.settings import CompanyConfig, Settings
+
+__all__ = ["content_digest", "expire_idle_sessions", "is_reset_keyword", "reset_session"]
+
+log = logging.getLogger(__name__)
+EXPIRE_BATCH = 500
+
+
+def content_digest(content: str) -> str:
+    """Short digest of a reply's text, to recognise it when its webhook comes back."""
+    return hashlib.sha256(content.strip().encode()).hexdigest()[:24]
+
+
+def is_reset_keyword(company: CompanyConfig, content: str) -> bool:
+    return content.strip().lower() in company.session_reset_keywords
+
+
+def reset_session(client: redis.Redis, company: str, conversation: str) -> None:
+    """Forget the kept turns and a bot-requested handoff (never a human's)."""
+    pipe = client.pipeline()
+    pipe.delete(keys.bot_history(company, conversation))
+    pipe.get(keys.handoff(company, conversation))
+    _, holder = pipe.execute()
+    if holder == "bot":
+        client.delete(keys.handoff(company, conversation))
+
+
+def expire_idle_sessions(
+    client: redis.Redis,
+    scripts: Scripts,
+    settings: Settings,
+    replier_for: Callable[[str], Replier],
+    now: float | None = None,
+) -> int:
+    """Expire every session idle past its company's limit; return how many."""
+    now = time.time() if now is None else now
+    expired = 0
+    for company in settings.companies.values():
+        cutoff = now - company.session_idle_minutes * 60
+        while True:
+            taken = scripts.expire_sessions(
+                keys=[keys.sessions(company.company_id), keys.session_accounts(company.company_id)],
+                args=[cutoff, EXPIRE_BATCH],
+                client=client,
+            )
+            for conv, account in zip(taken[0::2], taken[1::2], strict=True):
+                _expire_one(client, company, conv, account, replier_for)
+                expired += 1
+            if len(taken) < 2 * EXPIRE_BATCH:
+                break
+    return expired
+
+
+def _expire_one(
+    client: redis.Redis,
+    company: CompanyConfig,
+    conv: str,
+    account: str,
+    replier_for: Callable[[str], Replier],
+) -> None:
+    cid = company.company_id
+    human = client.get(keys.handoff(cid, conv)) == "agent"
+    reset_session(client, cid, conv)
+    client.hincrby(keys.stats(cid), "sessions_expired", 1)
+    log.info("session expired company=%s conversation=%s human=%s", cid, conv, human)
+    if human or not company.session_expired_message or not account.isdigit():
+        return
+    try:
+        replier_for(cid).create_message(int(account), conv, company.session_expired_message)
+    except ChatwootError as exc:
+        log.warning("session-expired message not sent company=%s conversation=%s error=%s", cid, conv, exc)
