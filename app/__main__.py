@@ -4,6 +4,9 @@ check-config         validate the environment; print the problem and exit 2 if b
 show-config          print the effective configuration, secrets masked
 dead-letters         list the dead letters of a company (newest last)
 replay-dead-letters  re-queue dead letters in order (--limit N for the oldest N)
+busiest              conversations with work in flight: depth, lease holder, oldest age
+show CONVERSATION    one conversation's queue, lease and handoff state
+purge CONVERSATION   drop a conversation's waiting and in-flight messages (asks first; --yes)
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import sys
 
 from app.bots import load_handler
 from app.dead_letters import list_dead_letters, replay_dead_letters
+from app.ops import busiest, conversation_state, purge
 from app.redis_client import connect
 from app.scripts import Scripts
 from app.settings import CompanyConfig, ConfigError, Settings, load_settings
@@ -35,8 +39,19 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m app", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "command", choices=["check-config", "show-config", "dead-letters", "replay-dead-letters"]
+        "command",
+        choices=[
+            "check-config",
+            "show-config",
+            "dead-letters",
+            "replay-dead-letters",
+            "busiest",
+            "show",
+            "purge",
+        ],
     )
+    parser.add_argument("conversation", nargs="?", help="conversation id (show, purge)")
+    parser.add_argument("--yes", action="store_true", help="purge without asking")
     parser.add_argument("--company", help="company id (default: the only one configured)")
     parser.add_argument("--limit", type=int, default=None, help="most entries to list or replay")
     args = parser.parse_args(argv)
@@ -64,15 +79,36 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "show-config":
         print(json.dumps({cid: _masked(c) for cid, c in settings.companies.items()}, indent=2))
         return 0
-    return _dead_letters(settings, args)
+    return _operate(settings, args)
 
 
-def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
+def _operate(settings: Settings, args: argparse.Namespace) -> int:
     company = args.company or next(iter(settings.companies))
     if company not in settings.companies:
         print(f"unknown company {company!r}", file=sys.stderr)
         return 2
     client = connect(settings.redis_url)
+    if args.command in ("show", "purge") and not (args.conversation or "").isdigit():
+        print(f"{args.command} needs a conversation id (a number)", file=sys.stderr)
+        return 2
+    if args.command == "busiest":
+        for state in busiest(client, company, args.limit or 20):
+            print(json.dumps(state.as_dict()))
+        return 0
+    if args.command == "show":
+        print(json.dumps(conversation_state(client, company, args.conversation).as_dict(), indent=2))
+        return 0
+    if args.command == "purge":
+        state = conversation_state(client, company, args.conversation)
+        total = state.waiting + state.in_flight
+        if (
+            not args.yes
+            and input(f"drop {total} message(s) of conversation {args.conversation}? [y/N] ") != "y"
+        ):
+            print("nothing dropped")
+            return 1
+        print(f"dropped {purge(client, Scripts(client), company, args.conversation)} message(s)")
+        return 0
     if args.command == "dead-letters":
         for entry in list_dead_letters(client, company, args.limit or 50):
             print(

@@ -217,6 +217,19 @@ return items
 """
 
 
+# Operator purge of one conversation: its waiting and in-flight messages go.
+# KEYS[1] queue  KEYS[2] processing  KEYS[3] sent-parts hash  KEYS[4] conversation index
+# ARGV[1] conversation id
+# Returns the number of messages removed. A drainer holding the lease finds
+# nothing left and releases it.
+PURGE = """
+local count = redis.call('LLEN', KEYS[1]) + redis.call('LLEN', KEYS[2])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('SREM', KEYS[4], ARGV[1])
+return count
+"""
+
+
 @dataclass(frozen=True)
 class EnqueueResult:
     status: str  # "queued", "duplicate", "full" or "handoff"
@@ -242,3 +255,4 @@ class Scripts:
         self.agent_reply = client.register_script(AGENT_REPLY)
         self.expire_sessions = client.register_script(EXPIRE_SESSIONS)
         self.claim_more = client.register_script(CLAIM_MORE)
+        self.purge = client.register_script(PURGE)

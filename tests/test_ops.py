@@ -1,0 +1,83 @@
+"""The operator CLI against a real Redis."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import redis
+
+from app import keys
+from app.ops import busiest, conversation_state, purge
+from app.payload import StoredMessage
+from app.scripts import Scripts
+from tests.conftest import base_env
+from tests.support import ROOT
+
+
+def seed(client: redis.Redis, conv: str, count: int, age: float, in_flight: int = 0) -> None:
+    for i in range(count):
+        raw = StoredMessage(int(conv) * 100 + i, conv, 1, f"m{i}", time.time() - age).to_json()
+        client.rpush(keys.processing("default", conv) if i < in_flight else keys.queue("default", conv), raw)
+    client.sadd(keys.conversation_index("default"), conv)
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30
+    )
+
+
+def test_busiest_and_show(rdb: redis.Redis) -> None:
+    seed(rdb, "1", 2, age=5)
+    seed(rdb, "2", 6, age=60, in_flight=2)
+    seed(rdb, "3", 1, age=1)
+    rdb.set(keys.active_task("default", "2"), "task-abc", px=15000)
+    rdb.set(keys.handoff("default", "3"), "agent")
+    states = busiest(rdb, "default")
+    assert [s.conversation for s in states] == ["2", "1", "3"]
+    top = states[0]
+    assert (top.waiting, top.in_flight, top.lease_holder) == (4, 2, "task-abc")
+    assert 14 <= top.lease_ttl_seconds <= 15 and 59 <= top.oldest_age_seconds <= 61
+    assert conversation_state(rdb, "default", "3").handoff == "agent"
+
+
+def test_purge_drops_waiting_and_in_flight(rdb: redis.Redis) -> None:
+    seed(rdb, "4", 5, age=1, in_flight=2)
+    assert purge(rdb, Scripts(rdb), "default", "4") == 5
+    assert not rdb.exists(keys.queue("default", "4"), keys.processing("default", "4"))
+    assert not rdb.sismember(keys.conversation_index("default"), "4")
+
+
+def test_cli_commands(redis_url: str, rdb: redis.Redis) -> None:
+    env = base_env(redis_url, "http://127.0.0.1:9", OPENAI_API_KEY="sk-secret-123")
+    seed(rdb, "5", 3, age=2)
+    lines = cli(env, "busiest").stdout.splitlines()
+    assert json.loads(lines[0])["conversation"] == "5" and json.loads(lines[0])["waiting"] == 3
+    assert json.loads(cli(env, "show", "5").stdout)["waiting"] == 3
+    assert cli(env, "purge", "abc").returncode == 2
+    refused = subprocess.run(
+        [sys.executable, "-m", "app", "purge", "5"],
+        cwd=ROOT,
+        env=env,
+        input="n\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert refused.returncode == 1 and rdb.llen(keys.queue("default", "5")) == 3
+    assert "dropped 3 message(s)" in cli(env, "purge", "5", "--yes").stdout
+    shown = cli(env, "show-config").stdout
+    assert (
+        "cw-token" not in shown
+        and "whsec-test-secret" not in shown
+        and '"chatwoot_api_token": "***"' in shown
+    )
+
+
+def test_bad_configuration_stops_with_the_variable_named(redis_url: str) -> None:
+    env = base_env(redis_url, "http://127.0.0.1:9", BATCH_WINDOW_SECONDS="soon")
+    result = cli(env, "check-config")
+    assert result.returncode == 2 and "BATCH_WINDOW_SECONDS" in result.stderr
