@@ -10,6 +10,7 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
 from app.celery_config import make_celery
+from app.logs import configure_logging
 from app.redis_client import connect
 from app.scripts import Scripts
 from app.settings import Settings, load_settings
@@ -35,6 +36,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(config)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["gateway"] = Gateway(settings)
+    if not logging.getLogger().handlers:  # under gunicorn nothing else configures it
+        configure_logging(settings.log_level, settings.log_format)
     logging.getLogger("app").setLevel(settings.log_level)
 
     from app import health, webhook

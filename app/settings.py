@@ -83,6 +83,7 @@ class Settings:
     chatwoot_timeout_seconds: float = 10.0
     outbound_retries: int = 3
     log_level: str = "INFO"
+    log_format: str = "text"
 
     def company(self, company_id: str) -> CompanyConfig | None:
         return self.companies.get(company_id)
@@ -308,4 +309,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     level = env.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
-    return Settings(redis_url=redis_url, companies=companies, log_level=level, **values)
+    log_format = env.get("LOG_FORMAT", "text").strip().lower() or "text"
+    if log_format not in ("text", "json"):
+        raise ConfigError(f"LOG_FORMAT must be text or json, got {log_format!r}")
+    return Settings(
+        redis_url=redis_url, companies=companies, log_level=level, log_format=log_format, **values
+    )

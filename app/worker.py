@@ -22,6 +22,7 @@ from app.celery_config import SESSIONS_TASK, SWEEP_TASK, make_celery
 from app.chatwoot import Replier, make_replier
 from app.drain import Drainer
 from app.lease import DRAIN_TASK, schedule_drain
+from app.logs import configure_logging
 from app.redis_client import connect
 from app.scripts import Scripts
 from app.sessions import expire_idle_sessions
@@ -146,7 +147,4 @@ def _forget_heartbeat(**_: object) -> None:
 
 @signals.setup_logging.connect
 def _setup_logging(**_: object) -> None:
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    configure_logging(settings.log_level, settings.log_format)

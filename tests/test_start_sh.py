@@ -104,6 +104,7 @@ def test_start_sh_serves_a_webhook_to_a_reply_and_stops_every_child(redis_url, r
         "BATCH_WINDOW_SECONDS": "0.5",
         "BATCH_MAX_WAIT_SECONDS": "2",
         "WEB_CONCURRENCY": "2",
+        "LOG_FORMAT": "json",
     }
     log = tmp_path / "start.log"
     proc = _boot(env, log)
@@ -123,6 +124,11 @@ def test_start_sh_serves_a_webhook_to_a_reply_and_stops_every_child(redis_url, r
     finally:
         _stop(proc, log)
     assert "a child exited" not in log.read_text()
+    events = [json.loads(line) for line in log.read_text().splitlines() if line.startswith('{"time"')]
+    queued = [e for e in events if e["message"].startswith("message queued")]  # web (gunicorn) logs too
+    answered = [e for e in events if e["message"].startswith("batch answered")]  # and the worker's
+    assert queued and queued[0]["company"] == "default" and queued[0]["conversation"] == "80"
+    assert answered and answered[0]["task"]
 
 
 def test_start_sh_exits_when_a_child_dies(redis_url, rdb, tmp_path):
