@@ -59,8 +59,12 @@ if [ -n "${FLOWER_BASIC_AUTH:-}" ]; then
   app_pids+=($!)
 fi
 
+# prometheus-client multiprocess mode: every gunicorn worker writes its figures
+# here and /metrics sums them; stale files of an earlier run are removed first.
+PROMETHEUS_MULTIPROC_DIR="$DATA_DIR/prometheus"
+rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
 # The access log shows the path only (%(U)s): a ?token= query must never reach the logs.
-setsid gunicorn wsgi:app --bind "0.0.0.0:${PORT}" --workers "$WEB_CONCURRENCY" \
+PROMETHEUS_MULTIPROC_DIR="$PROMETHEUS_MULTIPROC_DIR" setsid gunicorn wsgi:app --bind "0.0.0.0:${PORT}" --workers "$WEB_CONCURRENCY" \
   --graceful-timeout "$GRACEFUL_TIMEOUT" --access-logfile - \
   --access-logformat '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms' &
 app_pids+=($!)

@@ -29,6 +29,7 @@ from app.batching import Segment, close_at, segments
 from app.bots import Bot, BotReply, bot_request
 from app.chatwoot import Replier
 from app.errors import BotError, ChatwootError, LeaseLost
+from app.metrics import observe
 from app.payload import StoredMessage
 from app.replies import split_reply, typing_pause
 from app.scripts import Scripts
@@ -187,6 +188,7 @@ class Drainer:
             raise LeaseLost()
         if batch:
             self.client.hincrby(keys.stats(self._cid), "batches", 1)
+            observe(self.client, self._cid, "gateway_batch_size_messages", len(batch))
         return list(batch)
 
     def _check_lease(self) -> None:
@@ -276,6 +278,7 @@ class Drainer:
     def _ask_bot(self, segment: Segment, raws: list[str]) -> BotReply | None:
         stats = keys.stats(self._cid)
         self.client.hincrby(stats, "bot_calls", 1)
+        started = time.perf_counter()
         try:
             reply = self.bot.answer(bot_request(self._cid, segment))
         except BotError as exc:
@@ -283,6 +286,7 @@ class Drainer:
             self._send_fallback(segment)
             self._dead_letter(raws, "bot", str(exc))
             return None
+        observe(self.client, self._cid, "gateway_bot_latency_seconds", time.perf_counter() - started)
         self._check_lease()
         return reply
 

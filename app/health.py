@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import redis
@@ -10,6 +11,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from app import keys
+from app.metrics import redis_histograms, web_metrics_text
 from app.settings import Settings
 
 __all__ = ["bp", "live_workers"]
@@ -82,21 +84,30 @@ class RedisCollector:
         dead = GaugeMetricFamily(
             "gateway_dead_letters_waiting", "Entries in the dead-letter list", labels=["company"]
         )
+        oldest = GaugeMetricFamily(
+            "gateway_oldest_message_age_seconds",
+            "Age of the oldest waiting or in-flight message",
+            labels=["company"],
+        )
         for company in self._settings.companies:
             stats = self._redis.hgetall(keys.stats(company))
             for field, family in counters.items():
                 family.add_metric([company], float(stats.get(field, 0)))
-            total, live = self._conversation_figures(company)
+            total, live, first = self._conversation_figures(company)
             waiting.add_metric([company], total)
             leases.add_metric([company], live)
+            oldest.add_metric([company], max(0.0, time.time() - first) if first else 0.0)
             dead.add_metric([company], self._redis.llen(keys.dead_letters(company)))
         workers = GaugeMetricFamily("gateway_workers_alive", "Workers with a fresh heartbeat")
         workers.add_metric([], live_workers(self._redis, self._settings.worker_heartbeat_max_age_seconds))
         yield from counters.values()
-        yield from (waiting, leases, dead, workers)
+        yield from (waiting, leases, dead, oldest, workers)
+        yield from redis_histograms(self._redis, self._settings.companies)
 
-    def _conversation_figures(self, company: str) -> tuple[int, int]:
+    def _conversation_figures(self, company: str) -> tuple[int, int, float | None]:
+        """Messages waiting or in flight, live leases, and the oldest message's arrival."""
         total = live = 0
+        first: float | None = None
         conversations = list(self._redis.sscan_iter(keys.conversation_index(company), count=500))
         for start in range(0, len(conversations), 500):
             pipe = self._redis.pipeline(transaction=False)
@@ -104,10 +115,25 @@ class RedisCollector:
                 pipe.llen(keys.queue(company, conv))
                 pipe.llen(keys.processing(company, conv))
                 pipe.exists(keys.active_task(company, conv))
+                pipe.lindex(keys.processing(company, conv), 0)
+                pipe.lindex(keys.queue(company, conv), 0)
             values = pipe.execute()
-            total += sum(values[0::3]) + sum(values[1::3])
-            live += sum(values[2::3])
-        return total, live
+            total += sum(values[0::5]) + sum(values[1::5])
+            live += sum(values[2::5])
+            for raw in values[3::5] + values[4::5]:
+                arrived = _received_at(raw)
+                if arrived is not None and (first is None or arrived < first):
+                    first = arrived
+        return total, live, first
+
+
+def _received_at(raw: str | None) -> float | None:
+    if raw is None:
+        return None
+    try:
+        return float(json.loads(raw)["received_at"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 @bp.get("/metrics")
@@ -119,4 +145,4 @@ def metrics():  # type: ignore[no-untyped-def]
         text = generate_latest(registry)
     except redis.RedisError as exc:
         return jsonify(error="unavailable", reason=f"Redis unreachable: {type(exc).__name__}"), 503
-    return Response(text, mimetype="text/plain; version=0.0.4")
+    return Response(web_metrics_text() + text, mimetype="text/plain; version=0.0.4")

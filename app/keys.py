@@ -12,6 +12,7 @@ __all__ = [
     "conversation_index",
     "dead_letters",
     "handoff",
+    "histograms",
     "outbox",
     "own_pending",
     "own_reply",
@@ -105,6 +106,11 @@ def outbox(company: str) -> str:
 def stats(company: str) -> str:
     """Hash of counters shared by web and worker processes (for /metrics)."""
     return f"{company}:webhook_stats"
+
+
+def histograms(company: str) -> str:
+    """Hash of histogram buckets written by workers (batch size, bot latency)."""
+    return f"{company}:webhook_histograms"
 
 
 def worker_heartbeats() -> str:

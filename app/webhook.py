@@ -7,10 +7,11 @@ import logging
 import time
 
 import redis
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, request
 
 from app import keys
 from app.intake import accept
+from app.metrics import WEBHOOK_LATENCY, WEBHOOK_RESPONSES
 from app.payload import AgentReply, Ignored, InvalidPayload, StatusChange, parse_webhook
 from app.sessions import content_digest, is_reset_keyword, reset_session
 from app.signature import AuthError, authenticate
@@ -19,6 +20,18 @@ __all__ = ["bp"]
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhook", __name__)
+
+
+@bp.before_request
+def _start_clock() -> None:
+    g.webhook_started = time.perf_counter()
+
+
+@bp.after_request
+def _measure(response):  # type: ignore[no-untyped-def]
+    WEBHOOK_RESPONSES.labels(str(response.status_code)).inc()
+    WEBHOOK_LATENCY.observe(time.perf_counter() - g.webhook_started)
+    return response
 
 
 def _answer(http_status: int, **body: object):  # type: ignore[no-untyped-def]

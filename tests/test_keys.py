@@ -18,4 +18,5 @@ def test_every_key_format_is_exact() -> None:
     assert keys.own_pending("acme", 42) == "acme:webhook_own_pending:42"
     assert keys.sessions("acme") == "acme:webhook_sessions"
     assert keys.session_accounts("acme") == "acme:webhook_session_accounts"
+    assert keys.histograms("acme") == "acme:webhook_histograms"
     assert keys.worker_heartbeats() == "gateway:worker_heartbeats"

@@ -58,6 +58,11 @@ def test_burst_of_three_fragments_gives_one_reply_in_order(web, stand: Stand, rd
     ]
     assert elapsed >= 0.6 + WINDOW  # closed one window after the latest fragment
     wait_for(lambda: _idle(rdb, 42))
+    metrics = web.get("/metrics").get_data(as_text=True)
+    assert 'gateway_batch_size_messages_bucket{company="default",le="2.0"} 0.0' in metrics
+    assert 'gateway_batch_size_messages_bucket{company="default",le="3.0"} 1.0' in metrics
+    assert 'gateway_bot_latency_seconds_count{company="default"} 1.0' in metrics
+    assert 'gateway_replies_sent_total{company="default"} 1.0' in metrics
 
 
 def test_single_message_waits_the_window_once(web, stand: Stand, rdb) -> None:

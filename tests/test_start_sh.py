@@ -121,6 +121,10 @@ def test_start_sh_serves_a_webhook_to_a_reply_and_stops_every_child(redis_url, r
         wait_for(lambda: stand.replies(80), timeout=15)
         time.sleep(0.7)
         assert stand.replies(80) == ["hello from start.sh"]
+        for _ in range(4):  # several scrapes: gunicorn's two workers answer in turn
+            metrics = requests.get(f"{url}/metrics", timeout=5).text
+            assert 'gateway_webhook_responses_total{status="202"} 2.0' in metrics  # summed over workers
+            assert 'gateway_replies_sent_total{company="default"} 1.0' in metrics
     finally:
         _stop(proc, log)
     assert "a child exited" not in log.read_text()

@@ -174,3 +174,25 @@ def test_metrics_count_webhooks_by_result(web) -> None:
     assert 'gateway_webhooks_ignored_total{company="default"} 1.0' in text
     assert 'gateway_messages_waiting{company="default"} 1.0' in text
     assert 'gateway_live_leases{company="default"} 1.0' in text
+    age = float(text.split('gateway_oldest_message_age_seconds{company="default"} ')[1].split()[0])
+    assert 0 <= age < 5
+
+
+def _sample(text: str, name: str) -> float:
+    line = next((x for x in text.splitlines() if x.startswith(name + " ")), None)
+    return float(line.split()[-1]) if line else 0.0
+
+
+def test_metrics_count_answers_by_status_and_time_them(web) -> None:
+    before = web.get("/metrics").get_data(as_text=True)
+    post_webhook(web, cw.message("a", 42))
+    post_webhook(web, cw.message("b", 43))
+    post_webhook(web, cw.message("c", 44), company="nobody")
+    web.post("/webhook/chatwoot/default", data="x", headers={"Content-Type": "text/plain"})
+    after = web.get("/metrics").get_data(as_text=True)
+    for status, added in (("202", 2), ("404", 1), ("415", 1)):
+        name = f'gateway_webhook_responses_total{{status="{status}"}}'
+        assert _sample(after, name) - _sample(before, name) == added
+    count = "gateway_webhook_latency_seconds_count"
+    assert _sample(after, count) - _sample(before, count) == 4
+    assert 'gateway_batch_size_messages_bucket{company="default",le="1.0"}' in after
