@@ -53,10 +53,28 @@ setsid celery -A app.worker worker -B -E --pool="$CELERY_POOL" --concurrency="$C
   --loglevel=INFO --schedule="$DATA_DIR/celerybeat-schedule" &
 app_pids+=($!)
 
+# With Flower, Caddy takes the public port: /flower* behind basic auth to Flower,
+# the rest to gunicorn on an internal port. Without it, gunicorn takes $PORT.
+WEB_BIND="0.0.0.0:${PORT}"
 if [ -n "${FLOWER_BASIC_AUTH:-}" ]; then
-  setsid celery -A app.worker flower --address=127.0.0.1 --port="${FLOWER_PORT:-5555}" \
-    --basic-auth="$FLOWER_BASIC_AUTH" --url_prefix=flower &
+  case "$FLOWER_BASIC_AUTH" in
+    ?*:?*) ;;
+    *) log "FLOWER_BASIC_AUTH must look like user:password"; exit 2 ;;
+  esac
+  export FLOWER_PORT="${FLOWER_PORT:-5555}" WEB_INTERNAL_PORT="${WEB_INTERNAL_PORT:-8089}"
+  export FLOWER_USER="${FLOWER_BASIC_AUTH%%:*}"
+  # The password goes through stdin, never a command line (ps would show it).
+  FLOWER_PASSWORD_HASH="$(printf '%s\n' "${FLOWER_BASIC_AUTH#*:}" | caddy hash-password)" \
+    || { log "caddy hash-password failed"; exit 2; }
+  export FLOWER_PASSWORD_HASH PORT
+  export XDG_DATA_HOME="$DATA_DIR/caddy" XDG_CONFIG_HOME="$DATA_DIR/caddy"
+  WEB_BIND="127.0.0.1:${WEB_INTERNAL_PORT}"
+  # Flower reads FLOWER_BASIC_AUTH from the environment (its own check behind Caddy's).
+  setsid celery -A app.worker flower --address=127.0.0.1 --port="$FLOWER_PORT" --url_prefix=flower &
   app_pids+=($!)
+  setsid caddy run --config deploy/Caddyfile --adapter caddyfile &
+  app_pids+=($!)
+  log "Flower enabled: http://localhost:${PORT}/flower/ (basic auth)"
 fi
 
 # prometheus-client multiprocess mode: every gunicorn worker writes its figures
@@ -64,7 +82,7 @@ fi
 PROMETHEUS_MULTIPROC_DIR="$DATA_DIR/prometheus"
 rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
 # The access log shows the path only (%(U)s): a ?token= query must never reach the logs.
-PROMETHEUS_MULTIPROC_DIR="$PROMETHEUS_MULTIPROC_DIR" setsid gunicorn wsgi:app --bind "0.0.0.0:${PORT}" --workers "$WEB_CONCURRENCY" \
+PROMETHEUS_MULTIPROC_DIR="$PROMETHEUS_MULTIPROC_DIR" setsid gunicorn wsgi:app --bind "$WEB_BIND" --workers "$WEB_CONCURRENCY" \
   --graceful-timeout "$GRACEFUL_TIMEOUT" --access-logfile - \
   --access-logformat '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms' &
 app_pids+=($!)

@@ -268,3 +268,51 @@ def test_container_sigkill_without_draining_then_restart_loses_nothing(
     )
     assert figures["lost"] == 0 and figures["reordered_conversations"] == 0
     assert figures["duplicated"] <= 1  # one crash: at most the one reply in flight
+
+
+def test_flower_behind_basic_auth_on_the_public_port(redis_url, rdb, stand: Stand, tmp_path):
+    stand.reset()
+    port = free_port()
+    env = {
+        "REDIS_URL": redis_url,
+        "PORT": str(port),
+        "DATA_DIR": str(tmp_path / "data"),
+        "CHATWOOT_BASE_URL": stand.url,
+        "CHATWOOT_API_TOKEN": "cw-token",
+        "CHATWOOT_WEBHOOK_SECRET": SECRET,
+        "BATCH_WINDOW_SECONDS": "0.3",
+        "BATCH_MAX_WAIT_SECONDS": "1",
+        "FLOWER_BASIC_AUTH": "ops:fl0wer-pass",
+        "FLOWER_PORT": str(free_port()),
+        "WEB_INTERNAL_PORT": str(free_port()),
+    }
+    log = tmp_path / "start.log"
+    proc = _boot(env, log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _ready(url) or proc.poll() is not None, timeout=40)
+        assert proc.poll() is None, log.read_text()[-3000:]
+        wait_for(lambda: _status(f"{url}/flower/", ("ops", "fl0wer-pass")) == 200, timeout=30)
+        for path in ("/flower/", "/flower/metrics", "/flower/api/workers", "/flower/dashboard"):
+            assert _status(url + path) == 401, path  # anonymous: refused, Flower's /metrics included
+            assert _status(url + path, ("ops", "wrong")) == 401, path
+        assert _status(f"{url}/flower/metrics", ("ops", "fl0wer-pass")) == 200
+        page = requests.get(f"{url}/flower/", auth=("ops", "fl0wer-pass"), timeout=5).text
+        assert "Flower" in page
+        body = json.dumps(cw.message("through the front", 85)).encode()
+        response = requests.post(
+            f"{url}/webhook/chatwoot/default", data=body, headers=signed_headers(body), timeout=5
+        )
+        assert response.status_code == 202
+        wait_for(lambda: stand.replies(85), timeout=15)
+        ps = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout
+        assert "fl0wer-pass" not in ps  # the password is on no command line
+    finally:
+        _stop(proc, log)
+
+
+def _status(url: str, auth: tuple[str, str] | None = None) -> int:
+    try:
+        return requests.get(url, auth=auth, timeout=5, allow_redirects=False).status_code
+    except requests.ConnectionError:
+        return 0
