@@ -7,6 +7,8 @@ replay-dead-letters  re-queue dead letters in order (--limit N for the oldest N)
 busiest              conversations with work in flight: depth, lease holder, oldest age
 show CONVERSATION    one conversation's queue, lease and handoff state
 purge CONVERSATION   drop a conversation's waiting and in-flight messages (asks first; --yes)
+analytics            batching report: gaps between fragments, what the window merges,
+                     the window that would merge 90/95/99%, batch sizes (--png FILE draws it)
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import dataclasses
 import json
 import sys
 
+from app.analytics import plot, report
 from app.bots import load_handler
 from app.dead_letters import list_dead_letters, replay_dead_letters
 from app.ops import busiest, conversation_state, purge
@@ -48,10 +51,12 @@ def main(argv: list[str] | None = None) -> int:
             "busiest",
             "show",
             "purge",
+            "analytics",
         ],
     )
     parser.add_argument("conversation", nargs="?", help="conversation id (show, purge)")
     parser.add_argument("--yes", action="store_true", help="purge without asking")
+    parser.add_argument("--png", help="analytics: also write the histogram to this PNG file")
     parser.add_argument("--company", help="company id (default: the only one configured)")
     parser.add_argument("--limit", type=int, default=None, help="most entries to list or replay")
     args = parser.parse_args(argv)
@@ -91,6 +96,13 @@ def _operate(settings: Settings, args: argparse.Namespace) -> int:
     if args.command in ("show", "purge") and not (args.conversation or "").isdigit():
         print(f"{args.command} needs a conversation id (a number)", file=sys.stderr)
         return 2
+    if args.command == "analytics":
+        result = report(client, company, settings.companies[company].batch_window_seconds)
+        print(result.text())
+        if args.png:
+            plot(result, args.png)
+            print(f"histogram written to {args.png}")
+        return 0
     if args.command == "busiest":
         for state in busiest(client, company, args.limit or 20):
             print(json.dumps(state.as_dict()))

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import redis
 
 from app import keys
+from app.analytics import record_gaps
 from app.batching import Segment, close_at, segments
 from app.bots import Bot, BotReply, bot_request
 from app.chatwoot import Replier
@@ -43,6 +44,16 @@ MAX_BATCHES_PER_RUN = 20
 AMBIGUOUS_SETTLE_SECONDS = 2.0
 OWN_PENDING_TTL_SECONDS = 300
 OWN_REPLY_TTL_SECONDS = 24 * 3600
+
+
+def _arrivals(batch: list[str]) -> list[float]:
+    arrivals = []
+    for raw in batch:
+        try:
+            arrivals.append(float(json.loads(raw)["received_at"]))
+        except (ValueError, KeyError, TypeError):
+            continue  # an unreadable entry is dead-lettered later; it has no arrival to count
+    return arrivals
 
 
 class LeaseKeeper(threading.Thread):
@@ -189,6 +200,7 @@ class Drainer:
         if batch:
             self.client.hincrby(keys.stats(self._cid), "batches", 1)
             observe(self.client, self._cid, "gateway_batch_size_messages", len(batch))
+            record_gaps(self.client, self._cid, self.conversation, _arrivals(batch))
         return list(batch)
 
     def _check_lease(self) -> None:

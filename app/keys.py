@@ -113,6 +113,16 @@ def histograms(company: str) -> str:
     return f"{company}:webhook_histograms"
 
 
+def gap_histogram(company: str) -> str:
+    """Hash: bucket upper bound (s) -> count of gaps between consecutive fragments."""
+    return f"{company}:webhook_gaps"
+
+
+def last_fragment(company: str) -> str:
+    """Hash: conversation -> arrival time of the latest fragment a drainer claimed."""
+    return f"{company}:webhook_last_fragment"
+
+
 def worker_heartbeats() -> str:
     """Sorted set: worker name -> unix time of its latest heartbeat."""
     return "gateway:worker_heartbeats"

@@ -83,6 +83,7 @@ def _expire_one(
     cid = company.company_id
     human = client.get(keys.handoff(cid, conv)) == "agent"
     reset_session(client, cid, conv)
+    client.hdel(keys.last_fragment(cid), conv)  # keeps the gap bookkeeping bounded
     client.hincrby(keys.stats(cid), "sessions_expired", 1)
     log.info("session expired company=%s conversation=%s human=%s", cid, conv, human)
     if human or not company.session_expired_message or not account.isdigit():

@@ -19,4 +19,6 @@ def test_every_key_format_is_exact() -> None:
     assert keys.sessions("acme") == "acme:webhook_sessions"
     assert keys.session_accounts("acme") == "acme:webhook_session_accounts"
     assert keys.histograms("acme") == "acme:webhook_histograms"
+    assert keys.gap_histogram("acme") == "acme:webhook_gaps"
+    assert keys.last_fragment("acme") == "acme:webhook_last_fragment"
     assert keys.worker_heartbeats() == "gateway:worker_heartbeats"

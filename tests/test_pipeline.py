@@ -63,6 +63,10 @@ def test_burst_of_three_fragments_gives_one_reply_in_order(web, stand: Stand, rd
     assert 'gateway_batch_size_messages_bucket{company="default",le="3.0"} 1.0' in metrics
     assert 'gateway_bot_latency_seconds_count{company="default"} 1.0' in metrics
     assert 'gateway_replies_sent_total{company="default"} 1.0' in metrics
+    gaps = {float(b): int(c) for b, c in rdb.hgetall(keys.gap_histogram("default")).items()}
+    assert sum(gaps.values()) == 2 and all(
+        b <= 1.0 for b in gaps
+    )  # two gaps of ~0.3 s, recorded by the worker
 
 
 def test_single_message_waits_the_window_once(web, stand: Stand, rdb) -> None:

@@ -1,0 +1,163 @@
+"""Batching analytics: how far apart this company's contacts type, and what the
+window makes of it. The tuning loop the original design asked for ("adjust the
+window based on real message interval patterns"), made a tool.
+
+The worker records every gap between consecutive fragments of a conversation
+into a fixed-bucket histogram in Redis (bounded memory: one counter per
+bucket, whatever the traffic); batch sizes are already a histogram
+(``gateway_batch_size_messages``). ``report`` reads both; ``plot`` draws them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+
+import redis
+from prometheus_client.utils import floatToGoString
+
+from app import keys
+from app.metrics import HISTOGRAMS
+
+__all__ = ["GAP_BOUNDS", "GapReport", "plot", "record_gaps", "report"]
+
+# 0.5 s resolution up to 30 s, where the window lives; coarser beyond.
+GAP_BOUNDS: tuple[float, ...] = (
+    *(i / 2 for i in range(1, 61)),
+    40,
+    50,
+    60,
+    90,
+    120,
+    180,
+    300,
+    600,
+    1800,
+    3600,
+    86400,
+)
+SAME_BURST_SECONDS = 60.0  # gaps up to this are fragments of one burst; longer ones start a new topic
+LAST_FRAGMENT_MAX_AGE = 86400.0
+
+
+def _bucket(gap: float) -> str:
+    return repr(next((float(b) for b in GAP_BOUNDS if gap <= b), float("inf")))
+
+
+def record_gaps(client: redis.Redis, company: str, conversation: str, arrivals: Sequence[float]) -> None:
+    """Count the gaps before and between ``arrivals`` (one claimed batch, in order)."""
+    if not arrivals:
+        return
+    previous = client.hget(keys.last_fragment(company), conversation)
+    times = [float(previous), *arrivals] if previous else list(arrivals)
+    gaps = [b - a for a, b in pairwise(times) if 0 <= b - a <= LAST_FRAGMENT_MAX_AGE]
+    pipe = client.pipeline(transaction=False)
+    for gap in gaps:
+        pipe.hincrby(keys.gap_histogram(company), _bucket(gap), 1)
+    pipe.hset(keys.last_fragment(company), conversation, repr(max(arrivals)))
+    pipe.execute()
+
+
+@dataclass(frozen=True)
+class GapReport:
+    company: str
+    window: float
+    buckets: list[tuple[float, int]]  # (upper bound s, count), ascending
+    batch_sizes: list[tuple[str, int]]  # (upper bound, count)
+
+    @property
+    def pairs(self) -> int:
+        return sum(count for _, count in self.buckets)
+
+    @property
+    def same_burst(self) -> list[tuple[float, int]]:
+        return [(b, c) for b, c in self.buckets if b <= SAME_BURST_SECONDS]
+
+    def merged_share(self) -> float:
+        """Share of all fragment pairs whose gap the current window merges."""
+        merged = sum(c for b, c in self.buckets if b <= self.window)
+        return merged / self.pairs if self.pairs else 0.0
+
+    def merged_same_burst_share(self) -> float:
+        """Share of same-burst pairs (gap up to 60 s) that the current window merges."""
+        total = sum(c for _, c in self.same_burst)
+        return sum(c for b, c in self.same_burst if b <= self.window) / total if total else 0.0
+
+    def window_for(self, share: float) -> float | None:
+        """Smallest bucket bound merging ``share`` of the same-burst pairs."""
+        total = sum(c for _, c in self.same_burst)
+        running = 0
+        for bound, count in self.same_burst:
+            running += count
+            if total and running / total >= share:
+                return bound
+        return None
+
+    def text(self) -> str:
+        lines = [f"company {self.company}: {self.pairs} fragment pairs, window {self.window:g} s"]
+        lines.append(
+            f"  merged by the current window: {self.merged_share():.1%}"
+            f" of all pairs, {self.merged_same_burst_share():.1%} of same-burst pairs"
+        )
+        for share in (0.90, 0.95, 0.99):
+            bound = self.window_for(share)
+            shown = f"{bound:g} s" if bound is not None else "n/a"
+            lines.append(
+                f"  window merging {share:.0%} of same-burst pairs (gap <= {SAME_BURST_SECONDS:g} s): {shown}"
+            )
+        lines.append("  gap distribution (upper bound: count, cumulative):")
+        running = 0
+        for bound, count in self.buckets:
+            running += count
+            if count:
+                lines.append(f"    <= {bound:>7g} s: {count:>7}  {running / self.pairs:6.1%}")
+        lines.append("  batch sizes (messages <= n: batches):")
+        lines.extend(f"    <= {bound:>4}: {count}" for bound, count in self.batch_sizes if count)
+        return "\n".join(lines)
+
+
+def report(client: redis.Redis, company: str, window: float) -> GapReport:
+    stored = client.hgetall(keys.gap_histogram(company))
+    buckets = sorted((float(b), int(c)) for b, c in stored.items())
+    sizes = client.hgetall(keys.histograms(company))
+    name, (_, bounds) = "gateway_batch_size_messages", HISTOGRAMS["gateway_batch_size_messages"]
+    batch_sizes = [(floatToGoString(b), int(sizes.get(f"{name}:{floatToGoString(b)}", 0))) for b in bounds]
+    batch_sizes.append(("+Inf", int(sizes.get(f"{name}:+Inf", 0))))
+    return GapReport(company, window, buckets, batch_sizes)
+
+
+def plot(result: GapReport, path: str) -> None:
+    """Write a PNG: the gap histogram up to 60 s, the window and the 90/95/99% marks."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [(b, c) for b, c in result.buckets if b <= SAME_BURST_SECONDS]
+    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=100)
+    lower = {b: a for a, b in pairwise((0.0, *map(float, GAP_BOUNDS)))}  # each bucket spans (lower, bound]
+    ax.bar(
+        [lower[b] for b, _ in shown],
+        [c for _, c in shown],
+        width=[(b - lower[b]) * 0.9 for b, _ in shown],
+        align="edge",
+        color="#4c72b0",
+    )
+    ax.axvline(result.window, color="#c44e52", linewidth=2, label=f"current window {result.window:g} s")
+    for share, style in ((0.90, ":"), (0.95, "--"), (0.99, "-.")):
+        bound = result.window_for(share)
+        if bound is not None:
+            ax.axvline(
+                bound, color="#55a868", linestyle=style, label=f"{share:.0%} of same-burst pairs: {bound:g} s"
+            )
+    ax.set_xlabel("gap between consecutive fragments (s)")
+    ax.set_ylabel("fragment pairs")
+    ax.set_title(
+        f"{result.company}: {result.pairs} fragment pairs; the {result.window:g} s window merges"
+        f" {result.merged_same_burst_share():.0%} of same-burst pairs"
+    )
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
