@@ -195,8 +195,8 @@ class Stand:
         with self.lock:
             if path.endswith("/messages") and self.fail_next:
                 return self.fail_next.pop(0), {"error": "injected failure"}
-            self.requests.append({"path": path, "json": body, "at": time.time()})
             self._next_id += 1
+            self.requests.append({"path": path, "json": body, "at": time.time(), "id": self._next_id})
             created = {"id": self._next_id, "content": body.get("content"), "message_type": 1}
         hook = self.on_message_created
         if hook and path.endswith("/messages"):

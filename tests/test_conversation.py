@@ -86,14 +86,14 @@ def send(web, cid: str, payload: dict[str, Any]):  # type: ignore[no-untyped-def
 def test_handoff_agent_takeover_own_replies_and_resume_on_pending(web, stand: Stand, rdb) -> None:
     assert send(web, "plain", cw.message("hello", 200)).status_code == 202
     wait_for(lambda: stand.replies(200) == ["hello"], timeout=10)
-    own_id = stand.calls("messages")[0]
     # The gateway's own reply comes back as a "user" message (user token): not a takeover,
-    # whether recognised by the id Chatwoot gave it or, racing the POST's answer, by content.
-    echoed = cw.agent_reply("hello", 200)
-    echoed["id"] = 100000 + len(stand.requests)  # the stand numbers messages from 100001
-    assert "own reply" in send(web, "plain", echoed).json["reason"]
+    # recognised by the id Chatwoot gave it ...
+    by_id = cw.agent_reply("hello (as rendered by the channel)", 200)
+    by_id["id"] = stand.calls("messages")[0]["id"]
+    assert "own reply" in send(web, "plain", by_id).json["reason"]
+    # ... or, when its webhook races the POST's answer, by its content.
     assert "own reply" in send(web, "plain", cw.agent_reply("hello", 200)).json["reason"]
-    assert own_id and not rdb.exists(keys.handoff("plain", 200))
+    assert not rdb.exists(keys.handoff("plain", 200))
     # A human agent answers: the bot falls silent there.
     taken = send(web, "plain", cw.agent_reply("Hi, I am Ana, I'll help you", 200))
     assert "human agent" in taken.json["reason"]
@@ -184,6 +184,7 @@ def test_reply_split_into_paragraphs_in_order_with_typing_pauses(web, stand: Sta
     stand.bot_answer = lambda body: {"reply": "Hi Maria!\n\nTuesday at 10 works.\n\nSee you then."}
     send(web, "split", cw.message("can I book?", 209))
     wait_for(lambda: len(stand.replies(209)) == 3, timeout=15)
+    wait_for(lambda: len(stand.calls("toggle_typing_status")) == 4, timeout=5)  # "off" follows the last part
     assert stand.replies(209) == ["Hi Maria!", "Tuesday at 10 works.", "See you then."]
     posts = stand.calls("messages")
     assert posts[1]["at"] - posts[0]["at"] >= 1.0 and posts[2]["at"] - posts[1]["at"] >= 1.0
