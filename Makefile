@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format system-deps clean
+.PHONY: run test bench lint format system-deps clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ run: $(STAMP) system-deps
 
 test: $(STAMP) system-deps
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+
+# Benchmarks (not part of `make test`); figures go to docs/performance.md.
+bench: $(STAMP) system-deps
+	$(BIN)/python bench/batching_quality.py
+	$(BIN)/python bench/e2e_overhead.py --messages 150 --window 0.5
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/webhook_ack.py --requests 2000 --threads 8 --rounds 3
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
