@@ -31,7 +31,7 @@ from app.bots import Bot, BotReply, bot_request
 from app.chatwoot import Replier
 from app.errors import BotError, ChatwootError, LeaseLost
 from app.metrics import observe
-from app.payload import StoredMessage
+from app.payload import StoredMessage, received_at
 from app.replies import split_reply, typing_pause
 from app.scripts import Scripts
 from app.sessions import content_digest
@@ -47,13 +47,8 @@ OWN_REPLY_TTL_SECONDS = 24 * 3600
 
 
 def _arrivals(batch: list[str]) -> list[float]:
-    arrivals = []
-    for raw in batch:
-        try:
-            arrivals.append(float(json.loads(raw)["received_at"]))
-        except (ValueError, KeyError, TypeError):
-            continue  # an unreadable entry is dead-lettered later; it has no arrival to count
-    return arrivals
+    # an unreadable entry is dead-lettered later; it has no arrival to count
+    return [t for t in map(received_at, batch) if t is not None]
 
 
 class LeaseKeeper(threading.Thread):
@@ -147,17 +142,12 @@ class Drainer:
             return 0.0
         if first is None:
             return None
-        try:
-            first_at = json.loads(first)["received_at"]
-            last_at = json.loads(last)["received_at"]
-            due = close_at(
-                float(first_at),
-                float(last_at),
-                self.company.batch_window_seconds,
-                self.company.batch_max_wait_seconds,
-            )
-        except (ValueError, KeyError, TypeError):
+        first_at, last_at = received_at(first), received_at(last)
+        if first_at is None or last_at is None:
             return 0.0  # unreadable entry: claim it now so it is dead-lettered
+        due = close_at(
+            first_at, last_at, self.company.batch_window_seconds, self.company.batch_max_wait_seconds
+        )
         return max(0.0, due - self.clock())
 
     def _release_if_empty(self) -> bool:
@@ -189,15 +179,16 @@ class Drainer:
         self.schedule(fresh, countdown)
         return "rearmed"
 
-    def _claim(self) -> list[str]:
+    def _claim(self, append: bool = False) -> list[str]:
+        """Move queued messages into processing (``append``: beside the batch in flight)."""
         batch = self.scripts.claim_batch(
             keys=[self._key(keys.queue), self._key(keys.processing), self._key(keys.active_task)],
-            args=[self.task_id, self.settings.batch_max_messages],
+            args=[self.task_id, self.settings.batch_max_messages, "1" if append else "0"],
             client=self.client,
         )
         if batch is None:
             raise LeaseLost()
-        if batch:
+        if batch and not append:
             self.client.hincrby(keys.stats(self._cid), "batches", 1)
             observe(self.client, self._cid, "gateway_batch_size_messages", len(batch))
             record_gaps(self.client, self._cid, self.conversation, _arrivals(batch))
@@ -244,17 +235,22 @@ class Drainer:
         }
         self._complete(raws, letter)
 
-    def _process(self, batch: list[str]) -> None:
-        messages: list[StoredMessage] = []
-        raw_of: dict[int, str] = {}
-        for raw in batch:
+    def _parse(self, raws: list[str], raw_of: dict[int, str]) -> list[StoredMessage]:
+        """Stored entries as messages; an unreadable one is dead-lettered with its reason."""
+        messages = []
+        for raw in raws:
             try:
                 message = StoredMessage.from_json(raw)
             except (ValueError, TypeError, KeyError) as exc:
                 self._dead_letter([raw], "parse", f"stored message unreadable: {type(exc).__name__}")
                 continue
-            messages.append(message)
             raw_of[message.id] = raw
+            messages.append(message)
+        return messages
+
+    def _process(self, batch: list[str]) -> None:
+        raw_of: dict[int, str] = {}
+        messages = self._parse(batch, raw_of)
         if not messages:
             return
         account = messages[0].account_id
@@ -310,22 +306,7 @@ class Drainer:
             return []
         if not self.client.llen(self._key(keys.queue)):
             return []
-        moved = self.scripts.claim_more(
-            keys=[self._key(keys.queue), self._key(keys.processing), self._key(keys.active_task)],
-            args=[self.task_id, self.settings.batch_max_messages],
-            client=self.client,
-        )
-        if moved is None:
-            raise LeaseLost()
-        newer = []
-        for raw in moved:
-            try:
-                message = StoredMessage.from_json(raw)
-            except (ValueError, TypeError, KeyError) as exc:
-                self._dead_letter([raw], "parse", f"stored message unreadable: {type(exc).__name__}")
-                continue
-            raw_of[message.id] = raw
-            newer.append(message)
+        newer = self._parse(self._claim(append=True), raw_of)
         if newer:
             self.client.hincrby(keys.stats(self._cid), "superseded_runs", 1)
             log.info(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import redis
@@ -12,6 +11,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from app import keys
 from app.metrics import redis_histograms, web_metrics_text
+from app.payload import received_at
 from app.settings import Settings
 
 __all__ = ["bp", "live_workers"]
@@ -121,19 +121,10 @@ class RedisCollector:
             total += sum(values[0::5]) + sum(values[1::5])
             live += sum(values[2::5])
             for raw in values[3::5] + values[4::5]:
-                arrived = _received_at(raw)
+                arrived = received_at(raw)
                 if arrived is not None and (first is None or arrived < first):
                     first = arrived
         return total, live, first
-
-
-def _received_at(raw: str | None) -> float | None:
-    if raw is None:
-        return None
-    try:
-        return float(json.loads(raw)["received_at"])
-    except (ValueError, KeyError, TypeError):
-        return None
 
 
 @bp.get("/metrics")

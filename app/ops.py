@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import redis
 
 from app import keys
+from app.payload import received_at
 from app.scripts import Scripts
 
 __all__ = ["ConversationState", "busiest", "conversation_state", "purge"]
@@ -29,15 +29,6 @@ class ConversationState:
         return asdict(self)
 
 
-def _received_at(raw: str | None) -> float | None:
-    if raw is None:
-        return None
-    try:
-        return float(json.loads(raw)["received_at"])
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
 def conversation_state(
     client: redis.Redis, company: str, conversation: str, now: float | None = None
 ) -> ConversationState:
@@ -51,7 +42,7 @@ def conversation_state(
     pipe.lindex(keys.queue(company, conversation), 0)
     pipe.get(keys.handoff(company, conversation))
     waiting, in_flight, holder, pttl, first_flight, first_queued, handoff = pipe.execute()
-    oldest = _received_at(first_flight) or _received_at(first_queued)
+    oldest = received_at(first_flight) or received_at(first_queued)
     return ConversationState(
         conversation=conversation,
         waiting=waiting,

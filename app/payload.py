@@ -20,6 +20,7 @@ __all__ = [
     "StatusChange",
     "StoredMessage",
     "parse_webhook",
+    "received_at",
 ]
 
 _ATTACHMENT_FIELDS = ("file_type", "data_url", "thumb_url")
@@ -93,6 +94,16 @@ class StoredMessage:
         data = json.loads(raw)
         data["attachments"] = tuple(Attachment(**a) for a in data.get("attachments") or ())
         return cls(**data)
+
+
+def received_at(raw: str | bytes | None) -> float | None:
+    """Arrival time of a stored message, without parsing the rest; None if unreadable."""
+    if raw is None:
+        return None
+    try:
+        return float(json.loads(raw)["received_at"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _int(value: Any, what: str) -> int:

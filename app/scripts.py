@@ -92,14 +92,19 @@ end
 return 0
 """
 
-# Move the next batch into processing, unless a leftover batch is there.
+# Move the next batch into processing, unless a leftover batch is there; or,
+# with ARGV[3] = "1" (stale-reply suppression), move fragments that arrived
+# during the bot call beside the batch in flight.
 # KEYS[1] queue  KEYS[2] processing  KEYS[3] lease
-# ARGV[1] task id  ARGV[2] most messages to move
-# Returns false if the task does not hold the lease, else the processing list.
+# ARGV[1] task id  ARGV[2] most messages to move  ARGV[3] "1" to append
+# Returns false if the task does not hold the lease, else the leftover batch
+# or the messages moved.
 CLAIM_BATCH = """
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return false end
-local leftover = redis.call('LRANGE', KEYS[2], 0, -1)
-if #leftover > 0 then return leftover end
+if ARGV[3] ~= '1' then
+  local leftover = redis.call('LRANGE', KEYS[2], 0, -1)
+  if #leftover > 0 then return leftover end
+end
 local items = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)
 if #items == 0 then return {} end
 redis.call('RPUSH', KEYS[2], unpack(items))
@@ -203,19 +208,6 @@ end
 return result
 """
 
-# Stale-reply suppression: move fragments that arrived during the bot call
-# into the batch being handled.
-# KEYS[1] queue  KEYS[2] processing  KEYS[3] lease  ARGV[1] task id  ARGV[2] most
-# Returns false without the lease, else the messages moved.
-CLAIM_MORE = """
-if redis.call('GET', KEYS[3]) ~= ARGV[1] then return false end
-local items = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)
-if #items == 0 then return {} end
-redis.call('RPUSH', KEYS[2], unpack(items))
-redis.call('LTRIM', KEYS[1], #items, -1)
-return items
-"""
-
 
 # Operator purge of one conversation: its waiting and in-flight messages go.
 # KEYS[1] queue  KEYS[2] processing  KEYS[3] sent-parts hash  KEYS[4] conversation index
@@ -254,5 +246,4 @@ class Scripts:
         self.replay_dead_letter = client.register_script(REPLAY_DEAD_LETTER)
         self.agent_reply = client.register_script(AGENT_REPLY)
         self.expire_sessions = client.register_script(EXPIRE_SESSIONS)
-        self.claim_more = client.register_script(CLAIM_MORE)
         self.purge = client.register_script(PURGE)

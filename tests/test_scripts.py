@@ -81,12 +81,12 @@ def test_enqueue_ignores_handed_off_conversation_until_pending(s: Scripts, r) ->
 def test_claim_requires_the_lease_and_resumes_leftovers_first(s: Scripts, r) -> None:
     claim_keys = [keys.queue(C, CONV), keys.processing(C, CONV), keys.active_task(C, CONV)]
     r.rpush(keys.queue(C, CONV), "a", "b", "c")
-    assert s.claim_batch(keys=claim_keys, args=["intruder", 10], client=r) is None
+    assert s.claim_batch(keys=claim_keys, args=["intruder", 10, "0"], client=r) is None
     r.set(keys.active_task(C, CONV), "me")
-    assert s.claim_batch(keys=claim_keys, args=["me", 2], client=r) == ["a", "b"]
+    assert s.claim_batch(keys=claim_keys, args=["me", 2, "0"], client=r) == ["a", "b"]
     assert r.lrange(keys.queue(C, CONV), 0, -1) == ["c"]
     # A leftover batch (its drainer died) comes back before anything new.
-    assert s.claim_batch(keys=claim_keys, args=["me", 2], client=r) == ["a", "b"]
+    assert s.claim_batch(keys=claim_keys, args=["me", 2, "0"], client=r) == ["a", "b"]
 
 
 def test_complete_removes_only_with_the_lease_and_records_dead_letters(s: Scripts, r) -> None:
@@ -178,11 +178,11 @@ def test_expire_sessions_takes_each_idle_session_once(s: Scripts, r) -> None:
     assert r.zrange(keys.sessions(C), 0, -1) == ["3"]
 
 
-def test_claim_more_moves_new_fragments_with_the_lease_only(s: Scripts, r) -> None:
+def test_claim_append_moves_new_fragments_beside_the_batch_with_the_lease_only(s: Scripts, r) -> None:
     ck = [keys.queue(C, CONV), keys.processing(C, CONV), keys.active_task(C, CONV)]
     r.rpush(keys.processing(C, CONV), "a")
     r.rpush(keys.queue(C, CONV), "b", "c")
-    assert s.claim_more(keys=ck, args=["me", 10], client=r) is None
+    assert s.claim_batch(keys=ck, args=["me", 10, "1"], client=r) is None
     r.set(keys.active_task(C, CONV), "me")
-    assert s.claim_more(keys=ck, args=["me", 10], client=r) == ["b", "c"]
+    assert s.claim_batch(keys=ck, args=["me", 10, "1"], client=r) == ["b", "c"]
     assert r.lrange(keys.processing(C, CONV), 0, -1) == ["a", "b", "c"]
