@@ -11,7 +11,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from app import keys
 from app.metrics import redis_histograms, web_metrics_text
-from app.payload import received_at
+from app.ops import active_states
 from app.settings import Settings
 
 __all__ = ["bp", "live_workers"]
@@ -93,10 +93,10 @@ class RedisCollector:
             stats = self._redis.hgetall(keys.stats(company))
             for field, family in counters.items():
                 family.add_metric([company], float(stats.get(field, 0)))
-            total, live, first = self._conversation_figures(company)
+            total, live, age = self._conversation_figures(company)
             waiting.add_metric([company], total)
             leases.add_metric([company], live)
-            oldest.add_metric([company], max(0.0, time.time() - first) if first else 0.0)
+            oldest.add_metric([company], max(0.0, age))
             dead.add_metric([company], self._redis.llen(keys.dead_letters(company)))
         workers = GaugeMetricFamily("gateway_workers_alive", "Workers with a fresh heartbeat")
         workers.add_metric([], live_workers(self._redis, self._settings.worker_heartbeat_max_age_seconds))
@@ -104,27 +104,13 @@ class RedisCollector:
         yield from (waiting, leases, dead, oldest, workers)
         yield from redis_histograms(self._redis, self._settings.companies)
 
-    def _conversation_figures(self, company: str) -> tuple[int, int, float | None]:
-        """Messages waiting or in flight, live leases, and the oldest message's arrival."""
-        total = live = 0
-        first: float | None = None
-        conversations = list(self._redis.sscan_iter(keys.conversation_index(company), count=500))
-        for start in range(0, len(conversations), 500):
-            pipe = self._redis.pipeline(transaction=False)
-            for conv in conversations[start : start + 500]:
-                pipe.llen(keys.queue(company, conv))
-                pipe.llen(keys.processing(company, conv))
-                pipe.exists(keys.active_task(company, conv))
-                pipe.lindex(keys.processing(company, conv), 0)
-                pipe.lindex(keys.queue(company, conv), 0)
-            values = pipe.execute()
-            total += sum(values[0::5]) + sum(values[1::5])
-            live += sum(values[2::5])
-            for raw in values[3::5] + values[4::5]:
-                arrived = received_at(raw)
-                if arrived is not None and (first is None or arrived < first):
-                    first = arrived
-        return total, live, first
+    def _conversation_figures(self, company: str) -> tuple[int, int, float]:
+        """Messages waiting or in flight, live leases, and the oldest message's age (s)."""
+        states = active_states(self._redis, company)
+        total = sum(s.waiting + s.in_flight for s in states)
+        live = sum(1 for s in states if s.lease_holder)
+        oldest = max((s.oldest_age_seconds or 0.0 for s in states), default=0.0)
+        return total, live, oldest
 
 
 @bp.get("/metrics")

@@ -12,7 +12,14 @@ from app import keys
 from app.payload import received_at
 from app.scripts import Scripts
 
-__all__ = ["ConversationState", "busiest", "conversation_state", "purge"]
+__all__ = [
+    "ConversationState",
+    "active_states",
+    "busiest",
+    "conversation_state",
+    "conversation_states",
+    "purge",
+]
 
 
 @dataclass(frozen=True)
@@ -29,11 +36,11 @@ class ConversationState:
         return asdict(self)
 
 
-def conversation_state(
-    client: redis.Redis, company: str, conversation: str, now: float | None = None
-) -> ConversationState:
-    now = time.time() if now is None else now
-    pipe = client.pipeline(transaction=False)
+_FIELDS = 7  # values read per conversation, in the order of _read
+_CHUNK = 500
+
+
+def _read(pipe: redis.client.Pipeline, company: str, conversation: str) -> None:
     pipe.llen(keys.queue(company, conversation))
     pipe.llen(keys.processing(company, conversation))
     pipe.get(keys.active_task(company, conversation))
@@ -41,7 +48,10 @@ def conversation_state(
     pipe.lindex(keys.processing(company, conversation), 0)
     pipe.lindex(keys.queue(company, conversation), 0)
     pipe.get(keys.handoff(company, conversation))
-    waiting, in_flight, holder, pttl, first_flight, first_queued, handoff = pipe.execute()
+
+
+def _state(conversation: str, values: list[Any], now: float) -> ConversationState:
+    waiting, in_flight, holder, pttl, first_flight, first_queued, handoff = values
     oldest = received_at(first_flight) or received_at(first_queued)
     return ConversationState(
         conversation=conversation,
@@ -54,11 +64,37 @@ def conversation_state(
     )
 
 
+def conversation_states(
+    client: redis.Redis, company: str, conversations: list[str], now: float | None = None
+) -> list[ConversationState]:
+    """The state of each conversation, read in pipelined chunks."""
+    now = time.time() if now is None else now
+    states = []
+    for start in range(0, len(conversations), _CHUNK):
+        chunk = conversations[start : start + _CHUNK]
+        pipe = client.pipeline(transaction=False)
+        for conversation in chunk:
+            _read(pipe, company, conversation)
+        values = pipe.execute()
+        states += [_state(c, values[i * _FIELDS : (i + 1) * _FIELDS], now) for i, c in enumerate(chunk)]
+    return states
+
+
+def active_states(client: redis.Redis, company: str) -> list[ConversationState]:
+    """Every conversation that may hold work (the sweeper's index)."""
+    conversations = list(client.sscan_iter(keys.conversation_index(company), count=_CHUNK))
+    return conversation_states(client, company, conversations)
+
+
+def conversation_state(
+    client: redis.Redis, company: str, conversation: str, now: float | None = None
+) -> ConversationState:
+    return conversation_states(client, company, [conversation], now)[0]
+
+
 def busiest(client: redis.Redis, company: str, limit: int = 20) -> list[ConversationState]:
     """Conversations with work in flight, most messages first."""
-    states = [
-        conversation_state(client, company, c) for c in client.sscan_iter(keys.conversation_index(company))
-    ]
+    states = active_states(client, company)
     states.sort(key=lambda s: (s.waiting + s.in_flight, s.oldest_age_seconds or 0), reverse=True)
     return states[:limit]
 
