@@ -102,6 +102,6 @@ def _publish(
         # free the lease so the next webhook or the sweeper schedules a drainer.
         log.exception("drain task not published company=%s conversation=%s task=%s", company, conv, task_id)
         try:
-            scripts.drop_lease(keys=[keys.active_task(company, conv)], args=[task_id], client=client)
+            scripts.delete_if_equals(keys=[keys.active_task(company, conv)], args=[task_id], client=client)
         except redis.RedisError:
             pass  # the lease then simply expires; the sweeper reschedules

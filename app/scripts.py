@@ -81,10 +81,12 @@ end
 return 0
 """
 
-# Drop the lease a task holds (its drain task could not be published).
-# KEYS[1] lease  ARGV[1] task id
-# Returns 1 if dropped, 0 if another task holds it.
-DROP_LEASE = """
+# Compare-and-delete: remove a key only while it holds the expected value.
+# Used for the lease of a task whose drain task could not be published, and
+# for a bot-requested handoff marker ("bot", never a human's "agent").
+# KEYS[1] the key  ARGV[1] expected value
+# Returns 1 if deleted, 0 if the key holds something else (or nothing).
+DELETE_IF_EQUALS = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
   return 1
@@ -238,7 +240,7 @@ class Scripts:
         self.enqueue = client.register_script(ENQUEUE)
         self.hand_over = client.register_script(HAND_OVER)
         self.hold = client.register_script(HOLD)
-        self.drop_lease = client.register_script(DROP_LEASE)
+        self.delete_if_equals = client.register_script(DELETE_IF_EQUALS)
         self.claim_batch = client.register_script(CLAIM_BATCH)
         self.complete = client.register_script(COMPLETE)
         self.release_if_empty = client.register_script(RELEASE_IF_EMPTY)

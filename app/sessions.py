@@ -37,14 +37,11 @@ def is_reset_keyword(company: CompanyConfig, content: str) -> bool:
     return content.strip().lower() in company.session_reset_keywords
 
 
-def reset_session(client: redis.Redis, company: str, conversation: str) -> None:
+def reset_session(client: redis.Redis, scripts: Scripts, company: str, conversation: str) -> None:
     """Forget the kept turns and a bot-requested handoff (never a human's)."""
-    pipe = client.pipeline()
-    pipe.delete(keys.bot_history(company, conversation))
-    pipe.get(keys.handoff(company, conversation))
-    _, holder = pipe.execute()
-    if holder == "bot":
-        client.delete(keys.handoff(company, conversation))
+    client.delete(keys.bot_history(company, conversation))
+    # Compare-and-delete in one script: an agent taking over meanwhile keeps the conversation.
+    scripts.delete_if_equals(keys=[keys.handoff(company, conversation)], args=["bot"], client=client)
 
 
 def expire_idle_sessions(
@@ -66,7 +63,7 @@ def expire_idle_sessions(
                 client=client,
             )
             for conv, account in zip(taken[0::2], taken[1::2], strict=True):
-                _expire_one(client, company, conv, account, replier_for)
+                _expire_one(client, scripts, company, conv, account, replier_for)
                 expired += 1
             if len(taken) < 2 * EXPIRE_BATCH:
                 break
@@ -75,6 +72,7 @@ def expire_idle_sessions(
 
 def _expire_one(
     client: redis.Redis,
+    scripts: Scripts,
     company: CompanyConfig,
     conv: str,
     account: str,
@@ -82,7 +80,7 @@ def _expire_one(
 ) -> None:
     cid = company.company_id
     human = client.get(keys.handoff(cid, conv)) == "agent"
-    reset_session(client, cid, conv)
+    reset_session(client, scripts, cid, conv)
     client.hdel(keys.last_fragment(cid), conv)  # keeps the gap bookkeeping bounded
     client.hincrby(keys.stats(cid), "sessions_expired", 1)
     log.info("session expired company=%s conversation=%s human=%s", cid, conv, human)

@@ -73,7 +73,7 @@ def _conversation_event(gateway, config, parsed) -> str | None:  # type: ignore[
     if config.bot_only_pending and parsed.conversation_status != "pending":
         return f"conversation is {parsed.conversation_status}: the bot answers pending conversations only"
     if parsed.is_text_only and is_reset_keyword(config, parsed.content):
-        reset_session(gateway.redis, cid, parsed.conversation_id)
+        reset_session(gateway.redis, gateway.scripts, cid, parsed.conversation_id)
         return "session reset"
     return None
 

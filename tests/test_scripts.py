@@ -133,8 +133,8 @@ def test_hand_over_and_hold_are_compare_and_set(s: Scripts, r) -> None:
     assert s.hand_over(keys=[lease], args=["b", "c", 1000], client=r) == 0
     assert s.hand_over(keys=[lease], args=["a", "c", 9000], client=r) == 1
     assert r.get(lease) == "c" and r.pttl(lease) > 8000
-    assert s.drop_lease(keys=[lease], args=["a"], client=r) == 0
-    assert s.drop_lease(keys=[lease], args=["c"], client=r) == 1
+    assert s.delete_if_equals(keys=[lease], args=["a"], client=r) == 0
+    assert s.delete_if_equals(keys=[lease], args=["c"], client=r) == 1
 
 
 def test_rescue_leases_only_stranded_conversations(s: Scripts, r) -> None:
