@@ -30,6 +30,7 @@ from app.batching import Segment, close_at, segments
 from app.bots import Bot, BotReply, bot_request
 from app.chatwoot import Replier
 from app.errors import BotError, ChatwootError, LeaseLost
+from app.lease import new_task_id
 from app.metrics import observe
 from app.payload import StoredMessage, received_at
 from app.replies import split_reply, typing_pause
@@ -167,8 +168,6 @@ class Drainer:
 
     def _rearm(self, countdown: float) -> str:
         """Hand the lease to a fresh task due in ``countdown`` seconds."""
-        from app.lease import new_task_id
-
         assert self._keeper is not None
         self._keeper.stop()
         fresh = new_task_id()
@@ -304,9 +303,7 @@ class Drainer:
         """Text fragments that arrived during the bot call, moved into this batch."""
         if superseded >= self.company.supersede_max or not segment.messages[-1].is_text_only:
             return []
-        if not self.client.llen(self._key(keys.queue)):
-            return []
-        newer = self._parse(self._claim(append=True), raw_of)
+        newer = self._parse(self._claim(append=True), raw_of)  # [] when nothing new arrived
         if newer:
             self.client.hincrby(keys.stats(self._cid), "superseded_runs", 1)
             log.info(
@@ -385,7 +382,7 @@ class Drainer:
             if found is None:
                 raise  # cannot tell: dead-letter as ambiguous rather than risk a second message
             if not found:
-                self.replier.create_message(account, self.conversation, part)
+                self._remember_own(self.replier.create_message(account, self.conversation, part))
             log.warning(
                 "ambiguous reply settled by read-back conversation=%s posted_again=%s",
                 self.conversation,
