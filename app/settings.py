@@ -112,14 +112,18 @@ def _positive_float(name: str, raw: str) -> float:
     return value
 
 
-def _positive_int(name: str, raw: str) -> int:
+def _whole_number(name: str, raw: str, minimum: int, wanted: str) -> int:
     try:
         value = int(str(raw).strip())
     except ValueError:
         raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(f"{name} must be a positive whole number, got {raw!r}")
+    if value < minimum:
+        raise ConfigError(f"{name} must {wanted}, got {raw!r}")
     return value
+
+
+def _positive_int(name: str, raw: str) -> int:
+    return _whole_number(name, raw, 1, "be a positive whole number")
 
 
 def _backend(name: str, raw: str) -> str:
@@ -153,13 +157,7 @@ def _keywords(name: str, raw: str) -> tuple[str, ...]:
 
 
 def _non_negative_int(name: str, raw: str) -> int:
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
-    if value < 0:
-        raise ConfigError(f"{name} must not be negative, got {raw!r}")
-    return value
+    return _whole_number(name, raw, 0, "not be negative")
 
 
 def _reply_split(name: str, raw: str) -> str:
