@@ -91,8 +91,8 @@ def _stop(proc: subprocess.Popen, log: Path) -> None:
         assert leftovers == [], f"children still running after SIGTERM: {leftovers}"
 
 
-def test_start_sh_serves_a_webhook_to_a_reply_and_stops_every_child(redis_url, rdb, stand: Stand, tmp_path):
-    stand.reset()
+def _container_env(redis_url: str, stand: Stand, tmp_path: Path, **extra: str) -> tuple[dict[str, str], int]:
+    """start.sh's environment against the suite's Redis and the local Chatwoot; and its port."""
     port = free_port()
     env = {
         "REDIS_URL": redis_url,
@@ -101,11 +101,24 @@ def test_start_sh_serves_a_webhook_to_a_reply_and_stops_every_child(redis_url, r
         "CHATWOOT_BASE_URL": stand.url,
         "CHATWOOT_API_TOKEN": "cw-token",
         "CHATWOOT_WEBHOOK_SECRET": SECRET,
-        "BATCH_WINDOW_SECONDS": "0.5",
-        "BATCH_MAX_WAIT_SECONDS": "2",
-        "WEB_CONCURRENCY": "2",
-        "LOG_FORMAT": "json",
+        "BATCH_WINDOW_SECONDS": "0.3",
+        "BATCH_MAX_WAIT_SECONDS": "1",
+        **extra,
     }
+    return env, port
+
+
+def test_start_sh_serves_a_webhook_to_a_reply_and_stops_every_child(redis_url, rdb, stand: Stand, tmp_path):
+    stand.reset()
+    env, port = _container_env(
+        redis_url,
+        stand,
+        tmp_path,
+        BATCH_WINDOW_SECONDS="0.5",
+        BATCH_MAX_WAIT_SECONDS="2",
+        WEB_CONCURRENCY="2",
+        LOG_FORMAT="json",
+    )
     log = tmp_path / "start.log"
     proc = _boot(env, log)
     url = f"http://127.0.0.1:{port}"
@@ -205,21 +218,15 @@ def test_container_sigkill_without_draining_then_restart_loses_nothing(
     stand.reset()
     stand.bot_delay = 0.25  # 24 answers take ~6 s: the kill lands in the middle
     stand.bot_answer = lambda body: {"replies": [m["content"] for m in body["messages"]]}
-    port = free_port()
-    env = {
-        "REDIS_URL": redis_url,
-        "PORT": str(port),
-        "DATA_DIR": str(tmp_path / "data"),
-        "CHATWOOT_BASE_URL": stand.url,
-        "CHATWOOT_API_TOKEN": "cw-token",
-        "CHATWOOT_WEBHOOK_SECRET": SECRET,
-        "BATCH_WINDOW_SECONDS": "0.3",
-        "BATCH_MAX_WAIT_SECONDS": "1",
-        "LEASE_TTL_SECONDS": "2",
-        "SWEEP_INTERVAL_SECONDS": "0.5",
-        "BOT_BACKEND": "http",
-        "BOT_URL": f"{stand.url}/bot",
-    }
+    env, port = _container_env(
+        redis_url,
+        stand,
+        tmp_path,
+        LEASE_TTL_SECONDS="2",
+        SWEEP_INTERVAL_SECONDS="0.5",
+        BOT_BACKEND="http",
+        BOT_URL=f"{stand.url}/bot",
+    )
     url = f"http://127.0.0.1:{port}"
     sent: dict[int, list[str]] = {c: [] for c in range(150, 154)}
     acknowledged = 0
@@ -272,20 +279,14 @@ def test_container_sigkill_without_draining_then_restart_loses_nothing(
 
 def test_flower_behind_basic_auth_on_the_public_port(redis_url, rdb, stand: Stand, tmp_path):
     stand.reset()
-    port = free_port()
-    env = {
-        "REDIS_URL": redis_url,
-        "PORT": str(port),
-        "DATA_DIR": str(tmp_path / "data"),
-        "CHATWOOT_BASE_URL": stand.url,
-        "CHATWOOT_API_TOKEN": "cw-token",
-        "CHATWOOT_WEBHOOK_SECRET": SECRET,
-        "BATCH_WINDOW_SECONDS": "0.3",
-        "BATCH_MAX_WAIT_SECONDS": "1",
-        "FLOWER_BASIC_AUTH": "ops:fl0wer-pass",
-        "FLOWER_PORT": str(free_port()),
-        "WEB_INTERNAL_PORT": str(free_port()),
-    }
+    env, port = _container_env(
+        redis_url,
+        stand,
+        tmp_path,
+        FLOWER_BASIC_AUTH="ops:fl0wer-pass",
+        FLOWER_PORT=str(free_port()),
+        WEB_INTERNAL_PORT=str(free_port()),
+    )
     log = tmp_path / "start.log"
     proc = _boot(env, log)
     url = f"http://127.0.0.1:{port}"
