@@ -4,6 +4,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ import redis
 from app import create_app
 from app.settings import load_settings
 from app.signature import sign
-from tests.support import RedisServer, Stand
+from tests.support import ROOT, RedisServer, Stand
 
 SECRET = "whsec-test-secret"
 
@@ -68,6 +69,25 @@ def base_env(redis_url: str, stand_url: str, **overrides: str) -> dict[str, str]
         "PYTHONUNBUFFERED": "1",
     }
     env.update(overrides)
+    return env
+
+
+def companies_env(
+    redis_url: str, folder: Path, companies: list[dict[str, Any]], **extra: str
+) -> dict[str, str]:
+    """A worker/web environment configured by a COMPANIES_FILE written into ``folder``."""
+    path = folder / "companies.json"
+    path.write_text(json.dumps(companies))
+    env = {
+        "PATH": os.environ["PATH"],
+        "REDIS_URL": redis_url,
+        "COMPANIES_FILE": str(path),
+        "LEASE_TTL_SECONDS": "4",
+        "SWEEP_INTERVAL_SECONDS": "1",
+        "TEST_LOG_DIR": str(folder),
+        "PYTHONPATH": str(ROOT),  # handlers in tests.bot_handlers
+    }
+    env.update(extra)
     return env
 
 

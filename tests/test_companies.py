@@ -10,7 +10,7 @@ import redis
 
 from app import keys
 from tests import chatwoot_payloads as cw
-from tests.conftest import make_client, post_webhook
+from tests.conftest import companies_env, make_client, post_webhook
 from tests.support import ROOT, Stand, Worker, wait_for
 
 pytestmark = pytest.mark.slow
@@ -40,20 +40,7 @@ def env(redis_url: str, stand: Stand, tmp_path_factory: pytest.TempPathFactory) 
             "batch_max_wait_seconds": 2,
         },
     ]
-    path = folder / "companies.json"
-    path.write_text(json.dumps(companies))
-    import os
-
-    return {
-        "PATH": os.environ["PATH"],
-        "REDIS_URL": redis_url,
-        "COMPANIES_FILE": str(path),
-        "OUTBOUND_RETRIES": "1",
-        "LEASE_TTL_SECONDS": "4",
-        "SWEEP_INTERVAL_SECONDS": "1",
-        "TEST_LOG_DIR": str(folder),
-        "PYTHONPATH": str(ROOT),
-    }
+    return companies_env(redis_url, folder, companies, OUTBOUND_RETRIES="1")
 
 
 @pytest.fixture(scope="module")

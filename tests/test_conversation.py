@@ -5,8 +5,6 @@ for the behaviour under test."""
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,8 +14,8 @@ import redis
 
 from app import keys
 from tests import chatwoot_payloads as cw
-from tests.conftest import make_client, post_webhook
-from tests.support import ROOT, Stand, Worker, wait_for
+from tests.conftest import companies_env, make_client, post_webhook
+from tests.support import Stand, Worker, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -53,17 +51,7 @@ def env(redis_url: str, stand: Stand, tmp_path_factory: pytest.TempPathFactory) 
         ),
         company("stale", stand, supersede_max=2),
     ]
-    path = folder / "companies.json"
-    path.write_text(json.dumps(companies))
-    return {
-        "PATH": os.environ["PATH"],
-        "REDIS_URL": redis_url,
-        "COMPANIES_FILE": str(path),
-        "LEASE_TTL_SECONDS": "4",
-        "SWEEP_INTERVAL_SECONDS": "1",
-        "TEST_LOG_DIR": str(folder),
-        "PYTHONPATH": str(ROOT),
-    }
+    return companies_env(redis_url, folder, companies)
 
 
 @pytest.fixture(scope="module")
