@@ -108,10 +108,11 @@ def test_kill_during_the_window_is_recovered_by_the_sweeper(
     assert recovery < 1.5 + LEASE_TTL + 6  # not the broker's one-hour visibility timeout
 
 
-def test_kill_after_chatwoot_created_the_reply_repeats_it_at_most_once(
-    redis_url, rdb, stand_reset: Stand, workers, tmp_path
-):
-    env = fault_env(redis_url, stand_reset, tmp_path)
+def crash_inside_the_first_reply_post(
+    env: dict[str, str], rdb: redis.Redis, stand: Stand, workers: list[Worker], conv: int
+) -> list[str]:
+    """Kill the worker once Chatwoot has created the first reply, before it answers;
+    start another worker; return the texts, all answered by then."""
     victim = Worker(env, "victim", beat=True).start(rdb)
     workers.append(victim)
     fired = threading.Event()
@@ -121,16 +122,24 @@ def test_kill_after_chatwoot_created_the_reply_repeats_it_at_most_once(
             fired.set()
             victim.kill()
 
-    stand_reset.on_message_created = crash
+    stand.on_message_created = crash
     web = make_client(env)
-    texts = [long_text(101, i) for i in range(3)]
+    texts = [long_text(conv, i) for i in range(3)]
     for text in texts:
-        post_webhook(web, cw.message(text, 101))
+        post_webhook(web, cw.message(text, conv))
     wait_for(fired.is_set, timeout=10)
-    assert rdb.llen(keys.processing("default", 101)) == 3  # the batch is still in processing
+    assert rdb.llen(keys.processing("default", conv)) == 3  # the batch is still in processing
     workers.append(Worker(env, "heir", beat=True).start(rdb))
-    wait_for(lambda: set(stand_reset.replies(101)) == set(texts), timeout=20)
+    wait_for(lambda: set(stand.replies(conv)) == set(texts), timeout=20)
     time.sleep(1)
+    return texts
+
+
+def test_kill_after_chatwoot_created_the_reply_repeats_it_at_most_once(
+    redis_url, rdb, stand_reset: Stand, workers, tmp_path
+):
+    env = fault_env(redis_url, stand_reset, tmp_path)
+    texts = crash_inside_the_first_reply_post(env, rdb, stand_reset, workers, 101)
     figures = tally({101: texts}, stand_reset, 3, fault="SIGKILL between reply POST and its record", kills=1)
     assert figures["lost"] == 0 and figures["reordered_conversations"] == 0
     assert figures["duplicated"] <= 1  # the crash window: one POST, never more
@@ -292,24 +301,7 @@ def test_with_a_user_token_a_crash_inside_the_reply_post_repeats_nothing(
 ):
     env = fault_env(redis_url, stand_reset, tmp_path)
     stand_reset.can_read = True  # a user access token: the gateway can read the conversation back
-    victim = Worker(env, "victim", beat=True).start(rdb)
-    workers.append(victim)
-    fired = threading.Event()
-
-    def crash() -> None:
-        if not fired.is_set():
-            fired.set()
-            victim.kill()
-
-    stand_reset.on_message_created = crash
-    web = make_client(env)
-    texts = [long_text(121, i) for i in range(3)]
-    for text in texts:
-        post_webhook(web, cw.message(text, 121))
-    wait_for(fired.is_set, timeout=10)
-    workers.append(Worker(env, "heir", beat=True).start(rdb))
-    wait_for(lambda: set(stand_reset.replies(121)) == set(texts), timeout=20)
-    time.sleep(1)
+    texts = crash_inside_the_first_reply_post(env, rdb, stand_reset, workers, 121)
     figures = tally({121: texts}, stand_reset, 3, fault="SIGKILL inside the reply POST, user token", kills=1)
     assert figures["lost"] == 0 and figures["reordered_conversations"] == 0
     assert figures["duplicated"] == 0  # the pending part was read back, not posted again
