@@ -287,8 +287,13 @@ def test_a_slow_bot_blocks_no_other_conversation_beyond_the_pool_size(
         post_webhook(web, cw.message(f"slow {conv}", conv))
     time.sleep(0.2)
     started = time.time()
+    answer_times = []
     for conv in range(132, 138):
-        post_webhook(web, cw.message(f"fast {conv}", conv))
+        sent = time.perf_counter()
+        assert post_webhook(web, cw.message(f"fast {conv}", conv)).status_code == 202
+        answer_times.append(time.perf_counter() - sent)
+    # Invariant 8: the webhook never waits on the bot (two 4 s bot calls are in flight).
+    assert max(answer_times) < 0.5
     wait_for(lambda: all(stand_reset.replies(c) for c in range(132, 138)), timeout=15)
     fast_done = time.time() - started
     assert not stand_reset.replies(130) and not stand_reset.replies(131)  # still at the bot

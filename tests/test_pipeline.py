@@ -231,3 +231,19 @@ def test_messages_waiting_behind_a_handoff_are_left_to_humans(web, stand: Stand,
     wait_for(lambda: stand.calls("toggle_status") and _idle(rdb, 55), timeout=10)
     assert len(stand.bot_calls) == 1
     assert stand.replies(55) == ["Passing you to a colleague"]
+
+
+def test_a_contact_who_never_pauses_is_answered_at_the_max_wait(web, stand: Stand, rdb) -> None:
+    """Invariant 5: the batch closes BATCH_MAX_WAIT_SECONDS (5 s here) after its first
+    fragment even though the 1 s quiet period never comes."""
+    texts = [f"f{i:02d}" for i in range(12)]
+    started = time.time()
+    for text in texts:  # one fragment every 0.6 s for 6.6 s
+        assert post_webhook(web, cw.message(text, 56)).status_code == 202
+        time.sleep(0.6)
+    first_reply_at = wait_for(
+        lambda: stand.calls("messages") and stand.calls("messages")[0]["at"], timeout=10
+    )
+    assert 5.0 <= first_reply_at - started < 6.3  # not after the typing stopped (7.6 s)
+    wait_for(lambda: " ".join(stand.replies(56)).split() == texts, timeout=10)  # the rest follows, in order
+    assert len(stand.replies(56)) == 2

@@ -1,0 +1,69 @@
+"""Races of the drain loop, made deterministic: the real Drainer against the real
+Redis, with a webhook landing exactly where a race would put it."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+from celery import Celery
+
+from app import keys
+from app.bots import EchoBot
+from app.chatwoot import DryRunOutbox
+from app.drain import Drainer
+from app.intake import accept
+from app.payload import StoredMessage
+from app.scripts import Scripts
+from app.settings import load_settings
+from tests.conftest import base_env
+
+
+def test_a_message_landing_between_the_empty_check_and_the_release_is_not_stranded(
+    redis_url: str, rdb: redis.Redis
+) -> None:
+    """No lost wake-up (DESIGN.md invariant 3): the webhook sees a live lease and
+    schedules nothing, so the drainer must notice the message in its release."""
+    env = base_env(redis_url, "http://127.0.0.1:9", BATCH_WINDOW_SECONDS="1", BATCH_MAX_WAIT_SECONDS="5")
+    del env["CHATWOOT_BASE_URL"]  # dry-run outbox: no Chatwoot needed
+    settings = load_settings(env)
+    company = settings.companies["default"]
+    scripts = Scripts(rdb)
+    celery = Celery(broker=redis_url, backend=redis_url)
+    first = StoredMessage(1, "42", 1, "first", received_at=time.time() - 5)
+    rdb.rpush(keys.queue("default", "42"), first.to_json())
+    rdb.set(keys.active_task("default", "42"), "T1", px=20000)
+    scheduled: list[tuple[str, float]] = []
+    drainer = Drainer(
+        rdb,
+        scripts,
+        settings,
+        company,
+        "42",
+        "T1",
+        EchoBot(),
+        DryRunOutbox(rdb, "default"),
+        schedule=lambda task_id, countdown: scheduled.append((task_id, countdown)),
+    )
+    landed: list[object] = []
+    due = drainer._seconds_until_due
+
+    def webhook_lands_after_the_empty_check() -> float | None:
+        wait = due()
+        if wait is None and not landed:  # the drainer just saw an empty queue...
+            second = StoredMessage(2, "42", 1, "second", received_at=time.time())
+            landed.append(accept(rdb, scripts, celery, settings, company, second, None))  # ...and B arrives
+        return wait
+
+    drainer._seconds_until_due = webhook_lands_after_the_empty_check  # type: ignore[method-assign]
+    outcome = drainer.run()
+    accepted = landed[0]
+    assert accepted.result.status == "queued" and not accepted.scheduled  # the lease was live: no new task
+    assert outcome == "rearmed"  # the release saw the message and kept the conversation
+    assert [json_content(m) for m in rdb.lrange(keys.queue("default", "42"), 0, -1)] == ["second"]
+    assert len(scheduled) == 1 and rdb.get(keys.active_task("default", "42")) == scheduled[0][0]
+    assert [e for e in rdb.lrange(keys.outbox("default"), 0, -1) if '"first"' in e]
+
+
+def json_content(raw: str) -> str:
+    return StoredMessage.from_json(raw).content
