@@ -10,6 +10,7 @@ bucket, whatever the traffic); batch sizes are already a histogram
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
@@ -19,8 +20,9 @@ from prometheus_client.utils import floatToGoString
 
 from app import keys
 from app.metrics import HISTOGRAMS
+from app.pace import SAME_BURST_SECONDS
 
-__all__ = ["GAP_BOUNDS", "GapReport", "plot", "record_gaps", "report"]
+__all__ = ["GAP_BOUNDS", "GapReport", "count_gaps", "plot", "prior_window", "record_gaps", "report"]
 
 # 0.5 s resolution up to 30 s, where the window lives; coarser beyond.
 GAP_BOUNDS: tuple[float, ...] = (
@@ -37,26 +39,60 @@ GAP_BOUNDS: tuple[float, ...] = (
     3600,
     86400,
 )
-SAME_BURST_SECONDS = 60.0  # gaps up to this are fragments of one burst; longer ones start a new topic
 LAST_FRAGMENT_MAX_AGE = 86400.0
+PRIOR_SHARE = 0.95
+PRIOR_MIN_GAPS = 50
+PRIOR_CACHE_SECONDS = 60.0
 
 
 def _bucket(gap: float) -> str:
     return repr(next((float(b) for b in GAP_BOUNDS if gap <= b), float("inf")))
 
 
-def record_gaps(client: redis.Redis, company: str, conversation: str, arrivals: Sequence[float]) -> None:
-    """Count the gaps before and between ``arrivals`` (one claimed batch, in order)."""
+def count_gaps(
+    pipe: redis.client.Pipeline,
+    company: str,
+    conversation: str,
+    previous: float | None,
+    arrivals: Sequence[float],
+) -> None:
+    """Add to ``pipe`` the counting of the gaps after ``previous`` and between ``arrivals``."""
     if not arrivals:
         return
+    times = [previous, *arrivals] if previous is not None else list(arrivals)
+    for a, b in pairwise(times):
+        if 0 <= b - a <= LAST_FRAGMENT_MAX_AGE:
+            pipe.hincrby(keys.gap_histogram(company), _bucket(b - a), 1)
+    pipe.hset(keys.last_fragment(company), conversation, repr(max(times)))
+
+
+def record_gaps(client: redis.Redis, company: str, conversation: str, arrivals: Sequence[float]) -> None:
+    """Count the gaps before and between ``arrivals`` (one claimed batch, in order)."""
     previous = client.hget(keys.last_fragment(company), conversation)
-    times = [float(previous), *arrivals] if previous else list(arrivals)
-    gaps = [b - a for a, b in pairwise(times) if 0 <= b - a <= LAST_FRAGMENT_MAX_AGE]
     pipe = client.pipeline(transaction=False)
-    for gap in gaps:
-        pipe.hincrby(keys.gap_histogram(company), _bucket(gap), 1)
-    pipe.hset(keys.last_fragment(company), conversation, repr(max(arrivals)))
+    count_gaps(pipe, company, conversation, float(previous) if previous else None, arrivals)
     pipe.execute()
+
+
+def _buckets(client: redis.Redis, company: str) -> list[tuple[float, int]]:
+    return sorted((float(b), int(c)) for b, c in client.hgetall(keys.gap_histogram(company)).items())
+
+
+_priors: dict[str, tuple[float, float | None]] = {}  # company -> (valid until, window or None)
+
+
+def prior_window(client: redis.Redis, company: str, fallback: float) -> float:
+    """The learned window of a new contact: what merged ``PRIOR_SHARE`` of this company's
+    same-burst gaps, or ``fallback`` while fewer than ``PRIOR_MIN_GAPS`` are recorded.
+    Read at most once a minute per process."""
+    now = time.monotonic()
+    cached = _priors.get(company)
+    if cached is None or cached[0] < now:
+        result = GapReport(company, fallback, _buckets(client, company), [])
+        enough = sum(c for _, c in result.same_burst) >= PRIOR_MIN_GAPS
+        cached = (now + PRIOR_CACHE_SECONDS, result.window_for(PRIOR_SHARE) if enough else None)
+        _priors[company] = cached
+    return fallback if cached[1] is None else cached[1]
 
 
 @dataclass(frozen=True)
@@ -118,8 +154,7 @@ class GapReport:
 
 
 def report(client: redis.Redis, company: str, window: float) -> GapReport:
-    stored = client.hgetall(keys.gap_histogram(company))
-    buckets = sorted((float(b), int(c)) for b, c in stored.items())
+    buckets = _buckets(client, company)
     sizes = client.hgetall(keys.histograms(company))
     name, (_, bounds) = "gateway_batch_size_messages", HISTOGRAMS["gateway_batch_size_messages"]
     batch_sizes = [(floatToGoString(b), int(sizes.get(f"{name}:{floatToGoString(b)}", 0))) for b in bounds]

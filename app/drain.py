@@ -25,13 +25,14 @@ from dataclasses import dataclass, field
 import redis
 
 from app import keys
-from app.analytics import record_gaps
+from app.analytics import count_gaps, prior_window
 from app.batching import Segment, close_at, segments
 from app.bots import Bot, BotReply, bot_request
 from app.chatwoot import Replier
 from app.errors import BotError, ChatwootError, LeaseLost
 from app.lease import new_task_id
-from app.metrics import observe
+from app.metrics import count_into, observe
+from app.pace import PACE_TTL_SECONDS, Pace, learned_window
 from app.payload import StoredMessage, received_at
 from app.replies import split_reply, typing_pause
 from app.scripts import Scripts
@@ -50,6 +51,22 @@ OWN_REPLY_TTL_SECONDS = 24 * 3600
 def _arrivals(batch: list[str]) -> list[float]:
     # an unreadable entry is dead-lettered later; it has no arrival to count
     return [t for t in map(received_at, batch) if t is not None]
+
+
+def _float_or_none(raw: str | None) -> float | None:
+    try:
+        return float(raw) if raw is not None else None
+    except ValueError:
+        return None
+
+
+def _pace_subject(raw: str, conversation: str) -> str:
+    """Whose pace a stored message tells: its contact's, else its conversation's."""
+    try:
+        contact = StoredMessage.from_json(raw).contact.get("id")
+    except (ValueError, TypeError, KeyError, AttributeError):
+        contact = None
+    return f"contact-{contact}" if contact is not None else f"conversation-{conversation}"
 
 
 class LeaseKeeper(threading.Thread):
@@ -89,6 +106,8 @@ class Drainer:
     schedule: Callable[[str, float], None]  # (task id, countdown) -> publish drain task
     clock: Callable[[], float] = time.time
     _keeper: LeaseKeeper | None = field(default=None, init=False)
+    _previous: float | None = field(default=None, init=False)  # latest arrival counted for gaps
+    _pace: tuple[str, Pace] | None = field(default=None, init=False)  # (key, pace) in learned mode
 
     @property
     def _cid(self) -> str:
@@ -134,11 +153,16 @@ class Drainer:
 
     def _seconds_until_due(self) -> float | None:
         """None when nothing waits, 0 when a batch is due (or left over), else the wait."""
+        learned = self.company.batch_window_mode == "learned"
         pipe = self.client.pipeline(transaction=False)
         pipe.llen(self._key(keys.processing))
         pipe.lindex(self._key(keys.queue), 0)
         pipe.lindex(self._key(keys.queue), -1)
-        leftover, first, last = pipe.execute()
+        pipe.hget(keys.last_fragment(self._cid), self.conversation)
+        if learned:
+            pipe.lrange(self._key(keys.queue), 0, self.settings.batch_max_messages - 1)
+        leftover, first, last, previous, *queued = pipe.execute()
+        self._previous = _float_or_none(previous)
         if leftover:
             return 0.0
         if first is None:
@@ -146,10 +170,26 @@ class Drainer:
         first_at, last_at = received_at(first), received_at(last)
         if first_at is None or last_at is None:
             return 0.0  # unreadable entry: claim it now so it is dead-lettered
-        due = close_at(
-            first_at, last_at, self.company.batch_window_seconds, self.company.batch_max_wait_seconds
-        )
+        config = self.company
+        if config.batch_window_mode == "fixed":
+            due = first_at + config.batch_window_seconds
+        else:
+            window = config.batch_window_seconds
+            if learned:
+                window = self._learned_window(first, [*_arrivals(queued[0]), last_at])
+            due = close_at(first_at, last_at, window, config.batch_max_wait_seconds)
         return max(0.0, due - self.clock())
+
+    def _learned_window(self, first: str, queued: list[float]) -> float:
+        """This contact's quiet period (``app.pace``), from what is known of how they type."""
+        config = self.company
+        key = keys.pace(self._cid, _pace_subject(first, self.conversation))
+        if self._pace is None or self._pace[0] != key:
+            self._pace = (key, Pace.from_json(self.client.get(key)))
+        prior = prior_window(self.client, self._cid, config.batch_window_seconds)
+        return learned_window(
+            self._pace[1], queued, prior, config.batch_window_min_seconds, config.batch_window_max_seconds
+        )
 
     def _release_if_empty(self) -> bool:
         result = self.scripts.release_if_empty(
@@ -187,11 +227,27 @@ class Drainer:
         )
         if batch is None:
             raise LeaseLost()
-        if batch and not append:
-            self.client.hincrby(keys.stats(self._cid), "batches", 1)
-            observe(self.client, self._cid, "gateway_batch_size_messages", len(batch))
-            record_gaps(self.client, self._cid, self.conversation, _arrivals(batch))
+        if batch:
+            self._count_claim(list(batch), append)
         return list(batch)
+
+    def _count_claim(self, batch: list[str], append: bool) -> None:
+        """Batch size, fragment gaps and the contact's pace: one round trip."""
+        arrivals = _arrivals(batch)
+        pipe = self.client.pipeline(transaction=False)
+        if not append:
+            pipe.hincrby(keys.stats(self._cid), "batches", 1)
+            count_into(pipe, self._cid, "gateway_batch_size_messages", len(batch))
+        count_gaps(pipe, self._cid, self.conversation, self._previous, arrivals)
+        if self.company.batch_window_mode == "learned" and arrivals:
+            key = keys.pace(self._cid, _pace_subject(batch[0], self.conversation))
+            if self._pace is None or self._pace[0] != key:
+                self._pace = (key, Pace.from_json(self.client.get(key)))
+            self._pace = (key, self._pace[1].observe(arrivals))
+            pipe.set(key, self._pace[1].to_json(), ex=PACE_TTL_SECONDS)
+        pipe.execute()
+        if arrivals:
+            self._previous = max(arrivals + ([self._previous] if self._previous is not None else []))
 
     def _check_lease(self) -> None:
         if self._keeper is not None and self._keeper.lost.is_set():

@@ -3,7 +3,8 @@
 ``accept`` runs the ENQUEUE script (de-duplicate, bound the queue, RPUSH + TTL,
 take the lease if free). The common case — a fragment arriving while the
 conversation already has a live drainer — costs exactly one EVALSHA. The first
-fragment also publishes the drain task with a countdown of the window.
+fragment also publishes the drain task with a countdown of the window (the
+shortest window in learned mode: the drainer then knows the contact's own).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def accept(
     """Make the message durable in its conversation's queue and make sure a drainer exists."""
     cid, conv = company.company_id, message.conversation_id
     fresh = new_task_id()
-    lease_px = int((company.batch_window_seconds + settings.lease_ttl_seconds) * 1000)
+    lease_px = int((company.first_countdown + settings.lease_ttl_seconds) * 1000)
     raw = scripts.enqueue(
         keys=[
             keys.queue(cid, conv),
@@ -76,7 +77,7 @@ def accept(
     if result.status != "queued":
         return Accepted(result, "", False)
     if result.acquired:
-        _publish(client, scripts, celery, cid, conv, fresh, company.batch_window_seconds)
+        _publish(client, scripts, celery, cid, conv, fresh, company.first_countdown)
         return Accepted(result, fresh, True)
     if result.holder_pttl_ms < settings.lease_ttl_seconds * 500:
         # The holder is more than half a lease late: only then pay for a result lookup.

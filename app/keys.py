@@ -16,6 +16,7 @@ __all__ = [
     "outbox",
     "own_pending",
     "own_reply",
+    "pace",
     "processing",
     "queue",
     "seen_delivery",
@@ -121,6 +122,11 @@ def gap_histogram(company: str) -> str:
 def last_fragment(company: str) -> str:
     """Hash: conversation -> arrival time of the latest fragment a drainer claimed."""
     return f"{company}:webhook_last_fragment"
+
+
+def pace(company: str, contact: str) -> str:
+    """String + TTL: how one contact types (``app.pace.Pace``), for the learned window."""
+    return f"{company}:webhook_pace:{contact}"
 
 
 def worker_heartbeats() -> str:

@@ -41,13 +41,18 @@ HISTOGRAMS: dict[str, tuple[str, tuple[float, ...]]] = {
 }
 
 
-def observe(client: redis.Redis, company: str, name: str, value: float) -> None:
-    """Count ``value`` into the Redis histogram ``name`` (one round trip)."""
+def count_into(pipe: redis.client.Pipeline, company: str, name: str, value: float) -> None:
+    """Add the commands counting ``value`` into the Redis histogram ``name`` to ``pipe``."""
     bounds = HISTOGRAMS[name][1]
     bucket = next((floatToGoString(b) for b in bounds if value <= b), "+Inf")
-    pipe = client.pipeline(transaction=False)
     pipe.hincrby(keys.histograms(company), f"{name}:{bucket}", 1)
     pipe.hincrbyfloat(keys.histograms(company), f"{name}:sum", value)
+
+
+def observe(client: redis.Redis, company: str, name: str, value: float) -> None:
+    """Count ``value`` into the Redis histogram ``name`` (one round trip)."""
+    pipe = client.pipeline(transaction=False)
+    count_into(pipe, company, name, value)
     pipe.execute()
 
 

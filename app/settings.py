@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 __all__ = ["CompanyConfig", "ConfigError", "Settings", "load_settings"]
 
 BOT_BACKENDS = ("echo", "http", "openai", "python")
+WINDOW_MODES = ("fixed", "sliding", "learned")
 _COMPANY_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _HANDLER = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
@@ -42,7 +43,10 @@ class CompanyConfig:
     bot_system_prompt: str = "You are a helpful customer-support assistant."
     bot_handler: str | None = None
     bot_fallback_message: str | None = None
+    batch_window_mode: str = "sliding"
     batch_window_seconds: float = 10.0
+    batch_window_min_seconds: float = 3.0
+    batch_window_max_seconds: float = 30.0
     batch_max_wait_seconds: float = 30.0
     batch_max_avg_chars: int = 400
     max_queue_per_conversation: int = 200
@@ -59,6 +63,13 @@ class CompanyConfig:
     def resume_after_seconds(self) -> int:
         """TTL of a handoff marker; 0 means the bot stays silent until Chatwoot says pending."""
         return int(self.bot_resume_after_minutes * 60) if self.bot_resume_after_minutes else 0
+
+    @property
+    def first_countdown(self) -> float:
+        """When the drainer first looks at a new batch (learned: the shortest window)."""
+        if self.batch_window_mode == "learned":
+            return min(self.batch_window_min_seconds, self.batch_max_wait_seconds)
+        return self.batch_window_seconds
 
     @property
     def dry_run(self) -> bool:
@@ -167,6 +178,13 @@ def _reply_split(name: str, raw: str) -> str:
     return value
 
 
+def _window_mode(name: str, raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in WINDOW_MODES:
+        raise ConfigError(f"{name} must be one of {', '.join(WINDOW_MODES)}, got {raw!r}")
+    return value
+
+
 def _handler(name: str, raw: str) -> str:
     value = raw.strip()
     if not _HANDLER.match(value):
@@ -190,7 +208,10 @@ COMPANY_FIELDS: dict[str, _Parser] = {
     "bot_system_prompt": _str,
     "bot_handler": _handler,
     "bot_fallback_message": _str,
+    "batch_window_mode": _window_mode,
     "batch_window_seconds": _positive_float,
+    "batch_window_min_seconds": _positive_float,
+    "batch_window_max_seconds": _positive_float,
     "batch_max_wait_seconds": _positive_float,
     "batch_max_avg_chars": _positive_int,
     "max_queue_per_conversation": _positive_int,
@@ -244,6 +265,11 @@ def _check_company(config: CompanyConfig, where: str) -> CompanyConfig:
         raise ConfigError(
             f"{name('batch_max_wait_seconds')} ({config.batch_max_wait_seconds}) must not be"
             f" below {name('batch_window_seconds')} ({config.batch_window_seconds})"
+        )
+    if config.batch_window_max_seconds < config.batch_window_min_seconds:
+        raise ConfigError(
+            f"{name('batch_window_max_seconds')} ({config.batch_window_max_seconds}) must not be"
+            f" below {name('batch_window_min_seconds')} ({config.batch_window_min_seconds})"
         )
     if config.bot_backend == "http" and not config.bot_url:
         raise ConfigError(f"{name('bot_url')} is required when the bot backend is http")

@@ -144,6 +144,7 @@ def chatwoot(company: str):  # type: ignore[no-untyped-def]
         queue_position=result.length,
         task_id=accepted.task_id,
         batching={
+            "mode": config.batch_window_mode,
             "window_seconds": config.batch_window_seconds,
             "max_wait_seconds": config.batch_max_wait_seconds,
             "new_batch": accepted.scheduled,

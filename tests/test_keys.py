@@ -21,4 +21,5 @@ def test_every_key_format_is_exact() -> None:
     assert keys.histograms("acme") == "acme:webhook_histograms"
     assert keys.gap_histogram("acme") == "acme:webhook_gaps"
     assert keys.last_fragment("acme") == "acme:webhook_last_fragment"
+    assert keys.pace("acme", "contact-7") == "acme:webhook_pace:contact-7"
     assert keys.worker_heartbeats() == "gateway:worker_heartbeats"

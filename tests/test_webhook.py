@@ -37,7 +37,12 @@ def test_202_queues_the_message_and_names_the_task(web, rdb: redis.Redis) -> Non
     body = response.json
     assert body["status"] == "queued" and body["queue_position"] == 1
     assert body["task_id"] == rdb.get(keys.active_task("default", 42))
-    assert body["batching"] == {"window_seconds": 30.0, "max_wait_seconds": 60.0, "new_batch": True}
+    assert body["batching"] == {
+        "mode": "sliding",
+        "window_seconds": 30.0,
+        "max_wait_seconds": 60.0,
+        "new_batch": True,
+    }
     stored = json.loads(rdb.lindex(keys.queue("default", 42), 0))
     assert stored["content"] == "hello" and stored["id"] == 1
     second = post_webhook(web, cw.message("again", 42, message_id=2)).json

@@ -1,0 +1,117 @@
+"""The learned batching window (``BATCH_WINDOW_MODE=learned``).
+
+A fixed quiet period is a compromise between two kinds of contact: a long one
+makes every one-message writer wait for nothing, a short one cuts slow typists'
+bursts into several bot calls. The learned window sets the quiet period per
+contact from how that contact has typed:
+
+* ``Pace`` is what the gateway remembers of a contact: the longest gap inside
+  each of their last ``HISTORY`` bursts (0 for a burst of one message), the
+  longest gap of the burst in progress, and the arrival of their latest
+  fragment. Gaps up to ``SAME_BURST_SECONDS`` belong to one burst; a longer
+  silence starts the next one. It is a few dozen bytes per contact.
+* ``learned_window`` takes the ``QUANTILE`` of those bursts' longest gaps,
+  times ``MARGIN`` plus ``SLACK`` (a contact's next gap is rarely exactly the
+  longest one seen), and never less than what the burst in progress has
+  already shown. A contact with fewer than ``MIN_HISTORY`` finished bursts
+  gets the company's prior instead: the window that covered 95 % of the
+  company's recorded same-burst gaps (``analytics.window_covering``), or
+  ``BATCH_WINDOW_SECONDS`` while fewer than ``PRIOR_MIN_GAPS`` are recorded.
+* The result is clamped to [``BATCH_WINDOW_MIN_SECONDS``,
+  ``BATCH_WINDOW_MAX_SECONDS``]; ``BATCH_MAX_WAIT_SECONDS`` still caps a batch.
+
+The estimate is recomputed each time the drainer looks at the queue, so a
+fragment that arrives with a longer gap than expected widens the window of the
+rest of its burst at once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+__all__ = [
+    "HISTORY",
+    "MARGIN",
+    "MIN_HISTORY",
+    "PACE_TTL_SECONDS",
+    "QUANTILE",
+    "SAME_BURST_SECONDS",
+    "SLACK",
+    "Pace",
+    "learned_window",
+]
+
+SAME_BURST_SECONDS = 60.0  # a longer silence ends a burst
+HISTORY = 6  # bursts remembered per contact
+MIN_HISTORY = 2  # finished bursts before a contact's own pace replaces the prior
+QUANTILE = 0.8  # of the remembered bursts' longest gaps
+MARGIN = 1.5
+SLACK = 0.5  # seconds
+PACE_TTL_SECONDS = 90 * 86400  # a contact silent this long is new again
+
+
+@dataclass(frozen=True)
+class Pace:
+    bursts: tuple[float, ...] = ()  # longest gap of each finished burst, oldest first
+    current: float = 0.0  # longest gap so far in the burst in progress
+    last_at: float | None = None  # arrival of the latest fragment folded in
+
+    def observe(self, arrivals: Iterable[float]) -> Pace:
+        """This pace after the fragments that arrived at ``arrivals``."""
+        bursts, current, last = list(self.bursts), self.current, self.last_at
+        for at in sorted(arrivals):
+            if last is not None:
+                gap = at - last
+                if gap < 0:
+                    continue  # older than what is known: already counted
+                if gap <= SAME_BURST_SECONDS:
+                    current = max(current, gap)
+                else:
+                    bursts.append(current)
+                    current = 0.0
+            last = at
+        return Pace(tuple(bursts[-HISTORY:]), current, last)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"b": [round(b, 2) for b in self.bursts], "c": round(self.current, 2), "t": self.last_at},
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, raw: str | bytes | None) -> Pace:
+        """The stored pace; an absent or unreadable one counts as a new contact."""
+        if not raw:
+            return cls()
+        try:
+            data = json.loads(raw)
+            bursts = tuple(float(b) for b in data["b"])[-HISTORY:]
+            current = float(data["c"])
+            last = None if data["t"] is None else float(data["t"])
+        except (ValueError, TypeError, KeyError):
+            return cls()
+        values = (*bursts, current, last or 0.0)
+        if not all(math.isfinite(v) and v >= 0 for v in values):
+            return cls()
+        return cls(bursts, current, last)
+
+
+def _quantile(values: Iterable[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
+
+
+def learned_window(pace: Pace, queued: Iterable[float], prior: float, low: float, high: float) -> float:
+    """The quiet period for a contact with ``pace`` whose fragments ``queued`` wait."""
+    now = pace.observe(queued)
+    if len(now.bursts) >= MIN_HISTORY:
+        longest = _quantile(now.bursts, QUANTILE)
+        window = MARGIN * longest + SLACK if longest else low
+    else:
+        window = prior
+    if now.current:
+        window = max(window, MARGIN * now.current + SLACK)
+    return min(max(window, low), high)
