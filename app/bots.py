@@ -20,7 +20,7 @@ import requests
 from app import keys
 from app.batching import Segment
 from app.errors import BotError
-from app.outbound import post_json
+from app.outbound import new_session, post_json
 from app.settings import CompanyConfig, ConfigError
 
 __all__ = ["Bot", "BotReply", "bot_request", "make_bot", "parse_bot_answer"]
@@ -105,7 +105,7 @@ class HttpBot:
         self._url = config.bot_url
         self._timeout = config.bot_timeout_seconds
         self._retries = retries
-        self._session = session or requests.Session()
+        self._session = session or new_session()
 
     def answer(self, request: dict[str, Any]) -> BotReply:
         response = post_json(
@@ -167,7 +167,7 @@ class OpenAIBot:
         self._config = config
         self._redis = client
         self._retries = retries
-        self._session = session or requests.Session()
+        self._session = session or new_session()
 
     def answer(self, request: dict[str, Any]) -> BotReply:
         config = self._config

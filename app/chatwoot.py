@@ -18,7 +18,7 @@ import requests
 
 from app import keys
 from app.errors import ChatwootError
-from app.outbound import post_json
+from app.outbound import new_session, post_json
 from app.settings import CompanyConfig
 
 __all__ = ["ChatwootClient", "DryRunOutbox", "Replier", "make_replier"]
@@ -51,7 +51,7 @@ class ChatwootClient:
         self._headers = {"api_access_token": config.chatwoot_api_token}
         self._timeout = timeout
         self._retries = retries
-        self._session = session or requests.Session()
+        self._session = session or new_session()
 
     def _url(self, account_id: int, conversation_id: str, action: str) -> str:
         return f"{self._base}/api/v1/accounts/{account_id}/conversations/{conversation_id}/{action}"

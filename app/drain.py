@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis
+from redis.commands.core import Script
 
 from app import keys
 from app.analytics import count_gaps, prior_window
@@ -31,11 +32,11 @@ from app.bots import Bot, BotReply, bot_request
 from app.chatwoot import Replier
 from app.errors import BotError, ChatwootError, LeaseLost
 from app.lease import new_task_id
-from app.metrics import count_into, observe
+from app.metrics import count_into
 from app.pace import PACE_TTL_SECONDS, Pace, learned_window
 from app.payload import StoredMessage, received_at
 from app.replies import split_reply, typing_pause
-from app.scripts import Scripts
+from app.scripts import Batch, Scripts
 from app.sessions import content_digest
 from app.settings import CompanyConfig, Settings
 
@@ -108,6 +109,8 @@ class Drainer:
     _keeper: LeaseKeeper | None = field(default=None, init=False)
     _previous: float | None = field(default=None, init=False)  # latest arrival counted for gaps
     _pace: tuple[str, Pace] | None = field(default=None, init=False)  # (key, pace) in learned mode
+    _handoff: bool | None = field(default=None, init=False)  # read with the claim, for its first segment
+    _sent: dict[str, str] = field(default_factory=dict, init=False)  # reply parts posted (webhook_sent)
 
     @property
     def _cid(self) -> str:
@@ -120,14 +123,16 @@ class Drainer:
         """Drain what is due; return what happened (for logs and tests)."""
         lease = self._key(keys.active_task)
         ttl_ms = int(self.settings.lease_ttl_seconds * 1000)
-        if not self.scripts.hold(keys=[lease], args=[self.task_id, ttl_ms, "1"], client=self.client):
+        hold = (self.scripts.hold, [lease], [self.task_id, ttl_ms, "1"])
+        held, wait = self._seconds_until_due(hold)  # one round trip: take the lease, look at the queue
+        if not held:
             return "not-holder"
         self._keeper = LeaseKeeper(
             self.client, self.scripts, lease, self.task_id, self.settings.lease_ttl_seconds
         )
         self._keeper.start()
         try:
-            return self._drain()
+            return self._drain(wait)
         except LeaseLost:
             log.warning(
                 "lease lost company=%s conversation=%s task=%s", self._cid, self.conversation, self.task_id
@@ -136,40 +141,48 @@ class Drainer:
         finally:
             self._keeper.stop()
 
-    def _drain(self) -> str:
+    def _drain(self, wait: float | None) -> str:
         for _ in range(MAX_BATCHES_PER_RUN):
-            wait = self._seconds_until_due()
             if wait is None:
-                released = self._release_if_empty()
-                if released:
+                if self._release_if_empty():
                     return "released"
-                continue
-            if wait > 0:
+            elif wait > 0:
                 return self._rearm(wait)
-            batch = self._claim()
-            if batch:
-                self._process(batch)
+            else:
+                batch = self._claim()
+                if batch:
+                    self._process(batch)
+                    if self._release_if_empty():  # the common end: one round trip
+                        return "released"
+            wait = self._seconds_until_due()[1]
         return self._rearm(0)
 
-    def _seconds_until_due(self) -> float | None:
-        """None when nothing waits, 0 when a batch is due (or left over), else the wait."""
+    def _seconds_until_due(self, hold: tuple | None = None) -> tuple[bool, float | None]:
+        """(lease held, wait): wait is None when nothing waits, 0 when a batch is due
+        (or left over), else the seconds until it is. ``hold`` (script, keys, args)
+        takes the lease in the same round trip."""
         learned = self.company.batch_window_mode == "learned"
-        pipe = self.client.pipeline(transaction=False)
+        batch = Batch(self.client)
+        if hold:
+            batch.script(*hold)
+        pipe = batch.pipe
         pipe.llen(self._key(keys.processing))
         pipe.lindex(self._key(keys.queue), 0)
         pipe.lindex(self._key(keys.queue), -1)
         pipe.hget(keys.last_fragment(self._cid), self.conversation)
         if learned:
             pipe.lrange(self._key(keys.queue), 0, self.settings.batch_max_messages - 1)
-        leftover, first, last, previous, *queued = pipe.execute()
+        results = batch.execute()
+        held = bool(results.pop(0)) if hold else True
+        leftover, first, last, previous, *queued = results
         self._previous = _float_or_none(previous)
         if leftover:
-            return 0.0
+            return held, 0.0
         if first is None:
-            return None
+            return held, None
         first_at, last_at = received_at(first), received_at(last)
         if first_at is None or last_at is None:
-            return 0.0  # unreadable entry: claim it now so it is dead-lettered
+            return held, 0.0  # unreadable entry: claim it now so it is dead-lettered
         config = self.company
         if config.batch_window_mode == "fixed":
             due = first_at + config.batch_window_seconds
@@ -178,7 +191,7 @@ class Drainer:
             if learned:
                 window = self._learned_window(first, [*_arrivals(queued[0]), last_at])
             due = close_at(first_at, last_at, window, config.batch_max_wait_seconds)
-        return max(0.0, due - self.clock())
+        return held, max(0.0, due - self.clock())
 
     def _learned_window(self, first: str, queued: list[float]) -> float:
         """This contact's quiet period (``app.pace``), from what is known of how they type."""
@@ -218,24 +231,32 @@ class Drainer:
         self.schedule(fresh, countdown)
         return "rearmed"
 
-    def _claim(self, append: bool = False) -> list[str]:
-        """Move queued messages into processing (``append``: beside the batch in flight)."""
-        batch = self.scripts.claim_batch(
-            keys=[self._key(keys.queue), self._key(keys.processing), self._key(keys.active_task)],
-            args=[self.task_id, self.settings.batch_max_messages, "1" if append else "0"],
-            client=self.client,
+    def _claim_call(self, append: bool) -> tuple[Script, list[str], list[object]]:
+        """CLAIM_BATCH: move queued messages into processing (``append``: beside the batch in flight)."""
+        return (
+            self.scripts.claim_batch,
+            [self._key(keys.queue), self._key(keys.processing), self._key(keys.active_task)],
+            [self.task_id, self.settings.batch_max_messages, "1" if append else "0"],
         )
+
+    def _claim(self) -> list[str]:
+        script, claim_keys, args = self._claim_call(append=False)
+        batch = script(keys=claim_keys, args=args, client=self.client)
         if batch is None:
             raise LeaseLost()
         if batch:
-            self._count_claim(list(batch), append)
+            self._count_claim(list(batch), append=False)
         return list(batch)
 
     def _count_claim(self, batch: list[str], append: bool) -> None:
-        """Batch size, fragment gaps and the contact's pace: one round trip."""
+        """Batch size, fragment gaps and the contact's pace, with (for a new batch) what
+        processing it needs to know — is a human on it, which reply parts went out
+        already — in one round trip."""
         arrivals = _arrivals(batch)
         pipe = self.client.pipeline(transaction=False)
         if not append:
+            pipe.exists(self._key(keys.handoff))
+            pipe.hgetall(self._key(keys.sent_parts))
             pipe.hincrby(keys.stats(self._cid), "batches", 1)
             count_into(pipe, self._cid, "gateway_batch_size_messages", len(batch))
         count_gaps(pipe, self._cid, self.conversation, self._previous, arrivals)
@@ -245,7 +266,9 @@ class Drainer:
                 self._pace = (key, Pace.from_json(self.client.get(key)))
             self._pace = (key, self._pace[1].observe(arrivals))
             pipe.set(key, self._pace[1].to_json(), ex=PACE_TTL_SECONDS)
-        pipe.execute()
+        results = pipe.execute()
+        if not append:
+            self._handoff, self._sent = bool(results[0]), dict(results[1])
         if arrivals:
             self._previous = max(arrivals + ([self._previous] if self._previous is not None else []))
 
@@ -320,13 +343,14 @@ class Drainer:
                 segment = pending.pop(0)
                 self._check_lease()
                 raws = [raw_of[m.id] for m in segment.messages]
-                if self.client.exists(self._key(keys.handoff)):
+                if self._handed_off():
                     self._leave_to_humans(raws)
                     continue
-                reply = self._ask_bot(segment, raws)
-                if reply is None:
+                asked = self._ask_bot(segment, raws)
+                if asked is None:
                     continue
-                newer = self._newer_fragments(segment, superseded, raw_of)
+                reply, latency = asked
+                newer = self._after_bot(segment, superseded, raw_of, latency)
                 if newer:
                     # The contact kept typing while the bot thought: its answer is stale.
                     superseded += 1
@@ -338,28 +362,48 @@ class Drainer:
             typing_on.join(timeout=3)
             self.replier.typing(account, self.conversation, False)
 
-    def _ask_bot(self, segment: Segment, raws: list[str]) -> BotReply | None:
-        stats = keys.stats(self._cid)
-        self.client.hincrby(stats, "bot_calls", 1)
+    def _handed_off(self) -> bool:
+        """Does a human hold the conversation (read with the claim for the first segment)?"""
+        if self._handoff is not None:
+            seen, self._handoff = self._handoff, None
+            return seen
+        return bool(self.client.exists(self._key(keys.handoff)))
+
+    def _ask_bot(self, segment: Segment, raws: list[str]) -> tuple[BotReply, float] | None:
+        """The bot's reply and how long it took; None when it failed (dead-lettered)."""
         started = time.perf_counter()
         try:
             reply = self.bot.answer(bot_request(self._cid, segment))
         except BotError as exc:
-            self.client.hincrby(stats, "bot_failures", 1)
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hincrby(keys.stats(self._cid), "bot_calls", 1)
+            pipe.hincrby(keys.stats(self._cid), "bot_failures", 1)
+            pipe.execute()
             self._send_fallback(segment)
             self._dead_letter(raws, "bot", str(exc))
             return None
-        observe(self.client, self._cid, "gateway_bot_latency_seconds", time.perf_counter() - started)
+        latency = time.perf_counter() - started
         self._check_lease()
-        return reply
+        return reply, latency
 
-    def _newer_fragments(
-        self, segment: Segment, superseded: int, raw_of: dict[int, str]
+    def _after_bot(
+        self, segment: Segment, superseded: int, raw_of: dict[int, str], latency: float
     ) -> list[StoredMessage]:
-        """Text fragments that arrived during the bot call, moved into this batch."""
-        if superseded >= self.company.supersede_max or not segment.messages[-1].is_text_only:
+        """Count the call and, in the same round trip, move into this batch the text
+        fragments that arrived while the bot thought (returned; [] when none)."""
+        batch = Batch(self.client)
+        batch.pipe.hincrby(keys.stats(self._cid), "bot_calls", 1)
+        count_into(batch.pipe, self._cid, "gateway_bot_latency_seconds", latency)
+        look = superseded < self.company.supersede_max and segment.messages[-1].is_text_only
+        if look:
+            batch.script(*self._claim_call(append=True))
+        claimed = batch.execute()[-1] if look else []
+        if claimed is None:
+            raise LeaseLost()
+        if not claimed:
             return []
-        newer = self._parse(self._claim(append=True), raw_of)  # [] when nothing new arrived
+        self._count_claim(list(claimed), append=True)
+        newer = self._parse(list(claimed), raw_of)
         if newer:
             self.client.hincrby(keys.stats(self._cid), "superseded_runs", 1)
             log.info(
@@ -376,7 +420,7 @@ class Drainer:
         stats = keys.stats(self._cid)
         typing_on.join(timeout=3)  # the indicator goes on before the reply, never after
         account = segment.messages[0].account_id
-        sent = self.client.hgetall(self._key(keys.sent_parts))
+        sent = self._sent
         parts = [p for r in reply.replies for p in split_reply(r, self.company.reply_split)]
         for index, part in enumerate(parts):
             marker = f"{segment.key}:{index}"
@@ -421,15 +465,16 @@ class Drainer:
             self.client.hset(sent_key, marker, "sent")
             return
         started = self.clock()
-        pipe = self.client.pipeline()
+        pipe = self.client.pipeline(transaction=False)
         pipe.hset(sent_key, marker, f"pending:{started}")
         # Its webhook may come back (with a user token, as a "user" message) before
         # the POST answers: recognise it by content, so it is not an agent takeover.
         pipe.sadd(self._key(keys.own_pending), content_digest(part))
         pipe.expire(self._key(keys.own_pending), OWN_PENDING_TTL_SECONDS)
         pipe.execute()
+        message_id = None
         try:
-            self._remember_own(self.replier.create_message(account, self.conversation, part))
+            message_id = self.replier.create_message(account, self.conversation, part)
         except ChatwootError as exc:
             if not exc.ambiguous:
                 raise
@@ -438,18 +483,19 @@ class Drainer:
             if found is None:
                 raise  # cannot tell: dead-letter as ambiguous rather than risk a second message
             if not found:
-                self._remember_own(self.replier.create_message(account, self.conversation, part))
+                message_id = self.replier.create_message(account, self.conversation, part)
             log.warning(
                 "ambiguous reply settled by read-back conversation=%s posted_again=%s",
                 self.conversation,
                 not found,
             )
-        self.client.hset(sent_key, marker, "sent")
-        self.client.hincrby(keys.stats(self._cid), "replies_sent", 1)
-
-    def _remember_own(self, message_id: int | None) -> None:
-        if message_id is not None:
-            self.client.set(keys.own_reply(self._cid, message_id), "1", ex=OWN_REPLY_TTL_SECONDS)
+        pipe = self.client.pipeline(transaction=False)
+        if message_id is not None:  # its webhook will come back: it is ours, not an agent's
+            pipe.set(keys.own_reply(self._cid, message_id), "1", ex=OWN_REPLY_TTL_SECONDS)
+        pipe.hset(sent_key, marker, "sent")
+        pipe.hincrby(keys.stats(self._cid), "replies_sent", 1)
+        pipe.execute()
+        self._sent[marker] = "sent"
 
     def _already_posted(self, account: int, part: str, state: str) -> bool:
         try:

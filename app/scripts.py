@@ -8,10 +8,13 @@ builds a key. Each header documents KEYS and ARGV.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import redis
+from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 
-__all__ = ["EnqueueResult", "Scripts"]
+__all__ = ["Batch", "EnqueueResult", "Scripts"]
 
 # KEYS[1] queue  KEYS[2] lease  KEYS[3] seen message  KEYS[4] seen delivery
 # KEYS[5] conversation index  KEYS[6] stats hash  KEYS[7] handoff marker
@@ -249,3 +252,32 @@ class Scripts:
         self.agent_reply = client.register_script(AGENT_REPLY)
         self.expire_sessions = client.register_script(EXPIRE_SESSIONS)
         self.purge = client.register_script(PURGE)
+
+
+class Batch:
+    """Commands and Lua calls sent in one round trip (a non-transactional pipeline).
+
+    redis-py checks ``SCRIPT EXISTS`` before every pipeline holding a script —
+    a second round trip. Here a script goes as a bare EVALSHA; if Redis lost
+    its script cache (a restart), that one call comes back NOSCRIPT, did
+    nothing, and is run again on its own, which loads the script.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self.pipe = client.pipeline(transaction=False)
+        self._calls: dict[int, tuple[Script, list[str], list[Any]]] = {}
+
+    def script(self, script: Script, keys: list[str], args: list[Any]) -> None:
+        self._calls[len(self.pipe)] = (script, keys, args)
+        self.pipe.evalsha(script.sha, len(keys), *keys, *args)
+
+    def execute(self) -> list[Any]:
+        results = self.pipe.execute(raise_on_error=False)
+        for index, (script, keys, args) in self._calls.items():
+            if isinstance(results[index], NoScriptError):
+                results[index] = script(keys=keys, args=args, client=self.client)
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return results

@@ -229,6 +229,9 @@ class Stand:
         stand = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as Chatwoot behind its proxy answers
+            disable_nagle_algorithm = True  # headers and body go out as two writes
+
             def log_message(self, *args: Any) -> None:
                 pass
 

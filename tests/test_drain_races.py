@@ -46,16 +46,16 @@ def test_a_message_landing_between_the_empty_check_and_the_release_is_not_strand
         schedule=lambda task_id, countdown: scheduled.append((task_id, countdown)),
     )
     landed: list[object] = []
-    due = drainer._seconds_until_due
+    release = drainer._release_if_empty
 
-    def webhook_lands_after_the_empty_check() -> float | None:
-        wait = due()
-        if wait is None and not landed:  # the drainer just saw an empty queue...
+    def webhook_lands_before_the_release() -> bool:
+        if not landed:  # the drainer has answered everything it saw and goes to release...
+            assert not rdb.llen(keys.queue("default", "42"))
             second = StoredMessage(2, "42", 1, "second", received_at=time.time())
             landed.append(accept(rdb, scripts, celery, settings, company, second, None))  # ...and B arrives
-        return wait
+        return release()
 
-    drainer._seconds_until_due = webhook_lands_after_the_empty_check  # type: ignore[method-assign]
+    drainer._release_if_empty = webhook_lands_before_the_release  # type: ignore[method-assign]
     outcome = drainer.run()
     accepted = landed[0]
     assert accepted.result.status == "queued" and not accepted.scheduled  # the lease was live: no new task

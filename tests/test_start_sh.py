@@ -76,7 +76,7 @@ def _cleanup(groups: set[int]) -> list[str]:
 def _ready(url: str) -> bool:
     try:
         return requests.get(url + "/readyz", timeout=1).status_code == 200
-    except requests.ConnectionError:
+    except requests.RequestException:  # refused, or the proxy still waiting for gunicorn
         return False
 
 
