@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 import redis
@@ -40,7 +42,7 @@ from app.scripts import Batch, Scripts
 from app.sessions import content_digest
 from app.settings import CompanyConfig, Settings
 
-__all__ = ["MAX_BATCHES_PER_RUN", "Drainer", "LeaseKeeper"]
+__all__ = ["MAX_BATCHES_PER_RUN", "Drainer", "LeaseKeeper", "lease_keeper"]
 
 log = logging.getLogger(__name__)
 MAX_BATCHES_PER_RUN = 20
@@ -70,28 +72,86 @@ def _pace_subject(raw: str, conversation: str) -> str:
     return f"contact-{contact}" if contact is not None else f"conversation-{conversation}"
 
 
-class LeaseKeeper(threading.Thread):
-    """Renews the lease every quarter TTL while the task works (heartbeat)."""
+class LeaseKeeper:
+    """Renews the leases of every drain running in this process (the heartbeat).
 
-    def __init__(self, client: redis.Redis, scripts: Scripts, lease: str, task_id: str, ttl: float) -> None:
-        super().__init__(daemon=True, name=f"lease-{task_id[:8]}")
-        self._args = (client, scripts, lease, task_id, int(ttl * 1000))
-        self._interval = ttl / 4
-        self._stop = threading.Event()
-        self.lost = threading.Event()
+    One thread per process, started on first use (and again in a forked
+    child), renews all registered leases every quarter TTL in one round trip.
+    A lease found taken by another task sets that drain's ``lost`` event; the
+    renewal only extends a lease its task still holds, so a finished or
+    handed-over lease is never brought back.
+    """
 
-    def run(self) -> None:
-        client, scripts, lease, task_id, ttl_ms = self._args
-        while not self._stop.wait(self._interval):
-            try:
-                if not scripts.hold(keys=[lease], args=[task_id, ttl_ms, "0"], client=client):
-                    self.lost.set()
-                    return
-            except redis.RedisError as exc:
-                log.warning("lease renewal failed lease=%s error=%s", lease, type(exc).__name__)
+    def __init__(self, client: redis.Redis, scripts: Scripts, ttl: float) -> None:
+        self._client, self._scripts = client, scripts
+        self._ttl_ms, self._interval = int(ttl * 1000), ttl / 4
+        self._leases: dict[str, tuple[str, threading.Event]] = {}  # task id -> (lease key, lost)
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
 
-    def stop(self) -> None:
-        self._stop.set()
+    def keep(self, lease: str, task_id: str) -> threading.Event:
+        """Renew ``lease`` for ``task_id`` until ``drop``; the event is set if it is lost."""
+        lost = threading.Event()
+        with self._lock:
+            self._leases[task_id] = (lease, lost)
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._run, daemon=True, name="lease-keeper")
+                self._thread.start()
+        return lost
+
+    def drop(self, task_id: str) -> None:
+        with self._lock:
+            self._leases.pop(task_id, None)
+
+    def renew(self) -> None:
+        """One pass over the registered leases."""
+        with self._lock:
+            held = list(self._leases.items())
+        if not held:
+            return
+        batch = Batch(self._client)
+        for task_id, (lease, _) in held:
+            batch.script(self._scripts.hold, [lease], [task_id, self._ttl_ms, "0"])
+        try:
+            results = batch.execute()
+        except redis.RedisError as exc:
+            log.warning("lease renewal failed leases=%d error=%s", len(held), type(exc).__name__)
+            return
+        for (task_id, (_, lost)), kept in zip(held, results, strict=True):
+            if not kept:
+                lost.set()
+                self.drop(task_id)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self._interval)
+            self.renew()
+
+
+_keepers: dict[tuple[int, float], LeaseKeeper] = {}
+_keepers_lock = threading.Lock()
+
+
+def lease_keeper(client: redis.Redis, scripts: Scripts, ttl: float) -> LeaseKeeper:
+    """The process's keeper for this Redis client and lease TTL."""
+    with _keepers_lock:
+        key = (id(client), ttl)
+        if key not in _keepers:
+            _keepers[key] = LeaseKeeper(client, scripts, ttl)
+        return _keepers[key]
+
+
+_typing: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _typing_pool() -> ThreadPoolExecutor:
+    """Threads that switch the typing indicator on while the bot thinks (per process)."""
+    global _typing
+    if _typing is None or _typing[0] != os.getpid():
+        _typing = (os.getpid(), ThreadPoolExecutor(max_workers=8, thread_name_prefix="typing"))
+    return _typing[1]
 
 
 @dataclass
@@ -106,7 +166,7 @@ class Drainer:
     replier: Replier
     schedule: Callable[[str, float], None]  # (task id, countdown) -> publish drain task
     clock: Callable[[], float] = time.time
-    _keeper: LeaseKeeper | None = field(default=None, init=False)
+    _lost: threading.Event | None = field(default=None, init=False)  # set when the lease is lost
     _previous: float | None = field(default=None, init=False)  # latest arrival counted for gaps
     _pace: tuple[str, Pace] | None = field(default=None, init=False)  # (key, pace) in learned mode
     _handoff: bool | None = field(default=None, init=False)  # read with the claim, for its first segment
@@ -127,10 +187,8 @@ class Drainer:
         held, wait = self._seconds_until_due(hold)  # one round trip: take the lease, look at the queue
         if not held:
             return "not-holder"
-        self._keeper = LeaseKeeper(
-            self.client, self.scripts, lease, self.task_id, self.settings.lease_ttl_seconds
-        )
-        self._keeper.start()
+        keeper = lease_keeper(self.client, self.scripts, self.settings.lease_ttl_seconds)
+        self._lost = keeper.keep(lease, self.task_id)
         try:
             return self._drain(wait)
         except LeaseLost:
@@ -139,7 +197,7 @@ class Drainer:
             )
             return "lease-lost"
         finally:
-            self._keeper.stop()
+            keeper.drop(self.task_id)
 
     def _drain(self, wait: float | None) -> str:
         for _ in range(MAX_BATCHES_PER_RUN):
@@ -221,8 +279,7 @@ class Drainer:
 
     def _rearm(self, countdown: float) -> str:
         """Hand the lease to a fresh task due in ``countdown`` seconds."""
-        assert self._keeper is not None
-        self._keeper.stop()
+        lease_keeper(self.client, self.scripts, self.settings.lease_ttl_seconds).drop(self.task_id)
         fresh = new_task_id()
         ttl_ms = int((countdown + self.settings.lease_ttl_seconds) * 1000)
         lease = self._key(keys.active_task)
@@ -273,7 +330,7 @@ class Drainer:
             self._previous = max(arrivals + ([self._previous] if self._previous is not None else []))
 
     def _check_lease(self) -> None:
-        if self._keeper is not None and self._keeper.lost.is_set():
+        if self._lost is not None and self._lost.is_set():
             raise LeaseLost()
 
     def _complete(self, raws: list[str], dead_letter: dict | None = None) -> None:
@@ -332,10 +389,7 @@ class Drainer:
         if not messages:
             return
         account = messages[0].account_id
-        typing_on = threading.Thread(
-            target=self.replier.typing, args=(account, self.conversation, True), daemon=True
-        )
-        typing_on.start()
+        typing_on = _typing_pool().submit(self.replier.typing, account, self.conversation, True)
         try:
             pending = segments(messages, self.company.batch_max_avg_chars)
             superseded = 0
@@ -359,7 +413,7 @@ class Drainer:
                     continue
                 self._answer(segment, raws, reply, typing_on)
         finally:
-            typing_on.join(timeout=3)
+            wait([typing_on], timeout=3)
             self.replier.typing(account, self.conversation, False)
 
     def _handed_off(self) -> bool:
@@ -414,11 +468,9 @@ class Drainer:
             )
         return newer
 
-    def _answer(
-        self, segment: Segment, raws: list[str], reply: BotReply, typing_on: threading.Thread
-    ) -> None:
+    def _answer(self, segment: Segment, raws: list[str], reply: BotReply, typing_on: Future) -> None:
         stats = keys.stats(self._cid)
-        typing_on.join(timeout=3)  # the indicator goes on before the reply, never after
+        wait([typing_on], timeout=3)  # the indicator goes on before the reply, never after
         account = segment.messages[0].account_id
         sent = self._sent
         parts = [p for r in reply.replies for p in split_reply(r, self.company.reply_split)]

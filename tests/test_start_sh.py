@@ -82,9 +82,9 @@ def _ready(url: str) -> bool:
 
 def _stop(proc: subprocess.Popen, log: Path) -> None:
     groups = _groups(proc.pid)
-    assert len(groups) >= 3  # start.sh, the worker, gunicorn (and redis when embedded)
-    proc.send_signal(signal.SIGTERM)
     try:
+        assert len(groups) >= 3, log.read_text()[-3000:]  # start.sh, the worker, gunicorn (and redis)
+        proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=40) == 0, log.read_text()[-3000:]
     finally:
         leftovers = _cleanup(groups)
@@ -243,7 +243,11 @@ def test_container_sigkill_without_draining_then_restart_loses_nothing(
             acknowledged += 1
 
     first = _boot(env, tmp_path / "first.log")
-    wait_for(lambda: _ready(url), timeout=40)
+    try:
+        wait_for(lambda: _ready(url), timeout=40)
+    except BaseException:
+        _cleanup(_groups(first.pid))  # leave no container behind a failed boot
+        raise
     groups = _groups(first.pid)
     for i in range(6):
         for conv in sent:
