@@ -9,6 +9,10 @@ PORT="${PORT:-8080}"
 DATA_DIR="${DATA_DIR:-$PWD/data}"
 CELERY_POOL="${CELERY_POOL:-solo}"
 CELERY_CONCURRENCY="${CELERY_CONCURRENCY:-1}"
+# Tasks a worker reserves per pool slot. With 1, a threads pool that frees a
+# slot waits for the broker's next one-second poll: 4 keeps slots busy.
+if [ "$CELERY_POOL" = threads ]; then default_prefetch=4; else default_prefetch=1; fi
+CELERY_PREFETCH_MULTIPLIER="${CELERY_PREFETCH_MULTIPLIER:-$default_prefetch}"
 WEB_CONCURRENCY="${WEB_CONCURRENCY:-2}"
 GRACEFUL_TIMEOUT="${GRACEFUL_TIMEOUT:-20}"
 app_pids=()
@@ -18,6 +22,9 @@ stopping=0
 log() { echo "start.sh: $*" >&2; }
 
 mkdir -p "$DATA_DIR" || { log "DATA_DIR $DATA_DIR cannot be created"; exit 2; }
+for name in CELERY_CONCURRENCY CELERY_PREFETCH_MULTIPLIER WEB_CONCURRENCY; do
+  [[ "${!name}" =~ ^[1-9][0-9]*$ ]] || { log "$name must be a positive whole number, got '${!name}'"; exit 2; }
+done
 
 start_embedded_redis() {
   local port="${EMBEDDED_REDIS_PORT:-6399}"
@@ -50,7 +57,7 @@ python -m app check-config || exit 2
 # Each child runs in its own process group (setsid) so that whatever it leaves
 # behind (the worker's embedded beat process, say) can be stopped with it.
 setsid celery -A app.worker worker -B -E --pool="$CELERY_POOL" --concurrency="$CELERY_CONCURRENCY" \
-  --loglevel=INFO --schedule="$DATA_DIR/celerybeat-schedule" &
+  --prefetch-multiplier="$CELERY_PREFETCH_MULTIPLIER" --loglevel=INFO --schedule="$DATA_DIR/celerybeat-schedule" &
 app_pids+=($!)
 
 # With Flower, Caddy takes the public port: /flower* behind basic auth to Flower,

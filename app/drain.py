@@ -21,7 +21,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 import redis
@@ -49,6 +49,7 @@ MAX_BATCHES_PER_RUN = 20
 AMBIGUOUS_SETTLE_SECONDS = 2.0
 OWN_PENDING_TTL_SECONDS = 300
 OWN_REPLY_TTL_SECONDS = 24 * 3600
+TYPING_DELAY_SECONDS = 0.5
 
 
 def _arrivals(batch: list[str]) -> list[float]:
@@ -150,8 +151,32 @@ def _typing_pool() -> ThreadPoolExecutor:
     """Threads that switch the typing indicator on while the bot thinks (per process)."""
     global _typing
     if _typing is None or _typing[0] != os.getpid():
-        _typing = (os.getpid(), ThreadPoolExecutor(max_workers=8, thread_name_prefix="typing"))
+        _typing = (os.getpid(), ThreadPoolExecutor(max_workers=64, thread_name_prefix="typing"))
     return _typing[1]
+
+
+class _Typing:
+    """'Typing…' while the bot thinks, shown only once it has thought for
+    ``TYPING_DELAY_SECONDS``: a fast bot's answer needs no indicator (and no
+    two Chatwoot calls) that would flash for a few milliseconds."""
+
+    def __init__(self, replier: Replier, account: int, conversation: str) -> None:
+        self._args = (replier, account, conversation)
+        self._answered = threading.Event()
+        self._shown = False
+        self._future = _typing_pool().submit(self._after_delay)
+
+    def _after_delay(self) -> None:
+        if not self._answered.wait(TYPING_DELAY_SECONDS):
+            self._shown = True
+            replier, account, conversation = self._args
+            replier.typing(account, conversation, True)
+
+    def settle(self) -> bool:
+        """The bot is done: no indicator from now on; wait for one in flight. Was it shown?"""
+        self._answered.set()
+        wait([self._future], timeout=3)
+        return self._shown
 
 
 @dataclass
@@ -171,6 +196,7 @@ class Drainer:
     _pace: tuple[str, Pace] | None = field(default=None, init=False)  # (key, pace) in learned mode
     _handoff: bool | None = field(default=None, init=False)  # read with the claim, for its first segment
     _sent: dict[str, str] = field(default_factory=dict, init=False)  # reply parts posted (webhook_sent)
+    _typing_shown: bool = field(default=False, init=False)  # "typing" went on during this batch
 
     @property
     def _cid(self) -> str:
@@ -389,7 +415,8 @@ class Drainer:
         if not messages:
             return
         account = messages[0].account_id
-        typing_on = _typing_pool().submit(self.replier.typing, account, self.conversation, True)
+        self._typing_shown = False
+        typing: _Typing | None = None
         try:
             pending = segments(messages, self.company.batch_max_avg_chars)
             superseded = 0
@@ -400,6 +427,7 @@ class Drainer:
                 if self._handed_off():
                     self._leave_to_humans(raws)
                     continue
+                typing = typing or _Typing(self.replier, account, self.conversation)
                 asked = self._ask_bot(segment, raws)
                 if asked is None:
                     continue
@@ -411,10 +439,14 @@ class Drainer:
                     merged = [*segment.messages, *(m for s in pending for m in s.messages), *newer]
                     pending = segments(merged, self.company.batch_max_avg_chars)
                     continue
-                self._answer(segment, raws, reply, typing_on)
+                self._typing_shown |= typing.settle()  # an "on" in flight lands before the reply
+                typing = None  # the next segment's bot call gets its own
+                self._answer(segment, raws, reply)
         finally:
-            wait([typing_on], timeout=3)
-            self.replier.typing(account, self.conversation, False)
+            if typing is not None:
+                self._typing_shown |= typing.settle()
+            if self._typing_shown:
+                self.replier.typing(account, self.conversation, False)
 
     def _handed_off(self) -> bool:
         """Does a human hold the conversation (read with the claim for the first segment)?"""
@@ -468,9 +500,8 @@ class Drainer:
             )
         return newer
 
-    def _answer(self, segment: Segment, raws: list[str], reply: BotReply, typing_on: Future) -> None:
+    def _answer(self, segment: Segment, raws: list[str], reply: BotReply) -> None:
         stats = keys.stats(self._cid)
-        wait([typing_on], timeout=3)  # the indicator goes on before the reply, never after
         account = segment.messages[0].account_id
         sent = self._sent
         parts = [p for r in reply.replies for p in split_reply(r, self.company.reply_split)]
@@ -499,6 +530,7 @@ class Drainer:
 
     def _pause_typing(self, account: int, part: str) -> None:
         """Show 'typing' for a time proportional to the part, like a person would."""
+        self._typing_shown = True
         self.replier.typing(account, self.conversation, True)
         time.sleep(typing_pause(part, self.company.typing_chars_per_second))
 

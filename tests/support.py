@@ -267,9 +267,16 @@ class Worker:
     """A real ``celery -A app.worker worker`` process."""
 
     def __init__(
-        self, env: dict[str, str], name: str, pool: str = "solo", beat: bool = False, concurrency: int = 1
+        self,
+        env: dict[str, str],
+        name: str,
+        pool: str = "solo",
+        beat: bool = False,
+        concurrency: int = 1,
+        prefetch: int = 1,
     ) -> None:
         self.env, self.name, self.pool, self.beat, self.concurrency = env, name, pool, beat, concurrency
+        self.prefetch = prefetch  # start.sh's CELERY_PREFETCH_MULTIPLIER
         self.proc: subprocess.Popen | None = None
         self.log_path = Path(env.get("TEST_LOG_DIR", "/tmp")) / f"worker-{name}-{os.getpid()}.log"
 
@@ -281,6 +288,7 @@ class Worker:
             "worker",
             f"--pool={self.pool}",
             f"--concurrency={self.concurrency}",
+            f"--prefetch-multiplier={self.prefetch}",
             "--loglevel=INFO",
             f"--hostname={self.name}@%h",
             "--without-mingle",

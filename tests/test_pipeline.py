@@ -162,10 +162,20 @@ def test_image_with_caption_reaches_the_bot_alone_and_in_order(web, stand: Stand
 
 
 def test_typing_goes_on_before_the_reply_and_off_after(web, stand: Stand, rdb) -> None:
+    stand.bot_delay = 1.0  # a bot that thinks: the indicator goes on after half a second
     post_webhook(web, cw.message("typing?", 50))
     wait_for(lambda: len(stand.calls("toggle_typing_status")) == 2, timeout=10)
     order = [(r["path"].rsplit("/", 1)[1], r["json"].get("typing_status")) for r in stand.requests]
     assert order == [("toggle_typing_status", "on"), ("messages", None), ("toggle_typing_status", "off")]
+    on, message = stand.calls("toggle_typing_status")[0]["at"], stand.calls("messages")[0]["at"]
+    assert message - on >= 0.4  # shown while the bot thought, not flashed just before the reply
+
+
+def test_a_fast_answer_needs_no_typing_indicator(web, stand: Stand, rdb) -> None:
+    post_webhook(web, cw.message("quick?", 53))
+    wait_for(lambda: stand.replies(53), timeout=10)
+    time.sleep(0.8)
+    assert stand.replies(53) == ["quick?"] and stand.calls("toggle_typing_status") == []
 
 
 def test_handoff_then_silence_then_resume_on_pending(web, stand: Stand, rdb) -> None:
