@@ -30,11 +30,16 @@ run: $(STAMP) system-deps
 test: $(STAMP) system-deps
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 
-# Benchmarks (not part of `make test`); figures go to docs/performance.md.
+# Benchmarks (not part of `make test`; about 10 minutes on 2 cores); figures go
+# to docs/performance.md.
 bench: $(STAMP) system-deps
 	$(BIN)/python bench/batching_quality.py
+	$(BIN)/python bench/batching_quality.py --seed 2
 	$(BIN)/python bench/e2e_overhead.py --messages 150 --window 0.5
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/webhook_ack.py --requests 2000 --threads 8 --rounds 3
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/drain_rate.py --conversations 1000
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/scale_out.py --conversations 200
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/footprint.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

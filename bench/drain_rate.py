@@ -37,6 +37,8 @@ def main() -> None:
     parser.add_argument("--conversations", type=int, default=1000)
     parser.add_argument("--fragments", type=int, default=2, help="text fragments per conversation")
     parser.add_argument("--window", type=float, default=0.2)
+    parser.add_argument("--pool", default="solo", help="solo (the goal's setting) or threads")
+    parser.add_argument("--concurrency", type=int, default=1)
     args = parser.parse_args()
     server = RedisServer(Path(tempfile.mkdtemp()))
     server.start()
@@ -59,7 +61,9 @@ def main() -> None:
             response = web.post("/webhook/chatwoot/default", data=body, headers=signed_headers(body))
             assert response.status_code == 202, response.json
     time.sleep(args.window * 4)  # every batch is due before the worker starts
-    worker = Worker(env, "drain-bench").start(client)
+    prefetch = 4 if args.pool == "threads" else 1  # start.sh's default
+    worker = Worker(env, "drain-bench", pool=args.pool, concurrency=args.concurrency, prefetch=prefetch)
+    worker.start(client)
     client.config_resetstat()
     try:
         wait_for(
@@ -84,7 +88,8 @@ def main() -> None:
     span = max(r["at"] for r in replies) - min(r["at"] for r in replies)
     batches = args.conversations / span
     print(
-        f"conversations={args.conversations} fragments={args.fragments} solo worker, echo bot,"
+        f"conversations={args.conversations} fragments={args.fragments} worker --pool {args.pool}"
+        f" --concurrency {args.concurrency}, echo bot,"
         f" local Chatwoot: {len(replies)} replies in {span:.2f} s"
     )
     print(

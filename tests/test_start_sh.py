@@ -125,6 +125,9 @@ def test_start_sh_serves_a_webhook_to_a_reply_and_stops_every_child(redis_url, r
     try:
         wait_for(lambda: _ready(url) or proc.poll() is not None, timeout=40)
         assert proc.poll() is None, log.read_text()
+        mine = _groups(proc.pid)
+        workers = [args for _, _, pgid, args in _processes() if pgid in mine and "app.worker worker" in args]
+        assert workers and all("--pool=solo --concurrency=1 --prefetch-multiplier=1" in a for a in workers)
         for text in ("hello", "from start.sh"):
             body = json.dumps(cw.message(text, 80)).encode()
             response = requests.post(
@@ -321,3 +324,14 @@ def _status(url: str, auth: tuple[str, str] | None = None) -> int:
         return requests.get(url, auth=auth, timeout=5, allow_redirects=False).status_code
     except requests.ConnectionError:
         return 0
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("CELERY_PREFETCH_MULTIPLIER", "0"), ("CELERY_CONCURRENCY", "many"), ("WEB_CONCURRENCY", "-1")],
+)
+def test_start_sh_refuses_a_bad_process_count_naming_it(redis_url, stand: Stand, tmp_path, name, value):
+    env, _ = _container_env(redis_url, stand, tmp_path, **{name: value})
+    proc = _boot(env, tmp_path / "bad.log")
+    assert proc.wait(timeout=20) == 2
+    assert f"{name} must be a positive whole number, got '{value}'" in (tmp_path / "bad.log").read_text()
