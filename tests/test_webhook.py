@@ -50,6 +50,32 @@ def test_202_queues_the_message_and_names_the_task(web, rdb: redis.Redis) -> Non
     assert second["batching"]["new_batch"] is False
 
 
+def test_a_fragment_joining_a_batch_costs_one_redis_round_trip(
+    web, rdb: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hot path: one EVALSHA on a pooled connection; no publish, no result read."""
+    assert post_webhook(web, cw.message("first", 45)).status_code == 202  # takes the lease, publishes
+    assert post_webhook(web, cw.message("warm", 45)).status_code == 202  # scripts loaded, pool warm
+    sent: list[str] = []
+    command, pipeline = redis.Redis.execute_command, redis.client.Pipeline.execute
+
+    def record_command(self, *args, **options):  # type: ignore[no-untyped-def]
+        sent.append(str(args[0]))
+        return command(self, *args, **options)
+
+    def record_pipeline(self, *args, **options):  # type: ignore[no-untyped-def]
+        sent.append("pipeline")
+        return pipeline(self, *args, **options)
+
+    monkeypatch.setattr(redis.Redis, "execute_command", record_command)
+    monkeypatch.setattr(redis.client.Pipeline, "execute", record_pipeline)
+    rdb.config_resetstat()
+    sent.clear()
+    assert post_webhook(web, cw.message("joins the batch", 45)).status_code == 202
+    assert sent == ["EVALSHA"]
+    assert rdb.info("stats")["total_connections_received"] == 0  # no connection set up
+
+
 @pytest.mark.parametrize(
     "payload",
     [
