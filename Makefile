@@ -35,6 +35,7 @@ test: $(STAMP) system-deps
 bench: $(STAMP) system-deps
 	$(BIN)/python bench/batching_quality.py
 	$(BIN)/python bench/batching_quality.py --seed 2
+	$(BIN)/python bench/batching_quality.py --occasional 0.10
 	$(BIN)/python bench/e2e_overhead.py --messages 150 --window 0.5
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/webhook_ack.py --requests 2000 --threads 8 --rounds 3
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/drain_rate.py --conversations 1000

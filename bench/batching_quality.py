@@ -48,11 +48,11 @@ class Result:
     first_single_waits: list[float] = field(default_factory=list)
 
 
-def trace(contacts: int, seed: int) -> list[Contact]:
+def trace(contacts: int, seed: int, occasional: float = 0.05) -> list[Contact]:
     rng = random.Random(seed)
     result = []
     for _ in range(contacts):
-        fragments = 0.6 if rng.random() < 0.3 else 0.05
+        fragments = 0.6 if rng.random() < 0.3 else occasional
         low, high = (1.0, 3.0) if rng.random() < 0.5 else (5.0, 17.0)
         bursts = []
         for day in range(rng.randint(1, 8)):
@@ -144,8 +144,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--contacts", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--occasional", type=float, default=0.05, help="how often one-message writers fragment (sensitivity)"
+    )
     args = parser.parse_args()
-    contacts = trace(args.contacts, args.seed)
+    contacts = trace(args.contacts, args.seed, args.occasional)
     bursts = [b for c in contacts for b in c]
     singles = sum(len(b) == 1 for b in bursts) / len(bursts)
     prior = prior_of(contacts)
@@ -158,7 +161,7 @@ def main() -> None:
         "learned 3-30 s, max 60 s": Learned(prior, 3, 30, 60),
     }
     print(
-        f"contacts={args.contacts} seed={args.seed} bursts={len(bursts)}"
+        f"contacts={args.contacts} seed={args.seed} occasional={args.occasional} bursts={len(bursts)}"
         f" single-message bursts={singles:.1%} company prior (95 % of gaps)={prior:g} s"
     )
     print(
