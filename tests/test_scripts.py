@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import fakeredis
 import pytest
+import redis
 
 from app import keys
-from app.scripts import Scripts
+from app.scripts import Batch, Scripts
 
 C, CONV = "acme", "42"
 
@@ -186,3 +187,24 @@ def test_claim_append_moves_new_fragments_beside_the_batch_with_the_lease_only(s
     r.set(keys.active_task(C, CONV), "me")
     assert s.claim_batch(keys=ck, args=["me", 10, "1"], client=r) == ["b", "c"]
     assert r.lrange(keys.processing(C, CONV), 0, -1) == ["a", "b", "c"]
+
+
+def test_batch_runs_a_script_beside_commands_in_one_round_trip_even_after_a_script_flush(
+    rdb: redis.Redis,
+) -> None:
+    """A Redis restart empties the script cache: the EVALSHA in a Batch comes back NOSCRIPT, did
+    nothing, and is run again alone; the other commands ran once."""
+    scripts = Scripts(rdb)
+    lease = keys.active_task(C, CONV)
+    scripts.hold(keys=["warm-up"], args=["x", 1000, "1"])  # loads the script into the cache
+    for flush in (False, True):
+        rdb.delete(lease, "counter")
+        if flush:
+            rdb.script_flush()
+        batch = Batch(rdb)
+        batch.script(scripts.hold, [lease], ["T1", 5000, "1"])
+        batch.pipe.incr("counter")
+        batch.pipe.get(lease)
+        seen = None if flush else "T1"  # after a flush the GET ran before the script's re-run
+        assert batch.execute() == [1, 1, seen]
+        assert rdb.get(lease) == "T1" and rdb.get("counter") == "1"  # taken once, counted once
