@@ -128,7 +128,10 @@ class LeaseKeeper:
     def _run(self) -> None:
         while True:
             time.sleep(self._interval)
-            self.renew()
+            try:
+                self.renew()
+            except Exception:  # the heartbeat of every drain in the process: never let it die
+                log.exception("lease renewal pass failed")
 
 
 _keepers: dict[tuple[int, float], LeaseKeeper] = {}
