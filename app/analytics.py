@@ -55,15 +55,18 @@ def count_gaps(
     conversation: str,
     previous: float | None,
     arrivals: Sequence[float],
-) -> None:
-    """Add to ``pipe`` the counting of the gaps after ``previous`` and between ``arrivals``."""
+) -> float | None:
+    """Add to ``pipe`` the counting of the gaps after ``previous`` and between ``arrivals``;
+    return the latest arrival counted (what ``previous`` is for the next batch)."""
     if not arrivals:
-        return
+        return previous
     times = [previous, *arrivals] if previous is not None else list(arrivals)
     for a, b in pairwise(times):
         if 0 <= b - a <= LAST_FRAGMENT_MAX_AGE:
             pipe.hincrby(keys.gap_histogram(company), _bucket(b - a), 1)
-    pipe.hset(keys.last_fragment(company), conversation, repr(max(times)))
+    latest = max(times)
+    pipe.hset(keys.last_fragment(company), conversation, repr(latest))
+    return latest
 
 
 def record_gaps(client: redis.Redis, company: str, conversation: str, arrivals: Sequence[float]) -> None:

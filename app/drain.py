@@ -283,13 +283,18 @@ class Drainer:
     def _learned_window(self, first: str, queued: list[float]) -> float:
         """This contact's quiet period (``app.pace``), from what is known of how they type."""
         config = self.company
-        key = keys.pace(self._cid, _pace_subject(first, self.conversation))
-        if self._pace is None or self._pace[0] != key:
-            self._pace = (key, Pace.from_json(self.client.get(key)))
+        _, pace = self._pace_of(first)
         prior = prior_window(self.client, self._cid, config.batch_window_seconds)
         return learned_window(
-            self._pace[1], queued, prior, config.batch_window_min_seconds, config.batch_window_max_seconds
+            pace, queued, prior, config.batch_window_min_seconds, config.batch_window_max_seconds
         )
+
+    def _pace_of(self, raw: str) -> tuple[str, Pace]:
+        """The key and pace of the contact who sent ``raw`` (read once per contact and run)."""
+        key = keys.pace(self._cid, _pace_subject(raw, self.conversation))
+        if self._pace is None or self._pace[0] != key:
+            self._pace = (key, Pace.from_json(self.client.get(key)))
+        return self._pace
 
     def _release_if_empty(self) -> bool:
         result = self.scripts.release_if_empty(
@@ -308,7 +313,6 @@ class Drainer:
 
     def _rearm(self, countdown: float) -> str:
         """Hand the lease to a fresh task due in ``countdown`` seconds."""
-        lease_keeper(self.client, self.scripts, self.settings.lease_ttl_seconds).drop(self.task_id)
         fresh = new_task_id()
         ttl_ms = int((countdown + self.settings.lease_ttl_seconds) * 1000)
         lease = self._key(keys.active_task)
@@ -345,18 +349,14 @@ class Drainer:
             pipe.hgetall(self._key(keys.sent_parts))
             pipe.hincrby(keys.stats(self._cid), "batches", 1)
             count_into(pipe, self._cid, "gateway_batch_size_messages", len(batch))
-        count_gaps(pipe, self._cid, self.conversation, self._previous, arrivals)
+        self._previous = count_gaps(pipe, self._cid, self.conversation, self._previous, arrivals)
         if self.company.batch_window_mode == "learned" and arrivals:
-            key = keys.pace(self._cid, _pace_subject(batch[0], self.conversation))
-            if self._pace is None or self._pace[0] != key:
-                self._pace = (key, Pace.from_json(self.client.get(key)))
-            self._pace = (key, self._pace[1].observe(arrivals))
+            key, pace = self._pace_of(batch[0])
+            self._pace = (key, pace.observe(arrivals))
             pipe.set(key, self._pace[1].to_json(), ex=PACE_TTL_SECONDS)
         results = pipe.execute()
         if not append:
             self._handoff, self._sent = bool(results[0]), dict(results[1])
-        if arrivals:
-            self._previous = max(arrivals + ([self._previous] if self._previous is not None else []))
 
     def _check_lease(self) -> None:
         if self._lost is not None and self._lost.is_set():
