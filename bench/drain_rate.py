@@ -17,19 +17,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
-
-import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from app import create_app  # noqa: E402
 from app.settings import load_settings  # noqa: E402
+from bench.stack import local_stack  # noqa: E402
 from tests import chatwoot_payloads as cw  # noqa: E402
-from tests.conftest import base_env, signed_headers  # noqa: E402
-from tests.support import RedisServer, Stand, Worker, wait_for  # noqa: E402
+from tests.conftest import signed_headers  # noqa: E402
+from tests.support import Worker, wait_for  # noqa: E402
 
 
 def main() -> None:
@@ -40,48 +38,39 @@ def main() -> None:
     parser.add_argument("--pool", default="solo", help="solo (the goal's setting) or threads")
     parser.add_argument("--concurrency", type=int, default=1)
     args = parser.parse_args()
-    server = RedisServer(Path(tempfile.mkdtemp()))
-    server.start()
-    stand = Stand()
-    env = base_env(
-        server.url,
-        stand.url,
-        BOT_BACKEND="echo",
-        BATCH_WINDOW_SECONDS=str(args.window),
-        BATCH_MAX_WAIT_SECONDS=str(args.window * 4),
-        LOG_LEVEL="WARNING",
-        TEST_LOG_DIR=tempfile.mkdtemp(),
-    )
-    client = redis.Redis.from_url(server.url)
-    web = create_app({"settings": load_settings(env)}).test_client()
-    conversations = [700000 + i for i in range(args.conversations)]
-    for fragment in range(args.fragments):
-        for conv in conversations:
-            body = json.dumps(cw.message(f"part {fragment} of {conv}", conv)).encode()
-            response = web.post("/webhook/chatwoot/default", data=body, headers=signed_headers(body))
-            assert response.status_code == 202, response.json
-    time.sleep(args.window * 4)  # every batch is due before the worker starts
-    prefetch = 4 if args.pool == "threads" else 1  # start.sh's default
-    worker = Worker(env, "drain-bench", pool=args.pool, concurrency=args.concurrency, prefetch=prefetch)
-    worker.start(client)
-    client.config_resetstat()
-    try:
-        wait_for(
-            lambda: len(stand.replies()) >= args.conversations,
-            timeout=30 + args.conversations / 10,
-            interval=0.05,
+    with local_stack(
+        BOT_BACKEND="echo", BATCH_WINDOW_SECONDS=str(args.window), BATCH_MAX_WAIT_SECONDS=str(args.window * 4)
+    ) as stack:
+        stand, client = stack.stand, stack.client
+        web = create_app({"settings": load_settings(stack.env)}).test_client()
+        conversations = [700000 + i for i in range(args.conversations)]
+        for fragment in range(args.fragments):
+            for conv in conversations:
+                body = json.dumps(cw.message(f"part {fragment} of {conv}", conv)).encode()
+                response = web.post("/webhook/chatwoot/default", data=body, headers=signed_headers(body))
+                assert response.status_code == 202, response.json
+        time.sleep(args.window * 4)  # every batch is due before the worker starts
+        prefetch = 4 if args.pool == "threads" else 1  # start.sh's default
+        worker = Worker(
+            stack.env, "drain-bench", pool=args.pool, concurrency=args.concurrency, prefetch=prefetch
         )
-        time.sleep(0.5)
-        replies = stand.calls("messages")
-        commands = {
-            name.removeprefix("cmdstat_"): stat["calls"]
-            for name, stat in client.info("commandstats").items()
-            if name.startswith("cmdstat_")
-        }
-    finally:
-        worker.stop()
-        stand.close()
-        server.stop()
+        worker.start(client)
+        client.config_resetstat()
+        try:
+            wait_for(
+                lambda: len(stand.replies()) >= args.conversations,
+                timeout=30 + args.conversations / 10,
+                interval=0.05,
+            )
+            time.sleep(0.5)
+            replies = stand.calls("messages")
+            commands = {
+                name.removeprefix("cmdstat_"): stat["calls"]
+                for name, stat in client.info("commandstats").items()
+                if name.startswith("cmdstat_")
+            }
+        finally:
+            worker.stop()
     answered = {r["path"] for r in replies}
     assert len(replies) == args.conversations == len(answered), "one reply per conversation"
     merged = all(r["json"]["content"].count("part ") == args.fragments for r in replies)

@@ -14,19 +14,17 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
-
-import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from app import create_app  # noqa: E402
 from app.settings import load_settings  # noqa: E402
+from bench.stack import local_stack  # noqa: E402
 from tests import chatwoot_payloads as cw  # noqa: E402
-from tests.conftest import base_env, signed_headers  # noqa: E402
-from tests.support import RedisServer, Stand, Worker, wait_for  # noqa: E402
+from tests.conftest import signed_headers  # noqa: E402
+from tests.support import Worker, wait_for  # noqa: E402
 
 
 def main() -> None:
@@ -34,38 +32,27 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--window", type=float, default=0.5)
     args = parser.parse_args()
-    server = RedisServer(Path(tempfile.mkdtemp()))
-    server.start()
-    stand = Stand()
-    env = base_env(
-        server.url,
-        stand.url,
-        BOT_BACKEND="echo",
-        BATCH_WINDOW_SECONDS=str(args.window),
-        BATCH_MAX_WAIT_SECONDS=str(args.window * 4),
-        LOG_LEVEL="WARNING",
-        TEST_LOG_DIR=tempfile.mkdtemp(),
-    )
-    client = redis.Redis.from_url(server.url)
-    worker = Worker(env, "bench").start(client)
-    web = create_app({"settings": load_settings(env)}).test_client()
     overheads = []
-    try:
-        for i in range(args.messages):
-            conv = 500000 + i
-            body = json.dumps(cw.message(f"hello {i}", conv)).encode()
-            response = web.post("/webhook/chatwoot/default", data=body, headers=signed_headers(body))
-            accepted = time.time()
-            assert response.status_code == 202, response.json
-            wait_for(lambda c=conv: stand.replies(c), timeout=30, interval=0.002)
-            reply_at = next(
-                r["at"] for r in stand.calls("messages") if f"/conversations/{conv}/" in r["path"]
-            )
-            overheads.append((reply_at - accepted - args.window) * 1000)
-    finally:
-        worker.stop()
-        stand.close()
-        server.stop()
+    with local_stack(
+        BOT_BACKEND="echo", BATCH_WINDOW_SECONDS=str(args.window), BATCH_MAX_WAIT_SECONDS=str(args.window * 4)
+    ) as stack:
+        stand = stack.stand
+        worker = Worker(stack.env, "bench").start(stack.client)
+        web = create_app({"settings": load_settings(stack.env)}).test_client()
+        try:
+            for i in range(args.messages):
+                conv = 500000 + i
+                body = json.dumps(cw.message(f"hello {i}", conv)).encode()
+                response = web.post("/webhook/chatwoot/default", data=body, headers=signed_headers(body))
+                accepted = time.time()
+                assert response.status_code == 202, response.json
+                wait_for(lambda c=conv: stand.replies(c), timeout=30, interval=0.002)
+                reply_at = next(
+                    r["at"] for r in stand.calls("messages") if f"/conversations/{conv}/" in r["path"]
+                )
+                overheads.append((reply_at - accepted - args.window) * 1000)
+        finally:
+            worker.stop()
     overheads.sort()
     p99 = overheads[min(len(overheads) - 1, int(0.99 * len(overheads)))]
     print(f"messages={args.messages} window={args.window}s solo worker, echo bot, local Chatwoot")

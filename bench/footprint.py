@@ -20,21 +20,15 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-import redis
-import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.webhook_ack import free_port, gunicorn, wait_http  # noqa: E402
+from bench.stack import gunicorn_web, local_stack, post_in_order  # noqa: E402
 from tests import chatwoot_payloads as cw  # noqa: E402
-from tests.conftest import base_env, signed_headers  # noqa: E402
-from tests.support import RedisServer, Stand, Worker, wait_for  # noqa: E402
+from tests.support import Worker, wait_for  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:
@@ -57,45 +51,21 @@ def bodies(conversations: int, fragments: int, base: int) -> list[bytes]:
     ]
 
 
-def post_all(url: str, payloads: list[bytes]) -> None:
-    session = requests.Session()
-
-    def post(body: bytes) -> None:
-        response = session.post(url, data=body, headers=signed_headers(body), timeout=10)
-        assert response.status_code == 202, response.text
-
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(post, payloads))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--conversations", type=int, default=300)
     parser.add_argument("--fragments", type=int, default=5)
     args = parser.parse_args()
-    server = RedisServer(Path(tempfile.mkdtemp()))
-    server.start()
-    stand = Stand()
-    env = base_env(
-        server.url,
-        stand.url,
-        BOT_BACKEND="echo",
-        BATCH_WINDOW_SECONDS="0.5",
-        BATCH_MAX_WAIT_SECONDS="2",
-        LEASE_TTL_SECONDS="30",
-        LOG_LEVEL="WARNING",
-        TEST_LOG_DIR=tempfile.mkdtemp(),
-    )
-    client = redis.Redis.from_url(server.url)
-    port = free_port()
-    web = gunicorn("wsgi:app", port, env, workers=2)
-    url = f"http://127.0.0.1:{port}/webhook/chatwoot/default"
-    worker = None
-    try:
-        wait_http(f"http://127.0.0.1:{port}/healthz")
+    with (
+        local_stack(
+            BOT_BACKEND="echo", BATCH_WINDOW_SECONDS="0.5", BATCH_MAX_WAIT_SECONDS="2", LEASE_TTL_SECONDS="30"
+        ) as stack,
+        gunicorn_web(stack.env) as (web, url),
+    ):
+        client = stack.client
         # Redis bytes per queued message: nothing drains yet.
         queued = bodies(args.conversations, args.fragments, 100000)
-        post_all(url, queued)
+        post_in_order(url, [[body] for body in queued])
         queue_keys = list(client.scan_iter("default:webhook_queue:*", count=1000))
         messages = sum(client.llen(k) for k in queue_keys)
         queue_bytes = sum(client.memory_usage(k, samples=0) or 0 for k in queue_keys)
@@ -106,35 +76,30 @@ def main() -> None:
         client.flushdb()
 
         gunicorn_pids = [web.pid, *children(web.pid)]
-        worker = Worker(env, "footprint", beat=True).start(client)  # -B, as start.sh runs it
-        time.sleep(2)
-        beat = children(worker.proc.pid)
-        rest = {"worker": rss_mb(worker.proc.pid), **{f"web {p}": rss_mb(p) for p in gunicorn_pids}}
-        rest.update({f"beat {p}": rss_mb(p) for p in beat})
-        peak = dict(rest)
-        done = threading.Event()
+        worker = Worker(stack.env, "footprint", beat=True).start(client)  # -B, as start.sh runs it
+        try:
+            time.sleep(2)
+            beat = children(worker.proc.pid)
+            rest = {"worker": rss_mb(worker.proc.pid), **{f"web {p}": rss_mb(p) for p in gunicorn_pids}}
+            rest.update({f"beat {p}": rss_mb(p) for p in beat})
+            peak = dict(rest)
+            done = threading.Event()
 
-        def sample() -> None:
-            while not done.is_set():
-                named = [("worker", worker.proc.pid), *((f"web {p}", p) for p in gunicorn_pids)]
-                for name, pid in named + [(f"beat {p}", p) for p in beat]:
-                    peak[name] = max(peak[name], rss_mb(pid))
-                time.sleep(0.05)
+            def sample() -> None:
+                while not done.is_set():
+                    named = [("worker", worker.proc.pid), *((f"web {p}", p) for p in gunicorn_pids)]
+                    for name, pid in named + [(f"beat {p}", p) for p in beat]:
+                        peak[name] = max(peak[name], rss_mb(pid))
+                    time.sleep(0.05)
 
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        load = bodies(args.conversations, args.fragments, 500000)
-        post_all(url, load)
-        wait_for(lambda: len(stand.replies()) >= args.conversations, timeout=300, interval=0.2)
-        done.set()
-        sampler.join()
-    finally:
-        if worker:
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            post_in_order(url, [[body] for body in bodies(args.conversations, args.fragments, 500000)])
+            wait_for(lambda: len(stack.stand.replies()) >= args.conversations, timeout=300, interval=0.2)
+            done.set()
+            sampler.join()
+        finally:
             worker.stop()
-        web.terminate()
-        web.wait(timeout=10)
-        stand.close()
-        server.stop()
 
     print(
         f"load: {args.conversations} conversations x {args.fragments} fragments"

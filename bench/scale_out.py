@@ -22,20 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-import redis
-import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.webhook_ack import free_port, gunicorn, wait_http  # noqa: E402
+from bench.stack import gunicorn_web, local_stack, post_in_order  # noqa: E402
 from tests import chatwoot_payloads as cw  # noqa: E402
-from tests.conftest import base_env, signed_headers  # noqa: E402
-from tests.support import RedisServer, Stand, Worker, wait_for  # noqa: E402
+from tests.support import Worker, wait_for  # noqa: E402
 
 MODES = {  # name -> (pool, concurrency per worker, worker processes, prefetch as start.sh sets it)
     "solo": ("solo", 1, 1, 1),
@@ -48,47 +42,35 @@ def run(
     mode: str, conversations: int, bot_seconds: float, window: float
 ) -> tuple[float, float, int, list[str]]:
     pool, concurrency, processes, prefetch = MODES[mode]
-    server = RedisServer(Path(tempfile.mkdtemp()))
-    server.start()
-    stand = Stand()
-    stand.bot_delay = bot_seconds
-    env = base_env(
-        server.url,
-        stand.url,
+    with local_stack(
         BATCH_WINDOW_SECONDS=str(window),
         BATCH_MAX_WAIT_SECONDS=str(window * 4),
         BOT_TIMEOUT_SECONDS=str(bot_seconds * 10),
         LEASE_TTL_SECONDS="10",
-        LOG_LEVEL="WARNING",
-        TEST_LOG_DIR=tempfile.mkdtemp(),
-    )
-    client = redis.Redis.from_url(server.url)
-    workers = [
-        Worker(env, f"scale-{mode}-{i}", pool=pool, concurrency=concurrency, prefetch=prefetch).start(client)
-        for i in range(processes)
-    ]
-    port = free_port()
-    web = gunicorn("wsgi:app", port, env, workers=2)
-    url = f"http://127.0.0.1:{port}/webhook/chatwoot/default"
-    convs = [900000 + i for i in range(conversations)]
-    texts = {c: [f"first of {c}", f"second of {c}"] for c in convs}
-    bodies = {c: [json.dumps(cw.message(t, c)).encode() for t in texts[c]] for c in convs}
-    session = requests.Session()
-
-    def post_conversation(conv: int) -> None:  # its two fragments in order, as Chatwoot sends them
-        for body in bodies[conv]:
-            response = session.post(url, data=body, headers=signed_headers(body), timeout=10)
-            assert response.status_code == 202, response.text
-
-    try:
-        wait_http(f"http://127.0.0.1:{port}/healthz")
-        started = time.time()
-        with ThreadPoolExecutor(8) as pool:
-            list(pool.map(post_conversation, convs))
-        ideal = conversations * bot_seconds / (concurrency * processes)
-        wait_for(lambda: len(stand.replies()) >= conversations, timeout=ideal * 3 + 60, interval=0.1)
-        wall = max(r["at"] for r in stand.calls("messages")) - started
-        time.sleep(1.0)  # anything answered twice would show now
+    ) as stack:
+        stand = stack.stand
+        stand.bot_delay = bot_seconds
+        workers = [
+            Worker(stack.env, f"scale-{mode}-{i}", pool, concurrency=concurrency, prefetch=prefetch)
+            for i in range(processes)
+        ]
+        try:
+            for worker in workers:
+                worker.start(stack.client)
+            with gunicorn_web(stack.env) as (_, url):
+                convs = [900000 + i for i in range(conversations)]
+                texts = {c: [f"first of {c}", f"second of {c}"] for c in convs}
+                # each conversation's two fragments in order, as Chatwoot sends them
+                bodies = [[json.dumps(cw.message(t, c)).encode() for t in texts[c]] for c in convs]
+                started = time.time()
+                post_in_order(url, bodies)
+                ideal = conversations * bot_seconds / (concurrency * processes)
+                wait_for(lambda: len(stand.replies()) >= conversations, timeout=ideal * 3 + 60, interval=0.1)
+                wall = max(r["at"] for r in stand.calls("messages")) - started
+                time.sleep(1.0)  # anything answered twice would show now
+        finally:
+            for worker in workers:
+                worker.stop()
         breaches = []
         for conv in convs:
             replies = stand.replies(conv)
@@ -97,13 +79,6 @@ def run(
             if stand.max_in_flight[str(conv)] > 1:
                 breaches.append(f"conversation {conv}: {stand.max_in_flight[str(conv)]} bot calls at once")
         return wall, ideal, len(stand.bot_calls), breaches
-    finally:
-        for worker in workers:
-            worker.stop()
-        web.terminate()
-        web.wait(timeout=10)
-        stand.close()
-        server.stop()
 
 
 def main() -> None:
