@@ -10,7 +10,11 @@ from typing import Any
 import pytest
 import redis
 
-from app import create_app
+from app import create_app, keys
+from app.bots import EchoBot
+from app.chatwoot import DryRunOutbox
+from app.drain import Drainer
+from app.scripts import Scripts
 from app.settings import load_settings
 from app.signature import sign
 from tests.support import ROOT, RedisServer, Stand
@@ -70,6 +74,26 @@ def base_env(redis_url: str, stand_url: str, **overrides: str) -> dict[str, str]
     }
     env.update(overrides)
     return env
+
+
+def dry_run_drainer(
+    redis_url: str, rdb: redis.Redis, schedule: Any = lambda task_id, countdown: None, **env: str
+) -> Drainer:
+    """The real Drainer of conversation 42 of company ``default``, holding lease T1, with the
+    echo bot and the dry-run outbox (no Chatwoot): for driving the drain loop step by step."""
+    settings = load_settings({**base_env(redis_url, "http://127.0.0.1:9", **env), "CHATWOOT_BASE_URL": ""})
+    rdb.set(keys.active_task("default", "42"), "T1", px=20000)
+    return Drainer(
+        rdb,
+        Scripts(rdb),
+        settings,
+        settings.companies["default"],
+        "42",
+        "T1",
+        EchoBot(),
+        DryRunOutbox(rdb, "default"),
+        schedule=schedule,
+    )
 
 
 def companies_env(

@@ -9,14 +9,10 @@ import redis
 from celery import Celery
 
 from app import keys
-from app.bots import EchoBot
-from app.chatwoot import DryRunOutbox
-from app.drain import Drainer
 from app.intake import accept
 from app.payload import StoredMessage
 from app.scripts import Scripts
-from app.settings import load_settings
-from tests.conftest import base_env
+from tests.conftest import dry_run_drainer
 
 
 def test_a_message_landing_between_the_empty_check_and_the_release_is_not_stranded(
@@ -24,27 +20,18 @@ def test_a_message_landing_between_the_empty_check_and_the_release_is_not_strand
 ) -> None:
     """No lost wake-up (DESIGN.md invariant 3): the webhook sees a live lease and
     schedules nothing, so the drainer must notice the message in its release."""
-    env = base_env(redis_url, "http://127.0.0.1:9", BATCH_WINDOW_SECONDS="1", BATCH_MAX_WAIT_SECONDS="5")
-    del env["CHATWOOT_BASE_URL"]  # dry-run outbox: no Chatwoot needed
-    settings = load_settings(env)
-    company = settings.companies["default"]
-    scripts = Scripts(rdb)
+    scheduled: list[tuple[str, float]] = []
+    drainer = dry_run_drainer(
+        redis_url,
+        rdb,
+        schedule=lambda task_id, countdown: scheduled.append((task_id, countdown)),
+        BATCH_WINDOW_SECONDS="1",
+        BATCH_MAX_WAIT_SECONDS="5",
+    )
+    scripts, settings, company = drainer.scripts, drainer.settings, drainer.company
     celery = Celery(broker=redis_url, backend=redis_url)
     first = StoredMessage(1, "42", 1, "first", received_at=time.time() - 5)
     rdb.rpush(keys.queue("default", "42"), first.to_json())
-    rdb.set(keys.active_task("default", "42"), "T1", px=20000)
-    scheduled: list[tuple[str, float]] = []
-    drainer = Drainer(
-        rdb,
-        scripts,
-        settings,
-        company,
-        "42",
-        "T1",
-        EchoBot(),
-        DryRunOutbox(rdb, "default"),
-        schedule=lambda task_id, countdown: scheduled.append((task_id, countdown)),
-    )
     landed: list[object] = []
     release = drainer._release_if_empty
 

@@ -10,15 +10,12 @@ import pytest
 import redis
 
 from app import analytics, keys
-from app.bots import EchoBot
-from app.chatwoot import DryRunOutbox
 from app.drain import Drainer
 from app.pace import HISTORY, MARGIN, SLACK, Pace, learned_window
 from app.payload import StoredMessage
-from app.scripts import Scripts
 from app.settings import ConfigError, load_settings
 from tests import chatwoot_payloads as cw
-from tests.conftest import base_env, make_client, post_webhook
+from tests.conftest import base_env, dry_run_drainer, make_client, post_webhook
 from tests.support import Stand, Worker, wait_for
 
 DAY = 86400.0
@@ -133,21 +130,9 @@ def test_prior_is_the_company_window_for_95_percent_once_enough_gaps_are_known(r
 
 
 def drainer_for(redis_url: str, rdb: redis.Redis, **env: str) -> Drainer:
-    settings = load_settings({**base_env(redis_url, "http://127.0.0.1:9", **env), "CHATWOOT_BASE_URL": ""})
-    company = settings.companies["default"]
-    rdb.set(keys.active_task("default", "42"), "T1", px=20000)
-    return Drainer(
-        rdb,
-        Scripts(rdb),
-        settings,
-        company,
-        "42",
-        "T1",
-        EchoBot(),
-        DryRunOutbox(rdb, "default"),
-        schedule=lambda task_id, countdown: None,
-        clock=lambda: 995.0,
-    )
+    drainer = dry_run_drainer(redis_url, rdb, **env)
+    drainer.clock = lambda: 995.0
+    return drainer
 
 
 def queue(rdb: redis.Redis, *arrivals: float, contact: int = 7) -> None:
