@@ -93,6 +93,21 @@ def test_two_deployments_never_drain_one_conversation_at_once(env, workers, rdb,
     assert all("outcome=" in w.log() for w in workers), "both workers must have drained"
 
 
+def test_a_bot_call_longer_than_the_lease_keeps_it_alive(env, workers, rdb, stand: Stand) -> None:
+    """The heartbeat: a live drainer's lease is renewed while the bot thinks, so neither the
+    sweeper (beat runs here) nor a second worker starts a second drainer of the conversation."""
+    start(workers, env, rdb, "thinker", beat=True)
+    start(workers, env, rdb, "idle")
+    stand.bot_delay = LEASE_TTL * 2.5
+    web = make_client(env)
+    post_webhook(web, cw.message("take your time", 71))
+    wait_for(lambda: stand.replies(71), timeout=LEASE_TTL * 2.5 + 15)
+    time.sleep(1.5)
+    assert stand.replies(71) == ["take your time"]
+    assert len(stand.bot_calls) == 1 and stand.max_in_flight["71"] == 1
+    assert int(rdb.hget(keys.stats("default"), "sweeper_rescues") or 0) == 0
+
+
 def test_lease_of_a_killed_worker_is_taken_over_and_nothing_lost(env, workers, rdb, stand: Stand) -> None:
     victim = start(workers, env, rdb, "victim")
     stand.bot_delay = 2.0
