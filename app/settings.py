@@ -137,11 +137,16 @@ def _positive_int(name: str, raw: str) -> int:
     return _whole_number(name, raw, 1, "be a positive whole number")
 
 
-def _backend(name: str, raw: str) -> str:
-    value = raw.strip().lower()
-    if value not in BOT_BACKENDS:
-        raise ConfigError(f"{name} must be one of {', '.join(BOT_BACKENDS)}, got {raw!r}")
-    return value
+def _one_of(choices: tuple[str, ...]) -> Callable[[str, str], str]:
+    """A parser accepting one of ``choices``, case-insensitive."""
+
+    def parse(name: str, raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+        return value
+
+    return parse
 
 
 def _company_id(name: str, raw: str) -> str:
@@ -178,13 +183,6 @@ def _reply_split(name: str, raw: str) -> str:
     return value
 
 
-def _window_mode(name: str, raw: str) -> str:
-    value = raw.strip().lower()
-    if value not in WINDOW_MODES:
-        raise ConfigError(f"{name} must be one of {', '.join(WINDOW_MODES)}, got {raw!r}")
-    return value
-
-
 def _handler(name: str, raw: str) -> str:
     value = raw.strip()
     if not _HANDLER.match(value):
@@ -199,7 +197,7 @@ COMPANY_FIELDS: dict[str, _Parser] = {
     "chatwoot_api_token": _str,
     "chatwoot_webhook_secret": _str,
     "webhook_token": _str,
-    "bot_backend": _backend,
+    "bot_backend": _one_of(BOT_BACKENDS),
     "bot_url": _url,
     "bot_timeout_seconds": _positive_float,
     "openai_base_url": _url,
@@ -208,7 +206,7 @@ COMPANY_FIELDS: dict[str, _Parser] = {
     "bot_system_prompt": _str,
     "bot_handler": _handler,
     "bot_fallback_message": _str,
-    "batch_window_mode": _window_mode,
+    "batch_window_mode": _one_of(WINDOW_MODES),
     "batch_window_seconds": _positive_float,
     "batch_window_min_seconds": _positive_float,
     "batch_window_max_seconds": _positive_float,
