@@ -100,9 +100,19 @@ trap on_signal TERM INT
 # stopped its children.
 trap '' PIPE
 
-wait -n "${app_pids[@]}"
+# The embedded redis-server is watched like the rest: without it nothing is
+# durable, so its death stops the container and the platform restarts it.
+watched=("${app_pids[@]}")
+[ -z "$redis_pid" ] || watched+=("$redis_pid")
+wait -n "${watched[@]}"
 code=$?
-if [ "$stopping" = 1 ]; then log "signal received: stopping children"; else log "a child exited (code $code): stopping the others"; fi
+if [ "$stopping" = 1 ]; then
+  log "signal received: stopping children"
+elif [ -n "$redis_pid" ] && ! kill -0 "$redis_pid" 2>/dev/null; then
+  log "the embedded redis-server exited (code $code): stopping the others"
+else
+  log "a child exited (code $code): stopping the others"
+fi
 
 # Application first (the worker finishes or hands back its batch), Redis last.
 # SIGTERM goes to each main process, which stops its own children gracefully;

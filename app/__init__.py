@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from flask import Flask, jsonify
@@ -21,21 +22,24 @@ __all__ = ["Gateway", "create_app"]
 class Gateway:
     """What the web process shares between requests: settings and clients."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
+        self.clock = clock  # the web's clock: only for the signature's replay window
         self.redis = connect(settings.redis_url)
         self.scripts = Scripts(self.redis)
         self.celery = make_celery(settings)
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
-    """Build the web app; ``test_config`` may hold a ready ``settings`` object."""
+    """Build the web app; ``test_config`` may hold a ready ``settings`` object (and a
+    ``clock``, to test a web clock that is wrong)."""
     app = Flask(__name__)
     config = dict(test_config or {})
     settings = config.pop("settings", None) or load_settings()
+    clock = config.pop("clock", None) or time.time
     app.config.update(config)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.extensions["gateway"] = Gateway(settings)
+    app.extensions["gateway"] = Gateway(settings, clock)
     if not logging.getLogger().handlers:  # under gunicorn nothing else configures it
         configure_logging(settings.log_level, settings.log_format)
     logging.getLogger("app").setLevel(settings.log_level)

@@ -18,11 +18,13 @@ import dataclasses
 import json
 import sys
 
+import redis
+
 from app.analytics import plot, report
 from app.bots import load_handler
 from app.dead_letters import list_dead_letters, replay_dead_letters
 from app.ops import busiest, conversation_state, purge
-from app.redis_client import connect
+from app.redis_client import connect, fitness
 from app.scripts import Scripts
 from app.settings import CompanyConfig, ConfigError, Settings, load_settings
 
@@ -35,6 +37,20 @@ def _masked(config: CompanyConfig) -> dict[str, object]:
         if data.get(name):
             data[name] = "***"
     return data
+
+
+def _redis_fit(settings: Settings) -> bool:
+    """Check the Redis the gateway is given (``app.redis_client.fitness``); print why not."""
+    try:
+        problems, warnings = fitness(connect(settings.redis_url))
+    except redis.RedisError as exc:
+        print(f"warning: Redis not checked, unreachable now ({type(exc).__name__})", file=sys.stderr)
+        return True
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for problem in problems:
+        print(f"configuration error: {problem}", file=sys.stderr)
+    return not problems
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
                     " WEBHOOK_TOKEN: every webhook will be refused (401)",
                     file=sys.stderr,
                 )
+        if not _redis_fit(settings):
+            return 2
         print(f"configuration ok: {len(settings.companies)} company(ies)")
         return 0
     if args.command == "show-config":

@@ -3,6 +3,12 @@
 Every backend takes the same request (``bot_request``) and returns a
 ``BotReply``; the http and python backends share one answer format:
 ``{"replies": ["...", ...]}`` or ``{"reply": "..."}``, optional ``"handoff": true``.
+
+``ask_bot`` bounds every backend by ``BOT_TIMEOUT_SECONDS``: the call runs in
+a thread of its own and the drain stops waiting at the deadline. The http and
+openai backends end their own call at the same deadline (a trickled body
+included); a python handler that never returns cannot be stopped, so its
+thread is abandoned (logged) and the conversation moves on.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -23,11 +30,12 @@ from app.errors import BotError
 from app.outbound import new_session, post_json
 from app.settings import CompanyConfig, ConfigError
 
-__all__ = ["Bot", "BotReply", "bot_request", "make_bot", "parse_bot_answer"]
+__all__ = ["Bot", "BotReply", "ask_bot", "bot_request", "make_bot", "parse_bot_answer"]
 
 log = logging.getLogger(__name__)
 HANDOFF_MARKER = "[handoff]"
 HISTORY_TURNS = 20
+DEADLINE_GRACE_SECONDS = 0.5  # the http/openai backends report their own timeout first
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,32 @@ class BotReply:
 
 class Bot(Protocol):
     def answer(self, request: dict[str, Any]) -> BotReply: ...
+
+
+def ask_bot(bot: Bot, request: dict[str, Any], timeout: float) -> BotReply:
+    """The bot's answer within ``timeout`` seconds, or ``BotError``."""
+    outcome: dict[str, Any] = {}
+    done = threading.Event()
+
+    def call() -> None:
+        try:
+            outcome["reply"] = bot.answer(request)
+        except BaseException as exc:  # handed to the waiting thread, raised there
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=call, daemon=True, name="bot-call").start()
+    if not done.wait(timeout + DEADLINE_GRACE_SECONDS):
+        log.error(
+            "bot call abandoned conversation=%s: no answer within BOT_TIMEOUT_SECONDS=%s",
+            request.get("conversation_id"),
+            timeout,
+        )
+        raise BotError(f"bot did not answer within BOT_TIMEOUT_SECONDS={timeout:g}")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["reply"]
 
 
 def bot_request(company: str, segment: Segment) -> dict[str, Any]:
@@ -116,6 +150,7 @@ class HttpBot:
             timeout=self._timeout,
             retries=self._retries,
             idempotent=True,
+            deadline=self._timeout,
         )
         try:
             answer = response.json()
@@ -185,6 +220,7 @@ class OpenAIBot:
             retries=self._retries,
             headers=headers,
             idempotent=True,
+            deadline=config.bot_timeout_seconds,
         )
         content = _completion_text(response)
         handoff = HANDOFF_MARKER in content

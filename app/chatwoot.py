@@ -35,9 +35,9 @@ class Replier(Protocol):
 
     def open_conversation(self, account_id: int, conversation_id: str) -> None: ...
 
-    def find_reply(
+    def find_replies(
         self, account_id: int, conversation_id: str, content: str, since: float
-    ) -> bool | None: ...
+    ) -> list[int] | None: ...
 
 
 class ChatwootClient:
@@ -75,8 +75,11 @@ class ChatwootClient:
         message_id = body.get("id") if isinstance(body, dict) else None
         return message_id if isinstance(message_id, int) else None
 
-    def find_reply(self, account_id: int, conversation_id: str, content: str, since: float) -> bool | None:
-        """Was this reply created at or after ``since``? None when it cannot be told.
+    def find_replies(
+        self, account_id: int, conversation_id: str, content: str, since: float
+    ) -> list[int] | None:
+        """Ids of outgoing messages holding exactly ``content`` created at or after
+        ``since``; None when it cannot be told.
 
         Reads the conversation's latest messages (``GET .../messages``). Only a
         user access token may: an agent-bot token is refused, and then the
@@ -84,7 +87,9 @@ class ChatwootClient:
         """
         url = self._url(account_id, conversation_id, "messages")
         try:
-            response = self._session.get(url, headers=self._headers, timeout=(3.05, self._timeout))
+            response = self._session.get(
+                url, headers=self._headers, timeout=(3.05, self._timeout), allow_redirects=False
+            )
         except requests.RequestException as exc:
             log.info("read-back failed conversation=%s error=%s", conversation_id, type(exc).__name__)
             return None
@@ -96,7 +101,7 @@ class ChatwootClient:
             return None
         if not isinstance(messages, list):
             return None
-        return any(_is_our_reply(m, content, since) for m in messages)
+        return [m["id"] for m in messages if _is_our_reply(m, content, since)]
 
     def typing(self, account_id: int, conversation_id: str, on: bool) -> None:
         """Best effort: one short attempt, failures only logged."""
@@ -134,7 +139,8 @@ def _is_our_reply(message: object, content: str, since: float) -> bool:
     created = message.get("created_at")
     outgoing = message.get("message_type") in (1, "outgoing")
     recent = isinstance(created, int | float) and created >= since - 5  # Chatwoot stores whole seconds
-    return outgoing and recent and message.get("content") == content
+    has_id = isinstance(message.get("id"), int) and not isinstance(message.get("id"), bool)
+    return outgoing and recent and has_id and message.get("content") == content
 
 
 class DryRunOutbox:
@@ -171,7 +177,9 @@ class DryRunOutbox:
     def typing(self, account_id: int, conversation_id: str, on: bool) -> None:
         return None
 
-    def find_reply(self, account_id: int, conversation_id: str, content: str, since: float) -> bool | None:
+    def find_replies(
+        self, account_id: int, conversation_id: str, content: str, since: float
+    ) -> list[int] | None:
         return None  # the outbox is a log, not a conversation: never skip a reply on its word
 
     def open_conversation(self, account_id: int, conversation_id: str) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import redis
 from flask import Blueprint, Response, current_app, jsonify
 from prometheus_client import CollectorRegistry, generate_latest
@@ -12,9 +10,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from app import keys
 from app.metrics import redis_histograms, web_metrics_text
 from app.ops import active_states
+from app.redis_client import redis_now
 from app.settings import Settings
 
-__all__ = ["bp", "live_workers"]
+__all__ = ["bp", "live_workers", "stuck_workers"]
 
 bp = Blueprint("health", __name__)
 
@@ -41,11 +40,22 @@ COUNTERS = {
     "lease_takeovers": ("gateway_lease_takeovers", "Leases taken from finished holders"),
     "sweeper_rescues": ("gateway_sweeper_rescues", "Conversations rescheduled by the sweeper"),
     "dead_letters": ("gateway_dead_letters", "Batches moved to the dead-letter list"),
+    "dead_letters_dropped": (
+        "gateway_dead_letters_dropped",
+        "Oldest dead letters dropped because the list held DEAD_LETTER_MAX entries",
+    ),
+    "batch_failures": ("gateway_batch_failures", "Runs that failed while handling a batch (an attempt)"),
 }
 
 
 def live_workers(client: redis.Redis, max_age: float) -> int:
-    return int(client.zcount(keys.worker_heartbeats(), time.time() - max_age, "+inf"))
+    """Workers whose heartbeat (written with Redis's clock) is younger than ``max_age``."""
+    return int(client.zcount(keys.worker_heartbeats(), redis_now(client) - max_age, "+inf"))
+
+
+def stuck_workers(client: redis.Redis, max_age: float) -> list[str]:
+    """Workers that reported, within ``max_age``, a run stuck past RUN_MAX_SECONDS."""
+    return list(client.zrangebyscore(keys.workers_stuck(), redis_now(client) - max_age, "+inf"))
 
 
 @bp.get("/healthz")
@@ -59,10 +69,16 @@ def readyz():  # type: ignore[no-untyped-def]
     try:
         gateway.redis.ping()
         workers = live_workers(gateway.redis, gateway.settings.worker_heartbeat_max_age_seconds)
+        stuck = stuck_workers(gateway.redis, gateway.settings.worker_heartbeat_max_age_seconds)
     except redis.RedisError as exc:
         return jsonify(status="unavailable", reason=f"Redis unreachable: {type(exc).__name__}"), 503
     if workers == 0:
         return jsonify(status="unavailable", reason="no worker heartbeat in the last seconds"), 503
+    if stuck:
+        reason = (
+            f"worker {stuck[0]} has a run stuck past RUN_MAX_SECONDS={gateway.settings.run_max_seconds:g}"
+        )
+        return jsonify(status="unavailable", reason=reason, stuck_workers=stuck), 503
     return jsonify(status="ready", workers=workers)
 
 

@@ -59,7 +59,7 @@ def accept(
             keys.session_accounts(cid),
         ],
         args=[
-            message.to_json(),
+            message.open_json(),
             settings.queue_ttl_seconds,
             company.max_queue_per_conversation,
             fresh,
@@ -68,7 +68,6 @@ def accept(
             conv,
             "1" if delivery_id else "0",
             message.conversation_status or "",
-            int(message.received_at),
             message.account_id,
         ],
         client=client,

@@ -13,6 +13,7 @@ __all__ = [
     "dead_letters",
     "handoff",
     "histograms",
+    "ledger",
     "outbox",
     "own_pending",
     "own_reply",
@@ -21,11 +22,11 @@ __all__ = [
     "queue",
     "seen_delivery",
     "seen_message",
-    "sent_parts",
     "session_accounts",
     "sessions",
     "stats",
     "worker_heartbeats",
+    "workers_stuck",
 ]
 
 
@@ -64,9 +65,10 @@ def conversation_index(company: str) -> str:
     return f"{company}:webhook_conversations"
 
 
-def sent_parts(company: str, conversation: str | int) -> str:
-    """Hash of reply parts already posted for the batch in processing."""
-    return f"{company}:webhook_sent:{conversation}"
+def ledger(company: str, conversation: str | int) -> str:
+    """Hash: the reply ledger of the batch in processing (``app.ledger``): the bot's
+    stored answers, which message each covers, each reply part's state, the attempts."""
+    return f"{company}:webhook_ledger:{conversation}"
 
 
 def handoff(company: str, conversation: str | int) -> str:
@@ -132,3 +134,8 @@ def pace(company: str, contact: str) -> str:
 def worker_heartbeats() -> str:
     """Sorted set: worker name -> unix time of its latest heartbeat."""
     return "gateway:worker_heartbeats"
+
+
+def workers_stuck() -> str:
+    """Sorted set: worker name -> unix time it last reported a run past RUN_MAX_SECONDS."""
+    return "gateway:workers_stuck"

@@ -1,8 +1,10 @@
 """The per-conversation lease: who may drain a conversation, and scheduling.
 
 The lease ``<company>:webhook_active_task:<conversation>`` holds the id of the
-one Celery task allowed to drain that conversation, with a short TTL renewed
-by the running task. Its TTL is the liveness signal. ``AsyncResult`` of the id
+one Celery task allowed to drain that conversation — once that task starts,
+the id of its run (``app.keeper``: task id + a token, so two deliveries of one
+task id are two runs and only one holds) — with a short TTL renewed by the
+running task. Its TTL is the liveness signal. ``AsyncResult`` of the id
 is consulted only to learn that a holder has *finished*: an id the backend
 never heard of, a countdown task not yet due and a task killed mid-run all read
 PENDING or STARTED, so a state can never prove a holder alive.
@@ -18,6 +20,7 @@ from celery import Celery
 from celery.result import AsyncResult
 
 from app import keys
+from app.keeper import task_of
 from app.scripts import Scripts
 
 __all__ = [
@@ -61,7 +64,7 @@ def take_over_if_finished(
     Returns the new task id (already scheduled) or None when the holder may be
     alive. The take-over is a compare-and-set on the holder's id.
     """
-    state = AsyncResult(holder, app=celery).state
+    state = AsyncResult(task_of(holder), app=celery).state
     if state not in FINISHED_STATES:
         return None
     fresh = new_task_id()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -10,6 +9,7 @@ import redis
 
 from app import keys
 from app.payload import received_at
+from app.redis_client import redis_now
 from app.scripts import Scripts
 
 __all__ = [
@@ -68,7 +68,7 @@ def conversation_states(
     client: redis.Redis, company: str, conversations: list[str], now: float | None = None
 ) -> list[ConversationState]:
     """The state of each conversation, read in pipelined chunks."""
-    now = time.time() if now is None else now
+    now = redis_now(client) if now is None else now
     states = []
     for start in range(0, len(conversations), _CHUNK):
         chunk = conversations[start : start + _CHUNK]
@@ -106,7 +106,7 @@ def purge(client: redis.Redis, scripts: Scripts, company: str, conversation: str
             keys=[
                 keys.queue(company, conversation),
                 keys.processing(company, conversation),
-                keys.sent_parts(company, conversation),
+                keys.ledger(company, conversation),
                 keys.conversation_index(company),
             ],
             args=[conversation],

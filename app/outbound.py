@@ -4,6 +4,12 @@ Retried: connection failures (nothing was sent), 429 (honouring Retry-After,
 capped) and 5xx. Not retried: other 4xx, and a read timeout on a call that is
 not idempotent (Chatwoot's message create): the request may have taken effect,
 so the error is raised with ``ambiguous=True`` instead of posting twice.
+
+A ``deadline`` bounds the whole call, retries and the body included: a
+server that sends its headers and then a byte a second is cut at the deadline
+(requests' read timeout applies to each read, so it alone never fires while
+bytes trickle in). The body is then read chunk by chunk with the socket's
+timeout set to what is left, and capped at ``MAX_ANSWER_BYTES``.
 """
 
 from __future__ import annotations
@@ -16,14 +22,15 @@ from collections.abc import Callable
 from typing import Any
 
 import requests
-from urllib3.exceptions import NewConnectionError
+from urllib3.exceptions import NewConnectionError, ProtocolError, ReadTimeoutError
 
 from app.errors import OutboundError
 
-__all__ = ["RETRY_AFTER_CAP_SECONDS", "backoff_seconds", "new_session", "post_json"]
+__all__ = ["MAX_ANSWER_BYTES", "RETRY_AFTER_CAP_SECONDS", "backoff_seconds", "new_session", "post_json"]
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_CAP_SECONDS = 30.0
+MAX_ANSWER_BYTES = 1024 * 1024
 
 
 def new_session() -> requests.Session:
@@ -62,16 +69,28 @@ def post_json(
     retries: int,
     headers: dict[str, str] | None = None,
     idempotent: bool = False,
+    deadline: float | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> requests.Response:
-    """POST ``payload``; return the 2xx response or raise ``error``."""
+    """POST ``payload``; return the 2xx response or raise ``error``. ``deadline``
+    (seconds) bounds the whole call, body and retries included."""
     last: OutboundError | None = None
     wait = 0.0
+    end = time.monotonic() + deadline if deadline is not None else None
     for attempt in range(retries + 1):
         if attempt:
+            if end is not None and time.monotonic() + wait >= end:
+                break
             sleep(wait)
+        read = timeout if end is None else min(timeout, end - time.monotonic())
+        if read <= 0:
+            break
         try:
-            response = session.post(url, json=payload, headers=headers, timeout=(min(3.05, timeout), timeout))
+            response = session.post(
+                url, json=payload, headers=headers, timeout=(min(3.05, read), read), stream=end is not None
+            )
+            if end is not None:
+                _read_body(response, end, error, url)
         except requests.ConnectionError as exc:
             if not idempotent and not _nothing_sent(exc):
                 # Reset after the request went out: it may have taken effect.
@@ -99,8 +118,38 @@ def post_json(
         log.warning(
             "outbound retry host=%s status=%s attempt=%d", _host(url), response.status_code, attempt + 1
         )
-    assert last is not None
+    if last is None or (end is not None and time.monotonic() >= end - 0.05):
+        raise error(f"{_host(url)} did not answer within {deadline:g} s", ambiguous=not idempotent)
     raise last
+
+
+def _read_body(response: requests.Response, end: float, error: type[OutboundError], url: str) -> None:
+    """Read the body before ``end`` (monotonic), or raise ``requests.ReadTimeout``."""
+    raw = response.raw
+    sock = getattr(getattr(raw, "connection", None), "sock", None)
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while True:
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                raise requests.ReadTimeout(f"{_host(url)} still sending its answer at the deadline")
+            if sock is not None:
+                sock.settimeout(remaining)
+            try:
+                chunk = raw.read1(65536)
+            except (OSError, ReadTimeoutError, ProtocolError) as exc:
+                raise requests.ReadTimeout(f"{_host(url)} stalled while sending its answer") from exc
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > MAX_ANSWER_BYTES:
+                raise error(f"{_host(url)} answered more than {MAX_ANSWER_BYTES} bytes")
+            chunks.append(chunk)
+    except BaseException:
+        response.close()
+        raise
+    response._content = b"".join(chunks)  # what requests itself does when it reads a body
 
 
 def _nothing_sent(exc: requests.ConnectionError) -> bool:

@@ -12,6 +12,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from app.replies import encodable
+
 __all__ = [
     "AgentReply",
     "Attachment",
@@ -89,6 +91,15 @@ class StoredMessage:
         data["attachments"] = [asdict(a) for a in self.attachments]
         return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
+    def open_json(self) -> str:
+        """The stored form up to its arrival time, ``{...,"received_at":``: the enqueue
+        script completes it with Redis's clock, so no web clock decides a due time."""
+        data = asdict(self)
+        data["attachments"] = [asdict(a) for a in self.attachments]
+        del data["received_at"]
+        text = encodable(json.dumps(data, separators=(",", ":"), ensure_ascii=False))  # names, URLs
+        return text[:-1] + ',"received_at":'
+
     @classmethod
     def from_json(cls, raw: str | bytes) -> StoredMessage:
         data = json.loads(raw)
@@ -152,7 +163,7 @@ def _message(body: dict[str, Any], received_at: float) -> StoredMessage | Ignore
     message_type = body.get("message_type")
     sender = _dict(body.get("sender"))
     if message_type == "outgoing" and body.get("private") is not True and sender.get("type") == "user":
-        content = body.get("content") if isinstance(body.get("content"), str) else ""
+        content = encodable(body.get("content")) if isinstance(body.get("content"), str) else ""
         return AgentReply(conversation_id, message_id, content)
     if message_type != "incoming":
         return Ignored(f"message_type is {message_type!r}, not incoming", conversation_id, status)
@@ -160,7 +171,7 @@ def _message(body: dict[str, Any], received_at: float) -> StoredMessage | Ignore
         return Ignored("private note", conversation_id, status)
     if sender.get("type") in BOT_SENDER_TYPES:
         return Ignored(f"sent by {sender['type']}", conversation_id, status)
-    content = body.get("content") if isinstance(body.get("content"), str) else ""
+    content = encodable(body.get("content")) if isinstance(body.get("content"), str) else ""
     attachments = _attachments(body.get("attachments"))
     if not content.strip() and not attachments:
         return Ignored("empty message", conversation_id, status)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["WHATSAPP_MAX_CHARS", "split_long", "split_reply", "typing_pause"]
+__all__ = ["WHATSAPP_MAX_CHARS", "encodable", "reply_parts", "split_long", "split_reply", "typing_pause"]
 
 WHATSAPP_MAX_CHARS = 4096
 MIN_PAUSE_SECONDS, MAX_PAUSE_SECONDS = 1.0, 8.0
@@ -41,6 +41,26 @@ def split_reply(text: str, mode: str) -> list[str]:
     """The messages to post for one bot reply, in order."""
     paragraphs = _PARAGRAPHS.split(text) if mode == "paragraphs" else [text]
     return [piece for paragraph in paragraphs for piece in split_long(paragraph)]
+
+
+def encodable(text: str) -> str:
+    """``text`` with every lone UTF-16 surrogate replaced by U+FFFD.
+
+    A JavaScript bot that cuts an emoji in half sends a lone surrogate as a
+    JSON escape (``"\\ud83d"``); Python decodes it into a string that cannot be
+    encoded as UTF-8, so it could be neither hashed, stored nor posted. Paired
+    surrogates (an emoji written as two escapes) become the character they form.
+    """
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def reply_parts(replies: tuple[str, ...] | list[str], mode: str) -> list[str]:
+    """Every message to post for a bot answer, in order, each safe to encode."""
+    return [part for reply in replies for part in split_reply(encodable(reply), mode)]
 
 
 def typing_pause(part: str, chars_per_second: float) -> float:

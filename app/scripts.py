@@ -16,14 +16,17 @@ from redis.exceptions import NoScriptError
 
 __all__ = ["Batch", "EnqueueResult", "Scripts"]
 
+# The clock of every due time and session is Redis's own (TIME), never a web
+# or worker clock: ARGV[1] is the stored message's JSON up to its last member,
+# '"received_at":', and the script completes it with the arrival time.
 # KEYS[1] queue  KEYS[2] lease  KEYS[3] seen message  KEYS[4] seen delivery
 # KEYS[5] conversation index  KEYS[6] stats hash  KEYS[7] handoff marker
 # KEYS[8] sessions zset  KEYS[9] session accounts hash
-# ARGV[1] stored message (JSON)  ARGV[2] queue TTL s  ARGV[3] max queue length
+# ARGV[1] stored message, open (see above)  ARGV[2] queue TTL s  ARGV[3] max queue length
 # ARGV[4] fresh task id  ARGV[5] lease TTL ms  ARGV[6] seen TTL s
 # ARGV[7] conversation id  ARGV[8] "1" if KEYS[4] is a real delivery id
 # ARGV[9] the conversation's status in the payload ("pending" ends a handoff)
-# ARGV[10] now (unix s)  ARGV[11] account id
+# ARGV[10] account id
 # Returns {status, queue length, lease holder, lease pttl ms, acquired 0/1}
 # where status is "queued", "duplicate", "full" or "handoff".
 ENQUEUE = """
@@ -43,21 +46,23 @@ if len >= tonumber(ARGV[3]) then
   redis.call('HINCRBY', KEYS[6], 'webhooks_rejected_429', 1)
   return {'full', len, '', 0, 0}
 end
-len = redis.call('RPUSH', KEYS[1], ARGV[1])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+len = redis.call('RPUSH', KEYS[1], ARGV[1] .. string.format('%.6f', now) .. '}')
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('SET', KEYS[3], '1', 'EX', ARGV[6])
 if ARGV[8] == '1' then redis.call('SET', KEYS[4], '1', 'EX', ARGV[6]) end
 redis.call('SADD', KEYS[5], ARGV[7])
 redis.call('HINCRBY', KEYS[6], 'webhooks_queued', 1)
-redis.call('ZADD', KEYS[8], ARGV[10], ARGV[7])
-redis.call('HSET', KEYS[9], ARGV[7], ARGV[11])
+redis.call('ZADD', KEYS[8], math.floor(now), ARGV[7])
+redis.call('HSET', KEYS[9], ARGV[7], ARGV[10])
 if redis.call('SET', KEYS[2], ARGV[4], 'NX', 'PX', ARGV[5]) then
   return {'queued', len, ARGV[4], tonumber(ARGV[5]), 1}
 end
 return {'queued', len, redis.call('GET', KEYS[2]) or '', redis.call('PTTL', KEYS[2]), 0}
 """
 
-# Compare-and-set of the lease: hand it from one task id to another.
+# Compare-and-set of the lease: hand it from one holder to another.
 # KEYS[1] lease  ARGV[1] expected holder  ARGV[2] new holder  ARGV[3] TTL ms
 # Returns 1 if the lease now names ARGV[2], else 0.
 HAND_OVER = """
@@ -68,17 +73,27 @@ end
 return 0
 """
 
-# A task starting (or its heartbeat): keep the lease it holds, or take a free one.
-# KEYS[1] lease  ARGV[1] task id  ARGV[2] TTL ms  ARGV[3] "1" to take a free lease
-# Returns 1 if the task holds the lease afterwards, else 0.
-HOLD = """
+# A task starting: the lease names the published task (its id) until the task
+# starts; starting turns it into the id of this one run (task id + '#' + a
+# random token), so a second delivery of the same task id finds a run, not its
+# id, and exits. A free lease (its holder died, it expired) is taken.
+# KEYS[1] lease  ARGV[1] task id  ARGV[2] run id  ARGV[3] TTL ms
+# Returns 1 if the run holds the lease, else 0.
+START_RUN = """
 local holder = redis.call('GET', KEYS[1])
-if holder == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if holder == ARGV[1] or not holder then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
   return 1
 end
-if not holder and ARGV[3] == '1' then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 0
+"""
+
+# The heartbeat: extend the lease of a run that still holds it.
+# KEYS[1] lease  ARGV[1] run id  ARGV[2] TTL ms
+# Returns 1 if renewed, 0 if the run no longer holds it.
+RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
 end
 return 0
@@ -97,46 +112,133 @@ end
 return 0
 """
 
-# Move the next batch into processing, unless a leftover batch is there; or,
-# with ARGV[3] = "1" (stale-reply suppression), move fragments that arrived
-# during the bot call beside the batch in flight.
-# KEYS[1] queue  KEYS[2] processing  KEYS[3] lease
-# ARGV[1] task id  ARGV[2] most messages to move  ARGV[3] "1" to append
-# Returns false if the task does not hold the lease, else the leftover batch
-# or the messages moved.
+# Move the next batch into processing, unless a leftover batch is there, and
+# count the attempt: every run that starts handling a batch counts one, so a
+# batch that kills its worker or raises every time is seen (BATCH_MAX_ATTEMPTS).
+# KEYS[1] queue  KEYS[2] processing  KEYS[3] lease  KEYS[4] ledger
+# ARGV[1] run id  ARGV[2] most messages to move  ARGV[3] ledger field of attempts
+# ARGV[4] ledger field of the last error
+# Returns false if the run does not hold the lease, else {attempts before this
+# one, last error or '', messages...} (no messages: nothing to do).
 CLAIM_BATCH = """
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return false end
-if ARGV[3] ~= '1' then
-  local leftover = redis.call('LRANGE', KEYS[2], 0, -1)
-  if #leftover > 0 then return leftover end
+local items = redis.call('LRANGE', KEYS[2], 0, -1)
+if #items == 0 then
+  items = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+  if #items == 0 then return {0, ''} end
+  redis.call('RPUSH', KEYS[2], unpack(items))
+  redis.call('LTRIM', KEYS[1], #items, -1)
 end
-local items = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)
-if #items == 0 then return {} end
-redis.call('RPUSH', KEYS[2], unpack(items))
-redis.call('LTRIM', KEYS[1], #items, -1)
-return items
+local before = redis.call('HINCRBY', KEYS[4], ARGV[3], 1) - 1
+return {before, redis.call('HGET', KEYS[4], ARGV[4]) or '', unpack(items)}
+"""
+
+# The bot has answered: store its answer with the batch before anything is
+# posted (invariant 9), unless fragments arrived while it thought: then they
+# join the batch in processing and the answer, now stale, is not stored.
+# KEYS[1] lease  KEYS[2] ledger  KEYS[3] queue  KEYS[4] processing
+# ARGV[1] run id  ARGV[2] answer field  ARGV[3] answer JSON
+# ARGV[4] most newer fragments to take (0: do not look)  ARGV[5..] message fields
+# (each set to the answer field: which answer covers which message)
+# Returns false without the lease, {'newer', messages...} or {'stored'}.
+STORE_ANSWER = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
+local most = tonumber(ARGV[4])
+if most > 0 then
+  local items = redis.call('LRANGE', KEYS[3], 0, most - 1)
+  if #items > 0 then
+    redis.call('RPUSH', KEYS[4], unpack(items))
+    redis.call('LTRIM', KEYS[3], #items, -1)
+    return {'newer', unpack(items)}
+  end
+end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+for i = 5, #ARGV do redis.call('HSET', KEYS[2], ARGV[i], ARGV[2]) end
+return {'stored'}
+"""
+
+# Just before a reply part's POST: mark it pending, only while the run holds
+# the lease (a run that lost it posts nothing more).
+# KEYS[1] lease  KEYS[2] ledger  KEYS[3] own pending digests
+# ARGV[1] run id  ARGV[2] part field  ARGV[3] pending value  ARGV[4] content digest
+# ARGV[5] digests TTL s
+# Returns 1 if marked, 0 without the lease.
+MARK_PART = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[4])
+redis.call('EXPIRE', KEYS[3], ARGV[5])
+return 1
+"""
+
+# Just after a reply part's POST: record it sent, only over the pending value
+# this run wrote (compare-and-set; true whether or not the run still holds the
+# lease, since the part *was* posted), and mark its Chatwoot id as ours.
+# KEYS[1] ledger  KEYS[2] own-reply marker of the id  KEYS[3] stats hash
+# ARGV[1] part field  ARGV[2] expected pending value  ARGV[3] sent value
+# ARGV[4] own-reply marker TTL s, or '' when Chatwoot gave no id
+# Returns 1 if recorded, 0 if the part's state had changed.
+RECORD_SENT = """
+if ARGV[4] ~= '' then redis.call('SET', KEYS[2], '1', 'EX', ARGV[4]) end
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('HINCRBY', KEYS[3], 'replies_sent', 1)
+return 1
+"""
+
+# Set a key (with a TTL) and count it, only while the run holds the lease:
+# the last error of a batch (in the ledger hash), a bot-requested handoff.
+# KEYS[1] lease  KEYS[2] hash or key  KEYS[3] stats hash
+# ARGV[1] run id  ARGV[2] hash field, or '' to SET KEYS[2]  ARGV[3] value
+# ARGV[4] TTL s (SET only)  ARGV[5] stats field to count, or ''
+# Returns 1 if written, 0 without the lease.
+WRITE_IF_HOLDER = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] ~= '' then
+  redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+else
+  redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4])
+end
+if ARGV[5] ~= '' then redis.call('HINCRBY', KEYS[3], ARGV[5], 1) end
+return 1
 """
 
 # Messages whose reply was sent (or that were dead-lettered) leave processing.
-# KEYS[1] processing  KEYS[2] lease  KEYS[3] sent-parts hash  KEYS[4] dead letters
+# Progress resets the batch's attempts; an empty batch drops its ledger. The
+# dead-letter list keeps the newest ARGV[3] entries; older ones are dropped
+# and counted.
+# KEYS[1] processing  KEYS[2] lease  KEYS[3] ledger  KEYS[4] dead letters
 # KEYS[5] stats hash
-# ARGV[1] task id  ARGV[2] dead letter JSON or ""  ARGV[3..] stored messages
-# Returns false without the lease, else the messages left in processing.
+# ARGV[1] run id  ARGV[2] dead letter JSON or ""  ARGV[3] most dead letters kept
+# ARGV[4] ledger field of attempts  ARGV[5] ledger field of the last error
+# ARGV[6..] stored messages
+# Returns false without the lease, else {messages left in processing, dead letters dropped}.
 COMPLETE = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return false end
+local dropped = 0
 if ARGV[2] ~= '' then
-  redis.call('RPUSH', KEYS[4], ARGV[2])
+  local length = redis.call('RPUSH', KEYS[4], ARGV[2])
   redis.call('HINCRBY', KEYS[5], 'dead_letters', 1)
+  local over = length - tonumber(ARGV[3])
+  if over > 0 then
+    redis.call('LTRIM', KEYS[4], over, -1)
+    redis.call('HINCRBY', KEYS[5], 'dead_letters_dropped', over)
+    dropped = over
+  end
 end
-for i = 3, #ARGV do redis.call('LREM', KEYS[1], 1, ARGV[i]) end
+for i = 6, #ARGV do redis.call('LREM', KEYS[1], 1, ARGV[i]) end
 local left = redis.call('LLEN', KEYS[1])
-if left == 0 then redis.call('DEL', KEYS[3]) end
-return left
+if left == 0 then
+  redis.call('DEL', KEYS[3])
+else
+  redis.call('HDEL', KEYS[3], ARGV[4], ARGV[5])
+end
+return {left, dropped}
 """
 
 # Release the lease, only by its holder and only when nothing is left to do.
 # KEYS[1] lease  KEYS[2] queue  KEYS[3] processing  KEYS[4] conversation index
-# ARGV[1] task id  ARGV[2] conversation id
+# ARGV[1] run id  ARGV[2] conversation id
 # Returns 1 released, 0 more work (keep draining), -1 not the holder.
 RELEASE_IF_EMPTY = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
@@ -182,27 +284,25 @@ return #ARGV - 3
 # An agent's public reply: the gateway's own reply coming back, or a takeover.
 # KEYS[1] own-reply marker of the message id  KEYS[2] own pending digests
 # KEYS[3] handoff marker  KEYS[4] stats hash
-# ARGV[1] digest of the content  ARGV[2] resume after (s, 0 = never)
+# ARGV[1] digest of the content  ARGV[2] how long the takeover lasts (s, > 0)
 # Returns "own" or "takeover".
 AGENT_REPLY = """
 if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then
   return 'own'
 end
-if tonumber(ARGV[2]) > 0 then
-  redis.call('SET', KEYS[3], 'agent', 'EX', ARGV[2])
-else
-  redis.call('SET', KEYS[3], 'agent')
-end
+redis.call('SET', KEYS[3], 'agent', 'EX', ARGV[2])
 redis.call('HINCRBY', KEYS[4], 'agent_takeovers', 1)
 return 'takeover'
 """
 
-# Take the sessions idle since before ARGV[1] out of the sessions set, once.
+# Take up to ARGV[2] sessions idle for ARGV[1] seconds or more (by Redis's
+# clock) out of the sessions set, once each.
 # KEYS[1] sessions zset  KEYS[2] session accounts hash
-# ARGV[1] cutoff (unix s)  ARGV[2] most to take
+# ARGV[1] idle seconds  ARGV[2] most to take
 # Returns {conversation, account id, ...}.
 EXPIRE_SESSIONS = """
-local idle = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+local cutoff = tonumber(redis.call('TIME')[1]) - tonumber(ARGV[1])
+local idle = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff, 'LIMIT', 0, ARGV[2])
 local result = {}
 for _, conv in ipairs(idle) do
   redis.call('ZREM', KEYS[1], conv)
@@ -215,7 +315,7 @@ return result
 
 
 # Operator purge of one conversation: its waiting and in-flight messages go.
-# KEYS[1] queue  KEYS[2] processing  KEYS[3] sent-parts hash  KEYS[4] conversation index
+# KEYS[1] queue  KEYS[2] processing  KEYS[3] ledger  KEYS[4] conversation index
 # ARGV[1] conversation id
 # Returns the number of messages removed. A drainer holding the lease finds
 # nothing left and releases it.
@@ -242,9 +342,14 @@ class Scripts:
     def __init__(self, client: redis.Redis) -> None:
         self.enqueue = client.register_script(ENQUEUE)
         self.hand_over = client.register_script(HAND_OVER)
-        self.hold = client.register_script(HOLD)
+        self.start_run = client.register_script(START_RUN)
+        self.renew = client.register_script(RENEW)
         self.delete_if_equals = client.register_script(DELETE_IF_EQUALS)
         self.claim_batch = client.register_script(CLAIM_BATCH)
+        self.store_answer = client.register_script(STORE_ANSWER)
+        self.mark_part = client.register_script(MARK_PART)
+        self.record_sent = client.register_script(RECORD_SENT)
+        self.write_if_holder = client.register_script(WRITE_IF_HOLDER)
         self.complete = client.register_script(COMPLETE)
         self.release_if_empty = client.register_script(RELEASE_IF_EMPTY)
         self.rescue = client.register_script(RESCUE)

@@ -3,8 +3,12 @@
 A session is the openai backend's kept turns plus a handoff the *bot* asked
 for. After ``SESSION_IDLE_MINUTES`` without an incoming message a periodic
 task clears it and, if ``SESSION_EXPIRED_MESSAGE`` is set, tells the contact
-once. A conversation a human took over (handoff marker ``agent``) stays with
-the human. ``SESSION_RESET_KEYWORDS`` clears a session on demand.
+once. The task runs on the same workers as the drains, so one call does at
+most ``EXPIRE_BUDGET_SECONDS`` of work (and sends through a replier without
+retries): 5,000 sessions expiring together are spread over many calls, and a
+drain never waits behind them for more than one slice. A conversation a human
+took over (handoff marker ``agent``) stays with the human.
+``SESSION_RESET_KEYWORDS`` clears a session on demand.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from app.settings import CompanyConfig, Settings
 __all__ = ["content_digest", "expire_idle_sessions", "is_reset_keyword", "reset_session"]
 
 log = logging.getLogger(__name__)
-EXPIRE_BATCH = 500
+EXPIRE_BATCH = 10
+EXPIRE_BUDGET_SECONDS = 1.0
 
 
 def content_digest(content: str) -> str:
@@ -49,17 +54,17 @@ def expire_idle_sessions(
     scripts: Scripts,
     settings: Settings,
     replier_for: Callable[[str], Replier],
-    now: float | None = None,
+    budget: float = EXPIRE_BUDGET_SECONDS,
 ) -> int:
-    """Expire every session idle past its company's limit; return how many."""
-    now = time.time() if now is None else now
+    """Expire sessions idle past their company's limit (by Redis's clock) for at most
+    about ``budget`` seconds; return how many. The rest waits for the next call."""
+    started = time.monotonic()
     expired = 0
     for company in settings.companies.values():
-        cutoff = now - company.session_idle_minutes * 60
-        while True:
+        while time.monotonic() - started < budget:
             taken = scripts.expire_sessions(
                 keys=[keys.sessions(company.company_id), keys.session_accounts(company.company_id)],
-                args=[cutoff, EXPIRE_BATCH],
+                args=[company.session_idle_minutes * 60, EXPIRE_BATCH],
                 client=client,
             )
             for conv, account in zip(taken[0::2], taken[1::2], strict=True):

@@ -55,14 +55,19 @@ class CompanyConfig:
     typing_chars_per_second: float = 40.0
     bot_only_pending: bool = False
     bot_resume_after_minutes: float | None = None
+    handoff_max_days: float = 30.0
     session_expired_message: str | None = None
     session_reset_keywords: tuple[str, ...] = ()
     supersede_max: int = 2
 
     @property
-    def resume_after_seconds(self) -> int:
-        """TTL of a handoff marker; 0 means the bot stays silent until Chatwoot says pending."""
-        return int(self.bot_resume_after_minutes * 60) if self.bot_resume_after_minutes else 0
+    def handoff_ttl_seconds(self) -> int:
+        """How long a human takeover or a bot handoff lasts without news from Chatwoot:
+        ``BOT_RESUME_AFTER_MINUTES`` when set, else ``HANDOFF_MAX_DAYS`` (a marker never
+        lives forever: conversations that humans abandon must not pile up in Redis)."""
+        if self.bot_resume_after_minutes:
+            return max(1, int(self.bot_resume_after_minutes * 60))
+        return max(1, int(self.handoff_max_days * 86400))
 
     @property
     def first_countdown(self) -> float:
@@ -93,6 +98,9 @@ class Settings:
     worker_heartbeat_max_age_seconds: float = 15.0
     chatwoot_timeout_seconds: float = 10.0
     outbound_retries: int = 3
+    batch_max_attempts: int = 3
+    run_max_seconds: float = 300.0
+    dead_letter_max: int = 10000
     log_level: str = "INFO"
     log_format: str = "text"
 
@@ -218,6 +226,7 @@ COMPANY_FIELDS: dict[str, _Parser] = {
     "typing_chars_per_second": _positive_float,
     "bot_only_pending": _bool,
     "bot_resume_after_minutes": _positive_float,
+    "handoff_max_days": _positive_float,
     "session_expired_message": _str,
     "session_reset_keywords": _keywords,
     "supersede_max": _non_negative_int,
@@ -233,6 +242,9 @@ GLOBAL_FIELDS: dict[str, _Parser] = {
     "worker_heartbeat_max_age_seconds": _positive_float,
     "chatwoot_timeout_seconds": _positive_float,
     "outbound_retries": _positive_int,
+    "batch_max_attempts": _positive_int,
+    "run_max_seconds": _positive_float,
+    "dead_letter_max": _positive_int,
 }
 
 
@@ -334,6 +346,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     log_format = env.get("LOG_FORMAT", "text").strip().lower() or "text"
     if log_format not in ("text", "json"):
         raise ConfigError(f"LOG_FORMAT must be text or json, got {log_format!r}")
-    return Settings(
+    settings = Settings(
         redis_url=redis_url, companies=companies, log_level=level, log_format=log_format, **values
     )
+    slowest = max(c.bot_timeout_seconds for c in companies.values())
+    if settings.run_max_seconds <= 2 * slowest:
+        raise ConfigError(
+            f"RUN_MAX_SECONDS ({settings.run_max_seconds:g}) must be more than twice the longest"
+            f" BOT_TIMEOUT_SECONDS ({slowest:g}): a run asks the bot and then posts its answer"
+        )
+    return settings

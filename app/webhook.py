@@ -63,7 +63,7 @@ def _conversation_event(gateway, config, parsed) -> str | None:  # type: ignore[
                 keys.handoff(cid, parsed.conversation_id),
                 keys.stats(cid),
             ],
-            args=[content_digest(parsed.content), config.resume_after_seconds],
+            args=[content_digest(parsed.content), config.handoff_ttl_seconds],
             client=gateway.redis,
         )
         if who == "own":
@@ -87,7 +87,7 @@ def chatwoot(company: str):  # type: ignore[no-untyped-def]
     if not request.is_json:
         return _answer(415, error="unsupported_media_type", reason="Content-Type must be application/json")
     body = request.get_data(cache=True)
-    now = time.time()
+    now = gateway.clock()
     try:
         authenticate(config, request.headers, body, request.args.get("token"), now)
     except AuthError as exc:

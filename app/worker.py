@@ -21,9 +21,10 @@ from app.bots import Bot, load_handler, make_bot
 from app.celery_config import SESSIONS_TASK, SWEEP_TASK, make_celery
 from app.chatwoot import Replier, make_replier
 from app.drain import Drainer
+from app.keeper import stuck_runs
 from app.lease import DRAIN_TASK, schedule_drain
 from app.logs import configure_logging
-from app.redis_client import connect
+from app.redis_client import connect, redis_now
 from app.scripts import Scripts
 from app.sessions import expire_idle_sessions
 from app.settings import Settings, load_settings
@@ -38,6 +39,7 @@ for _company in settings.companies.values():
         load_handler(_company.bot_handler)  # a handler that cannot be imported stops the worker here
 celery = make_celery(settings)
 HEARTBEAT_INTERVAL_SECONDS = 2.0
+NOTICE_TIMEOUT_SECONDS = 5.0
 
 
 class Runtime:
@@ -47,6 +49,7 @@ class Runtime:
         self.settings = settings
         self._bots: dict[str, Bot] = {}
         self._repliers: dict[str, Replier] = {}
+        self._notice_repliers: dict[str, Replier] = {}
 
     @cached_property
     def redis(self) -> redis.Redis:
@@ -72,6 +75,19 @@ class Runtime:
                 retries=self.settings.outbound_retries,
             )
         return self._repliers[company]
+
+    def notice_replier(self, company: str) -> Replier:
+        """For best-effort notices (session expired): one short attempt, no retries, so
+        a slow or absent Chatwoot cannot hold the worker that drains conversations."""
+        if company not in self._notice_repliers:
+            config = self.settings.companies[company]
+            self._notice_repliers[company] = make_replier(
+                config,
+                self.redis,
+                timeout=min(NOTICE_TIMEOUT_SECONDS, self.settings.chatwoot_timeout_seconds),
+                retries=0,
+            )
+        return self._notice_repliers[company]
 
 
 runtime = Runtime(settings)
@@ -114,17 +130,24 @@ def sweep_task() -> int:
 
 @celery.task(name=SESSIONS_TASK, ignore_result=True)
 def expire_sessions_task() -> int:
-    return expire_idle_sessions(runtime.redis, runtime.scripts, settings, runtime.replier)
+    return expire_idle_sessions(runtime.redis, runtime.scripts, settings, runtime.notice_replier)
 
 
 def _heartbeat_loop(name: str) -> None:
+    """The worker's heartbeat (for /readyz and /metrics), and whether one of its runs is
+    stuck past RUN_MAX_SECONDS (then /readyz answers 503 while it stays stuck)."""
     client = connect(settings.redis_url)
     while True:
         try:
-            now = time.time()
+            now = redis_now(client)  # one clock for every process: Redis's
+            stuck = stuck_runs()
             pipe = client.pipeline(transaction=False)
             pipe.zadd(keys.worker_heartbeats(), {name: now})
             pipe.zremrangebyscore(keys.worker_heartbeats(), "-inf", now - 3600)
+            if stuck:
+                pipe.zadd(keys.workers_stuck(), {name: now})
+            else:
+                pipe.zrem(keys.workers_stuck(), name)
             pipe.execute()
         except redis.RedisError as exc:
             log.warning("worker heartbeat not written error=%s", type(exc).__name__)

@@ -115,8 +115,8 @@ def companies_env(
     return env
 
 
-def make_client(env: dict[str, str]) -> Any:
-    app = create_app({"TESTING": True, "settings": load_settings(env)})
+def make_client(env: dict[str, str], **config: Any) -> Any:
+    app = create_app({"TESTING": True, "settings": load_settings(env), **config})
     return app.test_client()
 
 

@@ -58,8 +58,15 @@ def ensure_redis_server() -> str:
 class RedisServer:
     """A redis-server on a free port that a test may stop and start again."""
 
-    def __init__(self, data_dir: Path, persistent: bool = False, password: str | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        persistent: bool = False,
+        password: str | None = None,
+        extra: tuple[str, ...] = (),
+    ) -> None:
         self.port = free_port()
+        self._extra = list(extra)  # more redis-server arguments (e.g. a maxmemory-policy)
         auth = f":{password}@" if password else ""
         self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
         self._dir = data_dir
@@ -73,7 +80,7 @@ class RedisServer:
             aof = ["--appendonly", "yes", "--appendfsync", "always"]
         args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", str(self._dir)]
         self._proc = subprocess.Popen(
-            [ensure_redis_server(), *args, *aof, *self._auth_args(), "--loglevel", "warning"],
+            [ensure_redis_server(), *args, *aof, *self._auth_args(), *self._extra, "--loglevel", "warning"],
             stdout=subprocess.DEVNULL,
         )
         client = redis.Redis(port=self.port, password=self._password)
@@ -94,6 +101,63 @@ def _pings(client: redis.Redis) -> bool:
         return bool(client.ping())
     except redis.ConnectionError:
         return False
+
+
+class Proxy:
+    """A TCP proxy to a local server (Redis) that a test can cut and restore: a process
+    connected through it is cut off from Redis while the others are not."""
+
+    def __init__(self, target_port: int) -> None:
+        self._target = target_port
+        self._cut = threading.Event()
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def cut(self) -> None:
+        """Close every connection; refuse new ones until ``restore``."""
+        self._cut.set()
+        with self._lock:
+            for sock in self._sockets:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                sock.close()
+            self._sockets.clear()
+
+    def restore(self) -> None:
+        self._cut.clear()
+
+    def _accept(self) -> None:
+        while True:
+            client, _ = self._listener.accept()
+            if self._cut.is_set():
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self._target))
+            with self._lock:
+                self._sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        for sock in (source, sink):
+            try:
+                sock.close()
+            except OSError:
+                pass
 
 
 class Stand:
@@ -117,6 +181,9 @@ class Stand:
         self.message_delay = 0.0  # seconds before answering a message create (after recording it)
         self.api_token = "cw-token"  # the api_access_token this Chatwoot accepts
         self.can_read = False  # a user token may list messages; an agent-bot token may not
+        self.trickle: dict[str, float] = {}  # conversation -> seconds between the bot answer's bytes
+        self.stall_at: dict[int, float] = {}  # create number (1-based) -> stall, then 504, nothing created
+        self._creates = 0
         self._next_id = 100000
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -140,6 +207,9 @@ class Stand:
             self.message_delay = 0.0
             self.bot_delay = 0.0
             self.bot_answer = None
+            self.trickle.clear()
+            self.stall_at.clear()
+            self._creates = 0
 
     def replies(self, conversation: int | str | None = None) -> list[str]:
         """Contents of the messages the gateway created, in arrival order."""
@@ -192,6 +262,14 @@ class Stand:
             return 404, {"error": "not found"}
         if headers.get("api_access_token") != self.api_token:
             return 401, {"error": "Invalid Access Token"}
+        stall = None
+        if path.endswith("/messages"):
+            with self.lock:
+                self._creates += 1
+                stall = self.stall_at.pop(self._creates, None)
+        if stall is not None:  # a create lost on its way: slow, then an error, no message made
+            time.sleep(stall)
+            return 504, {"error": "gateway timeout"}
         with self.lock:
             if path.endswith("/messages") and self.fail_next:
                 return self.fail_next.pop(0), {"error": "injected failure"}
@@ -214,14 +292,14 @@ class Stand:
             mine = [r for r in self.requests if r["path"].endswith(f"/conversations/{conv}/messages")]
             payload = [
                 {
-                    "id": 500 + i,
+                    "id": r["id"],  # the id the create answered with
                     "content": r["json"]["content"],
-                    "message_type": 1,
-                    "created_at": int(r["at"]),
+                    "message_type": 1,  # integer here, as messages/index.json.jbuilder renders it
+                    "created_at": int(r["at"]),  # unix seconds (created_at.to_i)
                     "private": False,
                     "conversation_id": int(conv),
                 }
-                for i, r in enumerate(mine[-20:])
+                for r in mine[-20:]
             ]
         return 200, {"meta": {"labels": [], "contact_id": 301}, "payload": payload}
 
@@ -247,8 +325,10 @@ class Stand:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length) or b"{}")
+                trickle = 0.0
                 if self.path == "/bot":
                     status, answer = stand._bot(body)
+                    trickle = stand.trickle.get(str(body.get("conversation_id")), 0.0)
                 elif self.path == "/v1/chat/completions":
                     status, answer = stand._completion(body, dict(self.headers))
                 else:
@@ -258,7 +338,16 @@ class Stand:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                if not trickle:
+                    self.wfile.write(data)
+                    return
+                for byte in data:  # headers at once, then the body a byte at a time
+                    try:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                    except OSError:
+                        return  # the gateway gave up and closed the connection
+                    time.sleep(trickle)
 
         return Handler
 

@@ -47,11 +47,11 @@ def test_wrong_token_is_a_clear_error(stand: Stand) -> None:
         bad.create_message(1, "42", "x")
 
 
-def test_find_reply_reads_back_only_with_a_readable_token(client, stand: Stand) -> None:
+def test_find_replies_reads_back_only_with_a_readable_token(client, stand: Stand) -> None:
     before = time.time()
-    client.create_message(1, "42", "booked for Tuesday")
-    assert client.find_reply(1, "42", "booked for Tuesday", before) is None  # bot token: cannot tell
+    created = client.create_message(1, "42", "booked for Tuesday")
+    assert client.find_replies(1, "42", "booked for Tuesday", before) is None  # bot token: cannot tell
     stand.can_read = True
-    assert client.find_reply(1, "42", "booked for Tuesday", before) is True
-    assert client.find_reply(1, "42", "something else", before) is False
-    assert client.find_reply(1, "42", "booked for Tuesday", before + 60) is False  # an older message
+    assert client.find_replies(1, "42", "booked for Tuesday", before) == [created]  # the id Chatwoot gave
+    assert client.find_replies(1, "42", "something else", before) == []
+    assert client.find_replies(1, "42", "booked for Tuesday", before + 60) == []  # an older message

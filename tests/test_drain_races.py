@@ -11,7 +11,6 @@ from celery import Celery
 from app import keys
 from app.intake import accept
 from app.payload import StoredMessage
-from app.scripts import Scripts
 from tests.conftest import dry_run_drainer
 
 
@@ -54,24 +53,3 @@ def test_a_message_landing_between_the_empty_check_and_the_release_is_not_strand
 
 def json_content(raw: str) -> str:
     return StoredMessage.from_json(raw).content
-
-
-def test_the_lease_keeper_renews_what_its_tasks_hold_and_reports_what_they_lost(rdb: redis.Redis) -> None:
-    from app.drain import LeaseKeeper
-
-    keeper = LeaseKeeper(rdb, Scripts(rdb), ttl=4.0)
-    kept, taken, done = (keys.active_task("default", c) for c in ("1", "2", "3"))
-    for lease, task in ((kept, "A"), (taken, "B"), (done, "C")):
-        rdb.set(lease, task, px=1000)
-    lost_a, lost_b = keeper.keep(kept, "A"), keeper.keep(taken, "B")
-    keeper.keep(done, "C")
-    keeper.drop("C")
-    rdb.delete(done)  # C released its lease and left
-    rdb.set(taken, "other", px=1000)  # B's lease went to another task
-    keeper.renew()
-    assert 3000 < rdb.pttl(kept) <= 4000 and not lost_a.is_set()  # renewed to the full TTL
-    assert lost_b.is_set() and rdb.get(taken) == "other"  # reported, and the other holder untouched
-    assert rdb.get(done) is None  # a dropped lease is never brought back
-    keeper.renew()
-    assert rdb.get(taken) == "other"  # B is no longer renewed either
-    keeper.drop("A")

@@ -96,9 +96,10 @@ def test_two_deployments_never_drain_one_conversation_at_once(env, workers, rdb,
 def test_a_bot_call_longer_than_the_lease_keeps_it_alive(env, workers, rdb, stand: Stand) -> None:
     """The heartbeat: a live drainer's lease is renewed while the bot thinks, so neither the
     sweeper (beat runs here) nor a second worker starts a second drainer of the conversation."""
+    stand.bot_delay = LEASE_TTL * 2.5
+    env = {**env, "BOT_TIMEOUT_SECONDS": str(stand.bot_delay * 2)}  # the whole call fits its deadline
     start(workers, env, rdb, "thinker", beat=True)
     start(workers, env, rdb, "idle")
-    stand.bot_delay = LEASE_TTL * 2.5
     web = make_client(env)
     post_webhook(web, cw.message("take your time", 71))
     wait_for(lambda: stand.replies(71), timeout=LEASE_TTL * 2.5 + 15)

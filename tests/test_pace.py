@@ -13,6 +13,7 @@ from app import analytics, keys
 from app.drain import Drainer
 from app.pace import HISTORY, MARGIN, SLACK, Pace, learned_window
 from app.payload import StoredMessage
+from app.redis_client import redis_now
 from app.settings import ConfigError, load_settings
 from tests import chatwoot_payloads as cw
 from tests.conftest import base_env, dry_run_drainer, make_client, post_webhook
@@ -130,14 +131,15 @@ def test_prior_is_the_company_window_for_95_percent_once_enough_gaps_are_known(r
 
 
 def drainer_for(redis_url: str, rdb: redis.Redis, **env: str) -> Drainer:
-    drainer = dry_run_drainer(redis_url, rdb, **env)
-    drainer.clock = lambda: 995.0
-    return drainer
+    return dry_run_drainer(redis_url, rdb, **env)
 
 
 def queue(rdb: redis.Redis, *arrivals: float, contact: int = 7) -> None:
+    """Queue messages that arrived at these times of a clock that reads 995 now (by Redis's
+    clock, the one the drainer reads)."""
+    base = redis_now(rdb) - 995.0
     for i, at in enumerate(arrivals):
-        message = StoredMessage(i + 1, "42", 1, f"m{i}", received_at=at, contact={"id": contact})
+        message = StoredMessage(i + 1, "42", 1, f"m{i}", received_at=base + at, contact={"id": contact})
         rdb.rpush(keys.queue("default", "42"), message.to_json())
 
 
@@ -159,7 +161,7 @@ def test_each_mode_decides_when_the_batch_is_due(
     slow = Pace().observe([0.0, 16.0, 300.0, 304.0, 600.0])
     rdb.set(keys.pace("default", "contact-7"), slow.to_json())
     queue(rdb, 990.0, 994.0)
-    assert drainer._seconds_until_due()[1] == pytest.approx(max(0.0, expected))
+    assert drainer._seconds_until_due()[1] == pytest.approx(max(0.0, expected), abs=0.2)
 
 
 def test_learned_mode_keeps_a_one_message_writer_waiting_only_the_shortest_window(
@@ -169,26 +171,24 @@ def test_learned_mode_keeps_a_one_message_writer_waiting_only_the_shortest_windo
     drainer = drainer_for(redis_url, rdb, BATCH_WINDOW_MODE="learned")
     rdb.set(keys.pace("default", "contact-7"), Pace().observe([0.0, 300.0, 600.0]).to_json())
     queue(rdb, 994.0)
-    assert drainer._seconds_until_due()[1] == pytest.approx(2.0)  # 994 + 3 (the shortest) - 995
+    assert drainer._seconds_until_due()[1] == pytest.approx(2.0, abs=0.2)  # 994 + 3 (the shortest) - 995
 
 
 def test_learned_mode_records_the_contacts_pace_when_it_claims(redis_url: str, rdb: redis.Redis) -> None:
     analytics._priors.clear()
     drainer = drainer_for(redis_url, rdb, BATCH_WINDOW_MODE="learned", BATCH_WINDOW_MIN_SECONDS="1")
-    drainer.clock = time.time
-    now = time.time()
-    queue(rdb, now - 20.0, now - 14.0, contact=9)  # a 6 s gap; the 5 s max wait has passed
+    now = redis_now(rdb)
+    queue(rdb, 995.0 - 20.0, 995.0 - 14.0, contact=9)  # a 6 s gap; the 5 s max wait has passed
     assert drainer.run() == "released"
     stored = Pace.from_json(rdb.get(keys.pace("default", "contact-9")))
-    assert stored.current == pytest.approx(6.0) and stored.last_at == pytest.approx(now - 14.0)
+    assert stored.current == pytest.approx(6.0) and stored.last_at == pytest.approx(now - 14.0, abs=0.5)
     assert rdb.ttl(keys.pace("default", "contact-9")) > 80 * 86400
     assert [e for e in rdb.lrange(keys.outbox("default"), 0, -1) if "m0 m1" in e]  # one merged reply
 
 
 def test_sliding_mode_stores_no_pace(redis_url: str, rdb: redis.Redis) -> None:
     drainer = drainer_for(redis_url, rdb, BATCH_WINDOW_SECONDS="1")
-    drainer.clock = time.time
-    queue(rdb, time.time() - 20.0, contact=9)
+    queue(rdb, 995.0 - 20.0, contact=9)
     assert drainer.run() == "released"
     assert not rdb.keys(keys.pace("default", "*"))
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import time
+
 import fakeredis
 import pytest
 import redis
 
 from app import keys
+from app.ledger import ATTEMPTS, ERROR
 from app.scripts import Batch, Scripts
 
 C, CONV = "acme", "42"
@@ -35,15 +39,28 @@ def enqueue(s: Scripts, r, payload: str, task: str, msg_id: int, delivery: str =
             keys.sessions(C),
             keys.session_accounts(C),
         ],
-        args=[payload, 3600, 3, task, 5000, 60, CONV, "1" if delivery else "0", status, 1000, 1],
+        args=[open_json(payload), 3600, 3, task, 5000, 60, CONV, "1" if delivery else "0", status, 1],
         client=r,
     )
 
 
+def open_json(name: str) -> str:
+    """A stored message as the webhook hands it to ENQUEUE: open, waiting for its arrival time."""
+    return json.dumps({"name": name})[:-1] + ',"received_at":'
+
+
+def names(r, key: str) -> list[str]:  # type: ignore[no-untyped-def]
+    return [json.loads(raw)["name"] for raw in r.lrange(key, 0, -1)]
+
+
 def test_enqueue_pushes_sets_ttl_and_takes_a_free_lease(s: Scripts, r) -> None:
+    before = time.time()
     result = enqueue(s, r, "m1", "task-a", 1)
     assert result == ["queued", 1, "task-a", 5000, 1]
-    assert r.lrange(keys.queue(C, CONV), 0, -1) == ["m1"]
+    assert names(r, keys.queue(C, CONV)) == ["m1"]
+    # the arrival time is Redis's clock, written by the script (the web's clock plays no part)
+    arrived = json.loads(r.lindex(keys.queue(C, CONV), 0))["received_at"]
+    assert before - 1 <= arrived <= time.time() + 1
     assert 3500 < r.ttl(keys.queue(C, CONV)) <= 3600
     assert r.get(keys.active_task(C, CONV)) == "task-a"
     assert r.sismember(keys.conversation_index(C), CONV)
@@ -79,33 +96,64 @@ def test_enqueue_ignores_handed_off_conversation_until_pending(s: Scripts, r) ->
     assert not r.exists(keys.handoff(C, CONV))
 
 
-def test_claim_requires_the_lease_and_resumes_leftovers_first(s: Scripts, r) -> None:
-    claim_keys = [keys.queue(C, CONV), keys.processing(C, CONV), keys.active_task(C, CONV)]
+def claim(s: Scripts, r, run: str, most: int):  # type: ignore[no-untyped-def]
+    return s.claim_batch(
+        keys=[keys.queue(C, CONV), keys.processing(C, CONV), keys.active_task(C, CONV), keys.ledger(C, CONV)],
+        args=[run, most, ATTEMPTS, ERROR],
+        client=r,
+    )
+
+
+def test_claim_requires_the_lease_resumes_leftovers_first_and_counts_attempts(s: Scripts, r) -> None:
     r.rpush(keys.queue(C, CONV), "a", "b", "c")
-    assert s.claim_batch(keys=claim_keys, args=["intruder", 10, "0"], client=r) is None
+    assert claim(s, r, "intruder", 10) is None
     r.set(keys.active_task(C, CONV), "me")
-    assert s.claim_batch(keys=claim_keys, args=["me", 2, "0"], client=r) == ["a", "b"]
+    assert claim(s, r, "me", 2) == [0, "", "a", "b"]  # first attempt at this batch
     assert r.lrange(keys.queue(C, CONV), 0, -1) == ["c"]
-    # A leftover batch (its drainer died) comes back before anything new.
-    assert s.claim_batch(keys=claim_keys, args=["me", 2, "0"], client=r) == ["a", "b"]
+    # A leftover batch (its drainer died) comes back before anything new, one attempt more,
+    # with the last error a failing run kept.
+    r.hset(keys.ledger(C, CONV), ERROR, "RuntimeError: boom")
+    assert claim(s, r, "me", 2) == [1, "RuntimeError: boom", "a", "b"]
+    r.delete(keys.processing(C, CONV))
+    r.delete(keys.queue(C, CONV))
+    assert claim(s, r, "me", 2) == [0, ""]  # nothing to do
+
+
+def complete(s: Scripts, r, run: str, letter: str, *raws: str, most: int = 100):  # type: ignore[no-untyped-def]
+    return s.complete(
+        keys=[
+            keys.processing(C, CONV),
+            keys.active_task(C, CONV),
+            keys.ledger(C, CONV),
+            keys.dead_letters(C),
+            keys.stats(C),
+        ],
+        args=[run, letter, most, ATTEMPTS, ERROR, *raws],
+        client=r,
+    )
 
 
 def test_complete_removes_only_with_the_lease_and_records_dead_letters(s: Scripts, r) -> None:
-    ck = [
-        keys.processing(C, CONV),
-        keys.active_task(C, CONV),
-        keys.sent_parts(C, CONV),
-        keys.dead_letters(C),
-        keys.stats(C),
-    ]
     r.rpush(keys.processing(C, CONV), "a", "b")
-    r.hset(keys.sent_parts(C, CONV), "x:0", "1")
+    r.hset(keys.ledger(C, CONV), mapping={"part:1-1:0": "sent:9", ATTEMPTS: "2", ERROR: "x"})
     r.set(keys.active_task(C, CONV), "me")
-    assert s.complete(keys=ck, args=["other", "", "a"], client=r) is None
-    assert s.complete(keys=ck, args=["me", "", "a"], client=r) == 1
-    assert s.complete(keys=ck, args=["me", '{"error":"x"}', "b"], client=r) == 0
+    assert complete(s, r, "other", "", "a") is None
+    assert complete(s, r, "me", "", "a") == [1, 0]
+    # progress resets the batch's attempts; the rest of its ledger stays while it is in processing
+    assert r.hgetall(keys.ledger(C, CONV)) == {"part:1-1:0": "sent:9"}
+    assert complete(s, r, "me", '{"error":"x"}', "b") == [0, 0]
     assert r.lrange(keys.dead_letters(C), 0, -1) == ['{"error":"x"}']
-    assert not r.exists(keys.sent_parts(C, CONV))
+    assert not r.exists(keys.ledger(C, CONV))
+
+
+def test_the_dead_letter_list_keeps_the_newest_entries_and_counts_what_it_drops(s: Scripts, r) -> None:
+    r.set(keys.active_task(C, CONV), "me")
+    for i in range(5):
+        r.rpush(keys.processing(C, CONV), f"m{i}")
+        assert complete(s, r, "me", f"letter-{i}", f"m{i}", most=3) == [0, max(0, i - 2) and 1]
+    assert r.lrange(keys.dead_letters(C), 0, -1) == ["letter-2", "letter-3", "letter-4"]
+    assert r.hget(keys.stats(C), "dead_letters_dropped") == "2"
+    assert r.hget(keys.stats(C), "dead_letters") == "5"
 
 
 def test_release_only_by_holder_and_only_when_empty(s: Scripts, r) -> None:
@@ -126,16 +174,85 @@ def test_release_only_by_holder_and_only_when_empty(s: Scripts, r) -> None:
     assert not r.sismember(keys.conversation_index(C), CONV)
 
 
-def test_hand_over_and_hold_are_compare_and_set(s: Scripts, r) -> None:
+def test_a_run_starts_only_on_its_own_task_id_or_a_free_lease(s: Scripts, r) -> None:
     lease = keys.active_task(C, CONV)
-    assert s.hold(keys=[lease], args=["a", 1000, "0"], client=r) == 0  # free, not taking
-    assert s.hold(keys=[lease], args=["a", 1000, "1"], client=r) == 1  # free, taking
-    assert s.hold(keys=[lease], args=["b", 1000, "1"], client=r) == 0  # held by a
+    assert s.start_run(keys=[lease], args=["task-a", "task-a#1", 1000], client=r) == 1  # free: taken
+    # the same task id delivered again finds a run, not its id: a second run cannot start
+    assert s.start_run(keys=[lease], args=["task-a", "task-a#2", 1000], client=r) == 0
+    assert r.get(lease) == "task-a#1"
+    r.set(lease, "task-b", px=1000)  # published by the webhook, not started yet
+    assert s.start_run(keys=[lease], args=["task-b", "task-b#1", 5000], client=r) == 1
+    assert r.get(lease) == "task-b#1" and r.pttl(lease) > 4000
+
+
+def test_renew_hand_over_and_delete_are_compare_and_set(s: Scripts, r) -> None:
+    lease = keys.active_task(C, CONV)
+    assert s.renew(keys=[lease], args=["a#1", 1000], client=r) == 0  # free: a renewal takes nothing
+    assert r.get(lease) is None
+    r.set(lease, "a#1", px=500)
+    assert s.renew(keys=[lease], args=["a#2", 9000], client=r) == 0  # another run of the same task
+    assert s.renew(keys=[lease], args=["a#1", 9000], client=r) == 1 and r.pttl(lease) > 8000
     assert s.hand_over(keys=[lease], args=["b", "c", 1000], client=r) == 0
-    assert s.hand_over(keys=[lease], args=["a", "c", 9000], client=r) == 1
+    assert s.hand_over(keys=[lease], args=["a#1", "c", 9000], client=r) == 1
     assert r.get(lease) == "c" and r.pttl(lease) > 8000
     assert s.delete_if_equals(keys=[lease], args=["a"], client=r) == 0
     assert s.delete_if_equals(keys=[lease], args=["c"], client=r) == 1
+
+
+def store(s: Scripts, r, run: str, look: int, *message_fields: str):  # type: ignore[no-untyped-def]
+    return s.store_answer(
+        keys=[keys.active_task(C, CONV), keys.ledger(C, CONV), keys.queue(C, CONV), keys.processing(C, CONV)],
+        args=[run, "answer:1-2", '{"parts":["hi"],"handoff":false}', look, *message_fields],
+        client=r,
+    )
+
+
+def test_store_answer_needs_the_lease_and_gives_way_to_newer_fragments(s: Scripts, r) -> None:
+    r.rpush(keys.processing(C, CONV), "a", "b")
+    r.rpush(keys.queue(C, CONV), "c")
+    assert store(s, r, "me", 10, "msg:1", "msg:2") is None
+    r.set(keys.active_task(C, CONV), "me")
+    # a fragment arrived while the bot thought: it joins the batch, the stale answer is not stored
+    assert store(s, r, "me", 10, "msg:1", "msg:2") == ["newer", "c"]
+    assert r.lrange(keys.processing(C, CONV), 0, -1) == ["a", "b", "c"]
+    assert not r.exists(keys.ledger(C, CONV))
+    r.rpush(keys.queue(C, CONV), "d")
+    assert store(s, r, "me", 0, "msg:1", "msg:2") == ["stored"]  # not looking: stored as it is
+    assert r.hgetall(keys.ledger(C, CONV)) == {
+        "answer:1-2": '{"parts":["hi"],"handoff":false}',
+        "msg:1": "answer:1-2",
+        "msg:2": "answer:1-2",
+    }
+
+
+def test_a_part_is_marked_pending_only_with_the_lease_and_recorded_sent_only_over_its_own_mark(
+    s: Scripts, r
+) -> None:
+    mark_keys = [keys.active_task(C, CONV), keys.ledger(C, CONV), keys.own_pending(C, CONV)]
+    assert s.mark_part(keys=mark_keys, args=["me", "part:1-2:0", "pending:5", "d1", 300], client=r) == 0
+    assert not r.exists(keys.ledger(C, CONV), keys.own_pending(C, CONV))
+    r.set(keys.active_task(C, CONV), "me")
+    assert s.mark_part(keys=mark_keys, args=["me", "part:1-2:0", "pending:5", "d1", 300], client=r) == 1
+    assert r.sismember(keys.own_pending(C, CONV), "d1") and r.ttl(keys.own_pending(C, CONV)) > 0
+    sent_keys = [keys.ledger(C, CONV), keys.own_reply(C, 99), keys.stats(C)]
+    # a run whose mark was overwritten (another run posts the part now) records nothing
+    assert s.record_sent(keys=sent_keys, args=["part:1-2:0", "pending:4", "sent:98", 60], client=r) == 0
+    assert r.get(keys.own_reply(C, 99)) == "1"  # but the message it did create is ours all the same
+    assert s.record_sent(keys=sent_keys, args=["part:1-2:0", "pending:5", "sent:99", 60], client=r) == 1
+    assert r.hget(keys.ledger(C, CONV), "part:1-2:0") == "sent:99"
+    assert r.hget(keys.stats(C), "replies_sent") == "1"
+
+
+def test_write_if_holder_writes_a_field_or_a_key_only_with_the_lease(s: Scripts, r) -> None:
+    wk = [keys.active_task(C, CONV), keys.handoff(C, CONV), keys.stats(C)]
+    assert s.write_if_holder(keys=wk, args=["me", "", "bot", 60, "handoffs"], client=r) == 0
+    r.set(keys.active_task(C, CONV), "me")
+    assert s.write_if_holder(keys=wk, args=["me", "", "bot", 60, "handoffs"], client=r) == 1
+    assert r.get(keys.handoff(C, CONV)) == "bot" and 0 < r.ttl(keys.handoff(C, CONV)) <= 60
+    assert r.hget(keys.stats(C), "handoffs") == "1"
+    wk[1] = keys.ledger(C, CONV)
+    assert s.write_if_holder(keys=wk, args=["me", ERROR, "boom", 0, ""], client=r) == 1
+    assert r.hget(keys.ledger(C, CONV), ERROR) == "boom"
 
 
 def test_rescue_leases_only_stranded_conversations(s: Scripts, r) -> None:
@@ -156,37 +273,30 @@ def test_rescue_leases_only_stranded_conversations(s: Scripts, r) -> None:
 
 def test_enqueue_records_the_session(s: Scripts, r) -> None:
     enqueue(s, r, "m1", "t", 1)
-    assert r.zscore(keys.sessions(C), CONV) == 1000 and r.hget(keys.session_accounts(C), CONV) == "1"
+    assert abs(r.zscore(keys.sessions(C), CONV) - time.time()) < 2  # Redis's clock
+    assert r.hget(keys.session_accounts(C), CONV) == "1"
 
 
 def test_agent_reply_tells_own_replies_from_a_takeover(s: Scripts, r) -> None:
     ak = [keys.own_reply(C, 77), keys.own_pending(C, CONV), keys.handoff(C, CONV), keys.stats(C)]
     r.sadd(keys.own_pending(C, CONV), "digest-of-our-reply")
-    assert s.agent_reply(keys=ak, args=["digest-of-our-reply", 0], client=r) == "own"
+    assert s.agent_reply(keys=ak, args=["digest-of-our-reply", 600], client=r) == "own"
     r.set(keys.own_reply(C, 77), "1")
-    assert s.agent_reply(keys=ak, args=["other", 0], client=r) == "own"
+    assert s.agent_reply(keys=ak, args=["other", 600], client=r) == "own"
     ak[0] = keys.own_reply(C, 78)
     assert s.agent_reply(keys=ak, args=["other", 600], client=r) == "takeover"
     assert r.get(keys.handoff(C, CONV)) == "agent" and 0 < r.ttl(keys.handoff(C, CONV)) <= 600
 
 
 def test_expire_sessions_takes_each_idle_session_once(s: Scripts, r) -> None:
-    r.zadd(keys.sessions(C), {"1": 100, "2": 200, "3": 900})
+    now = time.time()
+    r.zadd(keys.sessions(C), {"1": now - 900, "2": now - 800, "3": now - 100})
     r.hset(keys.session_accounts(C), mapping={"1": "5", "2": "5", "3": "5"})
     sk = [keys.sessions(C), keys.session_accounts(C)]
-    assert s.expire_sessions(keys=sk, args=[500, 10], client=r) == ["1", "5", "2", "5"]
+    assert s.expire_sessions(keys=sk, args=[500, 1], client=r) == ["1", "5"]  # at most ARGV[2]
+    assert s.expire_sessions(keys=sk, args=[500, 10], client=r) == ["2", "5"]
     assert s.expire_sessions(keys=sk, args=[500, 10], client=r) == []
     assert r.zrange(keys.sessions(C), 0, -1) == ["3"]
-
-
-def test_claim_append_moves_new_fragments_beside_the_batch_with_the_lease_only(s: Scripts, r) -> None:
-    ck = [keys.queue(C, CONV), keys.processing(C, CONV), keys.active_task(C, CONV)]
-    r.rpush(keys.processing(C, CONV), "a")
-    r.rpush(keys.queue(C, CONV), "b", "c")
-    assert s.claim_batch(keys=ck, args=["me", 10, "1"], client=r) is None
-    r.set(keys.active_task(C, CONV), "me")
-    assert s.claim_batch(keys=ck, args=["me", 10, "1"], client=r) == ["b", "c"]
-    assert r.lrange(keys.processing(C, CONV), 0, -1) == ["a", "b", "c"]
 
 
 def test_batch_runs_a_script_beside_commands_in_one_round_trip_even_after_a_script_flush(
@@ -196,13 +306,13 @@ def test_batch_runs_a_script_beside_commands_in_one_round_trip_even_after_a_scri
     nothing, and is run again alone; the other commands ran once."""
     scripts = Scripts(rdb)
     lease = keys.active_task(C, CONV)
-    scripts.hold(keys=["warm-up"], args=["x", 1000, "1"])  # loads the script into the cache
+    scripts.start_run(keys=["warm-up"], args=["x", "x#1", 1000])  # loads the script into the cache
     for flush in (False, True):
         rdb.delete(lease, "counter")
         if flush:
             rdb.script_flush()
         batch = Batch(rdb)
-        batch.script(scripts.hold, [lease], ["T1", 5000, "1"])
+        batch.script(scripts.start_run, [lease], ["T1", "T1", 5000])
         batch.pipe.incr("counter")
         batch.pipe.get(lease)
         seen = None if flush else "T1"  # after a flush the GET ran before the script's re-run

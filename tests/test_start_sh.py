@@ -177,6 +177,33 @@ def test_start_sh_exits_when_a_child_dies(redis_url, rdb, tmp_path):
         assert leftovers == [], f"left running after a child died: {leftovers}"
 
 
+def test_start_sh_exits_when_the_embedded_redis_dies(tmp_path):
+    """Without its Redis nothing is durable: the container must stop so the platform
+    restarts it, not answer 500 forever."""
+    port, redis_port = free_port(), free_port()
+    env = {
+        "PORT": str(port),
+        "DATA_DIR": str(tmp_path / "data"),
+        "EMBEDDED_REDIS_PORT": str(redis_port),
+    }
+    log = tmp_path / "start.log"
+    proc = _boot(env, log)
+    groups: set[int] = set()
+    try:
+        wait_for(lambda: _ready(f"http://127.0.0.1:{port}") or proc.poll() is not None, timeout=40)
+        assert proc.poll() is None, log.read_text()
+        groups = _groups(proc.pid)
+        server = next(
+            pid for pid, _pp, pgid, args in _processes() if pgid in groups and "redis-server" in args
+        )
+        os.kill(server, signal.SIGKILL)
+        assert proc.wait(timeout=40) != 0
+        assert "the embedded redis-server exited" in log.read_text()
+    finally:
+        leftovers = _cleanup(groups)
+        assert leftovers == [], f"left running after Redis died: {leftovers}"
+
+
 def test_embedded_redis_default_prints_a_ready_url_and_keeps_replies(tmp_path):
     port, redis_port = free_port(), free_port()
     data = tmp_path / "data"

@@ -1,0 +1,185 @@
+"""The reply ledger: what the bot answered for the batch in processing, and what
+of it was posted (invariant 9: one answer per batch).
+
+One hash per conversation (``keys.ledger``), dropped when its batch leaves
+processing:
+
+=========================  ====================================================
+``answer:<answer id>``     the bot's answer, JSON ``{"parts": [...], "handoff": b}``,
+                           stored (lease-checked) before its first part is posted
+``msg:<message id>``       the field of the answer that covers this message
+                           (``answer:<answer id>``): a resumed batch
+                           posts that answer and never asks the bot again, however
+                           what is left of the batch would be grouped now
+``part:<answer id>:<i>``   ``pending:<unix time>`` just before part i's POST,
+                           ``sent:<Chatwoot id>`` (or ``sent:``) after it
+``attempts`` / ``error``   runs that started handling the batch; the last failure
+=========================  ====================================================
+
+The answer id is the segment's first and last message ids: unique within a
+conversation, since Chatwoot never reuses a message id.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import redis
+
+from app import keys
+from app.errors import LeaseLost
+from app.scripts import Scripts
+
+__all__ = [
+    "ATTEMPTS",
+    "ERROR",
+    "Ledger",
+    "LedgerState",
+    "StoredAnswer",
+    "answer_field",
+    "message_field",
+    "part_field",
+]
+
+ATTEMPTS, ERROR = "attempts", "error"
+ANSWER, PENDING, SENT = "answer:", "pending:", "sent:"
+OWN_PENDING_TTL_SECONDS = 300
+OWN_REPLY_TTL_SECONDS = 24 * 3600
+
+
+def answer_field(answer_id: str) -> str:
+    return f"{ANSWER}{answer_id}"
+
+
+def message_field(message_id: int) -> str:
+    return f"msg:{message_id}"
+
+
+def part_field(answer_id: str, index: int) -> str:
+    return f"part:{answer_id}:{index}"
+
+
+@dataclass(frozen=True)
+class StoredAnswer:
+    answer_id: str
+    parts: tuple[str, ...]
+    handoff: bool
+
+    def to_json(self) -> str:
+        return json.dumps({"parts": list(self.parts), "handoff": self.handoff}, ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class LedgerState:
+    """The ledger as read with a claim."""
+
+    fields: dict[str, str]
+
+    def answer_covering(self, message_id: int) -> StoredAnswer | None:
+        field = self.fields.get(message_field(message_id))
+        raw = self.fields.get(field) if field else None
+        if field is None or raw is None or not field.startswith(ANSWER):
+            return None
+        data = json.loads(raw)
+        return StoredAnswer(field[len(ANSWER) :], tuple(data["parts"]), bool(data["handoff"]))
+
+    def part(self, answer_id: str, index: int) -> str | None:
+        return self.fields.get(part_field(answer_id, index))
+
+    def set_part(self, answer_id: str, index: int, state: str) -> None:
+        self.fields[part_field(answer_id, index)] = state
+
+
+def pending_since(state: str | None) -> float | None:
+    """When a pending part's POST started; None unless the state is pending."""
+    if not state or not state.startswith(PENDING):
+        return None
+    try:
+        return float(state[len(PENDING) :])
+    except ValueError:
+        return None
+
+
+def is_sent(state: str | None) -> bool:
+    return bool(state) and state.startswith(SENT)
+
+
+class Ledger:
+    """Lease-checked writes to one conversation's ledger by one run."""
+
+    def __init__(self, client: redis.Redis, scripts: Scripts, company: str, conversation: str, run_id: str):
+        self._client, self._scripts = client, scripts
+        self._company, self._conversation, self._run = company, conversation, run_id
+        self.key = keys.ledger(company, conversation)
+        self._lease = keys.active_task(company, conversation)
+
+    def read(self) -> LedgerState:
+        return LedgerState(dict(self._client.hgetall(self.key)))
+
+    def store_answer(self, answer: StoredAnswer, message_ids: list[int], look_newer: int) -> list[str]:
+        """Store ``answer`` for ``message_ids``; or, when fragments arrived while the bot
+        thought (``look_newer`` > 0), move them into processing and return them instead."""
+        result = self._scripts.store_answer(
+            keys=[self._lease, self.key, keys.queue(self._company, self._conversation), self._processing],
+            args=[
+                self._run,
+                answer_field(answer.answer_id),
+                answer.to_json(),
+                look_newer,
+                *(message_field(m) for m in message_ids),
+            ],
+            client=self._client,
+        )
+        if result is None:
+            raise LeaseLost()
+        return list(result[1:]) if result[0] == "newer" else []
+
+    def mark_pending(self, answer_id: str, index: int, since: float, digest: str) -> str:
+        """Mark a part pending just before its POST; the value written (raises ``LeaseLost``)."""
+        value = f"{PENDING}{since}"
+        marked = self._scripts.mark_part(
+            keys=[self._lease, self.key, keys.own_pending(self._company, self._conversation)],
+            args=[self._run, part_field(answer_id, index), value, digest, OWN_PENDING_TTL_SECONDS],
+            client=self._client,
+        )
+        if not marked:
+            raise LeaseLost()
+        return value
+
+    def record_sent(self, answer_id: str, index: int, pending: str, message_id: int | None) -> bool:
+        """Record a part posted (over the pending value this run saw); mark its id ours."""
+        own = keys.own_reply(self._company, message_id if message_id is not None else "unknown")
+        return bool(
+            self._scripts.record_sent(
+                keys=[self.key, own, keys.stats(self._company)],
+                args=[
+                    part_field(answer_id, index),
+                    pending,
+                    f"{SENT}{message_id if message_id is not None else ''}",
+                    OWN_REPLY_TTL_SECONDS if message_id is not None else "",
+                ],
+                client=self._client,
+            )
+        )
+
+    def note_error(self, error: str) -> None:
+        """Keep the batch's latest failure (for its dead letter, if it keeps failing)."""
+        self._scripts.write_if_holder(
+            keys=[self._lease, self.key, keys.stats(self._company)],
+            args=[self._run, ERROR, error[:500], 0, "batch_failures"],
+            client=self._client,
+        )
+
+    def ours(self, message_ids: list[int]) -> set[int]:
+        """Which of these Chatwoot message ids the gateway itself created."""
+        if not message_ids:
+            return set()
+        pipe = self._client.pipeline(transaction=False)
+        for message_id in message_ids:
+            pipe.exists(keys.own_reply(self._company, message_id))
+        return {m for m, found in zip(message_ids, pipe.execute(), strict=True) if found}
+
+    @property
+    def _processing(self) -> str:
+        return keys.processing(self._company, self._conversation)

@@ -1,0 +1,217 @@
+"""The reply ledger, attempts, countdowns and bounded keys, through the real Drainer
+against the real Redis (no worker: each run is driven step by step)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from app import keys
+from app.bots import BotReply, EchoBot
+from app.chatwoot import DryRunOutbox
+from app.drain import Drainer
+from app.ledger import ATTEMPTS, ERROR
+from app.payload import StoredMessage
+from app.redis_client import redis_now
+from tests import chatwoot_payloads as cw
+from tests.conftest import base_env, dry_run_drainer, make_client, post_webhook
+from tests.support import ROOT, RedisServer
+
+CONV = "42"
+
+
+class CountingEcho(EchoBot):
+    def __init__(self) -> None:
+        self.calls: list[list[int]] = []
+
+    def answer(self, request: dict[str, Any]) -> BotReply:
+        self.calls.append([m["id"] for m in request["messages"]])
+        return super().answer(request)
+
+
+class NeverAsked:
+    def answer(self, request: dict[str, Any]) -> BotReply:
+        raise AssertionError("the bot was asked again for an answer the ledger holds")
+
+
+class BrokenReplier(DryRunOutbox):
+    """A Chatwoot client with a bug: any exception, not one the drain knows."""
+
+    def create_message(self, account_id: int, conversation_id: str, content: str) -> int | None:
+        raise RuntimeError("replier bug")
+
+
+def raw(message_id: int, content: str, age: float = 30.0, rdb: redis.Redis | None = None) -> str:
+    at = (redis_now(rdb) if rdb else 0.0) - age
+    return StoredMessage(message_id, CONV, 1, content, received_at=at).to_json()
+
+
+def outbox(rdb: redis.Redis) -> list[str]:
+    return [json.loads(e).get("content") for e in rdb.lrange(keys.outbox("default"), 0, -1)]
+
+
+def successor(drainer: Drainer, scheduled: list[tuple[str, float]], **changes: Any) -> Drainer:
+    """The run of the task the previous run scheduled (the lease names it)."""
+    return dataclasses.replace(drainer, task_id=scheduled[-1][0], **changes)
+
+
+def test_a_resumed_batch_posts_the_stored_answer_and_never_asks_the_bot(redis_url: str, rdb: redis.Redis):
+    """Invariant 9: once the bot has answered, that stored answer is the only one posted."""
+    drainer = dry_run_drainer(redis_url, rdb)
+    drainer = dataclasses.replace(drainer, bot=NeverAsked())
+    rdb.rpush(keys.processing("default", CONV), raw(1, "hi", rdb=rdb), raw(2, "book me", rdb=rdb))
+    rdb.hset(
+        keys.ledger("default", CONV),
+        mapping={
+            "answer:1-2": json.dumps({"parts": ["part one", "part two"], "handoff": False}),
+            "msg:1": "answer:1-2",
+            "msg:2": "answer:1-2",
+            "part:1-2:0": "sent:777",  # posted before the crash
+        },
+    )
+    assert drainer.run() == "released"
+    assert outbox(rdb) == ["part two"]  # the stored answer's remaining part, once
+    assert not rdb.exists(keys.processing("default", CONV), keys.ledger("default", CONV))
+
+
+def test_a_stored_answer_keeps_its_messages_together_whatever_the_rest_would_be_grouped_into(
+    redis_url: str, rdb: redis.Redis
+):
+    drainer = dry_run_drainer(redis_url, rdb, BATCH_MAX_AVG_CHARS="400")
+    bot = CountingEcho()
+    drainer = dataclasses.replace(drainer, bot=bot)
+    # message 2 was answered (stored) before a crash; 2 and 3 alone would now be joined
+    rdb.rpush(keys.processing("default", CONV), raw(2, "y" * 100, rdb=rdb), raw(3, "z" * 500, rdb=rdb))
+    rdb.hset(
+        keys.ledger("default", CONV),
+        mapping={
+            "answer:2-2": json.dumps({"parts": ["answer to 2"], "handoff": False}),
+            "msg:2": "answer:2-2",
+        },
+    )
+    assert drainer.run() == "released"
+    assert bot.calls == [[3]]  # 3 alone; 2 keeps its stored answer
+    assert outbox(rdb) == ["answer to 2", "z" * 500]
+
+
+def test_an_exception_counts_an_attempt_and_the_batch_is_dead_lettered_after_the_limit(
+    redis_url: str, rdb: redis.Redis, caplog: pytest.LogCaptureFixture
+):
+    """Any exception (here a bug in the reply path) counts an attempt in Redis; a fresh run
+    retries after a backoff; after BATCH_MAX_ATTEMPTS the batch is dead-lettered with
+    stage "crash" and the conversation moves on. The bot is asked once in all."""
+    scheduled: list[tuple[str, float]] = []
+    bot = CountingEcho()
+    first = dry_run_drainer(redis_url, rdb, schedule=lambda t, c: scheduled.append((t, c)))
+    first = dataclasses.replace(first, bot=bot, replier=BrokenReplier(rdb, "default"))
+    rdb.rpush(keys.queue("default", CONV), raw(1, "poison", rdb=rdb))
+    assert first.run() == "rearmed" and scheduled[-1][1] == 2.0  # backoff before the retry
+    assert rdb.hget(keys.ledger("default", CONV), ERROR) == "RuntimeError: replier bug"
+    assert successor(first, scheduled).run() == "rearmed" and scheduled[-1][1] == 4.0
+    with caplog.at_level(logging.ERROR):
+        assert successor(first, scheduled).run() == "released"
+    letter = json.loads(rdb.lindex(keys.dead_letters("default"), 0))
+    assert letter["stage"] == "crash" and letter["error"] == "RuntimeError: replier bug"
+    assert letter["attempts"] == 3
+    assert bot.calls == [[1]]  # the answer was stored once and never asked for again
+    assert "stage=crash" in caplog.text
+    rdb.rpush(keys.queue("default", CONV), raw(2, "next question", rdb=rdb))
+    rdb.set(keys.active_task("default", CONV), "T9", px=5000)
+    mended = dataclasses.replace(first, task_id="T9", replier=DryRunOutbox(rdb, "default"))
+    assert mended.run() == "released"
+    assert outbox(rdb) == ["next question"]  # the conversation moved on
+
+
+def test_a_batch_whose_runs_keep_dying_is_dead_lettered(redis_url: str, rdb: redis.Redis):
+    """A batch that kills its worker (out of memory, a segfault in a library) raises
+    nothing: every run that started it counted an attempt in the claim."""
+    drainer = dry_run_drainer(redis_url, rdb)
+    rdb.rpush(keys.processing("default", CONV), raw(1, "kills the worker", rdb=rdb))
+    rdb.hset(keys.ledger("default", CONV), ATTEMPTS, 3)  # three runs claimed it and never came back
+    assert drainer.run() == "released"
+    letter = json.loads(rdb.lindex(keys.dead_letters("default"), 0))
+    assert letter["stage"] == "crash" and "died while handling it, 3 times" in letter["error"]
+    assert outbox(rdb) == []
+
+
+def test_every_countdown_is_clamped_to_the_max_wait(redis_url: str, rdb: redis.Redis):
+    """A due time an hour away (an arrival stamped by a clock far ahead) never becomes an
+    hour-long countdown: past the broker's visibility timeout it would run twice."""
+    scheduled: list[tuple[str, float]] = []
+    drainer = dry_run_drainer(redis_url, rdb, schedule=lambda t, c: scheduled.append((t, c)))
+    rdb.rpush(keys.queue("default", CONV), raw(1, "from the future", age=-3600, rdb=rdb))
+    assert drainer.run() == "rearmed"
+    assert scheduled[0][1] == drainer.company.batch_max_wait_seconds == 5.0
+    assert rdb.pttl(keys.active_task("default", CONV)) <= (5 + 4) * 1000
+
+
+def test_the_dead_letter_list_is_capped_and_says_what_it_dropped(
+    redis_url: str, rdb: redis.Redis, caplog: pytest.LogCaptureFixture
+):
+    drainer = dry_run_drainer(redis_url, rdb, DEAD_LETTER_MAX="2")
+    rdb.rpush(keys.queue("default", CONV), *[f"unreadable {i}" for i in range(4)])
+    with caplog.at_level(logging.ERROR):
+        assert drainer.run() == "released"
+    kept = [json.loads(e)["messages"] for e in rdb.lrange(keys.dead_letters("default"), 0, -1)]
+    assert kept == [["unreadable 2"], ["unreadable 3"]]  # the newest
+    assert rdb.hget(keys.stats("default"), "dead_letters_dropped") == "2"
+    assert "dead-letter list full" in caplog.text and "DEAD_LETTER_MAX=2" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("env", "days"),
+    [({}, 30), ({"HANDOFF_MAX_DAYS": "2"}, 2)],
+    ids=["default", "HANDOFF_MAX_DAYS"],
+)
+def test_a_human_takeover_marker_expires(redis_url: str, rdb: redis.Redis, env: dict[str, str], days: int):
+    web = make_client(base_env(redis_url, "http://127.0.0.1:9", **env))
+    assert post_webhook(web, cw.agent_reply("I will take it from here", 42)).status_code == 200
+    ttl = rdb.ttl(keys.handoff("default", 42))
+    assert days * 86400 - 5 <= ttl <= days * 86400
+
+
+def test_a_bot_handoff_marker_expires(redis_url: str, rdb: redis.Redis):
+    class HandsOff(EchoBot):
+        def answer(self, request: dict[str, Any]) -> BotReply:
+            return BotReply(("a human will call you",), handoff=True)
+
+    drainer = dataclasses.replace(dry_run_drainer(redis_url, rdb), bot=HandsOff())
+    rdb.rpush(keys.queue("default", CONV), raw(1, "a human please", rdb=rdb))
+    assert drainer.run() == "released"
+    assert 30 * 86400 - 5 <= rdb.ttl(keys.handoff("default", CONV)) <= 30 * 86400
+
+
+def check_config(redis_url: str) -> subprocess.CompletedProcess[str]:
+    env = {**base_env(redis_url, "http://127.0.0.1:9"), "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "app", "check-config"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+
+
+@pytest.mark.slow
+def test_check_config_refuses_an_evicting_redis_naming_the_setting(tmp_path: Path):
+    server = RedisServer(tmp_path, extra=("--maxmemory-policy", "allkeys-lru"))
+    server.start()
+    try:
+        done = check_config(server.url)
+    finally:
+        server.stop()
+    assert done.returncode == 2, done.stderr
+    assert "maxmemory-policy is 'allkeys-lru'" in done.stderr and "noeviction" in done.stderr
+
+
+@pytest.mark.slow
+def test_check_config_warns_when_redis_keeps_nothing_on_disk(redis_url: str, redis_server):  # type: ignore[no-untyped-def]
+    if redis_server is None:
+        pytest.skip("the suite's own redis-server (no persistence) is not in use")
+    done = check_config(redis_url)
+    assert done.returncode == 0, done.stderr
+    assert "persistence is off" in done.stderr
