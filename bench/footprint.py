@@ -1,6 +1,6 @@
 """Footprint: process memory at rest and under load, Redis bytes per queued message.
 
-    .venv/bin/python bench/footprint.py [--conversations 300] [--fragments 5]
+    .venv/bin/python bench/footprint.py [--conversations 300] [--fragments 5] [--redis-only]
 
 A real redis-server, the tests' local Chatwoot, gunicorn (2 workers, as
 start.sh runs it) and one solo Celery worker with the echo bot.
@@ -8,10 +8,12 @@ start.sh runs it) and one solo Celery worker with the echo bot.
   process, after start-up (at rest) and at its peak while
   ``conversations x fragments`` realistic Chatwoot webhooks (the WhatsApp
   payload of the tests, about 1.6 KB each) are posted from 8 threads and drained.
-* Redis: the same webhooks posted with no worker running, then
-  ``MEMORY USAGE`` of every queue, and of the de-duplication markers the
-  webhook writes per message, divided by the number of queued messages and
-  compared with the payload's size.
+* Redis: the same webhooks posted with no worker running, each with its own
+  ``X-Chatwoot-Delivery`` id as signed deliveries carry; the growth of Redis's
+  ``used_memory`` divided by the number of queued messages (everything a message
+  costs: its queue entry, its message and delivery de-duplication markers with
+  their expiry entries, the conversation's session and index entries), and the
+  ``MEMORY USAGE`` of the queues and of the markers for a breakdown.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--conversations", type=int, default=300)
     parser.add_argument("--fragments", type=int, default=5)
+    parser.add_argument("--redis-only", action="store_true", help="only the Redis bytes per message")
     args = parser.parse_args()
     with (
         local_stack(
@@ -65,15 +68,38 @@ def main() -> None:
         client = stack.client
         # Redis bytes per queued message: nothing drains yet.
         queued = bodies(args.conversations, args.fragments, 100000)
-        post_in_order(url, [[body] for body in queued])
+        post_in_order(url, [[queued[0]]], deliveries=True)  # scripts loaded, first keys made
+        client.flushdb()
+        before = client.info("memory")["used_memory"]
+        post_in_order(url, [[body] for body in queued], deliveries=True)
+        grown = client.info("memory")["used_memory"] - before
         queue_keys = list(client.scan_iter("default:webhook_queue:*", count=1000))
         messages = sum(client.llen(k) for k in queue_keys)
         queue_bytes = sum(client.memory_usage(k, samples=0) or 0 for k in queue_keys)
         seen_keys = list(client.scan_iter("default:webhook_seen*", count=1000))
         seen_bytes = sum(client.memory_usage(k, samples=0) or 0 for k in seen_keys)
+        names = [k.decode() if isinstance(k, bytes) else k for k in client.scan_iter("*", count=1000)]
+        others = [k for k in names if not k.startswith(("default:webhook_queue:", "default:webhook_seen"))]
+        broker_bytes = sum(
+            client.memory_usage(k, samples=0) or 0 for k in others if not k.startswith("default:")
+        )
+        conversation_bytes = sum(
+            client.memory_usage(k, samples=0) or 0 for k in others if k.startswith("default:")
+        )
         payload = statistics.median(len(b) for b in queued)
         stored = statistics.median(len(x) for x in client.lrange(queue_keys[0], 0, -1))
         client.flushdb()
+        per_message, markers, total = queue_bytes / messages, seen_bytes / messages, grown / messages
+        print(
+            f"Redis: {messages} queued messages; payload {payload:.0f} B, stored entry {stored:.0f} B;"
+            f" used_memory grew {total:.0f} B/message ({total / payload:.2f}x payload);"
+            f" MEMORY USAGE: queue lists {per_message:.0f} B/message,"
+            f" de-duplication markers {markers:.0f} B/message ({len(seen_keys) / messages:.0f} keys each),"
+            f" per-conversation keys (lease, index, session) {conversation_bytes / messages:.0f} B/message,"
+            f" Celery's published drain tasks {broker_bytes / messages:.0f} B/message"
+        )
+        if args.redis_only:
+            return
 
         gunicorn_pids = [web.pid, *children(web.pid)]
         worker = Worker(stack.env, "footprint", beat=True).start(client)  # -B, as start.sh runs it
@@ -110,12 +136,6 @@ def main() -> None:
         label = {"worker": "worker (solo)", f"web {web.pid}": "gunicorn master"}.get(name, "gunicorn worker")
         label = "worker's beat" if name.startswith("beat") else label
         print(f"{label:16} {rest[name]:10.1f} MB {peak[name]:18.1f} MB")
-    per_message, with_seen = queue_bytes / messages, (queue_bytes + seen_bytes) / messages
-    print(
-        f"Redis: {messages} queued messages; payload {payload:.0f} B, stored entry {stored:.0f} B;"
-        f" queue lists {per_message:.0f} B/message ({per_message / payload:.2f}x payload);"
-        f" with the de-duplication markers {with_seen:.0f} B/message ({with_seen / payload:.2f}x payload)"
-    )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -63,13 +64,17 @@ def gunicorn_web(env: dict[str, str], workers: int = 2) -> Iterator[tuple[subpro
         web.wait(timeout=10)
 
 
-def post_in_order(url: str, groups: Iterable[Sequence[bytes]], threads: int = 8) -> None:
-    """POST every body, signed, expecting 202; groups run concurrently, a group's bodies in order."""
+def post_in_order(
+    url: str, groups: Iterable[Sequence[bytes]], threads: int = 8, deliveries: bool = False
+) -> None:
+    """POST every body, signed, expecting 202; groups run concurrently, a group's bodies in order.
+    ``deliveries``: each with its own ``X-Chatwoot-Delivery`` id, as signed Chatwoot deliveries carry."""
     session = requests.Session()
 
     def post(group: Sequence[bytes]) -> None:
         for body in group:
-            response = session.post(url, data=body, headers=signed_headers(body), timeout=10)
+            extra = {"X-Chatwoot-Delivery": str(uuid.uuid4())} if deliveries else {}
+            response = session.post(url, data=body, headers=signed_headers(body, **extra), timeout=10)
             assert response.status_code == 202, response.text
 
     with ThreadPoolExecutor(threads) as pool:
