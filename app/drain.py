@@ -436,15 +436,14 @@ class Drainer:
         answer = StoredAnswer(
             segment.key, tuple(reply_parts(reply.replies, self.company.reply_split)), reply.handoff
         )
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hincrby(keys.stats(self._cid), "bot_calls", 1)
-        count_into(pipe, self._cid, "gateway_bot_latency_seconds", latency)
-        pipe.execute()
+        counted = Batch(self.client)  # the call's counters go in the store's round trip
+        counted.pipe.hincrby(keys.stats(self._cid), "bot_calls", 1)
+        count_into(counted.pipe, self._cid, "gateway_bot_latency_seconds", latency)
         self._proven()
         look = superseded < self.company.supersede_max and segment.messages[-1].is_text_only
         assert self._ledger is not None
         claimed = self._ledger.store_answer(
-            answer, [m.id for m in segment.messages], self.settings.batch_max_messages if look else 0
+            answer, [m.id for m in segment.messages], self.settings.batch_max_messages if look else 0, counted
         )
         if not claimed:
             self._state.fields.update(self._stored_fields(answer, segment))

@@ -29,7 +29,7 @@ import redis
 
 from app import keys
 from app.errors import LeaseLost
-from app.scripts import Scripts
+from app.scripts import Batch, Scripts
 
 __all__ = [
     "ATTEMPTS",
@@ -117,20 +117,25 @@ class Ledger:
     def read(self) -> LedgerState:
         return LedgerState(dict(self._client.hgetall(self.key)))
 
-    def store_answer(self, answer: StoredAnswer, message_ids: list[int], look_newer: int) -> list[str]:
+    def store_answer(
+        self, answer: StoredAnswer, message_ids: list[int], look_newer: int, round_trip: Batch | None = None
+    ) -> list[str]:
         """Store ``answer`` for ``message_ids``; or, when fragments arrived while the bot
-        thought (``look_newer`` > 0), move them into processing and return them instead."""
-        result = self._scripts.store_answer(
-            keys=[self._lease, self.key, keys.queue(self._company, self._conversation), self._processing],
-            args=[
+        thought (``look_newer`` > 0), move them into processing and return them instead.
+        ``round_trip``: other commands to send in the same round trip (run first)."""
+        batch = round_trip or Batch(self._client)
+        batch.script(
+            self._scripts.store_answer,
+            [self._lease, self.key, keys.queue(self._company, self._conversation), self._processing],
+            [
                 self._run,
                 answer_field(answer.answer_id),
                 answer.to_json(),
                 look_newer,
                 *(message_field(m) for m in message_ids),
             ],
-            client=self._client,
         )
+        result = batch.execute()[-1]
         if result is None:
             raise LeaseLost()
         return list(result[1:]) if result[0] == "newer" else []
