@@ -28,6 +28,7 @@ from app import keys
 from app.batching import Segment
 from app.errors import BotError
 from app.outbound import new_session, post_json
+from app.payload import Attachment
 from app.settings import CompanyConfig, ConfigError
 
 __all__ = ["Bot", "BotReply", "ask_bot", "bot_request", "make_bot", "parse_bot_answer"]
@@ -87,7 +88,7 @@ def bot_request(company: str, segment: Segment) -> dict[str, Any]:
             {
                 "id": m.id,
                 "content": m.content,
-                "attachments": [a.__dict__ for a in m.attachments],
+                "attachments": [a.as_dict() for a in m.attachments],
                 "created_at": m.created_at,
             }
             for m in segment.messages
@@ -128,8 +129,7 @@ class EchoBot:
     def answer(self, request: dict[str, Any]) -> BotReply:
         text = request["text"]
         if not text:
-            captions = [a.get("file_type", "file") for m in request["messages"] for a in m["attachments"]]
-            text = "received: " + ", ".join(captions)
+            text = "received: " + ", ".join(_described(request))
         return BotReply((text,))
 
 
@@ -171,6 +171,19 @@ class PythonBot:
         return parse_bot_answer(answer)
 
 
+def _described(request: dict[str, Any]) -> list[str]:
+    """What the request's attachments carry, as text (a location's title and coordinates,
+    a contact card's name and number, a voice note's transcript), in message order."""
+    return [Attachment(**a).describe() for m in request["messages"] for a in m["attachments"]]
+
+
+def _user_text(request: dict[str, Any]) -> str:
+    """The request as one text a language model reads: the contact's words, then what
+    the attachments carry (images go as image parts)."""
+    described = [d for d in _described(request) if d != "[image]"]
+    return "\n".join(p for p in (request["text"], *described) if p)
+
+
 def _user_content(request: dict[str, Any]) -> str | list[dict[str, Any]]:
     images = [
         a["data_url"]
@@ -178,9 +191,10 @@ def _user_content(request: dict[str, Any]) -> str | list[dict[str, Any]]:
         for a in m["attachments"]
         if a.get("file_type") == "image" and a.get("data_url")
     ]
+    text = _user_text(request)
     if not images:
-        return request["text"]
-    parts: list[dict[str, Any]] = [{"type": "text", "text": request["text"] or "(image)"}]
+        return text
+    parts: list[dict[str, Any]] = [{"type": "text", "text": text or "(image)"}]
     parts += [{"type": "image_url", "image_url": {"url": url}} for url in images]
     return parts
 
@@ -225,7 +239,7 @@ class OpenAIBot:
         content = _completion_text(response)
         handoff = HANDOFF_MARKER in content
         content = content.replace(HANDOFF_MARKER, "").strip()
-        self._remember(history_key, request["text"], content)
+        self._remember(history_key, _user_text(request), content)
         return BotReply((content,) if content else (), handoff)
 
     def _remember(self, history_key: str, user_text: str, reply: str) -> None:

@@ -57,6 +57,7 @@ def accept(
             keys.handoff(cid, conv),
             keys.sessions(cid),
             keys.session_accounts(cid),
+            keys.status(cid, conv),
         ],
         args=[
             message.open_json(),
@@ -69,6 +70,7 @@ def accept(
             "1" if delivery_id else "0",
             message.conversation_status or "",
             message.account_id,
+            company.status_ttl_seconds,
         ],
         client=client,
     )

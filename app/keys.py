@@ -25,6 +25,7 @@ __all__ = [
     "session_accounts",
     "sessions",
     "stats",
+    "status",
     "worker_heartbeats",
     "workers_stuck",
 ]
@@ -74,6 +75,12 @@ def ledger(company: str, conversation: str | int) -> str:
 def handoff(company: str, conversation: str | int) -> str:
     """Present while a human holds the conversation: the bot stays silent."""
     return f"{company}:webhook_handoff:{conversation}"
+
+
+def status(company: str, conversation: str | int) -> str:
+    """String + TTL: the conversation's status as the gateway last saw it, to tell a status
+    *change* (which ends a human takeover) from a status merely repeated."""
+    return f"{company}:webhook_status:{conversation}"
 
 
 def own_reply(company: str, message_id: str | int) -> str:

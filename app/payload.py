@@ -1,15 +1,30 @@
 """Chatwoot webhook payloads parsed into typed objects.
 
-Shapes follow Chatwoot v4.16 (``app/models/message.rb#webhook_data``,
-``app/presenters/conversations/event_data_presenter.rb``). Only what the bot
-and the reply need is kept: the stored form (``StoredMessage.to_json``) is a
-small fraction of Chatwoot's nested payload.
+Shapes follow Chatwoot 4.12 to 4.15 (``app/models/message.rb#webhook_data``,
+``app/models/attachment.rb#push_event_data``, the contact's and user's
+``webhook_data``, ``app/presenters/conversations/event_data_presenter.rb``):
+
+* ``created_at`` is an ISO-8601 string (an integer is accepted too);
+* a contact sender has no ``type`` key; agents are ``type: "user"``, agent bots
+  ``"agent_bot"``, Captain ``"captain_assistant"``;
+* an agent answering from the WhatsApp Business phone arrives as ``outgoing``
+  with ``sender: null`` and ``content_attributes.external_echo: true``: a human
+  reply (``AgentReply``); other ``sender: null`` outgoing messages are
+  automation rules, not a human;
+* attachments: images and files carry ``data_url``/``thumb_url``; a location
+  its coordinates and ``fallback_title``; a contact card the phone number in
+  ``fallback_title`` and the name in ``meta`` (``firstName``/``lastName``); an
+  audio may carry ``transcribed_text``.
+
+Only what the bot and the reply need is kept: the stored form
+(``StoredMessage.to_json``) is a small fraction of Chatwoot's nested payload.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 from app.replies import encodable
@@ -25,9 +40,11 @@ __all__ = [
     "received_at",
 ]
 
-_ATTACHMENT_FIELDS = ("file_type", "data_url", "thumb_url")
+_ATTACHMENT_TEXT_FIELDS = ("file_type", "data_url", "thumb_url", "fallback_title", "transcribed_text")
 _CONTACT_FIELDS = ("id", "name", "phone_number", "email", "identifier")
-BOT_SENDER_TYPES = ("user", "agent_bot")
+_CARD_NAME_FIELDS = ("firstName", "lastName", "formattedName")
+BOT_SENDER_TYPES = ("user", "agent_bot", "captain_assistant")
+STATUS_EVENTS = ("conversation_status_changed", "conversation_updated", "conversation_opened")
 
 
 class InvalidPayload(ValueError):
@@ -41,30 +58,68 @@ class Ignored:
     reason: str
     conversation_id: str | None = None
     status: str | None = None
+    inbox_id: int | None = None
 
 
 @dataclass(frozen=True)
 class StatusChange:
-    """A conversation status change (``conversation_status_changed``/``_updated``)."""
+    """A conversation event carrying its status (``conversation_status_changed``,
+    ``conversation_updated``, ``conversation_opened``). ``explicit``: the event *is*
+    a status change (the first and the last); ``conversation_updated`` only reports
+    the current status."""
 
     conversation_id: str
     status: str
+    explicit: bool = True
+    inbox_id: int | None = None
 
 
 @dataclass(frozen=True)
 class AgentReply:
-    """A public reply by a human agent (or the gateway's own, seen through a user token)."""
+    """A public reply by a human: an agent in Chatwoot (or the gateway's own reply, seen
+    through a user token), or an agent on the WhatsApp Business phone (``via_phone``)."""
 
     conversation_id: str
     message_id: int
     content: str
+    status: str | None = None
+    inbox_id: int | None = None
+    via_phone: bool = False
 
 
 @dataclass(frozen=True)
 class Attachment:
+    """What an attachment carries, in Chatwoot's field names; None where it has nothing."""
+
     file_type: str
     data_url: str | None = None
     thumb_url: str | None = None
+    fallback_title: str | None = None  # a location's title, a contact card's phone number
+    coordinates_lat: float | None = None
+    coordinates_long: float | None = None
+    meta: dict[str, str] | None = None  # a contact card's firstName/lastName
+    transcribed_text: str | None = None  # an audio's transcript, when Chatwoot made one
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields it carries (the bot request's form, and the stored one)."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def describe(self) -> str:
+        """What it is, as text a language model can read (``[location: …]``)."""
+        kind = self.file_type
+        if kind == "location":
+            where = self.fallback_title or "a place"
+            if self.coordinates_lat is not None and self.coordinates_long is not None:
+                where += f" ({self.coordinates_lat:g}, {self.coordinates_long:g})"
+            return f"[location: {where}]"
+        if kind == "contact":
+            name = " ".join(v for k, v in (self.meta or {}).items() if k in ("firstName", "lastName"))
+            name = name or (self.meta or {}).get("formattedName", "")
+            card = " ".join(p for p in (name, self.fallback_title or "") if p)
+            return f"[contact card: {card or 'no details'}]"
+        if kind == "audio":
+            return f"[voice note: {self.transcribed_text}]" if self.transcribed_text else "[voice note]"
+        return f"[{kind}]"
 
 
 @dataclass(frozen=True)
@@ -86,16 +141,18 @@ class StoredMessage:
     def is_text_only(self) -> bool:
         return not self.attachments
 
-    def to_json(self) -> str:
+    def _stored(self) -> dict[str, Any]:
         data = asdict(self)
-        data["attachments"] = [asdict(a) for a in self.attachments]
-        return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        data["attachments"] = [a.as_dict() for a in self.attachments]
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self._stored(), separators=(",", ":"), ensure_ascii=False)
 
     def open_json(self) -> str:
         """The stored form up to its arrival time, ``{...,"received_at":``: the enqueue
         script completes it with Redis's clock, so no web clock decides a due time."""
-        data = asdict(self)
-        data["attachments"] = [asdict(a) for a in self.attachments]
+        data = self._stored()
         del data["received_at"]
         text = encodable(json.dumps(data, separators=(",", ":"), ensure_ascii=False))  # names, URLs
         return text[:-1] + ',"received_at":'
@@ -138,15 +195,48 @@ def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if value == value and abs(value) != float("inf") else None
+
+
+def _attachment(item: dict[str, Any]) -> Attachment:
+    values: dict[str, Any] = {k: item.get(k) for k in _ATTACHMENT_TEXT_FIELDS}
+    values = {k: v if isinstance(v, str) and v else None for k, v in values.items()}
+    meta = _dict(item.get("meta"))
+    if values["transcribed_text"] is None and isinstance(meta.get("transcribed_text"), str):
+        values["transcribed_text"] = meta["transcribed_text"] or None
+    card = {k: meta[k] for k in _CARD_NAME_FIELDS if isinstance(meta.get(k), str) and meta[k]}
+    return Attachment(
+        **values,
+        coordinates_lat=_number(item.get("coordinates_lat")),
+        coordinates_long=_number(item.get("coordinates_long")),
+        meta=card or None,
+    )
+
+
 def _attachments(raw: Any) -> tuple[Attachment, ...]:
     if not isinstance(raw, list):
         return ()
-    found = []
-    for item in raw:
-        if isinstance(item, dict) and isinstance(item.get("file_type"), str):
-            values = {k: item.get(k) for k in _ATTACHMENT_FIELDS}
-            found.append(Attachment(**{k: v if isinstance(v, str) else None for k, v in values.items()}))
-    return tuple(found)
+    return tuple(
+        _attachment(item) for item in raw if isinstance(item, dict) and isinstance(item.get("file_type"), str)
+    )
+
+
+def _timestamp(value: Any) -> int | None:
+    """Unix seconds from Chatwoot's ISO-8601 ``created_at`` (or an integer)."""
+    if isinstance(value, str) and value.strip():
+        try:
+            return int(datetime.fromisoformat(value.strip().replace("Z", "+00:00")).timestamp())
+        except ValueError:
+            return _optional_int(value)
+    return _optional_int(value)
+
+
+def _inbox_id(body: dict[str, Any], conversation: dict[str, Any]) -> int | None:
+    found = _optional_int(_dict(body.get("inbox")).get("id"))
+    return found if found is not None else _optional_int(conversation.get("inbox_id"))
 
 
 def _contact(sender: dict[str, Any]) -> dict[str, Any]:
@@ -160,21 +250,26 @@ def _message(body: dict[str, Any], received_at: float) -> StoredMessage | Ignore
     conversation_id = str(_int(conversation["id"], "conversation.id"))
     message_id = _int(body["id"], "id")
     status = conversation.get("status") if isinstance(conversation.get("status"), str) else None
+    inbox_id = _inbox_id(body, conversation)
     message_type = body.get("message_type")
     sender = _dict(body.get("sender"))
-    if message_type == "outgoing" and body.get("private") is not True and sender.get("type") == "user":
-        content = encodable(body.get("content")) if isinstance(body.get("content"), str) else ""
-        return AgentReply(conversation_id, message_id, content)
-    if message_type != "incoming":
-        return Ignored(f"message_type is {message_type!r}, not incoming", conversation_id, status)
-    if body.get("private") is True:
-        return Ignored("private note", conversation_id, status)
-    if sender.get("type") in BOT_SENDER_TYPES:
-        return Ignored(f"sent by {sender['type']}", conversation_id, status)
     content = encodable(body.get("content")) if isinstance(body.get("content"), str) else ""
+    public = body.get("private") is not True
+    if message_type == "outgoing" and public and body.get("sender") is None:
+        if _dict(body.get("content_attributes")).get("external_echo") is True:
+            return AgentReply(conversation_id, message_id, content, status, inbox_id, via_phone=True)
+        return Ignored("automation message (no sender, not a phone echo)", conversation_id, status, inbox_id)
+    if message_type == "outgoing" and public and sender.get("type") == "user":
+        return AgentReply(conversation_id, message_id, content, status, inbox_id)
+    if message_type != "incoming":
+        return Ignored(f"message_type is {message_type!r}, not incoming", conversation_id, status, inbox_id)
+    if not public:
+        return Ignored("private note", conversation_id, status, inbox_id)
+    if sender.get("type") in BOT_SENDER_TYPES:
+        return Ignored(f"sent by {sender['type']}", conversation_id, status, inbox_id)
     attachments = _attachments(body.get("attachments"))
     if not content.strip() and not attachments:
-        return Ignored("empty message", conversation_id, status)
+        return Ignored("empty message", conversation_id, status, inbox_id)
     account = _dict(body.get("account"))
     account_id = _int(account.get("id", conversation.get("account_id")), "account.id")
     return StoredMessage(
@@ -183,8 +278,8 @@ def _message(body: dict[str, Any], received_at: float) -> StoredMessage | Ignore
         account_id=account_id,
         content=content,
         received_at=received_at,
-        created_at=_optional_int(body.get("created_at")),
-        inbox_id=_optional_int(_dict(body.get("inbox")).get("id")),
+        created_at=_timestamp(body.get("created_at")),
+        inbox_id=inbox_id,
         attachments=attachments,
         contact=_contact(sender),
         conversation_status=status,
@@ -198,9 +293,11 @@ def parse_webhook(body: Any, received_at: float) -> StoredMessage | StatusChange
     event = body.get("event")
     if event == "message_created":
         return _message(body, received_at)
-    if event in ("conversation_status_changed", "conversation_updated", "conversation_opened"):
+    if event in STATUS_EVENTS:
         status = body.get("status")
         conversation_id = body.get("id")
         if isinstance(status, str) and conversation_id is not None:
-            return StatusChange(str(_int(conversation_id, "id")), status)
+            explicit = event != "conversation_updated"
+            inbox = _optional_int(body.get("inbox_id"))
+            return StatusChange(str(_int(conversation_id, "id")), status[:32], explicit, inbox)
     return Ignored(f"event {str(event)[:64]!r} is not for the bot")

@@ -16,21 +16,39 @@ from redis.exceptions import NoScriptError
 
 __all__ = ["Batch", "EnqueueResult", "Scripts"]
 
+# Shared by the scripts that see a conversation's status (ENQUEUE, AGENT_REPLY,
+# CONVERSATION_STATUS): record it, and tell whether the conversation has just
+# gone back to the bot. Only a status *change* to pending or resolved does: an
+# agent's reply leaves an Agent Bot conversation pending, and Chatwoot then
+# repeats "pending" on every event, which must not end the human's takeover.
+# explicit = '1' for an event that is itself a status change.
+_BACK_TO_BOT = """
+local function back_to_bot(key, status, explicit, ttl)
+  if status == '' then return false end
+  local last = redis.call('GET', key)
+  redis.call('SET', key, status, 'EX', ttl)
+  if status ~= 'pending' and status ~= 'resolved' then return false end
+  return explicit == '1' or (last ~= false and last ~= status)
+end
+"""
+
 # The clock of every due time and session is Redis's own (TIME), never a web
 # or worker clock: ARGV[1] is the stored message's JSON up to its last member,
 # '"received_at":', and the script completes it with the arrival time.
 # KEYS[1] queue  KEYS[2] lease  KEYS[3] seen message  KEYS[4] seen delivery
 # KEYS[5] conversation index  KEYS[6] stats hash  KEYS[7] handoff marker
-# KEYS[8] sessions zset  KEYS[9] session accounts hash
+# KEYS[8] sessions zset  KEYS[9] session accounts hash  KEYS[10] last seen status
 # ARGV[1] stored message, open (see above)  ARGV[2] queue TTL s  ARGV[3] max queue length
 # ARGV[4] fresh task id  ARGV[5] lease TTL ms  ARGV[6] seen TTL s
 # ARGV[7] conversation id  ARGV[8] "1" if KEYS[4] is a real delivery id
-# ARGV[9] the conversation's status in the payload ("pending" ends a handoff)
-# ARGV[10] account id
+# ARGV[9] the conversation's status in the payload (a change to pending or
+# resolved ends a handoff)  ARGV[10] account id  ARGV[11] status TTL s
 # Returns {status, queue length, lease holder, lease pttl ms, acquired 0/1}
 # where status is "queued", "duplicate", "full" or "handoff".
-ENQUEUE = """
-if ARGV[9] == 'pending' then
+ENQUEUE = (
+    _BACK_TO_BOT
+    + """
+if back_to_bot(KEYS[10], ARGV[9], '0', ARGV[11]) then
   redis.call('DEL', KEYS[7])
 elseif redis.call('EXISTS', KEYS[7]) == 1 then
   redis.call('HINCRBY', KEYS[6], 'webhooks_ignored', 1)
@@ -61,6 +79,7 @@ if redis.call('SET', KEYS[2], ARGV[4], 'NX', 'PX', ARGV[5]) then
 end
 return {'queued', len, redis.call('GET', KEYS[2]) or '', redis.call('PTTL', KEYS[2]), 0}
 """
+)
 
 # Compare-and-set of the lease: hand it from one holder to another.
 # KEYS[1] lease  ARGV[1] expected holder  ARGV[2] new holder  ARGV[3] TTL ms
@@ -283,10 +302,14 @@ return #ARGV - 3
 
 # An agent's public reply: the gateway's own reply coming back, or a takeover.
 # KEYS[1] own-reply marker of the message id  KEYS[2] own pending digests
-# KEYS[3] handoff marker  KEYS[4] stats hash
+# KEYS[3] handoff marker  KEYS[4] stats hash  KEYS[5] last seen status
 # ARGV[1] digest of the content  ARGV[2] how long the takeover lasts (s, > 0)
+# ARGV[3] the conversation's status in the payload  ARGV[4] status TTL s
 # Returns "own" or "takeover".
-AGENT_REPLY = """
+AGENT_REPLY = (
+    _BACK_TO_BOT
+    + """
+back_to_bot(KEYS[5], ARGV[3], '0', ARGV[4])
 if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then
   return 'own'
 end
@@ -294,6 +317,24 @@ redis.call('SET', KEYS[3], 'agent', 'EX', ARGV[2])
 redis.call('HINCRBY', KEYS[4], 'agent_takeovers', 1)
 return 'takeover'
 """
+)
+
+# A conversation event with its status: a change to pending or resolved ends a
+# human takeover or a bot handoff.
+# KEYS[1] last seen status  KEYS[2] handoff marker  KEYS[3] stats hash
+# ARGV[1] status  ARGV[2] "1" if the event is itself a status change  ARGV[3] status TTL s
+# Returns 1 if a takeover or handoff ended, else 0.
+CONVERSATION_STATUS = (
+    _BACK_TO_BOT
+    + """
+if back_to_bot(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then
+  local ended = redis.call('DEL', KEYS[2])
+  if ended == 1 then redis.call('HINCRBY', KEYS[3], 'takeovers_ended', 1) end
+  return ended
+end
+return 0
+"""
+)
 
 # Take up to ARGV[2] sessions idle for ARGV[1] seconds or more (by Redis's
 # clock) out of the sessions set, once each.
@@ -355,6 +396,7 @@ class Scripts:
         self.rescue = client.register_script(RESCUE)
         self.replay_dead_letter = client.register_script(REPLAY_DEAD_LETTER)
         self.agent_reply = client.register_script(AGENT_REPLY)
+        self.conversation_status = client.register_script(CONVERSATION_STATUS)
         self.expire_sessions = client.register_script(EXPIRE_SESSIONS)
         self.purge = client.register_script(PURGE)
 

@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 __all__ = ["CompanyConfig", "ConfigError", "Settings", "load_settings"]
 
 BOT_BACKENDS = ("echo", "http", "openai", "python")
+INTEGRATIONS = ("agent_bot", "webhook")
 WINDOW_MODES = ("fixed", "sliding", "learned")
 _COMPANY_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _HANDLER = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -53,7 +54,9 @@ class CompanyConfig:
     session_idle_minutes: float = 15.0
     reply_split: str = "none"
     typing_chars_per_second: float = 40.0
-    bot_only_pending: bool = False
+    chatwoot_integration: str = "agent_bot"
+    bot_only_pending: bool | None = None  # None: by the integration (agent_bot: pending only)
+    inbox_ids: tuple[int, ...] = ()  # empty: every inbox of the account
     bot_resume_after_minutes: float | None = None
     handoff_max_days: float = 30.0
     session_expired_message: str | None = None
@@ -75,6 +78,23 @@ class CompanyConfig:
         if self.batch_window_mode == "learned":
             return min(self.batch_window_min_seconds, self.batch_max_wait_seconds)
         return self.batch_window_seconds
+
+    @property
+    def status_ttl_seconds(self) -> int:
+        """How long the last seen status of a conversation is kept (HANDOFF_MAX_DAYS)."""
+        return max(1, int(self.handoff_max_days * 86400))
+
+    @property
+    def answers_only_pending(self) -> bool:
+        """Answer only ``pending`` conversations? In an Agent Bot inbox ``pending`` is the
+        bot's and ``open`` the humans' (the Agent Bot receives both): yes by default.
+        Through an account webhook, conversations start ``open``: no by default."""
+        if self.bot_only_pending is not None:
+            return self.bot_only_pending
+        return self.chatwoot_integration == "agent_bot"
+
+    def serves_inbox(self, inbox_id: int | None) -> bool:
+        return not self.inbox_ids or inbox_id in self.inbox_ids
 
     @property
     def dry_run(self) -> bool:
@@ -180,6 +200,16 @@ def _keywords(name: str, raw: str) -> tuple[str, ...]:
     return words
 
 
+def _inbox_ids(name: str, raw: str) -> tuple[int, ...]:
+    try:
+        ids = tuple(int(part) for part in raw.replace(" ", "").split(",") if part)
+    except ValueError:
+        raise ConfigError(f"{name} must be a comma-separated list of inbox ids, got {raw!r}") from None
+    if not ids or any(i <= 0 for i in ids):
+        raise ConfigError(f"{name} must be a comma-separated list of inbox ids, got {raw!r}")
+    return ids
+
+
 def _non_negative_int(name: str, raw: str) -> int:
     return _whole_number(name, raw, 0, "not be negative")
 
@@ -224,7 +254,9 @@ COMPANY_FIELDS: dict[str, _Parser] = {
     "session_idle_minutes": _positive_float,
     "reply_split": _reply_split,
     "typing_chars_per_second": _positive_float,
+    "chatwoot_integration": _one_of(INTEGRATIONS),
     "bot_only_pending": _bool,
+    "inbox_ids": _inbox_ids,
     "bot_resume_after_minutes": _positive_float,
     "handoff_max_days": _positive_float,
     "session_expired_message": _str,
@@ -261,6 +293,8 @@ def _parse_fields(
             continue
         if isinstance(raw, bool):
             raw = "true" if raw else "false"
+        if isinstance(raw, list) and all(isinstance(v, str | int) and not isinstance(v, bool) for v in raw):
+            raw = ",".join(str(v) for v in raw)  # a list in COMPANIES_FILE: inbox_ids, keywords
         if not isinstance(raw, str | int | float):
             raise ConfigError(f"{label} must be a string or number, got {raw!r}")
         values[key] = parse(label, str(raw))

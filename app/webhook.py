@@ -46,32 +46,67 @@ def _ignored(gateway, company: str, reason: str):  # type: ignore[no-untyped-def
     return _answer(200, status="ignored", reason=reason)
 
 
+def _status_event(gateway, config, parsed: StatusChange) -> str:  # type: ignore[no-untyped-def]
+    """A status change to pending or resolved gives the conversation back to the bot
+    (docs/conversation.md); a status merely repeated does not."""
+    cid = config.company_id
+    ended = gateway.scripts.conversation_status(
+        keys=[
+            keys.status(cid, parsed.conversation_id),
+            keys.handoff(cid, parsed.conversation_id),
+            keys.stats(cid),
+        ],
+        args=[parsed.status, "1" if parsed.explicit else "0", config.status_ttl_seconds],
+        client=gateway.redis,
+    )
+    if ended:
+        log.info(
+            "takeover ended company=%s conversation=%s status=%s", cid, parsed.conversation_id, parsed.status
+        )
+        return f"conversation status is now {parsed.status}: the bot answers it again"
+    return f"conversation status is now {parsed.status}"
+
+
+def _agent_reply(gateway, config, parsed: AgentReply) -> str:  # type: ignore[no-untyped-def]
+    """A human's public reply (in Chatwoot, or from the WhatsApp phone): a takeover,
+    unless it is the gateway's own reply coming back."""
+    cid = config.company_id
+    who = gateway.scripts.agent_reply(
+        keys=[
+            keys.own_reply(cid, parsed.message_id),
+            keys.own_pending(cid, parsed.conversation_id),
+            keys.handoff(cid, parsed.conversation_id),
+            keys.stats(cid),
+            keys.status(cid, parsed.conversation_id),
+        ],
+        args=[
+            content_digest(parsed.content),
+            config.handoff_ttl_seconds,
+            parsed.status or "",
+            config.status_ttl_seconds,
+        ],
+        client=gateway.redis,
+    )
+    if who == "own":
+        return "the gateway's own reply"
+    where = "from the WhatsApp phone" if parsed.via_phone else "in Chatwoot"
+    log.info("agent took over company=%s conversation=%s via=%s", cid, parsed.conversation_id, where)
+    return f"a human agent replied {where}: the bot is silent in this conversation"
+
+
 def _conversation_event(gateway, config, parsed) -> str | None:  # type: ignore[no-untyped-def]
     """Handle what changes the bot's state rather than reaching it; the reason, or None."""
-    cid = config.company_id
     if isinstance(parsed, StatusChange):
-        if parsed.status in ("pending", "resolved"):
-            # pending: Chatwoot gives the conversation back to the bot; resolved: a
-            # reopened conversation starts afresh.
-            gateway.redis.delete(keys.handoff(cid, parsed.conversation_id))
-        return f"conversation status is now {parsed.status[:32]}"
+        return _status_event(gateway, config, parsed)
     if isinstance(parsed, AgentReply):
-        who = gateway.scripts.agent_reply(
-            keys=[
-                keys.own_reply(cid, parsed.message_id),
-                keys.own_pending(cid, parsed.conversation_id),
-                keys.handoff(cid, parsed.conversation_id),
-                keys.stats(cid),
-            ],
-            args=[content_digest(parsed.content), config.handoff_ttl_seconds],
-            client=gateway.redis,
+        return _agent_reply(gateway, config, parsed)
+    cid = config.company_id
+    if config.answers_only_pending and parsed.conversation_status != "pending":
+        mode = "BOT_ONLY_PENDING" if config.bot_only_pending else f"{config.chatwoot_integration} mode"
+        return (
+            f"conversation is {parsed.conversation_status}: the bot answers pending conversations"
+            f" only ({mode}); open ones belong to humans"
         )
-        if who == "own":
-            return "the gateway's own reply"
-        log.info("agent took over company=%s conversation=%s", cid, parsed.conversation_id)
-        return "a human agent replied: the bot is silent in this conversation"
-    if config.bot_only_pending and parsed.conversation_status != "pending":
-        return f"conversation is {parsed.conversation_status}: the bot answers pending conversations only"
     if parsed.is_text_only and is_reset_keyword(config, parsed.content):
         reset_session(gateway.redis, gateway.scripts, cid, parsed.conversation_id)
         return "session reset"
@@ -100,6 +135,8 @@ def chatwoot(company: str):  # type: ignore[no-untyped-def]
         return _answer(400, error="bad_request", reason=reason)
     if isinstance(parsed, Ignored):
         return _ignored(gateway, company, parsed.reason)
+    if not config.serves_inbox(parsed.inbox_id):
+        return _ignored(gateway, company, f"inbox {parsed.inbox_id} is not one of this company's INBOX_IDS")
     try:
         early = _conversation_event(gateway, config, parsed)
     except redis.RedisError:

@@ -1,4 +1,33 @@
-"""Realistic Chatwoot v4.16 webhook payloads (shapes of Message#webhook_data)."""
+"""Chatwoot webhook payloads as Chatwoot 4.12-4.15 serializes them.
+
+Built from Chatwoot's own code, not from what seems plausible:
+
+* ``message_created``: ``app/models/message.rb#webhook_data`` — top level
+  ``account, additional_attributes, content_attributes, content_type, content,
+  conversation, created_at`` (an ISO-8601 string: a Ruby time serialized to
+  JSON), ``id, inbox{id, name}, message_type`` (a string), ``private, sender,
+  source_id``, ``attachments`` only when present, and ``event``. Agent bots get
+  the same body (``app/listeners/agent_bot_listener.rb``).
+* ``sender``: a contact's ``webhook_data`` (``app/models/contact.rb``) has no
+  ``type`` key; a user's (``app/models/user.rb``) is ``{id, name, email, type:
+  "user"}``; an agent bot's ``{id, name, type: "agent_bot"}``; automation
+  messages and WhatsApp echoes have ``sender: null``
+  (``Whatsapp::IncomingMessageBaseService``: ``sender: outgoing_echo ? nil : @contact``).
+* ``conversation``: ``Conversations::EventDataPresenter#push_data`` plus the
+  account id; ``messages[]`` are ``Message#push_event_data`` (integer
+  ``message_type``, integer ``created_at``); ``meta.sender`` is the contact's
+  ``push_event_data``, which does carry ``type: "contact"``.
+* Attachments: ``app/models/attachment.rb#push_event_data`` — files and images
+  ``data_url/thumb_url``; locations ``coordinates_lat/_long, fallback_title``
+  and ``data_url`` (often null); contact cards the phone in ``fallback_title``
+  and ``meta`` ``{firstName, lastName}`` (``attach_contact`` of the WhatsApp
+  services); audio may carry ``transcribed_text``.
+* ``conversation_status_changed`` / ``conversation_updated``: the
+  conversation's ``webhook_data`` with ``changed_attributes`` and ``event``
+  (``lib/webhooks/trigger.rb``, ``app/listeners/webhook_listener.rb``). An
+  agent's reply in an Agent Bot inbox leaves the conversation ``pending`` and is
+  followed by ``conversation_updated`` with status ``pending``.
+"""
 
 from __future__ import annotations
 
@@ -7,35 +36,54 @@ from typing import Any
 
 _ids = itertools.count(9000)
 
+ACCOUNT = {"id": 1, "name": "Clinic"}
+INBOX = {"id": 4, "name": "WhatsApp"}
+# Contact#webhook_data: no "type" key.
 CONTACT = {
-    "id": 301,
-    "name": "Maria Souza",
+    "account": ACCOUNT,
+    "additional_attributes": {},
     "avatar": "",
-    "type": "contact",
-    "account": {"id": 1, "name": "Clinic"},
-    "identifier": None,
-    "phone_number": "+5511999990000",
+    "custom_attributes": {},
     "email": None,
+    "id": 301,
+    "identifier": None,
+    "name": "Maria Souza",
+    "phone_number": "+5511999990000",
+    "thumbnail": "",
+    "blocked": False,
+}
+# Contact#push_event_data (what conversation.meta.sender holds): it does say "contact".
+CONTACT_PUSH = {
     "additional_attributes": {},
     "custom_attributes": {},
+    "email": None,
+    "id": 301,
+    "identifier": None,
+    "name": "Maria Souza",
+    "phone_number": "+5511999990000",
     "thumbnail": "",
+    "blocked": False,
+    "type": "contact",
 }
-AGENT = {"id": 7, "name": "Ana (agent)", "email": "ana@example.com", "type": "user", "avatar_url": ""}
-AGENT_BOT = {"id": 3, "name": "Gateway bot", "avatar_url": "", "type": "agent_bot"}
+AGENT = {"id": 7, "name": "Ana (agent)", "email": "ana@example.com", "type": "user"}  # User#webhook_data
+AGENT_BOT = {"id": 3, "name": "Gateway bot", "type": "agent_bot"}  # AgentBot#webhook_data
+CREATED_AT = "2026-11-24T10:00:00.000Z"
+CREATED_AT_UNIX = 1795514400
 
 
-def _conversation(conversation_id: int, status: str = "pending") -> dict[str, Any]:
+def conversation(conversation_id: int, status: str = "pending", inbox_id: int = 4) -> dict[str, Any]:
+    """Conversation#webhook_data (EventDataPresenter#push_data + account_id)."""
     return {
         "additional_attributes": {},
         "can_reply": True,
         "channel": "Channel::Whatsapp",
-        "contact_inbox": {"id": 88, "contact_id": 301, "inbox_id": 4, "source_id": "5511999990000"},
+        "contact_inbox": {"id": 88, "contact_id": 301, "inbox_id": inbox_id, "source_id": "5511999990000"},
         "id": conversation_id,
-        "inbox_id": 4,
+        "inbox_id": inbox_id,
         "messages": [],
         "labels": [],
         "meta": {
-            "sender": CONTACT,
+            "sender": CONTACT_PUSH,
             "assignee": None,
             "assignee_type": None,
             "team": None,
@@ -54,6 +102,7 @@ def _conversation(conversation_id: int, status: str = "pending") -> dict[str, An
         "timestamp": 1764000000,
         "created_at": 1764000000,
         "updated_at": 1764000000.5,
+        "account_id": 1,
     }
 
 
@@ -67,17 +116,20 @@ def message(
     sender: dict[str, Any] | None = CONTACT,
     attachments: list[dict[str, Any]] | None = None,
     status: str = "pending",
+    content_attributes: dict[str, Any] | None = None,
+    inbox_id: int = 4,
 ) -> dict[str, Any]:
+    """Message#webhook_data with the event name."""
     body: dict[str, Any] = {
-        "account": {"id": 1, "name": "Clinic"},
+        "account": ACCOUNT,
         "additional_attributes": {},
-        "content_attributes": {},
+        "content_attributes": content_attributes or {},
         "content_type": "text",
         "content": content,
-        "conversation": _conversation(conversation_id, status),
-        "created_at": "2026-11-24T10:00:00.000Z",
+        "conversation": conversation(conversation_id, status, inbox_id),
+        "created_at": CREATED_AT,
         "id": message_id if message_id is not None else next(_ids),
-        "inbox": {"id": 4, "name": "WhatsApp"},
+        "inbox": {"id": inbox_id, "name": INBOX["name"] if inbox_id == 4 else f"Inbox {inbox_id}"},
         "message_type": message_type,
         "private": private,
         "sender": sender,
@@ -89,29 +141,87 @@ def message(
     return body
 
 
+def _attachment(file_type: str, **fields: Any) -> dict[str, Any]:
+    return {"id": next(_ids), "message_id": 0, "file_type": file_type, "account_id": 1, **fields}
+
+
 def image_with_caption(caption: str, conversation_id: int = 42) -> dict[str, Any]:
     return message(
         caption,
         conversation_id,
         attachments=[
-            {
-                "id": 55,
-                "message_id": 0,
-                "file_type": "image",
-                "account_id": 1,
-                "extension": None,
-                "data_url": "https://chatwoot.example/rails/active_storage/blobs/photo.jpg",
-                "thumb_url": "https://chatwoot.example/rails/active_storage/blobs/photo_thumb.jpg",
-                "file_size": 48213,
-                "width": 1080,
-                "height": 1440,
-            }
+            _attachment(
+                "image",
+                extension=None,
+                data_url="https://chatwoot.example/rails/active_storage/blobs/photo.jpg",
+                thumb_url="https://chatwoot.example/rails/active_storage/blobs/photo_thumb.jpg",
+                file_size=48213,
+                width=1080,
+                height=1440,
+            )
         ],
     )
 
 
-def agent_reply(content: str, conversation_id: int = 42) -> dict[str, Any]:
-    return message(content, conversation_id, message_type="outgoing", sender=AGENT, status="open")
+def location(title: str, lat: float, long: float, conversation_id: int = 42) -> dict[str, Any]:
+    """A WhatsApp location: no content, coordinates and a title, data_url often null."""
+    return message(
+        None,
+        conversation_id,
+        attachments=[
+            _attachment(
+                "location", coordinates_lat=lat, coordinates_long=long, fallback_title=title, data_url=None
+            )
+        ],
+    )
+
+
+def contact_card(first: str, last: str, phone: str, conversation_id: int = 42) -> dict[str, Any]:
+    """A shared contact: the phone number in fallback_title, the name in meta, no URL."""
+    return message(
+        None,
+        conversation_id,
+        attachments=[
+            _attachment("contact", fallback_title=phone, meta={"firstName": first, "lastName": last})
+        ],
+    )
+
+
+def audio(transcript: str | None, conversation_id: int = 42) -> dict[str, Any]:
+    """A voice note; Chatwoot adds transcribed_text when it transcribed it."""
+    fields: dict[str, Any] = {
+        "extension": None,
+        "data_url": "https://chatwoot.example/rails/active_storage/blobs/voice.ogg",
+        "thumb_url": "",
+        "file_size": 9120,
+        "width": None,
+        "height": None,
+    }
+    if transcript is not None:
+        fields["transcribed_text"] = transcript
+    return message(None, conversation_id, attachments=[_attachment("audio", **fields)])
+
+
+def agent_reply(content: str, conversation_id: int = 42, status: str = "pending") -> dict[str, Any]:
+    """An agent's public reply. In an Agent Bot inbox the conversation stays pending."""
+    return message(content, conversation_id, message_type="outgoing", sender=AGENT, status=status)
+
+
+def phone_echo(content: str, conversation_id: int = 42, status: str = "pending") -> dict[str, Any]:
+    """An agent answering from the WhatsApp Business phone app: outgoing, no sender."""
+    return message(
+        content,
+        conversation_id,
+        message_type="outgoing",
+        sender=None,
+        status=status,
+        content_attributes={"external_echo": True},
+    )
+
+
+def automation_message(content: str, conversation_id: int = 42, status: str = "pending") -> dict[str, Any]:
+    """An automation rule's message: outgoing, no sender, not an echo: no human."""
+    return message(content, conversation_id, message_type="outgoing", sender=None, status=status)
 
 
 def private_note(content: str, conversation_id: int = 42) -> dict[str, Any]:
@@ -119,13 +229,25 @@ def private_note(content: str, conversation_id: int = 42) -> dict[str, Any]:
 
 
 def bot_own_reply(content: str, conversation_id: int = 42) -> dict[str, Any]:
+    """The agent bot's own reply, which the Agent Bot receives too."""
     return message(content, conversation_id, message_type="outgoing", sender=AGENT_BOT)
 
 
-def status_changed(conversation_id: int, status: str) -> dict[str, Any]:
-    body = _conversation(conversation_id, status)
+def status_changed(conversation_id: int, status: str, previous: str = "open") -> dict[str, Any]:
+    body = conversation(conversation_id, status)
     body["event"] = "conversation_status_changed"
-    body["changed_attributes"] = [{"status": {"previous_value": "open", "current_value": status}}]
+    body["changed_attributes"] = [{"status": {"previous_value": previous, "current_value": status}}]
+    return body
+
+
+def conversation_updated(conversation_id: int, status: str = "pending") -> dict[str, Any]:
+    """What follows an agent's reply (first_reply_created_at, waiting_since changed)."""
+    body = conversation(conversation_id, status)
+    body["event"] = "conversation_updated"
+    body["changed_attributes"] = [
+        {"first_reply_created_at": {"previous_value": None, "current_value": CREATED_AT}},
+        {"waiting_since": {"previous_value": CREATED_AT, "current_value": None}},
+    ]
     return body
 
 
@@ -134,7 +256,7 @@ def webwidget_triggered() -> dict[str, Any]:
         "id": 12,
         "contact": CONTACT,
         "inbox": {"id": 5, "name": "Website"},
-        "account": {"id": 1, "name": "Clinic"},
+        "account": ACCOUNT,
         "current_conversation": None,
         "source_id": "b1d2",
         "event": "webwidget_triggered",

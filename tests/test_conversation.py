@@ -37,14 +37,17 @@ def company(cid: str, stand: Stand, **extra: Any) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def env(redis_url: str, stand: Stand, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     folder = tmp_path_factory.mktemp("conversation")
+    # "plain", "resume" and "expiry" are account-webhook inboxes: conversations there are
+    # open, and the bot answers them; "pending" is told explicitly to answer pending only.
     companies = [
-        company("plain", stand),
+        company("plain", stand, chatwoot_integration="webhook"),
         company("split", stand, reply_split="paragraphs", typing_chars_per_second=1000),
         company("pending", stand, bot_only_pending=True),
-        company("resume", stand, bot_resume_after_minutes=0.05),
+        company("resume", stand, bot_resume_after_minutes=0.05, chatwoot_integration="webhook"),
         company(
             "expiry",
             stand,
+            chatwoot_integration="webhook",
             session_idle_minutes=0.05,
             session_expired_message="This chat has ended.",
             session_reset_keywords="#reset, start over",

@@ -49,7 +49,9 @@ def test_incoming_with_null_sender_is_for_the_bot() -> None:
 
 
 def test_status_change_and_other_events() -> None:
-    assert parse_webhook(cw.status_changed(42, "pending"), 0) == StatusChange("42", "pending")
+    assert parse_webhook(cw.status_changed(42, "pending"), 0) == StatusChange("42", "pending", True, 4)
+    # conversation_updated reports the current status; it is not itself a change of it
+    assert parse_webhook(cw.conversation_updated(42), 0) == StatusChange("42", "pending", False, 4)
     widget = parse_webhook(cw.webwidget_triggered(), 0)
     assert isinstance(widget, Ignored) and "webwidget_triggered" in widget.reason
 
@@ -74,3 +76,56 @@ def test_public_agent_reply_is_an_agent_reply() -> None:
     parsed = parse_webhook(cw.agent_reply("I'll take it from here", 42), 0)
     assert isinstance(parsed, AgentReply)
     assert (parsed.conversation_id, parsed.content) == ("42", "I'll take it from here")
+
+
+def test_created_at_is_read_from_chatwoots_iso_string() -> None:
+    parsed = parse_webhook(cw.message("hi"), 0)
+    assert isinstance(parsed, StoredMessage) and parsed.created_at == cw.CREATED_AT_UNIX
+    legacy = cw.message("hi")
+    legacy["created_at"] = 1763978400  # an integer is accepted too
+    assert parse_webhook(legacy, 0).created_at == 1763978400  # type: ignore[union-attr]
+    broken = cw.message("hi")
+    broken["created_at"] = "yesterday"
+    assert parse_webhook(broken, 0).created_at is None  # type: ignore[union-attr]
+
+
+def test_a_contact_sender_without_type_is_for_the_bot() -> None:
+    assert "type" not in cw.CONTACT
+    parsed = parse_webhook(cw.message("hello"), 0)
+    assert isinstance(parsed, StoredMessage) and parsed.contact["id"] == 301
+
+
+def test_location_contact_card_and_voice_note_keep_what_they_carry() -> None:
+    place = parse_webhook(cw.location("Clinic, Rua Augusta 10", -23.55, -46.65), 0)
+    assert isinstance(place, StoredMessage)
+    assert place.attachments[0].as_dict() == {
+        "file_type": "location",
+        "fallback_title": "Clinic, Rua Augusta 10",
+        "coordinates_lat": -23.55,
+        "coordinates_long": -46.65,
+    }
+    assert place.attachments[0].describe() == "[location: Clinic, Rua Augusta 10 (-23.55, -46.65)]"
+    card = parse_webhook(cw.contact_card("Joao", "Lima", "+55 11 98888-7777"), 0)
+    assert isinstance(card, StoredMessage)
+    assert card.attachments[0].describe() == "[contact card: Joao Lima +55 11 98888-7777]"
+    voice = parse_webhook(cw.audio("I want to book for Tuesday"), 0)
+    assert isinstance(voice, StoredMessage)
+    assert voice.attachments[0].transcribed_text == "I want to book for Tuesday"
+    assert voice.attachments[0].describe() == "[voice note: I want to book for Tuesday]"
+    untranscribed = parse_webhook(cw.audio(None), 0)
+    assert untranscribed.attachments[0].describe() == "[voice note]"  # type: ignore[union-attr]
+    for parsed in (place, card, voice):  # what the bot gets survives the stored form
+        assert StoredMessage.from_json(parsed.to_json()) == parsed
+
+
+def test_an_agent_answering_from_the_whatsapp_phone_is_a_human_reply() -> None:
+    parsed = parse_webhook(cw.phone_echo("Hi, Ana here from the clinic phone", 42), 0)
+    assert isinstance(parsed, AgentReply) and parsed.via_phone and parsed.status == "pending"
+    automation = parse_webhook(cw.automation_message("We are closed on Sundays", 42), 0)
+    assert isinstance(automation, Ignored) and "automation" in automation.reason
+
+
+def test_every_event_says_its_inbox() -> None:
+    assert parse_webhook(cw.message("hi", inbox_id=9), 0).inbox_id == 9  # type: ignore[union-attr]
+    assert parse_webhook(cw.agent_reply("x"), 0).inbox_id == 4  # type: ignore[union-attr]
+    assert parse_webhook(cw.private_note("x"), 0).inbox_id == 4  # type: ignore[union-attr]

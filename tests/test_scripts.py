@@ -38,8 +38,9 @@ def enqueue(s: Scripts, r, payload: str, task: str, msg_id: int, delivery: str =
             keys.handoff(C, CONV),
             keys.sessions(C),
             keys.session_accounts(C),
+            keys.status(C, CONV),
         ],
-        args=[open_json(payload), 3600, 3, task, 5000, 60, CONV, "1" if delivery else "0", status, 1],
+        args=[open_json(payload), 3600, 3, task, 5000, 60, CONV, "1" if delivery else "0", status, 1, 600],
         client=r,
     )
 
@@ -89,11 +90,35 @@ def test_enqueue_refuses_beyond_the_queue_limit(s: Scripts, r) -> None:
     assert not r.exists(keys.seen_message(C, 3))  # a refused message may come again
 
 
-def test_enqueue_ignores_handed_off_conversation_until_pending(s: Scripts, r) -> None:
-    r.set(keys.handoff(C, CONV), "bot")
-    assert enqueue(s, r, "m1", "t", 1, status="open")[0] == "handoff"
-    assert enqueue(s, r, "m1", "t", 1, status="pending")[0] == "queued"
+def test_enqueue_ignores_a_handed_off_conversation_until_its_status_changes_to_pending(s: Scripts, r) -> None:
+    """An agent's reply leaves an Agent Bot conversation pending: "pending" repeated on the
+    contact's messages is no sign the bot may speak; a change to pending is."""
+    r.set(keys.handoff(C, CONV), "agent")
+    assert enqueue(s, r, "m1", "t", 1, status="pending")[0] == "handoff"  # nothing seen before: no change
+    assert enqueue(s, r, "m2", "t", 2, status="pending")[0] == "handoff"  # pending again: no change
+    assert enqueue(s, r, "m3", "t", 3, status="open")[0] == "handoff"
+    assert r.get(keys.status(C, CONV)) == "open" and 0 < r.ttl(keys.status(C, CONV)) <= 600
+    assert enqueue(s, r, "m4", "t", 4, status="pending")[0] == "queued"  # open -> pending: the bot's again
     assert not r.exists(keys.handoff(C, CONV))
+
+
+def test_a_status_event_ends_a_takeover_only_on_a_change_to_pending_or_resolved(s: Scripts, r) -> None:
+    def event(status: str, explicit: str) -> int:
+        return s.conversation_status(
+            keys=[keys.status(C, CONV), keys.handoff(C, CONV), keys.stats(C)],
+            args=[status, explicit, 600],
+            client=r,
+        )
+
+    r.set(keys.handoff(C, CONV), "agent")
+    assert event("pending", "0") == 0  # conversation_updated, nothing seen before
+    assert event("pending", "0") == 0  # conversation_updated, pending again
+    assert event("snoozed", "1") == 0
+    assert r.exists(keys.handoff(C, CONV))
+    assert event("pending", "1") == 1  # conversation_status_changed to pending
+    assert not r.exists(keys.handoff(C, CONV)) and r.hget(keys.stats(C), "takeovers_ended") == "1"
+    r.set(keys.handoff(C, CONV), "agent")
+    assert event("resolved", "0") == 1  # a different status than the last seen: resolved
 
 
 def claim(s: Scripts, r, run: str, most: int):  # type: ignore[no-untyped-def]
@@ -278,13 +303,20 @@ def test_enqueue_records_the_session(s: Scripts, r) -> None:
 
 
 def test_agent_reply_tells_own_replies_from_a_takeover(s: Scripts, r) -> None:
-    ak = [keys.own_reply(C, 77), keys.own_pending(C, CONV), keys.handoff(C, CONV), keys.stats(C)]
+    ak = [
+        keys.own_reply(C, 77),
+        keys.own_pending(C, CONV),
+        keys.handoff(C, CONV),
+        keys.stats(C),
+        keys.status(C, CONV),
+    ]
     r.sadd(keys.own_pending(C, CONV), "digest-of-our-reply")
-    assert s.agent_reply(keys=ak, args=["digest-of-our-reply", 600], client=r) == "own"
+    assert s.agent_reply(keys=ak, args=["digest-of-our-reply", 600, "pending", 600], client=r) == "own"
     r.set(keys.own_reply(C, 77), "1")
-    assert s.agent_reply(keys=ak, args=["other", 600], client=r) == "own"
+    assert s.agent_reply(keys=ak, args=["other", 600, "pending", 600], client=r) == "own"
     ak[0] = keys.own_reply(C, 78)
-    assert s.agent_reply(keys=ak, args=["other", 600], client=r) == "takeover"
+    assert s.agent_reply(keys=ak, args=["other", 600, "pending", 600], client=r) == "takeover"
+    assert r.get(keys.status(C, CONV)) == "pending"  # seen, for the next change
     assert r.get(keys.handoff(C, CONV)) == "agent" and 0 < r.ttl(keys.handoff(C, CONV)) <= 600
 
 
