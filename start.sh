@@ -7,6 +7,7 @@ cd "$(dirname "$0")"
 
 PORT="${PORT:-8080}"
 DATA_DIR="${DATA_DIR:-$PWD/data}"
+export DATA_DIR  # the web processes keep their spool there while Redis is unreachable
 CELERY_POOL="${CELERY_POOL:-solo}"
 CELERY_CONCURRENCY="${CELERY_CONCURRENCY:-1}"
 # Tasks a worker reserves per pool slot. With 1, a threads pool that frees a

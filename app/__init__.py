@@ -15,6 +15,7 @@ from app.logs import configure_logging
 from app.redis_client import connect
 from app.scripts import Scripts
 from app.settings import Settings, load_settings
+from app.spool import Spool
 
 __all__ = ["Gateway", "create_app"]
 
@@ -28,6 +29,7 @@ class Gateway:
         self.redis = connect(settings.redis_url)
         self.scripts = Scripts(self.redis)
         self.celery = make_celery(settings)
+        self.spool = Spool(settings.data_dir, settings.spool_max_bytes)
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
@@ -48,6 +50,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     app.register_blueprint(webhook.bp)
     app.register_blueprint(health.bp)
+    if app.extensions["gateway"].spool.waiting_files():  # left by a process that was stopped
+        webhook.start_moving(app.extensions["gateway"])
 
     @app.errorhandler(HTTPException)
     def json_error(exc: HTTPException):  # type: ignore[no-untyped-def]

@@ -63,15 +63,24 @@ def healthz():  # type: ignore[no-untyped-def]
     return jsonify(status="ok")
 
 
+def _spooling(gateway) -> str:  # type: ignore[no-untyped-def]
+    spooled, files = gateway.spool.backlog(), len(gateway.spool.waiting_files())
+    if not spooled and not files:
+        return ""
+    return f"spooling: {spooled} webhook event(s) of this process in the local spool ({files} spool file(s))"
+
+
 @bp.get("/readyz")
 def readyz():  # type: ignore[no-untyped-def]
     gateway = current_app.extensions["gateway"]
+    spooling = _spooling(gateway)
     try:
         gateway.redis.ping()
         workers = live_workers(gateway.redis, gateway.settings.worker_heartbeat_max_age_seconds)
         stuck = stuck_workers(gateway.redis, gateway.settings.worker_heartbeat_max_age_seconds)
     except redis.RedisError as exc:
-        return jsonify(status="unavailable", reason=f"Redis unreachable: {type(exc).__name__}"), 503
+        reason = f"Redis unreachable: {type(exc).__name__}" + (f"; {spooling}" if spooling else "")
+        return jsonify(status="unavailable", reason=reason), 503
     if workers == 0:
         return jsonify(status="unavailable", reason="no worker heartbeat in the last seconds"), 503
     if stuck:
@@ -79,6 +88,8 @@ def readyz():  # type: ignore[no-untyped-def]
             f"worker {stuck[0]} has a run stuck past RUN_MAX_SECONDS={gateway.settings.run_max_seconds:g}"
         )
         return jsonify(status="unavailable", reason=reason, stuck_workers=stuck), 503
+    if spooling:  # Redis is back; the spool is being moved in
+        return jsonify(status="degraded", reason=spooling, workers=workers)
     return jsonify(status="ready", workers=workers)
 
 
@@ -137,5 +148,7 @@ def metrics():  # type: ignore[no-untyped-def]
     try:
         text = generate_latest(registry)
     except redis.RedisError as exc:
-        return jsonify(error="unavailable", reason=f"Redis unreachable: {type(exc).__name__}"), 503
+        # The web's own figures (the spooled events among them) without the Redis ones.
+        note = f"# Redis unreachable: {type(exc).__name__}; only this web's figures\n".encode()
+        return Response(note + web_metrics_text(), mimetype="text/plain; version=0.0.4")
     return Response(web_metrics_text() + text, mimetype="text/plain; version=0.0.4")

@@ -41,8 +41,10 @@ def accept(
     company: CompanyConfig,
     message: StoredMessage,
     delivery_id: str | None,
+    ordered: bool = False,
 ) -> Accepted:
-    """Make the message durable in its conversation's queue and make sure a drainer exists."""
+    """Make the message durable in its conversation's queue and make sure a drainer exists.
+    ``ordered``: place it by its Chatwoot id (a message moved in from the local spool)."""
     cid, conv = company.company_id, message.conversation_id
     fresh = new_task_id()
     lease_px = int((company.first_countdown + settings.lease_ttl_seconds) * 1000)
@@ -71,6 +73,7 @@ def accept(
             message.conversation_status or "",
             message.account_id,
             company.status_ttl_seconds,
+            str(message.id) if ordered else "",
         ],
         client=client,
     )

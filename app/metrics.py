@@ -14,14 +14,14 @@ import os
 from collections.abc import Iterable
 
 import redis
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.utils import floatToGoString
 
 from app import keys
 
-__all__ = ["HISTOGRAMS", "WEB_REGISTRY", "observe", "redis_histograms", "web_metrics_text"]
+__all__ = ["HISTOGRAMS", "SPOOLED", "WEB_REGISTRY", "observe", "redis_histograms", "web_metrics_text"]
 
 WEB_REGISTRY = CollectorRegistry()
 WEBHOOK_RESPONSES = Counter(
@@ -32,6 +32,13 @@ WEBHOOK_LATENCY = Histogram(
     "Time to answer a webhook",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
     registry=WEB_REGISTRY,
+)
+
+SPOOLED = Gauge(
+    "gateway_spooled_messages",
+    "Webhook events kept in the local spool while Redis was unreachable, not yet moved into Redis",
+    registry=WEB_REGISTRY,
+    multiprocess_mode="livesum",
 )
 
 # name -> (help, bucket upper bounds); stored in <company>:webhook_histograms.

@@ -43,6 +43,9 @@ end
 # ARGV[7] conversation id  ARGV[8] "1" if KEYS[4] is a real delivery id
 # ARGV[9] the conversation's status in the payload (a change to pending or
 # resolved ends a handoff)  ARGV[10] account id  ARGV[11] status TTL s
+# ARGV[12] the message id to place the message by (a message moved in from the
+# local spool goes before the first queued message with a higher Chatwoot id;
+# the stored JSON starts with {"id":N), or '' to append
 # Returns {status, queue length, lease holder, lease pttl ms, acquired 0/1}
 # where status is "queued", "duplicate", "full" or "handoff".
 ENQUEUE = (
@@ -66,7 +69,21 @@ if len >= tonumber(ARGV[3]) then
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-len = redis.call('RPUSH', KEYS[1], ARGV[1] .. string.format('%.6f', now) .. '}')
+local entry = ARGV[1] .. string.format('%.6f', now) .. '}'
+local before = nil
+if ARGV[12] ~= '' then
+  local mine = tonumber(ARGV[12])
+  for _, item in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+    local id = tonumber(string.match(item, '^{"id":(%d+)'))
+    if id and id > mine then before = item; break end
+  end
+end
+if before then
+  redis.call('LINSERT', KEYS[1], 'BEFORE', before, entry)
+  len = redis.call('LLEN', KEYS[1])
+else
+  len = redis.call('RPUSH', KEYS[1], entry)
+end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('SET', KEYS[3], '1', 'EX', ARGV[6])
 if ARGV[8] == '1' then redis.call('SET', KEYS[4], '1', 'EX', ARGV[6]) end

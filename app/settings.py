@@ -121,6 +121,8 @@ class Settings:
     batch_max_attempts: int = 3
     run_max_seconds: float = 300.0
     dead_letter_max: int = 10000
+    data_dir: str = "data"
+    spool_max_bytes: int = 64 * 1024 * 1024
     log_level: str = "INFO"
     log_format: str = "text"
 
@@ -277,6 +279,8 @@ GLOBAL_FIELDS: dict[str, _Parser] = {
     "batch_max_attempts": _positive_int,
     "run_max_seconds": _positive_float,
     "dead_letter_max": _positive_int,
+    "data_dir": _str,
+    "spool_max_bytes": _positive_int,
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -11,12 +12,12 @@ from flask import Blueprint, current_app, g, jsonify, request
 
 from app import keys
 from app.intake import accept
-from app.metrics import WEBHOOK_LATENCY, WEBHOOK_RESPONSES
-from app.payload import AgentReply, Ignored, InvalidPayload, StatusChange, parse_webhook
+from app.metrics import SPOOLED, WEBHOOK_LATENCY, WEBHOOK_RESPONSES
+from app.payload import AgentReply, Ignored, InvalidPayload, StatusChange, StoredMessage, parse_webhook
 from app.sessions import content_digest, is_reset_keyword, reset_session
 from app.signature import AuthError, authenticate
 
-__all__ = ["bp"]
+__all__ = ["bp", "handle", "start_moving"]
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhook", __name__)
@@ -137,36 +138,44 @@ def chatwoot(company: str):  # type: ignore[no-untyped-def]
         return _ignored(gateway, company, parsed.reason)
     if not config.serves_inbox(parsed.inbox_id):
         return _ignored(gateway, company, f"inbox {parsed.inbox_id} is not one of this company's INBOX_IDS")
-    try:
-        early = _conversation_event(gateway, config, parsed)
-    except redis.RedisError:
-        return _answer(500, error="unavailable", reason="Redis unreachable, retry")
-    if early is not None:
-        return _ignored(gateway, company, early)
     delivery = request.headers.get("X-Chatwoot-Delivery", "").strip()[:128] or None
+    if gateway.spool.backlog():  # this process's spooled events go into Redis first: keep them in order
+        return _spooled(gateway, config, parsed, delivery)
     try:
-        accepted = accept(
-            gateway.redis, gateway.scripts, gateway.celery, gateway.settings, config, parsed, delivery
-        )
+        status, answer = handle(gateway, config, parsed, delivery)
     except redis.RedisError as exc:
         log.error(
-            "message not stored company=%s conversation=%s error=%s",
+            "Redis unreachable company=%s conversation=%s error=%s: spooling",
             company,
             parsed.conversation_id,
             type(exc).__name__,
         )
-        return _answer(500, error="unavailable", reason="Redis unreachable: message not stored, retry")
+        return _spooled(gateway, config, parsed, delivery)
+    return _answer(status, **answer)
+
+
+def handle(gateway, config, parsed, delivery: str | None, ordered: bool = False):  # type: ignore[no-untyped-def]
+    """The Redis part of a webhook, for the view and for an event moved in from the spool
+    (``ordered``: placed by message id). Returns (HTTP status, body); raises
+    ``redis.RedisError`` when Redis is unreachable."""
+    company = config.company_id
+    early = _conversation_event(gateway, config, parsed)
+    if early is not None:
+        gateway.redis.hincrby(keys.stats(company), "webhooks_ignored", 1)
+        return 200, {"status": "ignored", "reason": early}
+    accepted = accept(
+        gateway.redis, gateway.scripts, gateway.celery, gateway.settings, config, parsed, delivery, ordered
+    )
     result = accepted.result
     if result.status == "duplicate":
-        return _answer(200, status="ignored", reason="duplicate delivery or message")
+        return 200, {"status": "ignored", "reason": "duplicate delivery or message"}
     if result.status == "handoff":
-        return _answer(200, status="ignored", reason="conversation handed to a human")
+        return 200, {"status": "ignored", "reason": "conversation handed to a human"}
     if result.status == "full":
-        return _answer(
-            429,
-            error="too_many_requests",
-            reason=f"conversation {parsed.conversation_id} already holds {result.length} messages",
-        )
+        return 429, {
+            "error": "too_many_requests",
+            "reason": f"conversation {parsed.conversation_id} already holds {result.length} messages",
+        }
     log.info(
         "message queued company=%s conversation=%s message=%s position=%d scheduled=%s",
         company,
@@ -175,15 +184,71 @@ def chatwoot(company: str):  # type: ignore[no-untyped-def]
         result.length,
         accepted.scheduled,
     )
-    return _answer(
-        202,
-        status="queued",
-        queue_position=result.length,
-        task_id=accepted.task_id,
-        batching={
+    return 202, {
+        "status": "queued",
+        "queue_position": result.length,
+        "task_id": accepted.task_id,
+        "batching": {
             "mode": config.batch_window_mode,
             "window_seconds": config.batch_window_seconds,
             "max_wait_seconds": config.batch_max_wait_seconds,
             "new_batch": accepted.scheduled,
         },
-    )
+    }
+
+
+# -- the local spool (app/spool.py) ------------------------------------------------
+
+_KINDS = {"status": StatusChange, "agent_reply": AgentReply}
+
+
+def _spool_entry(company: str, parsed, delivery: str | None) -> dict:  # type: ignore[no-untyped-def]
+    entry: dict = {"company": company, "delivery": delivery}
+    if isinstance(parsed, StoredMessage):
+        return {**entry, "kind": "message", "message": parsed.to_json()}
+    kind = "status" if isinstance(parsed, StatusChange) else "agent_reply"
+    return {**entry, "kind": kind, "event": dataclasses.asdict(parsed)}
+
+
+def _from_spool(entry: dict):  # type: ignore[no-untyped-def]
+    if entry["kind"] == "message":
+        return StoredMessage.from_json(entry["message"])
+    return _KINDS[entry["kind"]](**entry["event"])
+
+
+def _spooled(gateway, config, parsed, delivery: str | None):  # type: ignore[no-untyped-def]
+    """Keep the event in the local spool (Redis is unreachable): 202, or 500 when even
+    the spool cannot take it."""
+    try:
+        gateway.spool.append(_spool_entry(config.company_id, parsed, delivery))
+    except OSError as exc:
+        log.error("webhook not stored company=%s: Redis unreachable and %s", config.company_id, exc)
+        reason = f"Redis unreachable and the local spool cannot take it ({exc}): not stored, retry"
+        return _answer(500, error="unavailable", reason=reason)
+    SPOOLED.inc()
+    start_moving(gateway)
+    if isinstance(parsed, StoredMessage):
+        return _answer(
+            202, status="queued", spooled=True, reason="Redis unreachable: kept in the local spool, in order"
+        )
+    return _answer(200, status="ignored", spooled=True, reason="Redis unreachable: applied once it is back")
+
+
+def start_moving(gateway) -> None:  # type: ignore[no-untyped-def]
+    """Start the thread that moves the spool into Redis once Redis answers."""
+
+    def ready() -> bool:
+        try:
+            return bool(gateway.redis.ping())
+        except redis.RedisError:
+            return False
+
+    def deliver(entry: dict) -> None:
+        config = gateway.settings.company(entry.get("company", ""))
+        if config is None:
+            log.error("spooled event of an unknown company dropped company=%s", entry.get("company"))
+            return
+        handle(gateway, config, _from_spool(entry), entry.get("delivery"), ordered=True)
+        SPOOLED.dec()
+
+    gateway.spool.start_mover(ready, deliver)

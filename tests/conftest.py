@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,6 +72,7 @@ def base_env(redis_url: str, stand_url: str, **overrides: str) -> dict[str, str]
         "LEASE_TTL_SECONDS": "4",
         "SWEEP_INTERVAL_SECONDS": "1",
         "PYTHONUNBUFFERED": "1",
+        "DATA_DIR": tempfile.mkdtemp(prefix="gateway-data-"),  # the web's spool, never the repo's ./data
     }
     env.update(overrides)
     return env
@@ -110,6 +112,7 @@ def companies_env(
         "SWEEP_INTERVAL_SECONDS": "1",
         "TEST_LOG_DIR": str(folder),
         "PYTHONPATH": str(ROOT),  # handlers in tests.bot_handlers
+        "DATA_DIR": str(folder / "data"),
     }
     env.update(extra)
     return env

@@ -178,10 +178,15 @@ def test_429_when_the_conversation_is_full_others_unaffected(web) -> None:
     assert post_webhook(web, cw.message("other", 43)).status_code == 202
 
 
-def test_500_when_redis_is_unreachable(redis_url: str) -> None:
-    env = base_env(f"redis://127.0.0.1:{free_port()}/0", "http://127.0.0.1:9")
+def test_redis_unreachable_spools_and_a_full_spool_answers_500(redis_url: str, tmp_path) -> None:
+    env = base_env(f"redis://127.0.0.1:{free_port()}/0", "http://127.0.0.1:9", DATA_DIR=str(tmp_path))
     response = post_webhook(make_client(env), cw.message("hi"))
-    assert response.status_code == 500 and "Redis" in response.json["reason"]
+    assert response.status_code == 202 and response.json["spooled"] is True
+    assert len(list((tmp_path / "spool").glob("spool-*.jsonl"))) == 1
+    full = base_env(env["REDIS_URL"], "http://127.0.0.1:9", DATA_DIR=str(tmp_path), SPOOL_MAX_BYTES="10")
+    response = post_webhook(make_client(full), cw.message("hi again"))
+    assert response.status_code == 500 and "SPOOL_MAX_BYTES" in response.json["reason"]
+    assert "Redis unreachable" in response.json["reason"]
 
 
 def test_health_and_readiness(web, env, rdb: redis.Redis) -> None:

@@ -1,0 +1,200 @@
+"""The local spool: what the webhook accepts while Redis is unreachable reaches Redis
+once it is back, in order, once (app/spool.py)."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from app import keys
+from app.payload import StoredMessage
+from app.spool import Spool, SpoolFull
+from tests import chatwoot_payloads as cw
+from tests.conftest import base_env, make_client, post_webhook
+from tests.support import RedisServer, Stand, Worker, wait_for
+
+
+def queued_ids(client: redis.Redis, conversation: int) -> list[int]:
+    return [
+        StoredMessage.from_json(raw).id for raw in client.lrange(keys.queue("default", conversation), 0, -1)
+    ]
+
+
+def test_spool_appends_durably_and_moves_in_order(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=10_000)
+    for i in range(3):
+        spool.append({"n": i})
+    assert spool.backlog() == 3
+    (path,) = spool.waiting_files()
+    assert [json.loads(line)["n"] for line in path.read_text().splitlines()] == [0, 1, 2]
+    seen: list[int] = []
+    assert spool.move(lambda entry: seen.append(entry["n"])) == 3
+    assert seen == [0, 1, 2] and spool.backlog() == 0 and spool.waiting_files() == []
+
+
+def test_a_move_that_fails_half_way_keeps_the_whole_file(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=10_000)
+    for i in range(3):
+        spool.append({"n": i})
+
+    def redis_goes_away_at_the_second(entry: dict) -> None:
+        if entry["n"] == 1:
+            raise redis.ConnectionError("gone again")
+
+    with pytest.raises(redis.ConnectionError):
+        spool.move(redis_goes_away_at_the_second)
+    assert spool.backlog() == 3 and len(spool.waiting_files()) == 1  # moved again later, whole
+    seen: list[int] = []
+    spool.move(lambda entry: seen.append(entry["n"]))
+    assert seen == [0, 1, 2]
+
+
+def test_the_spool_is_bounded(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=40)
+    spool.append({"n": "x" * 10})
+    with pytest.raises(SpoolFull, match="SPOOL_MAX_BYTES=40"):
+        spool.append({"n": "x" * 30})
+
+
+def test_a_file_left_by_a_stopped_process_is_taken_over_and_a_live_ones_is_not(tmp_path: Path) -> None:
+    folder = tmp_path / "spool"
+    folder.mkdir()
+    orphan = folder / "spool-1-dead.jsonl"
+    orphan.write_text('{"n": 1}\n{"n": 2}\n{"torn": \n')  # a torn last write: skipped
+    live = folder / "spool-2-live.jsonl"
+    live.write_text('{"n": 9}\n')
+    with open(live, "ab") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # its writer is alive
+        seen: list[int] = []
+        Spool(tmp_path, max_bytes=10_000).move(lambda entry: seen.append(entry["n"]))
+        assert seen == [1, 2] and not orphan.exists() and live.exists()
+
+
+@pytest.fixture
+def stopped_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis-data", persistent=True)
+    (tmp_path / "redis-data").mkdir()
+    server.start()
+    server.stop()  # the webhooks arrive while it is down
+    yield server
+    server.stop()
+
+
+def test_two_containers_spooling_one_conversation_at_once_come_out_in_message_id_order(
+    stopped_redis: RedisServer, tmp_path: Path
+) -> None:
+    """A deploy overlap: the old and the new container each take some fragments of one
+    conversation while Redis is down, each into its own spool. Once Redis is back, the
+    moves place messages by Chatwoot id, also before one queued directly meanwhile."""
+    old = make_client(base_env(stopped_redis.url, "http://127.0.0.1:9", DATA_DIR=str(tmp_path / "old")))
+    new = make_client(base_env(stopped_redis.url, "http://127.0.0.1:9", DATA_DIR=str(tmp_path / "new")))
+    for message_id in range(1, 11):
+        container = old if message_id % 2 else new
+        answer = post_webhook(container, cw.message(f"fragment {message_id}", 400, message_id=message_id))
+        assert answer.status_code == 202 and answer.json["spooled"] is True
+    stopped_redis.start()
+    third = make_client(base_env(stopped_redis.url, "http://127.0.0.1:9", DATA_DIR=str(tmp_path / "third")))
+    assert post_webhook(third, cw.message("fragment 11", 400, message_id=11)).status_code == 202
+    client = redis.Redis.from_url(stopped_redis.url, decode_responses=True)
+    wait_for(lambda: len(queued_ids(client, 400)) == 11, timeout=10)
+    assert queued_ids(client, 400) == list(range(1, 12))
+    for folder in ("old", "new"):
+        wait_for(lambda f=folder: not list((tmp_path / f / "spool").glob("*.jsonl")), timeout=5)
+
+
+def test_a_spool_left_by_a_killed_process_is_moved_once(stopped_redis: RedisServer, tmp_path: Path) -> None:
+    """The container was killed while moving its spool: the first message had reached
+    Redis. The next web process moves the whole file again: nothing lost, nothing doubled."""
+    folder = tmp_path / "data" / "spool"
+    folder.mkdir(parents=True)
+    entries = [
+        {
+            "company": "default",
+            "delivery": f"delivery-{i}",
+            "kind": "message",
+            "message": StoredMessage(i, "410", 1, f"m{i}", 0.0, conversation_status="pending").to_json(),
+        }
+        for i in (21, 22, 23)
+    ]
+    left = folder / "spool-999999-killed.jsonl"  # its writer is gone: nobody holds its lock
+    left.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    stopped_redis.start()
+    client = redis.Redis.from_url(stopped_redis.url, decode_responses=True)
+    client.rpush(keys.queue("default", 410), entries[0]["message"])  # moved before the kill,
+    client.set(keys.seen_message("default", 21), "1")  # marker and all
+    make_client(base_env(stopped_redis.url, "http://127.0.0.1:9", DATA_DIR=str(tmp_path / "data")))
+    wait_for(lambda: not left.exists(), timeout=10)
+    assert queued_ids(client, 410) == [21, 22, 23]
+    assert client.hget(keys.stats("default"), "webhooks_duplicate") == "1"
+
+
+@pytest.mark.slow
+def test_redis_stopped_under_traffic_loses_doubles_and_reorders_nothing(stand: Stand, tmp_path: Path) -> None:
+    """The real redis-server is stopped while webhooks arrive from several conversations and
+    started again 3 s later. Every webhook is answered 202; every message is answered once,
+    in order."""
+    stand.reset()
+    stand.bot_answer = lambda body: {"replies": [m["content"] for m in body["messages"]]}
+    server = RedisServer(tmp_path, persistent=True)
+    server.start()
+    client = redis.Redis.from_url(server.url, decode_responses=True)
+    env = base_env(
+        server.url,
+        stand.url,
+        TEST_LOG_DIR=str(tmp_path),
+        DATA_DIR=str(tmp_path / "data"),
+        BATCH_WINDOW_SECONDS="0.3",
+        BATCH_MAX_WAIT_SECONDS="1",
+        LEASE_TTL_SECONDS="2",
+        SWEEP_INTERVAL_SECONDS="0.5",
+    )
+    worker = Worker(env, "outage", beat=True).start(client)
+    web = make_client(env)
+    conversations = list(range(420, 424))
+    sent: dict[int, list[str]] = {c: [] for c in conversations}
+    statuses: list[int] = []
+    spooled = [0]
+    done = threading.Event()
+
+    def traffic() -> None:
+        message_id = 42_000
+        for round_ in range(30):
+            for conv in conversations:
+                message_id += 1
+                text = f"c{conv} m{round_:02d} " + "w" * 420  # long: answered one by one, order visible
+                sent[conv].append(text)
+                answer = post_webhook(web, cw.message(text, conv, message_id=message_id))
+                statuses.append(answer.status_code)
+                spooled[0] += bool(answer.json.get("spooled"))
+            time.sleep(0.15)
+        done.set()
+
+    try:
+        sender = threading.Thread(target=traffic)
+        sender.start()
+        time.sleep(1.0)
+        server.stop()
+        time.sleep(3.0)
+        readiness = web.get("/readyz")
+        assert readiness.status_code == 503 and "spooling" in readiness.json["reason"]
+        server.start()
+        sender.join(timeout=60)
+        assert done.is_set() and set(statuses) == {202}, statuses
+        assert spooled[0] > 0
+        wait_for(lambda: all(len(stand.replies(c)) >= len(sent[c]) for c in conversations), timeout=60)
+        time.sleep(1.5)
+        for conv in conversations:
+            assert stand.replies(conv) == sent[conv]  # none lost, none doubled, in order
+        assert worker.proc is not None and worker.proc.poll() is None
+        wait_for(lambda: web.get("/readyz").json.get("status") == "ready", timeout=10)
+        assert not list((tmp_path / "data" / "spool").glob("*.jsonl"))
+    finally:
+        worker.stop()
+        server.stop()
