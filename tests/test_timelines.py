@@ -40,6 +40,9 @@ def env(redis_url: str, stand: Stand, tmp_path_factory: pytest.TempPathFactory) 
         company("bot", stand),  # an Agent Bot inbox (the default integration)
         company("hooks", stand, chatwoot_integration="webhook"),  # an account webhook
         company("scoped", stand, inbox_ids=[4]),  # one WhatsApp inbox of an account with more
+        company(
+            "llm", stand, bot_backend="openai", openai_base_url=f"{stand.url}/v1", openai_model="test-model"
+        ),
     ]
     return companies_env(redis_url, tmp_path_factory.mktemp("timelines"), companies)
 
@@ -182,3 +185,22 @@ def test_locations_contact_cards_and_voice_notes_reach_the_bot_with_what_they_ca
     }
     assert attachments[2]["transcribed_text"] == "and please call my husband"
     assert all(isinstance(m["created_at"], int) for c in calls for m in c["messages"])  # from the ISO string
+
+
+def test_the_openai_backend_reads_what_attachments_carry_as_text(env, worker, rdb, stand: Stand) -> None:  # type: ignore[no-untyped-def]
+    stand.reset()
+    web = make_client(env)
+    for payload in (
+        cw.location("Clinic, Rua Augusta 10", -23.55, -46.65, 507),
+        cw.contact_card("Joao", "Lima", "+55 11 98888-7777", 507),
+        cw.audio("I want to book for Tuesday", 507),
+    ):
+        assert post_webhook(web, payload, company="llm", secret="llm-secret").status_code == 202
+    wait_for(lambda: len(stand.replies(507)) == 3, timeout=15)
+    with stand.lock:
+        read = [c["json"]["messages"][-1]["content"] for c in stand.completions]
+    assert read == [
+        "[location: Clinic, Rua Augusta 10 (-23.55, -46.65)]",
+        "[contact card: Joao Lima +55 11 98888-7777]",
+        "[voice note: I want to book for Tuesday]",
+    ]
