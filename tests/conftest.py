@@ -18,7 +18,7 @@ from app.drain import Drainer
 from app.scripts import Scripts
 from app.settings import load_settings
 from app.signature import sign
-from tests.support import ROOT, RedisServer, Stand
+from tests.support import ROOT, RedisServer, Stand, Worker
 
 SECRET = "whsec-test-secret"
 
@@ -76,6 +76,42 @@ def base_env(redis_url: str, stand_url: str, **overrides: str) -> dict[str, str]
     }
     env.update(overrides)
     return env
+
+
+def fault_env(redis_url: str, stand: Stand, tmp_path: Path, **extra: str) -> dict[str, str]:
+    """A worker/web environment for fault tests: short window, lease and sweep."""
+    settings = {
+        "TEST_LOG_DIR": str(tmp_path),
+        "BATCH_WINDOW_SECONDS": "0.3",
+        "BATCH_MAX_WAIT_SECONDS": "1",
+        "LEASE_TTL_SECONDS": "2",
+        "SWEEP_INTERVAL_SECONDS": "0.5",
+    }
+    return base_env(redis_url, stand.url, **{**settings, **extra})
+
+
+def chatwoot_company(cid: str, stand: Stand, **extra: Any) -> dict[str, Any]:
+    """One company of a COMPANIES_FILE, served by the local Chatwoot and HTTP bot."""
+    return {
+        "company_id": cid,
+        "chatwoot_base_url": stand.url,
+        "chatwoot_api_token": "cw-token",
+        "chatwoot_webhook_secret": f"{cid}-secret",
+        "bot_backend": "http",
+        "bot_url": f"{stand.url}/bot",
+        "batch_window_seconds": 0.3,
+        "batch_max_wait_seconds": 1,
+        **extra,
+    }
+
+
+@pytest.fixture
+def workers() -> Iterator[list[Worker]]:
+    """Real worker processes a test starts; all stopped after it."""
+    started: list[Worker] = []
+    yield started
+    for w in started:
+        w.stop()
 
 
 def dry_run_drainer(

@@ -16,8 +16,6 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,23 +25,12 @@ from app import keys
 from app.lease import schedule_drain
 from app.settings import load_settings
 from tests import chatwoot_payloads as cw
-from tests.conftest import base_env, make_client, post_webhook
+from tests.conftest import fault_env, make_client, post_webhook
 from tests.support import ROOT, Proxy, Stand, Worker, wait_for
 
 pytestmark = pytest.mark.slow
-LEASE_TTL, SWEEP = 2.0, 0.5
+LEASE_TTL = 2.0  # fault_env's
 _IDS = re.compile(r"answer to \[([\d,]+)\]")
-
-
-def env_for(redis_url: str, stand: Stand, tmp_path: Path, **extra: str) -> dict[str, str]:
-    settings = {
-        "TEST_LOG_DIR": str(tmp_path),
-        "BATCH_WINDOW_SECONDS": "0.3",
-        "BATCH_MAX_WAIT_SECONDS": "1",
-        "LEASE_TTL_SECONDS": str(LEASE_TTL),
-        "SWEEP_INTERVAL_SECONDS": str(SWEEP),
-    }
-    return base_env(redis_url, stand.url, **{**settings, **extra})
 
 
 def llm(body: dict[str, Any]) -> dict[str, Any]:
@@ -73,14 +60,6 @@ def llm_stand(stand: Stand, rdb) -> Stand:  # type: ignore[no-untyped-def]
     stand.reset()
     stand.bot_answer = llm
     return stand
-
-
-@pytest.fixture
-def workers() -> Iterator[list[Worker]]:
-    started: list[Worker] = []
-    yield started
-    for w in started:
-        w.stop()
 
 
 def message(text: str, conversation: int, message_id: int) -> dict[str, Any]:
@@ -117,7 +96,7 @@ def test_sigkill_inside_a_reply_post_posts_the_stored_answer_and_never_asks_the_
     token the created reply is read back (the stored text) and nothing repeats; with a
     bot token the one allowed repeat per crash is the *stored* answer, word for word."""
     llm_stand.can_read = can_read
-    env = env_for(redis_url, llm_stand, tmp_path)
+    env = fault_env(redis_url, llm_stand, tmp_path)
     web = make_client(env)
     for round_, conv in enumerate(range(200, 204)):
         fired = crash_inside_create(env, rdb, llm_stand, workers, 1)
@@ -148,7 +127,7 @@ def test_a_resumed_batch_grouped_differently_answers_no_message_twice(
     averages 300 and would now be joined into one call: the second message, already
     answered, would be answered again. Its stored answer keeps it on its own."""
     llm_stand.can_read = True
-    env = env_for(redis_url, llm_stand, tmp_path, BATCH_MAX_AVG_CHARS="400")
+    env = fault_env(redis_url, llm_stand, tmp_path, BATCH_MAX_AVG_CHARS="400")
     web = make_client(env)
     conv = 210
     fired = crash_inside_create(env, rdb, llm_stand, workers, 2)
@@ -177,7 +156,7 @@ def test_two_identical_short_replies_a_lost_second_post_is_not_taken_for_the_fir
     stand.can_read = True
     stand.bot_answer = lambda body: {"reply": "OK, noted."}
     stand.stall_at = {2: 1.5}  # the second create: no answer within the timeout, nothing created
-    env = env_for(redis_url, stand, tmp_path, CHATWOOT_TIMEOUT_SECONDS="0.5")
+    env = fault_env(redis_url, stand, tmp_path, CHATWOOT_TIMEOUT_SECONDS="0.5")
     workers.append(Worker(env, "identical", beat=True).start(rdb))
     web = make_client(env)
     post_webhook(web, message("first request " + "a" * 420, 220, 2201))
@@ -196,7 +175,7 @@ def test_a_lone_surrogate_in_the_bot_answer_is_replaced_and_the_conversation_mov
     stand.reset()
     answers = iter([b'{"reply": "here you are \\ud83d"}'])
     stand.bot_answer = lambda body: next(answers, {"reply": body["text"]})
-    env = env_for(redis_url, stand, tmp_path)
+    env = fault_env(redis_url, stand, tmp_path)
     workers.append(Worker(env, "surrogate", beat=True).start(rdb))
     web = make_client(env)
     post_webhook(web, message("send me a flower", 230, 2301))
@@ -214,7 +193,7 @@ def test_a_trickling_http_bot_is_cut_at_bot_timeout_and_other_conversations_are_
 ):
     stand.reset()
     stand.trickle = {"240": 1.0}  # headers at once, then a byte a second (~20 s for the body)
-    env = env_for(redis_url, stand, tmp_path, BOT_TIMEOUT_SECONDS="2", BOT_FALLBACK_MESSAGE="one moment")
+    env = fault_env(redis_url, stand, tmp_path, BOT_TIMEOUT_SECONDS="2", BOT_FALLBACK_MESSAGE="one moment")
     workers.append(Worker(env, "trickle", beat=True).start(rdb))
     web = make_client(env)
     post_webhook(web, message("slow bot", 240, 2401))
@@ -233,7 +212,7 @@ def test_a_python_handler_that_never_returns_is_given_up_at_bot_timeout(
     redis_url, rdb, stand: Stand, workers, tmp_path
 ):
     stand.reset()
-    env = env_for(
+    env = fault_env(
         redis_url,
         stand,
         tmp_path,
@@ -262,7 +241,7 @@ def test_a_paused_drainer_posts_nothing_after_its_lease_was_taken_over(
     run, which answers. When the first wakes, its renewal is too old to prove its lease:
     it posts nothing."""
     llm_stand.bot_delay = 1.5
-    env = env_for(redis_url, llm_stand, tmp_path)
+    env = fault_env(redis_url, llm_stand, tmp_path)
     frozen = Worker(env, "frozen").start(rdb)  # no beat: the rescuer's sweeper does the rescue
     workers.append(frozen)
     web = make_client(env)
@@ -300,7 +279,7 @@ def test_a_drainer_cut_off_from_redis_during_the_bot_call_posts_nothing_once_res
 
     stand.bot_answer = slow_first_then_llm
     proxy = Proxy(redis_server.port)
-    env = env_for(redis_url, stand, tmp_path)
+    env = fault_env(redis_url, stand, tmp_path)
     cut_off = Worker({**env, "REDIS_URL": proxy.url()}, "cut-off").start(rdb)
     workers.append(cut_off)
     web = make_client(env)
@@ -322,7 +301,7 @@ def test_the_same_task_id_delivered_twice_drains_once(redis_url, rdb, llm_stand:
     """A publish retried after a lost reply (or a run longer than the visibility timeout)
     queues one task id twice; on a threads pool both deliveries start at once."""
     llm_stand.bot_delay = 1.0
-    env = env_for(redis_url, llm_stand, tmp_path)
+    env = fault_env(redis_url, llm_stand, tmp_path)
     workers.append(Worker(env, "twice", pool="threads", concurrency=4, prefetch=4, beat=True).start(rdb))
     web = make_client(env)
     accepted = post_webhook(web, message("book me in", 270, 2701)).get_json()
@@ -339,7 +318,7 @@ def test_the_same_task_id_delivered_twice_drains_once(redis_url, rdb, llm_stand:
 
 def test_a_web_clock_ten_minutes_ahead_changes_no_due_time(redis_url, rdb, stand: Stand, workers, tmp_path):
     stand.reset()
-    env = env_for(redis_url, stand, tmp_path)
+    env = fault_env(redis_url, stand, tmp_path)
     workers.append(Worker(env, "clocks", beat=True).start(rdb))
     ahead = 600.0
     web = make_client(env, clock=lambda: time.time() + ahead)
@@ -359,7 +338,7 @@ def test_a_run_stuck_past_run_max_seconds_is_taken_over_and_readyz_says_so(
     stand.reset()
     stand.can_read = True
     stand.message_delay = 6.0
-    env = env_for(
+    env = fault_env(
         redis_url,
         stand,
         tmp_path,
@@ -384,7 +363,7 @@ def test_a_run_stuck_past_run_max_seconds_is_taken_over_and_readyz_says_so(
 def test_expiring_5000_sessions_never_holds_a_drain(redis_url, rdb, stand: Stand, workers, tmp_path):
     stand.reset()
     stand.message_delay = 0.02  # 5,000 session-expired notices in a row would take 100 s
-    env = env_for(
+    env = fault_env(
         redis_url,
         stand,
         tmp_path,

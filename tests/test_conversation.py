@@ -14,24 +14,10 @@ import redis
 
 from app import keys
 from tests import chatwoot_payloads as cw
-from tests.conftest import companies_env, make_client, post_webhook
+from tests.conftest import chatwoot_company, companies_env, make_client, post_webhook
 from tests.support import Stand, Worker, wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def company(cid: str, stand: Stand, **extra: Any) -> dict[str, Any]:
-    return {
-        "company_id": cid,
-        "chatwoot_base_url": stand.url,
-        "chatwoot_api_token": "cw-token",
-        "chatwoot_webhook_secret": f"{cid}-secret",
-        "bot_backend": "http",
-        "bot_url": f"{stand.url}/bot",
-        "batch_window_seconds": 0.3,
-        "batch_max_wait_seconds": 1,
-        **extra,
-    }
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +26,11 @@ def env(redis_url: str, stand: Stand, tmp_path_factory: pytest.TempPathFactory) 
     # "plain", "resume" and "expiry" are account-webhook inboxes: conversations there are
     # open, and the bot answers them; "pending" is told explicitly to answer pending only.
     companies = [
-        company("plain", stand, chatwoot_integration="webhook"),
-        company("split", stand, reply_split="paragraphs", typing_chars_per_second=1000),
-        company("pending", stand, bot_only_pending=True),
-        company("resume", stand, bot_resume_after_minutes=0.05, chatwoot_integration="webhook"),
-        company(
+        chatwoot_company("plain", stand, chatwoot_integration="webhook"),
+        chatwoot_company("split", stand, reply_split="paragraphs", typing_chars_per_second=1000),
+        chatwoot_company("pending", stand, bot_only_pending=True),
+        chatwoot_company("resume", stand, bot_resume_after_minutes=0.05, chatwoot_integration="webhook"),
+        chatwoot_company(
             "expiry",
             stand,
             chatwoot_integration="webhook",
@@ -52,7 +38,7 @@ def env(redis_url: str, stand: Stand, tmp_path_factory: pytest.TempPathFactory) 
             session_expired_message="This chat has ended.",
             session_reset_keywords="#reset, start over",
         ),
-        company("stale", stand, supersede_max=2),
+        chatwoot_company("stale", stand, supersede_max=2),
     ]
     return companies_env(redis_url, folder, companies)
 

@@ -13,30 +13,17 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
 
 from app import keys
 from tests import chatwoot_payloads as cw
-from tests.conftest import base_env, make_client, post_webhook
+from tests.conftest import fault_env, make_client, post_webhook
 from tests.support import Stand, Worker, wait_for
 
 pytestmark = pytest.mark.slow
-LEASE_TTL, SWEEP = 2.0, 0.5
-
-
-def fault_env(redis_url: str, stand: Stand, tmp_path: Path, **extra: str) -> dict[str, str]:
-    settings = {
-        "TEST_LOG_DIR": str(tmp_path),
-        "BATCH_WINDOW_SECONDS": "0.3",
-        "BATCH_MAX_WAIT_SECONDS": "1",
-        "LEASE_TTL_SECONDS": str(LEASE_TTL),
-        "SWEEP_INTERVAL_SECONDS": str(SWEEP),
-    }
-    return base_env(redis_url, stand.url, **{**settings, **extra})
+LEASE_TTL = 2.0  # fault_env's
 
 
 def tally(sent: dict[int, list[str]], stand: Stand, acknowledged: int, **extra: object) -> dict[str, object]:
@@ -68,14 +55,6 @@ def stand_reset(stand: Stand, rdb) -> Stand:  # type: ignore[no-untyped-def]
     stand.reset()
     stand.bot_answer = lambda body: {"replies": [m["content"] for m in body["messages"]]}
     return stand
-
-
-@pytest.fixture
-def workers() -> Iterator[list[Worker]]:
-    started: list[Worker] = []
-    yield started
-    for w in started:
-        w.stop()
 
 
 def long_text(conv: int, i: int) -> str:

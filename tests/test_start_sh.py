@@ -151,6 +151,26 @@ def test_start_sh_serves_a_webhook_to_a_reply_and_stops_every_child(redis_url, r
     assert answered and answered[0]["task"]
 
 
+def _kill_child_and_expect_the_container_to_stop(
+    env: dict[str, str], port: int, log: Path, child: str, said: str
+) -> None:
+    """Boot start.sh, SIGKILL its child whose command line holds ``child``: start.sh must
+    stop the others and exit non-zero (so the platform restarts it), saying ``said``."""
+    proc = _boot(env, log)
+    groups: set[int] = set()
+    try:
+        wait_for(lambda: _ready(f"http://127.0.0.1:{port}") or proc.poll() is not None, timeout=40)
+        assert proc.poll() is None, log.read_text()
+        groups = _groups(proc.pid)
+        victim = next(pid for pid, _pp, pgid, args in _processes() if pid == pgid in groups and child in args)
+        os.kill(victim, signal.SIGKILL)
+        assert proc.wait(timeout=40) != 0
+        assert said in log.read_text()
+    finally:
+        leftovers = _cleanup(groups)
+        assert leftovers == [], f"left running after {child} died: {leftovers}"
+
+
 def test_start_sh_exits_when_a_child_dies(redis_url, rdb, tmp_path):
     port = free_port()
     env = {
@@ -159,49 +179,19 @@ def test_start_sh_exits_when_a_child_dies(redis_url, rdb, tmp_path):
         "DATA_DIR": str(tmp_path / "data"),
         "WEBHOOK_TOKEN": "t",
     }
-    log = tmp_path / "start.log"
-    proc = _boot(env, log)
-    try:
-        wait_for(lambda: _ready(f"http://127.0.0.1:{port}"), timeout=40)
-        groups = _groups(proc.pid)
-        worker = next(
-            pid
-            for pid, _pp, pgid, args in _processes()
-            if pid == pgid in groups and "app.worker worker" in args
-        )
-        os.kill(worker, signal.SIGKILL)
-        assert proc.wait(timeout=40) != 0
-        assert "a child exited" in log.read_text()
-    finally:
-        leftovers = _cleanup(groups)
-        assert leftovers == [], f"left running after a child died: {leftovers}"
+    _kill_child_and_expect_the_container_to_stop(
+        env, port, tmp_path / "start.log", "app.worker worker", "a child exited"
+    )
 
 
 def test_start_sh_exits_when_the_embedded_redis_dies(tmp_path):
     """Without its Redis nothing is durable: the container must stop so the platform
     restarts it, not answer 500 forever."""
     port, redis_port = free_port(), free_port()
-    env = {
-        "PORT": str(port),
-        "DATA_DIR": str(tmp_path / "data"),
-        "EMBEDDED_REDIS_PORT": str(redis_port),
-    }
-    log = tmp_path / "start.log"
-    proc = _boot(env, log)
-    groups: set[int] = set()
-    try:
-        wait_for(lambda: _ready(f"http://127.0.0.1:{port}") or proc.poll() is not None, timeout=40)
-        assert proc.poll() is None, log.read_text()
-        groups = _groups(proc.pid)
-        server = next(
-            pid for pid, _pp, pgid, args in _processes() if pgid in groups and "redis-server" in args
-        )
-        os.kill(server, signal.SIGKILL)
-        assert proc.wait(timeout=40) != 0
-        assert "the embedded redis-server exited" in log.read_text()
-    finally:
-        leftovers = _cleanup(groups)
-        assert leftovers == [], f"left running after Redis died: {leftovers}"
+    env = {"PORT": str(port), "DATA_DIR": str(tmp_path / "data"), "EMBEDDED_REDIS_PORT": str(redis_port)}
+    _kill_child_and_expect_the_container_to_stop(
+        env, port, tmp_path / "start.log", "redis-server", "the embedded redis-server exited"
+    )
 
 
 def test_embedded_redis_default_prints_a_ready_url_and_keeps_replies(tmp_path):

@@ -13,34 +13,20 @@ import pytest
 import redis
 
 from tests import chatwoot_payloads as cw
-from tests.conftest import companies_env, make_client, post_webhook
+from tests.conftest import chatwoot_company, companies_env, make_client, post_webhook
 from tests.support import Stand, Worker, wait_for
 
 pytestmark = pytest.mark.slow
 QUIET = 1.2  # seconds to be sure the bot stays silent (window 0.3 s, a fast worker)
 
 
-def company(cid: str, stand: Stand, **extra: Any) -> dict[str, Any]:
-    return {
-        "company_id": cid,
-        "chatwoot_base_url": stand.url,
-        "chatwoot_api_token": "cw-token",
-        "chatwoot_webhook_secret": f"{cid}-secret",
-        "bot_backend": "http",
-        "bot_url": f"{stand.url}/bot",
-        "batch_window_seconds": 0.3,
-        "batch_max_wait_seconds": 1,
-        **extra,
-    }
-
-
 @pytest.fixture(scope="module")
 def env(redis_url: str, stand: Stand, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     companies = [
-        company("bot", stand),  # an Agent Bot inbox (the default integration)
-        company("hooks", stand, chatwoot_integration="webhook"),  # an account webhook
-        company("scoped", stand, inbox_ids=[4]),  # one WhatsApp inbox of an account with more
-        company(
+        chatwoot_company("bot", stand),  # an Agent Bot inbox (the default integration)
+        chatwoot_company("hooks", stand, chatwoot_integration="webhook"),  # an account webhook
+        chatwoot_company("scoped", stand, inbox_ids=[4]),  # one WhatsApp inbox of an account with more
+        chatwoot_company(
             "llm", stand, bot_backend="openai", openai_base_url=f"{stand.url}/v1", openai_model="test-model"
         ),
     ]
