@@ -10,7 +10,6 @@ from typing import Any
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from app.celery_config import make_celery
 from app.logs import configure_logging
 from app.redis_client import connect
 from app.scripts import Scripts
@@ -28,7 +27,6 @@ class Gateway:
         self.clock = clock  # the web's clock: only for the signature's replay window
         self.redis = connect(settings.redis_url)
         self.scripts = Scripts(self.redis)
-        self.celery = make_celery(settings)
         self.spool = Spool(settings.data_dir, settings.spool_max_bytes)
 
 

@@ -50,7 +50,9 @@ def make_celery(settings: Settings) -> Celery:
         accept_content=["json"],
         worker_hijack_root_logger=False,
         worker_send_task_events=True,
-        task_send_sent_event=True,
+        # Flower's task list is built from the worker's events (received, started,
+        # succeeded...); a task-sent event is a second publish per task for nothing.
+        task_send_sent_event=False,
         beat_schedule={
             "sweep-conversations": {
                 "task": SWEEP_TASK,

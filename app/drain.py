@@ -3,9 +3,10 @@
 One run of ``Drainer.run`` (one delivery of a task, holding the lease under its
 own run id, ``app.keeper``):
 1. resumes a leftover ``webhook_processing`` batch first (a drainer died);
-2. otherwise waits for the batch to close — not by sleeping: it hands the
-   lease to a fresh task id and publishes that task with the remaining time
-   (by Redis's clock) as countdown, so a solo worker serves other
+2. otherwise waits for the batch to close — not by sleeping, nor in a
+   countdown task: it schedules the conversation at the due time (by Redis's
+   clock) in ``<company>:webhook_due`` and gives up the lease (DEFER); the
+   dispatcher hands it to a fresh task then, and a solo worker serves other
    conversations meanwhile;
 3. claims the batch atomically into ``webhook_processing`` (counting an
    attempt), asks the bot once per segment, stores the answer in the reply
@@ -36,7 +37,6 @@ from app.bots import Bot, ask_bot, bot_request
 from app.chatwoot import Replier
 from app.errors import BotError, ChatwootError, LeaseLost
 from app.keeper import Run, lease_keeper, new_run_id
-from app.lease import new_task_id
 from app.ledger import (
     ATTEMPTS,
     ERROR,
@@ -98,7 +98,6 @@ class Drainer:
     task_id: str
     bot: Bot
     replier: Replier
-    schedule: Callable[[str, float], None]  # (task id, countdown) -> publish drain task
     clock: Callable[[], float] = time.time  # only for timestamps shown to people (dead letters)
     run_id: str = field(default="", init=False)
     _run: Run | None = field(default=None, init=False)
@@ -154,19 +153,19 @@ class Drainer:
                 if self._release_if_empty():
                     return "released"
             elif wait > 0:
-                return self._rearm(wait)
+                return self._defer(wait)
             elif time.monotonic() - self._started > self.settings.run_max_seconds / 2:
-                return self._rearm(0)  # a fresh run goes on: a healthy run never meets its deadline
+                return self._defer(0)  # a fresh run goes on: a healthy run never meets its deadline
             else:
                 batch, attempts, error = self._claim()
                 if batch:
                     retry_in = self._process_guarded(batch, attempts, error)
                     if retry_in is not None:
-                        return self._rearm(retry_in)
+                        return self._defer(retry_in)
                     if self._release_if_empty():  # the common end: one round trip
                         return "released"
             wait = self._seconds_until_due()[1]
-        return self._rearm(0)
+        return self._defer(0)
 
     def _seconds_until_due(self, start: tuple | None = None) -> tuple[bool, float | None]:
         """(lease held, wait): wait is None when nothing waits, 0 when a batch is due
@@ -229,6 +228,7 @@ class Drainer:
                 self._key(keys.queue),
                 self._key(keys.processing),
                 keys.conversation_index(self._cid),
+                keys.due(self._cid),
             ],
             args=[self.run_id, self.conversation],
             client=self.client,
@@ -237,17 +237,17 @@ class Drainer:
             raise LeaseLost()
         return result == 1
 
-    def _rearm(self, countdown: float) -> str:
-        """Hand the lease to a fresh task due in ``countdown`` seconds (never more than
-        the max wait: a countdown longer than the broker's visibility timeout would run twice)."""
-        countdown = min(countdown, self.company.batch_max_wait_seconds)
-        fresh = new_task_id()
-        ttl_ms = int((countdown + self.settings.lease_ttl_seconds) * 1000)
-        lease = self._key(keys.active_task)
-        if not self.scripts.hand_over(keys=[lease], args=[self.run_id, fresh, ttl_ms], client=self.client):
+    def _defer(self, seconds: float) -> str:
+        """Schedule the conversation ``seconds`` from now (never more than the max wait)
+        and give up the lease: the dispatcher hands it to a fresh task then."""
+        seconds = min(seconds, self.company.batch_max_wait_seconds)
+        if not self.scripts.defer(
+            keys=[self._key(keys.active_task), keys.due(self._cid)],
+            args=[self.run_id, self.conversation, round(seconds, 3)],
+            client=self.client,
+        ):
             raise LeaseLost()
-        self.schedule(fresh, countdown)
-        return "rearmed"
+        return "deferred"
 
     # -- claiming ------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ __all__ = [
     "bot_history",
     "conversation_index",
     "dead_letters",
+    "due",
     "handoff",
     "histograms",
     "ledger",
@@ -54,6 +55,12 @@ def seen_message(company: str, message_id: str | int) -> str:
 def seen_delivery(company: str, delivery_id: str) -> str:
     """De-duplication marker of one webhook delivery (X-Chatwoot-Delivery)."""
     return f"{company}:webhook_seen:delivery:{delivery_id}"
+
+
+def due(company: str) -> str:
+    """Sorted set: conversation -> when its batch is due (Redis's clock); the dispatcher
+    claims due entries and publishes one drain task each."""
+    return f"{company}:webhook_due"
 
 
 def dead_letters(company: str) -> str:

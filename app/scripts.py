@@ -38,15 +38,19 @@ end
 # KEYS[1] queue  KEYS[2] lease  KEYS[3] seen message  KEYS[4] seen delivery
 # KEYS[5] conversation index  KEYS[6] stats hash  KEYS[7] handoff marker
 # KEYS[8] sessions zset  KEYS[9] session accounts hash  KEYS[10] last seen status
+# KEYS[11] due schedule (sorted set)
 # ARGV[1] stored message, open (see above)  ARGV[2] queue TTL s  ARGV[3] max queue length
-# ARGV[4] fresh task id  ARGV[5] lease TTL ms  ARGV[6] seen TTL s
+# ARGV[4] quiet window s  ARGV[5] max wait s (ARGV[13] "fixed": the window counts from the
+# batch's first fragment; else it slides, capped by the max wait)  ARGV[6] seen TTL s
 # ARGV[7] conversation id  ARGV[8] "1" if KEYS[4] is a real delivery id
 # ARGV[9] the conversation's status in the payload (a change to pending or
 # resolved ends a handoff)  ARGV[10] account id  ARGV[11] status TTL s
 # ARGV[12] the message id to place the message by (a message moved in from the
 # local spool goes before the first queued message with a higher Chatwoot id;
-# the stored JSON starts with {"id":N), or '' to append
-# Returns {status, queue length, lease holder, lease pttl ms, acquired 0/1}
+# the stored JSON starts with {"id":N), or '' to append  ARGV[13] window mode
+# The message's conversation is (re)scheduled in KEYS[11] at its batch's due time;
+# the webhook publishes nothing: a dispatcher in the workers claims due entries.
+# Returns {status, queue length, lease holder or '', seconds until due}
 # where status is "queued", "duplicate", "full" or "handoff".
 ENQUEUE = (
     _BACK_TO_BOT
@@ -55,17 +59,17 @@ if back_to_bot(KEYS[10], ARGV[9], '0', ARGV[11]) then
   redis.call('DEL', KEYS[7])
 elseif redis.call('EXISTS', KEYS[7]) == 1 then
   redis.call('HINCRBY', KEYS[6], 'webhooks_ignored', 1)
-  return {'handoff', 0, '', 0, 0}
+  return {'handoff', 0, '', '0'}
 end
 if redis.call('EXISTS', KEYS[3]) == 1 or
    (ARGV[8] == '1' and redis.call('EXISTS', KEYS[4]) == 1) then
   redis.call('HINCRBY', KEYS[6], 'webhooks_duplicate', 1)
-  return {'duplicate', 0, '', 0, 0}
+  return {'duplicate', 0, '', '0'}
 end
 local len = redis.call('LLEN', KEYS[1])
 if len >= tonumber(ARGV[3]) then
   redis.call('HINCRBY', KEYS[6], 'webhooks_rejected_429', 1)
-  return {'full', len, '', 0, 0}
+  return {'full', len, '', '0'}
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -91,10 +95,15 @@ redis.call('SADD', KEYS[5], ARGV[7])
 redis.call('HINCRBY', KEYS[6], 'webhooks_queued', 1)
 redis.call('ZADD', KEYS[8], math.floor(now), ARGV[7])
 redis.call('HSET', KEYS[9], ARGV[7], ARGV[10])
-if redis.call('SET', KEYS[2], ARGV[4], 'NX', 'PX', ARGV[5]) then
-  return {'queued', len, ARGV[4], tonumber(ARGV[5]), 1}
+local first = now
+if len > 1 then
+  local at = tonumber(string.match(redis.call('LINDEX', KEYS[1], 0), '"received_at":([%d%.]+)}$'))
+  if at and at < now then first = at end
 end
-return {'queued', len, redis.call('GET', KEYS[2]) or '', redis.call('PTTL', KEYS[2]), 0}
+local due = first + tonumber(ARGV[4])
+if ARGV[13] ~= 'fixed' then due = math.min(now + tonumber(ARGV[4]), first + tonumber(ARGV[5])) end
+redis.call('ZADD', KEYS[11], due, ARGV[7])
+return {'queued', len, redis.call('GET', KEYS[2]) or '', string.format('%.3f', due - now)}
 """
 )
 
@@ -272,8 +281,10 @@ end
 return {left, dropped}
 """
 
-# Release the lease, only by its holder and only when nothing is left to do.
+# Release the lease, only by its holder and only when nothing is left to do
+# (a due entry left by messages this run already answered goes too).
 # KEYS[1] lease  KEYS[2] queue  KEYS[3] processing  KEYS[4] conversation index
+# KEYS[5] due schedule
 # ARGV[1] run id  ARGV[2] conversation id
 # Returns 1 released, 0 more work (keep draining), -1 not the holder.
 RELEASE_IF_EMPTY = """
@@ -283,20 +294,57 @@ if redis.call('LLEN', KEYS[2]) > 0 or redis.call('LLEN', KEYS[3]) > 0 then
 end
 redis.call('DEL', KEYS[1])
 redis.call('SREM', KEYS[4], ARGV[2])
+redis.call('ZREM', KEYS[5], ARGV[2])
 return 1
 """
 
-# Sweeper: lease a conversation that has work and no live lease.
+# The dispatcher: claim one due conversation. The entry is removed whoever wins,
+# so two dispatchers (two containers) never dispatch it twice; the lease is taken
+# for a fresh task unless a holder exists (it drains what is queued before it
+# releases, RELEASE_IF_EMPTY).
+# KEYS[1] due schedule  KEYS[2] lease
+# ARGV[1] conversation id  ARGV[2] fresh task id  ARGV[3] lease TTL ms
+# Returns {1, task id, 0} dispatched (publish it); {2, holder, pttl ms} a holder
+# exists; {0, '', 0} not due (any more).
+CLAIM_DUE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score or tonumber(score) > now then return {0, '', 0} end
+redis.call('ZREM', KEYS[1], ARGV[1])
+if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {1, ARGV[2], 0} end
+return {2, redis.call('GET', KEYS[2]) or '', redis.call('PTTL', KEYS[2])}
+"""
+
+# A run that must wait (the batch is not due yet, a retry after a failure, its
+# time is up): schedule the conversation at now + ARGV[3] and give up the lease;
+# the dispatcher hands it to a fresh task then. Nothing waits in a countdown task.
+# KEYS[1] lease  KEYS[2] due schedule
+# ARGV[1] run id  ARGV[2] conversation id  ARGV[3] seconds from now (Redis's clock)
+# Returns 1 deferred, 0 not the holder.
+DEFER = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local t = redis.call('TIME')
+redis.call('ZADD', KEYS[2], tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[3]), ARGV[2])
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
+# Sweeper: a conversation with work but neither a live lease nor a due entry (its
+# holder died, a publish was lost) is scheduled now; the dispatcher takes it.
 # KEYS[1] lease  KEYS[2] queue  KEYS[3] processing  KEYS[4] conversation index
-# ARGV[1] fresh task id  ARGV[2] TTL ms  ARGV[3] conversation id
-# Returns 1 leased (schedule ARGV[1]), 0 a live lease exists, -1 nothing to do.
+# KEYS[5] due schedule
+# ARGV[1] conversation id
+# Returns 1 rescheduled, 0 a live lease or a due entry exists, -1 nothing to do.
 RESCUE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 if redis.call('LLEN', KEYS[2]) == 0 and redis.call('LLEN', KEYS[3]) == 0 then
-  redis.call('SREM', KEYS[4], ARGV[3])
+  redis.call('SREM', KEYS[4], ARGV[1])
   return -1
 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if redis.call('ZSCORE', KEYS[5], ARGV[1]) then return 0 end
+local t = redis.call('TIME')
+redis.call('ZADD', KEYS[5], tonumber(t[1]) + tonumber(t[2]) / 1000000, ARGV[1])
 return 1
 """
 
@@ -389,9 +437,8 @@ return count
 class EnqueueResult:
     status: str  # "queued", "duplicate", "full" or "handoff"
     length: int
-    holder: str
-    holder_pttl_ms: int
-    acquired: bool
+    holder: str  # the lease holder, '' when none
+    due_in_seconds: float  # when the batch is due (the dispatcher hands it to a drain task)
 
 
 class Scripts:
@@ -411,6 +458,8 @@ class Scripts:
         self.complete = client.register_script(COMPLETE)
         self.release_if_empty = client.register_script(RELEASE_IF_EMPTY)
         self.rescue = client.register_script(RESCUE)
+        self.claim_due = client.register_script(CLAIM_DUE)
+        self.defer = client.register_script(DEFER)
         self.replay_dead_letter = client.register_script(REPLAY_DEAD_LETTER)
         self.agent_reply = client.register_script(AGENT_REPLY)
         self.conversation_status = client.register_script(CONVERSATION_STATUS)

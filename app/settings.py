@@ -73,8 +73,9 @@ class CompanyConfig:
         return max(1, int(self.handoff_max_days * 86400))
 
     @property
-    def first_countdown(self) -> float:
-        """When the drainer first looks at a new batch (learned: the shortest window)."""
+    def first_window(self) -> float:
+        """The quiet period the enqueue script schedules a batch with (learned: the
+        shortest; the drainer, which knows the contact's pace, defers it when later)."""
         if self.batch_window_mode == "learned":
             return min(self.batch_window_min_seconds, self.batch_max_wait_seconds)
         return self.batch_window_seconds

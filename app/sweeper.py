@@ -1,10 +1,12 @@
 """The periodic sweeper: no conversation with work is left without a drainer.
 
 Runs every SWEEP_INTERVAL_SECONDS (Celery beat inside the worker). For every
-conversation in the index it leases and schedules a drain when messages are
-queued or in flight and no live lease exists (RESCUE script), and takes over a
-lease whose holder has finished (``take_over_if_finished``). Running it twice
-at once (two workers with beat) is harmless: every step is a Lua check-and-set.
+conversation in the index that has messages queued or in flight but neither a
+live lease nor a due entry (its holder died, a publish was lost), it writes a
+due entry for now (RESCUE script): the dispatcher hands it to a drain task. It
+also takes over a lease whose holder has finished (``take_over_if_finished``).
+Running it twice at once (two workers with beat) is harmless: every step is a
+Lua check-and-set.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import redis
 from celery import Celery
 
 from app import keys
-from app.lease import new_task_id, schedule_drain, take_over_if_finished
+from app.lease import take_over_if_finished
 from app.scripts import Scripts
 from app.settings import Settings
 
@@ -29,21 +31,20 @@ def _sweep_conversation(
 ) -> bool:
     ttl_ms = int(settings.lease_ttl_seconds * 1000)
     lease = keys.active_task(company, conv)
-    fresh = new_task_id()
     leased = scripts.rescue(
         keys=[
             lease,
             keys.queue(company, conv),
             keys.processing(company, conv),
             keys.conversation_index(company),
+            keys.due(company),
         ],
-        args=[fresh, ttl_ms, conv],
+        args=[conv],
         client=client,
     )
     if leased == 1:
         client.hincrby(keys.stats(company), "sweeper_rescues", 1)
-        log.warning("sweeper rescued company=%s conversation=%s task=%s", company, conv, fresh)
-        schedule_drain(celery, company, conv, fresh, 0)
+        log.warning("sweeper rescued company=%s conversation=%s: scheduled now", company, conv)
         return True
     if leased == 0 and client.pttl(lease) < ttl_ms // 2:
         holder = client.get(lease)

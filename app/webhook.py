@@ -163,9 +163,7 @@ def handle(gateway, config, parsed, delivery: str | None, ordered: bool = False)
     if early is not None:
         gateway.redis.hincrby(keys.stats(company), "webhooks_ignored", 1)
         return 200, {"status": "ignored", "reason": early}
-    accepted = accept(
-        gateway.redis, gateway.scripts, gateway.celery, gateway.settings, config, parsed, delivery, ordered
-    )
+    accepted = accept(gateway.redis, gateway.scripts, gateway.settings, config, parsed, delivery, ordered)
     result = accepted.result
     if result.status == "duplicate":
         return 200, {"status": "ignored", "reason": "duplicate delivery or message"}
@@ -177,24 +175,27 @@ def handle(gateway, config, parsed, delivery: str | None, ordered: bool = False)
             "reason": f"conversation {parsed.conversation_id} already holds {result.length} messages",
         }
     log.info(
-        "message queued company=%s conversation=%s message=%s position=%d scheduled=%s",
+        "message queued company=%s conversation=%s message=%s position=%d due_in=%.1fs",
         company,
         parsed.conversation_id,
         parsed.id,
         result.length,
-        accepted.scheduled,
+        result.due_in_seconds,
     )
-    return 202, {
+    answer = {
         "status": "queued",
         "queue_position": result.length,
-        "task_id": accepted.task_id,
         "batching": {
             "mode": config.batch_window_mode,
             "window_seconds": config.batch_window_seconds,
             "max_wait_seconds": config.batch_max_wait_seconds,
-            "new_batch": accepted.scheduled,
+            "new_batch": accepted.new_batch,
+            "due_in_seconds": result.due_in_seconds,
         },
     }
+    if result.holder:
+        answer["lease_holder"] = result.holder
+    return 202, answer
 
 
 # -- the local spool (app/spool.py) ------------------------------------------------

@@ -114,9 +114,7 @@ def workers() -> Iterator[list[Worker]]:
         w.stop()
 
 
-def dry_run_drainer(
-    redis_url: str, rdb: redis.Redis, schedule: Any = lambda task_id, countdown: None, **env: str
-) -> Drainer:
+def dry_run_drainer(redis_url: str, rdb: redis.Redis, **env: str) -> Drainer:
     """The real Drainer of conversation 42 of company ``default``, holding lease T1, with the
     echo bot and the dry-run outbox (no Chatwoot): for driving the drain loop step by step."""
     settings = load_settings({**base_env(redis_url, "http://127.0.0.1:9", **env), "CHATWOOT_BASE_URL": ""})
@@ -130,7 +128,6 @@ def dry_run_drainer(
         "T1",
         EchoBot(),
         DryRunOutbox(rdb, "default"),
-        schedule=schedule,
     )
 
 

@@ -22,6 +22,8 @@ import pytest
 import redis
 
 from app import keys
+from app.celery_config import make_celery
+from app.keeper import task_of
 from app.lease import schedule_drain
 from app.settings import load_settings
 from tests import chatwoot_payloads as cw
@@ -304,12 +306,10 @@ def test_the_same_task_id_delivered_twice_drains_once(redis_url, rdb, llm_stand:
     env = fault_env(redis_url, llm_stand, tmp_path)
     workers.append(Worker(env, "twice", pool="threads", concurrency=4, prefetch=4, beat=True).start(rdb))
     web = make_client(env)
-    accepted = post_webhook(web, message("book me in", 270, 2701)).get_json()
-    settings = load_settings(env)
-    celery = web.application.extensions["gateway"].celery
-    schedule_drain(
-        celery, "default", "270", accepted["task_id"], settings.companies["default"].first_countdown
-    )
+    post_webhook(web, message("book me in", 270, 2701))
+    wait_for(lambda: llm_stand.bot_calls, timeout=10)  # the dispatched task is at the bot
+    task_id = task_of(rdb.get(keys.active_task("default", 270)))
+    schedule_drain(make_celery(load_settings(env)), "default", "270", task_id, 0)  # delivered again
     wait_for(lambda: llm_stand.replies(270), timeout=15)
     time.sleep(2)
     assert len(llm_stand.bot_calls) == 1 and llm_stand.max_in_flight["270"] == 1

@@ -220,7 +220,8 @@ def test_a_slow_bot_blocks_no_other_conversation_beyond_the_pool_size(
     redis_url, rdb, stand_reset: Stand, workers, tmp_path
 ):
     env = fault_env(redis_url, stand_reset, tmp_path)
-    workers.append(Worker(env, "threads", pool="threads", concurrency=4, beat=True).start(rdb))
+    # prefetch 4, as start.sh runs a threads pool: with 1, a freed slot waits for the broker's poll
+    workers.append(Worker(env, "threads", pool="threads", concurrency=4, prefetch=4, beat=True).start(rdb))
     slow = {"130", "131"}
     stand_reset.bot_answer = lambda body: (
         time.sleep(4) if body["conversation_id"] in slow else None,

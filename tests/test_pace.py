@@ -108,8 +108,8 @@ def test_the_burst_in_progress_widens_the_window_at_once() -> None:
 def test_window_mode_settings_are_validated() -> None:
     env = {"REDIS_URL": "redis://x", "WEBHOOK_TOKEN": "t"}
     company = load_settings({**env, "BATCH_WINDOW_MODE": "Learned"}).companies["default"]
-    assert company.batch_window_mode == "learned" and company.first_countdown == 3.0
-    assert load_settings(env).companies["default"].first_countdown == 10.0
+    assert company.batch_window_mode == "learned" and company.first_window == 3.0
+    assert load_settings(env).companies["default"].first_window == 10.0
     with pytest.raises(ConfigError, match="BATCH_WINDOW_MODE must be one of fixed, sliding, learned"):
         load_settings({**env, "BATCH_WINDOW_MODE": "adaptive"})
     with pytest.raises(ConfigError, match=r"BATCH_WINDOW_MAX_SECONDS \(5.0\) must not be below"):

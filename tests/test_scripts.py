@@ -26,7 +26,16 @@ def s(r: fakeredis.FakeRedis) -> Scripts:
     return Scripts(r)
 
 
-def enqueue(s: Scripts, r, payload: str, task: str, msg_id: int, delivery: str = "", status: str = ""):  # type: ignore[no-untyped-def]
+def enqueue(
+    s: Scripts,
+    r,
+    payload: str,
+    task: str,
+    msg_id: int,
+    delivery: str = "",
+    status: str = "",
+    mode: str = "sliding",
+):  # type: ignore[no-untyped-def]
     return s.enqueue(
         keys=[
             keys.queue(C, CONV),
@@ -39,8 +48,24 @@ def enqueue(s: Scripts, r, payload: str, task: str, msg_id: int, delivery: str =
             keys.sessions(C),
             keys.session_accounts(C),
             keys.status(C, CONV),
+            keys.due(C),
         ],
-        args=[open_json(payload), 3600, 3, task, 5000, 60, CONV, "1" if delivery else "0", status, 1, 600],
+        # window 10 s, max wait 30 s
+        args=[
+            open_json(payload),
+            3600,
+            3,
+            10,
+            30,
+            60,
+            CONV,
+            "1" if delivery else "0",
+            status,
+            1,
+            600,
+            "",
+            mode,
+        ],
         client=r,
     )
 
@@ -54,24 +79,32 @@ def names(r, key: str) -> list[str]:  # type: ignore[no-untyped-def]
     return [json.loads(raw)["name"] for raw in r.lrange(key, 0, -1)]
 
 
-def test_enqueue_pushes_sets_ttl_and_takes_a_free_lease(s: Scripts, r) -> None:
+def test_enqueue_pushes_sets_ttl_and_schedules_the_batch(s: Scripts, r) -> None:
     before = time.time()
-    result = enqueue(s, r, "m1", "task-a", 1)
-    assert result == ["queued", 1, "task-a", 5000, 1]
+    assert enqueue(s, r, "m1", "", 1) == ["queued", 1, "", "10.000"]  # due in the window
     assert names(r, keys.queue(C, CONV)) == ["m1"]
     # the arrival time is Redis's clock, written by the script (the web's clock plays no part)
     arrived = json.loads(r.lindex(keys.queue(C, CONV), 0))["received_at"]
     assert before - 1 <= arrived <= time.time() + 1
+    assert abs(r.zscore(keys.due(C), CONV) - (arrived + 10)) < 0.01
     assert 3500 < r.ttl(keys.queue(C, CONV)) <= 3600
-    assert r.get(keys.active_task(C, CONV)) == "task-a"
+    assert not r.exists(keys.active_task(C, CONV))  # nothing leased: the dispatcher does that
     assert r.sismember(keys.conversation_index(C), CONV)
 
 
-def test_enqueue_with_live_lease_reports_the_holder(s: Scripts, r) -> None:
-    enqueue(s, r, "m1", "task-a", 1)
-    status, length, holder, pttl, acquired = enqueue(s, r, "m2", "task-b", 2)
-    assert (status, length, holder, acquired) == ("queued", 2, "task-a", 0)
-    assert 0 < pttl <= 5000
+def test_enqueue_slides_the_due_time_within_the_max_wait_and_reports_the_holder(s: Scripts, r) -> None:
+    enqueue(s, r, "m1", "", 1)
+    first = json.loads(r.lindex(keys.queue(C, CONV), 0))["received_at"]
+    r.lset(keys.queue(C, CONV), 0, r.lindex(keys.queue(C, CONV), 0).replace(str(first), str(first - 25)))
+    r.set(keys.active_task(C, CONV), "task-a#1", px=5000)
+    status, length, holder, due_in = enqueue(s, r, "m2", "", 2)
+    assert (status, length, holder) == ("queued", 2, "task-a#1")
+    assert 4.9 < float(due_in) <= 5.0  # the first fragment came 25 s ago: the 30 s max wait caps it
+    r.delete(keys.queue(C, CONV), keys.due(C))
+    enqueue(s, r, "m3", "", 3, mode="fixed")
+    first = json.loads(r.lindex(keys.queue(C, CONV), 0))["received_at"]
+    r.lset(keys.queue(C, CONV), 0, r.lindex(keys.queue(C, CONV), 0).replace(str(first), str(first - 4)))
+    assert 5.9 < float(enqueue(s, r, "m4", "", 4, mode="fixed")[3]) <= 6  # fixed: from the first
 
 
 def test_enqueue_deduplicates_messages_and_deliveries(s: Scripts, r) -> None:
@@ -187,6 +220,7 @@ def test_release_only_by_holder_and_only_when_empty(s: Scripts, r) -> None:
         keys.queue(C, CONV),
         keys.processing(C, CONV),
         keys.conversation_index(C),
+        keys.due(C),
     ]
     r.set(keys.active_task(C, CONV), "me")
     r.sadd(keys.conversation_index(C), CONV)
@@ -194,9 +228,32 @@ def test_release_only_by_holder_and_only_when_empty(s: Scripts, r) -> None:
     assert s.release_if_empty(keys=rk, args=["other", CONV], client=r) == -1
     assert s.release_if_empty(keys=rk, args=["me", CONV], client=r) == 0  # no lost wake-up
     r.delete(keys.queue(C, CONV))
+    r.zadd(keys.due(C), {CONV: 1.0})  # left by a message this run already answered
     assert s.release_if_empty(keys=rk, args=["me", CONV], client=r) == 1
-    assert not r.exists(keys.active_task(C, CONV))
+    assert not r.exists(keys.active_task(C, CONV), keys.due(C))
     assert not r.sismember(keys.conversation_index(C), CONV)
+
+
+def test_claim_due_dispatches_a_due_conversation_once_and_only_when_due(s: Scripts, r) -> None:
+    ck = [keys.due(C), keys.active_task(C, CONV)]
+    r.zadd(keys.due(C), {CONV: time.time() + 60})
+    assert s.claim_due(keys=ck, args=[CONV, "t1", 5000], client=r) == [0, "", 0]  # not due yet
+    r.zadd(keys.due(C), {CONV: time.time() - 1})
+    assert s.claim_due(keys=ck, args=[CONV, "t1", 5000], client=r) == [1, "t1", 0]
+    assert r.get(keys.active_task(C, CONV)) == "t1" and not r.exists(keys.due(C))
+    assert s.claim_due(keys=ck, args=[CONV, "t2", 5000], client=r) == [0, "", 0]  # a second dispatcher
+    r.zadd(keys.due(C), {CONV: time.time() - 1})  # due again while t1 holds the lease
+    code, holder, pttl = s.claim_due(keys=ck, args=[CONV, "t3", 5000], client=r)
+    assert (code, holder) == (2, "t1") and 0 < pttl <= 5000 and not r.exists(keys.due(C))
+
+
+def test_defer_schedules_and_gives_up_the_lease_only_by_its_holder(s: Scripts, r) -> None:
+    dk = [keys.active_task(C, CONV), keys.due(C)]
+    r.set(keys.active_task(C, CONV), "me#1")
+    assert s.defer(keys=dk, args=["other", CONV, 3], client=r) == 0 and not r.exists(keys.due(C))
+    assert s.defer(keys=dk, args=["me#1", CONV, 3], client=r) == 1
+    assert not r.exists(keys.active_task(C, CONV))
+    assert 2.9 < r.zscore(keys.due(C), CONV) - time.time() <= 3.1
 
 
 def test_a_run_starts_only_on_its_own_task_id_or_a_free_lease(s: Scripts, r) -> None:
@@ -280,20 +337,24 @@ def test_write_if_holder_writes_a_field_or_a_key_only_with_the_lease(s: Scripts,
     assert r.hget(keys.ledger(C, CONV), ERROR) == "boom"
 
 
-def test_rescue_leases_only_stranded_conversations(s: Scripts, r) -> None:
+def test_rescue_schedules_only_stranded_conversations(s: Scripts, r) -> None:
     rk = [
         keys.active_task(C, CONV),
         keys.queue(C, CONV),
         keys.processing(C, CONV),
         keys.conversation_index(C),
+        keys.due(C),
     ]
     r.sadd(keys.conversation_index(C), CONV)
-    assert s.rescue(keys=rk, args=["t1", 1000, CONV], client=r) == -1  # nothing to do: forgotten
+    assert s.rescue(keys=rk, args=[CONV], client=r) == -1  # nothing to do: forgotten
     assert not r.sismember(keys.conversation_index(C), CONV)
     r.rpush(keys.processing(C, CONV), "in-flight")
-    assert s.rescue(keys=rk, args=["t1", 1000, CONV], client=r) == 1
-    assert s.rescue(keys=rk, args=["t2", 1000, CONV], client=r) == 0  # live lease
-    assert r.get(keys.active_task(C, CONV)) == "t1"
+    r.set(keys.active_task(C, CONV), "alive#1")
+    assert s.rescue(keys=rk, args=[CONV], client=r) == 0  # live lease
+    r.delete(keys.active_task(C, CONV))
+    assert s.rescue(keys=rk, args=[CONV], client=r) == 1  # its holder died: scheduled now
+    assert r.zscore(keys.due(C), CONV) <= time.time()
+    assert s.rescue(keys=rk, args=[CONV], client=r) == 0  # already scheduled
 
 
 def test_enqueue_records_the_session(s: Scripts, r) -> None:

@@ -31,31 +31,34 @@ def web(env, rdb):  # type: ignore[no-untyped-def]
     return make_client(env)
 
 
-def test_202_queues_the_message_and_names_the_task(web, rdb: redis.Redis) -> None:
+def test_202_queues_the_message_and_schedules_its_batch(web, rdb: redis.Redis) -> None:
     response = post_webhook(web, cw.message("hello", 42, message_id=1))
     assert response.status_code == 202
     body = response.json
     assert body["status"] == "queued" and body["queue_position"] == 1
-    assert body["task_id"] == rdb.get(keys.active_task("default", 42))
     assert body["batching"] == {
         "mode": "sliding",
         "window_seconds": 30.0,
         "max_wait_seconds": 60.0,
         "new_batch": True,
+        "due_in_seconds": 30.0,
     }
+    assert "lease_holder" not in body  # nobody drains it yet: the dispatcher will
     stored = json.loads(rdb.lindex(keys.queue("default", 42), 0))
     assert stored["content"] == "hello" and stored["id"] == 1
+    assert abs(rdb.zscore(keys.due("default"), "42") - (stored["received_at"] + 30)) < 0.01
+    rdb.set(keys.active_task("default", 42), "task#run", px=5000)
     second = post_webhook(web, cw.message("again", 42, message_id=2)).json
-    assert second["queue_position"] == 2 and second["task_id"] == body["task_id"]
-    assert second["batching"]["new_batch"] is False
+    assert second["queue_position"] == 2 and second["lease_holder"] == "task#run"
+    assert second["batching"]["new_batch"] is False and 29 < second["batching"]["due_in_seconds"] <= 30
 
 
 def test_a_fragment_joining_a_batch_costs_one_redis_round_trip(
     web, rdb: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The hot path: one EVALSHA on a pooled connection; no publish, no result read."""
-    assert post_webhook(web, cw.message("first", 45)).status_code == 202  # takes the lease, publishes
-    assert post_webhook(web, cw.message("warm", 45)).status_code == 202  # scripts loaded, pool warm
+    """Every webhook: one EVALSHA on a pooled connection; no publish, no result read
+    (the first fragment of a batch included: the dispatcher publishes, not the web)."""
+    assert post_webhook(web, cw.message("warm", 44)).status_code == 202  # scripts loaded, pool warm
     sent: list[str] = []
     command, pipeline = redis.Redis.execute_command, redis.client.Pipeline.execute
 
@@ -71,8 +74,9 @@ def test_a_fragment_joining_a_batch_costs_one_redis_round_trip(
     monkeypatch.setattr(redis.client.Pipeline, "execute", record_pipeline)
     rdb.config_resetstat()
     sent.clear()
+    assert post_webhook(web, cw.message("starts a batch", 45)).status_code == 202
     assert post_webhook(web, cw.message("joins the batch", 45)).status_code == 202
-    assert sent == ["EVALSHA"]
+    assert sent == ["EVALSHA", "EVALSHA"]
     assert rdb.info("stats")["total_connections_received"] == 0  # no connection set up
 
 
@@ -209,7 +213,7 @@ def test_metrics_count_webhooks_by_result(web) -> None:
     assert 'gateway_webhooks_duplicate_total{company="default"} 1.0' in text
     assert 'gateway_webhooks_ignored_total{company="default"} 1.0' in text
     assert 'gateway_messages_waiting{company="default"} 1.0' in text
-    assert 'gateway_live_leases{company="default"} 1.0' in text
+    assert 'gateway_live_leases{company="default"} 0.0' in text  # scheduled, not yet dispatched
     age = float(text.split('gateway_oldest_message_age_seconds{company="default"} ')[1].split()[0])
     assert 0 <= age < 5
 
