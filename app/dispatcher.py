@@ -10,9 +10,15 @@ with no countdown. It sleeps until the earliest due time, at most
 ``POLL_SECONDS``, so a newly written earlier entry waits no longer than that.
 
 Nothing waits in worker memory: an open batching window is one sorted-set
-entry, and a window that slides is the same entry rescored. A drain task that
-finishes early claims further due conversations itself (``claim``), which
-saves the round trip through the broker when the worker is busy.
+entry, and a window that slides is the same entry rescored.
+
+A busy worker drains without the broker: a drain task that has finished its
+conversation claims the earliest due ones itself (``claim``). So the dispatcher
+publishes only for this process's free pool slots: its capacity minus the drain
+tasks running here and those it published in the last second that have not
+started. A worker whose slots are all taken by slow bot calls leaves due
+entries to the other workers' dispatchers (claims are atomic), or to its own
+tasks once they are done: in either case no slower than publishing them would be.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import redis
@@ -35,6 +42,7 @@ __all__ = ["POLL_SECONDS", "Claim", "Dispatcher"]
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.01
 LOOK_AHEAD = 200  # entries read per company per look
+PUBLISHED_WINDOW_SECONDS = 1.0  # a published task not started by then is somebody else's
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,27 @@ class Dispatcher:
     def __init__(self, client: redis.Redis, scripts: Scripts, celery: Celery, settings: Settings) -> None:
         self._client, self._scripts, self._celery, self._settings = client, scripts, celery, settings
         self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.capacity = 1  # this process's pool size (set when the worker is ready)
+        self._running = 0  # drain tasks running in this process
+        self._published: deque[float] = deque()  # when each task published here, not started, went out
+
+    def task_started(self) -> None:
+        with self._lock:
+            self._running += 1
+            if self._published:
+                self._published.popleft()
+
+    def task_finished(self) -> None:
+        with self._lock:
+            self._running -= 1
+
+    def free_slots(self) -> int:
+        with self._lock:
+            cutoff = time.monotonic() - PUBLISHED_WINDOW_SECONDS
+            while self._published and self._published[0] < cutoff:
+                self._published.popleft()
+            return max(0, self.capacity - self._running - len(self._published))
 
     def _look(self) -> tuple[float, list[tuple[str, str, float]]]:
         """(now, [(company, conversation, due)]) of the earliest entries, one round trip."""
@@ -63,10 +92,14 @@ class Dispatcher:
         return seconds + micros / 1e6, found
 
     def claim(self, limit: int = LOOK_AHEAD) -> tuple[list[Claim], float | None]:
-        """Claim up to ``limit`` due conversations (their leases name the returned task
-        ids); and the seconds until the next entry is due (None when none is waiting)."""
+        """Claim up to ``limit`` due conversations, the earliest first (their leases name
+        the returned task ids); and the seconds until the next entry is due (None when
+        none is waiting, 0 when more is due than claimed)."""
+        if limit <= 0:
+            return [], None
         now, entries = self._look()
-        due = [e for e in entries if e[2] <= now][:limit]
+        ready = [e for e in entries if e[2] <= now]
+        due = ready[:limit]
         later = [e[2] - now for e in entries if e[2] > now]
         if not due:
             return [], min(later, default=None)
@@ -88,12 +121,17 @@ class Dispatcher:
                 take_over_if_finished(
                     self._client, self._scripts, self._celery, company, conv, holder, ttl_ms
                 )
-        return claims, 0.0 if len(due) == limit else min(later, default=None)
+        if len(ready) > len(due):  # more is due than claimed: look again at once
+            return claims, 0.0
+        return claims, min(later, default=None)
 
     def dispatch(self) -> float | None:
-        """Claim what is due and publish a drain task for each; the seconds until the next."""
-        claims, wait = self.claim()
+        """Claim what is due (for this process's free slots) and
+        publish a drain task for each; the seconds until it should look again."""
+        claims, wait = self.claim(limit=self.free_slots())
         for claim in claims:
+            with self._lock:
+                self._published.append(time.monotonic())
             try:
                 schedule_drain(self._celery, claim.company, claim.conversation, claim.task_id, 0)
             except Exception:

@@ -126,16 +126,21 @@ def drain(self, company: str, conversation: str) -> str:  # type: ignore[no-unty
     """Drain the conversation this task was dispatched for; then, while the worker is
     this busy anyway, claim further due conversations and drain them in the same task
     (at most ``MORE_PER_TASK`` or ``MORE_SECONDS``): no round trip through the broker."""
-    outcome = _drain_one(company, conversation, self.request.id)
-    started = time.monotonic()
-    for _ in range(MORE_PER_TASK):
-        if time.monotonic() - started > MORE_SECONDS:
-            break
-        claims, _ = runtime.dispatcher.claim(limit=1)
-        if not claims:
-            break
-        _drain_one(claims[0].company, claims[0].conversation, claims[0].task_id)
-    return outcome
+    dispatcher = runtime.dispatcher
+    dispatcher.task_started()
+    try:
+        outcome = _drain_one(company, conversation, self.request.id)
+        started = time.monotonic()
+        for _ in range(MORE_PER_TASK):
+            if time.monotonic() - started > MORE_SECONDS:
+                break
+            claims, _ = dispatcher.claim(limit=1)
+            if not claims:
+                break
+            _drain_one(claims[0].company, claims[0].conversation, claims[0].task_id)
+        return outcome
+    finally:
+        dispatcher.task_finished()
 
 
 @celery.task(name=SWEEP_TASK, ignore_result=True)
@@ -169,10 +174,19 @@ def _heartbeat_loop(name: str) -> None:
         time.sleep(HEARTBEAT_INTERVAL_SECONDS)
 
 
+def _pool_size(consumer: object) -> int:
+    """The worker's pool size, as the ready signal's sender (the consumer) knows it."""
+    controller = getattr(consumer, "controller", None)
+    size = getattr(controller, "concurrency", None) or getattr(getattr(consumer, "pool", None), "limit", None)
+    return max(1, int(size or 1))
+
+
 @signals.worker_ready.connect
 def _start_heartbeat(sender=None, **_: object) -> None:  # type: ignore[no-untyped-def]
     name = getattr(sender, "hostname", None) or socket.gethostname()
+    log.info("worker ready pool_size=%d", _pool_size(sender))
     threading.Thread(target=_heartbeat_loop, args=(name,), daemon=True, name="worker-heartbeat").start()
+    runtime.dispatcher.capacity = _pool_size(sender)
     runtime.dispatcher.start()  # every worker process dispatches; claims are atomic
 
 

@@ -1,0 +1,75 @@
+"""The dispatcher (app/dispatcher.py) against the real Redis: due entries become drain
+tasks once, earliest first, for this process's free slots only."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import redis
+from celery import Celery
+
+from app import keys
+from app.dispatcher import Dispatcher
+from app.scripts import Scripts
+from app.settings import load_settings
+from tests.conftest import base_env
+
+
+def dispatcher(redis_url: str, rdb: redis.Redis) -> Dispatcher:
+    settings = load_settings(base_env(redis_url, "http://127.0.0.1:9"))
+    return Dispatcher(rdb, Scripts(rdb), Celery(broker=redis_url, backend=redis_url), settings)
+
+
+def test_claims_the_earliest_due_entries_and_says_when_to_look_again(
+    redis_url: str, rdb: redis.Redis
+) -> None:
+    now = time.time()
+    rdb.zadd(keys.due("default"), {"1": now - 5, "2": now - 1, "3": now + 30})
+    claims, wait = dispatcher(redis_url, rdb).claim(limit=1)
+    assert [c.conversation for c in claims] == ["1"] and wait == 0.0  # more is due: at once
+    assert rdb.get(keys.active_task("default", "1")) == claims[0].task_id
+    claims, wait = dispatcher(redis_url, rdb).claim(limit=5)
+    assert [c.conversation for c in claims] == ["2"] and wait is not None and 29 < wait <= 30
+    assert rdb.zrange(keys.due("default"), 0, -1) == ["3"]
+
+
+def test_publishes_only_for_free_slots(redis_url: str, rdb: redis.Redis) -> None:
+    d = dispatcher(redis_url, rdb)
+    d.capacity = 2
+    assert d.free_slots() == 2
+    d.task_started()
+    assert d.free_slots() == 1
+    now = time.time()
+    rdb.zadd(keys.due("default"), {str(c): now - 1 for c in range(5)})
+    d.dispatch()  # one free slot: one task published, the rest left to the running task
+    assert rdb.zcard(keys.due("default")) == 4 and d.free_slots() == 0
+    d.task_started()  # the published task started here
+    d.task_finished()
+    d.task_finished()
+    assert d.free_slots() == 2
+
+
+def test_two_dispatchers_at_once_never_dispatch_a_conversation_twice(
+    redis_url: str, rdb: redis.Redis
+) -> None:
+    """A deploy overlap: two containers' dispatchers look at the same due entries."""
+    now = time.time()
+    rdb.zadd(keys.due("default"), {str(c): now - 1 for c in range(300)})
+    first, second = dispatcher(redis_url, rdb), dispatcher(redis_url, rdb)
+    claimed: list[list[str]] = [[], []]
+
+    def run(d: Dispatcher, into: list[str]) -> None:
+        while rdb.zcard(keys.due("default")):
+            into.extend(c.conversation for c in d.claim(limit=7)[0])
+
+    threads = [
+        threading.Thread(target=run, args=(d, out)) for d, out in zip((first, second), claimed, strict=True)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    everything = claimed[0] + claimed[1]
+    assert sorted(everything, key=int) == [str(c) for c in range(300)]  # each once
+    assert claimed[0] and claimed[1]  # both took part
