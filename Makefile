@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench lint format system-deps clean
+.PHONY: run test bench bench-deps lint format system-deps clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,17 +30,23 @@ run: $(STAMP) system-deps
 test: $(STAMP) system-deps
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 
-# Benchmarks (not part of `make test`; about 10 minutes on 2 cores); figures go
+# wrk (the ack benchmark's load client, in C so that it leaves the cores to the server)
+bench-deps:
+	@command -v wrk >/dev/null 2>&1 || { SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq wrk; }
+
+# Benchmarks (not part of `make test`; about 12 minutes on 2 cores); figures go
 # to docs/performance.md.
-bench: $(STAMP) system-deps
+bench: $(STAMP) system-deps bench-deps
 	$(BIN)/python bench/batching_quality.py
 	$(BIN)/python bench/batching_quality.py --seed 2
 	$(BIN)/python bench/batching_quality.py --occasional 0.10
 	$(BIN)/python bench/e2e_overhead.py --messages 150 --window 0.5
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/webhook_ack.py --requests 2000 --threads 8 --rounds 3
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/webhook_ack.py --seconds 5 --connections 16 --rounds 3
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/drain_rate.py --conversations 1000
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/scale_out.py --conversations 200
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/footprint.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/open_windows.py --conversations 100000
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

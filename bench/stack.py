@@ -24,7 +24,7 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.webhook_ack import free_port, gunicorn, wait_http  # noqa: E402
+from bench.common import free_port, gunicorn, wait_http  # noqa: E402
 from tests.conftest import base_env, signed_headers  # noqa: E402
 from tests.support import RedisServer, Stand  # noqa: E402
 

@@ -1,13 +1,17 @@
-"""Webhook acknowledgement: the gateway vs a bare Flask endpoint, same gunicorn.
+"""Webhook acknowledgement: the gateway vs a bare Flask endpoint, same gunicorn, a C client.
 
-    .venv/bin/python bench/webhook_ack.py [--requests 3000] [--threads 8] [--rounds 3]
+    .venv/bin/python bench/webhook_ack.py [--seconds 5] [--connections 16] [--rounds 3]
 
-Starts its own redis-server on a free port, then alternates rounds of the bare
-endpoint and the gateway (each under gunicorn with WEB_CONCURRENCY workers),
-sending signed `message_created` webhooks from a thread pool: five fragments
-per conversation, so one in five is a batch's first fragment (EVALSHA + publish)
-and four join a batch (one EVALSHA). No worker runs: the messages stay queued.
-Prints medians over the rounds of throughput and p50/p99 latency, and ratios.
+The load comes from ``wrk`` (Debian's package; ``make bench`` installs it), so
+the client does not take the cores the server needs, as a Python client did.
+Each round starts the target under gunicorn (``WEB_CONCURRENCY`` workers, as
+start.sh runs it) and sends pre-signed, realistic ``message_created`` webhooks
+(the tests' WhatsApp payload, about 1.6 KB), every one a new message: 60 % of
+conversations get one fragment, the rest 2 to 5. For the gateway a Celery worker
+runs beside it as in the container (solo pool, ``-B``, the dispatcher draining
+with the echo bot into the dry-run outbox) and a fresh redis-server holds the
+queues. Rounds alternate bare / gateway; medians of throughput and of wrk's
+p50/p99 latency are printed, with the ratios.
 """
 
 from __future__ import annotations
@@ -15,169 +19,151 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
+import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
-
-import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from app.signature import sign  # noqa: E402
+from bench.common import free_port, gunicorn, wait_http  # noqa: E402
+from tests import chatwoot_payloads as cw  # noqa: E402
+from tests.support import RedisServer, Worker  # noqa: E402
 
 SECRET = "bench-secret"
+PATH = "/webhook/chatwoot/default"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def request_file(folder: Path, name: str, count: int, base: int, rng: random.Random) -> Path:
+    """``count`` pre-signed webhooks, new messages of conversations of 1 (60 %) to 5 fragments."""
+    lines, conversation, message_id = [], base, base
+    ts = str(int(time.time()))
+    while len(lines) < count:
+        conversation += 1
+        fragments = 1 if rng.random() < 0.6 else rng.randint(2, 5)
+        for i in range(fragments):
+            message_id += 1
+            body = json.dumps(
+                cw.message(
+                    f"fragment {i} of a conversation: I would like to book",
+                    conversation,
+                    message_id=message_id,
+                )
+            )
+            lines.append(f"{PATH}\t{ts}\t{sign(SECRET, ts, body.encode())}\t{body}")
+    path = folder / f"{name}.requests"
+    path.write_text("\n".join(lines[:count]) + "\n")
+    return path
 
 
-def wait_http(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            requests.get(url, timeout=1)
-            return
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
+def run_wrk(
+    url: str, requests: Path, seconds: float, connections: int, threads: int
+) -> tuple[float, float, float]:
+    out = subprocess.run(
+        [
+            shutil.which("wrk") or "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(ROOT / "bench" / "wrk_cycle.lua"),
+            url,
+            "--",
+            str(requests),
+            str(threads),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    if "EXHAUSTED" in out:
+        raise RuntimeError("the request file ran out: raise --per-round")
+    if "Non-2xx" in out:
+        raise RuntimeError(f"non-2xx answers:\n{out}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    return rps, _latency(out, "50%"), _latency(out, "99%")
 
 
-def gunicorn(target: str, port: int, env: dict[str, str], workers: int) -> subprocess.Popen:
-    bin_dir = Path(sys.executable).parent
-    return subprocess.Popen(
-        [str(bin_dir / "gunicorn"), target, "--bind", f"127.0.0.1:{port}", "--workers", str(workers)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-_runs: dict[str, int] = {}
-
-
-def payload(i: int, run: str) -> bytes:
-    base = _runs.setdefault(run, len(_runs) * 1_000_000)
-    conversation = base + i // 5
-    body = {
-        "event": "message_created",
-        "id": base + i + 1,
-        "message_type": "incoming",
-        "private": False,
-        "content": f"fragment {i} of run {run}",
-        "sender": {"id": 301, "type": "contact", "name": "Maria"},
-        "account": {"id": 1},
-        "inbox": {"id": 4},
-        "conversation": {"id": conversation, "status": "pending"},
-    }
-    return json.dumps(body).encode()
-
-
-def load(url: str, n: int, threads: int, run: str) -> tuple[float, list[float]]:
-    latencies: list[float] = []
-    lock = threading.Lock()
-    counter = iter(range(n))
-
-    def client() -> None:
-        session = requests.Session()
-        mine = []
-        for i in counter:
-            body = payload(i, run)
-            ts = str(int(time.time()))
-            headers = {
-                "Content-Type": "application/json",
-                "X-Chatwoot-Timestamp": ts,
-                "X-Chatwoot-Signature": sign(SECRET, ts, body),
-            }
-            start = time.perf_counter()
-            response = session.post(url, data=body, headers=headers, timeout=10)
-            mine.append(time.perf_counter() - start)
-            if response.status_code != 202:
-                raise RuntimeError(f"{response.status_code} {response.text}")
-        with lock:
-            latencies.extend(mine)
-
-    started = time.perf_counter()
-    pool = [threading.Thread(target=client) for _ in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    return n / (time.perf_counter() - started), latencies
-
-
-def pct(values: list[float], q: float) -> float:
-    return sorted(values)[min(len(values) - 1, int(q * len(values)))] * 1000
+def _latency(out: str, label: str) -> float:
+    value, unit = re.search(rf"{label}\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--requests", type=int, default=3000)
-    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (WEB_CONCURRENCY)")
+    parser.add_argument("--per-round", type=int, default=40_000, help="pre-signed requests per round")
     args = parser.parse_args()
-    tmp = tempfile.mkdtemp()
-    redis_port = free_port()
-    redis = subprocess.Popen(
-        [
-            shutil.which("redis-server") or "redis-server",
-            "--port",
-            str(redis_port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            tmp,
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    env = {
-        **os.environ,
-        "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-        "CHATWOOT_WEBHOOK_SECRET": SECRET,
-        "BATCH_WINDOW_SECONDS": "60",
-        "BATCH_MAX_WAIT_SECONDS": "120",
-        "LOG_LEVEL": "WARNING",
-    }
+    folder = Path(tempfile.mkdtemp())
+    rng = random.Random(12)
     results: dict[str, list[tuple[float, float, float]]] = {"bare": [], "gateway": []}
-    try:
-        for rnd in range(args.rounds):
-            for name, target in (("bare", "bench.bare_app:app"), ("gateway", "wsgi:app")):
-                port = free_port()
-                proc = gunicorn(target, port, env, args.workers)
-                try:
-                    wait_http(f"http://127.0.0.1:{port}/healthz")
-                    url = f"http://127.0.0.1:{port}/webhook/chatwoot/default"
-                    load(url, 200, args.threads, f"warm{rnd}{name}")
-                    rps, lat = load(url, args.requests, args.threads, f"r{rnd}{name}")
-                    results[name].append((rps, pct(lat, 0.5), pct(lat, 0.99)))
-                finally:
-                    proc.terminate()
-                    proc.wait()
-                subprocess.run(["redis-cli", "-p", str(redis_port), "flushall"], stdout=subprocess.DEVNULL)
-    finally:
-        redis.terminate()
+    for rnd in range(args.rounds):
+        for name in ("bare", "gateway"):
+            requests = request_file(
+                folder, f"{name}{rnd}", args.per_round, (rnd * 2 + (name == "gateway")) * 10**6, rng
+            )
+            server = RedisServer(Path(tempfile.mkdtemp()))
+            server.start()
+            env = {
+                **os.environ,
+                "REDIS_URL": server.url,
+                "CHATWOOT_WEBHOOK_SECRET": SECRET,
+                "BATCH_WINDOW_SECONDS": "2",
+                "BATCH_MAX_WAIT_SECONDS": "10",
+                "LOG_LEVEL": "WARNING",
+                "DATA_DIR": tempfile.mkdtemp(),
+                "TEST_LOG_DIR": tempfile.mkdtemp(),
+                "PYTHONPATH": str(ROOT),
+            }
+            worker = (
+                Worker(env, f"ack-{name}-{rnd}", beat=True).start(server_client(server))
+                if name == "gateway"
+                else None
+            )
+            port = free_port()
+            web = gunicorn("wsgi:app" if name == "gateway" else "bench.bare_app:app", port, env, args.workers)
+            try:
+                wait_http(f"http://127.0.0.1:{port}/healthz")
+                results[name].append(
+                    run_wrk(
+                        f"http://127.0.0.1:{port}", requests, args.seconds, args.connections, args.threads
+                    )
+                )
+            finally:
+                web.terminate()
+                web.wait(timeout=10)
+                if worker:
+                    worker.stop()
+                server.stop()
     med = {name: [statistics.median(r[i] for r in rows) for i in range(3)] for name, rows in results.items()}
     print(
-        f"requests={args.requests} threads={args.threads} rounds={args.rounds}"
-        f" gunicorn workers={args.workers}"
+        f"wrk -t{args.threads} -c{args.connections} -d{args.seconds}s, rounds={args.rounds},"
+        f" gunicorn workers={args.workers}, gateway with a solo worker draining beside it"
     )
     print(f"{'':8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
     for name, (rps, p50, p99) in med.items():
         print(f"{name:8} {rps:8.0f} {p50:8.2f} {p99:8.2f}")
+    for name, rows in results.items():
+        print(f"  {name} rounds: " + ", ".join(f"{r[0]:.0f} req/s p99 {r[2]:.1f} ms" for r in rows))
     (brps, _, bp99), (grps, _, gp99) = med["bare"], med["gateway"]
     print(f"throughput ratio gateway/bare = {grps / brps:.2f}; p99 ratio gateway/bare = {gp99 / bp99:.2f}")
+
+
+def server_client(server: RedisServer):  # type: ignore[no-untyped-def]
+    import redis
+
+    return redis.Redis.from_url(server.url)
 
 
 if __name__ == "__main__":
