@@ -70,7 +70,7 @@ def run_wrk(
             shutil.which("wrk") or "wrk",
             f"-t{threads}",
             f"-c{connections}",
-            f"-d{seconds}s",
+            f"-d{int(seconds)}s",
             "--latency",
             "-s",
             str(ROOT / "bench" / "wrk_cycle.lua"),
@@ -98,12 +98,15 @@ def _latency(out: str, label: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (WEB_CONCURRENCY)")
     parser.add_argument("--per-round", type=int, default=40_000, help="pre-signed requests per round")
+    parser.add_argument(
+        "--window", type=float, default=2.0, help="BATCH_WINDOW_SECONDS (60: the worker idles during the run)"
+    )
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp())
     rng = random.Random(12)
@@ -119,8 +122,8 @@ def main() -> None:
                 **os.environ,
                 "REDIS_URL": server.url,
                 "CHATWOOT_WEBHOOK_SECRET": SECRET,
-                "BATCH_WINDOW_SECONDS": "2",
-                "BATCH_MAX_WAIT_SECONDS": "10",
+                "BATCH_WINDOW_SECONDS": str(args.window),
+                "BATCH_MAX_WAIT_SECONDS": str(max(10.0, args.window * 2)),
                 "LOG_LEVEL": "WARNING",
                 "DATA_DIR": tempfile.mkdtemp(),
                 "TEST_LOG_DIR": tempfile.mkdtemp(),
@@ -149,7 +152,7 @@ def main() -> None:
     med = {name: [statistics.median(r[i] for r in rows) for i in range(3)] for name, rows in results.items()}
     print(
         f"wrk -t{args.threads} -c{args.connections} -d{args.seconds}s, rounds={args.rounds},"
-        f" gunicorn workers={args.workers}, gateway with a solo worker draining beside it"
+        f" gunicorn workers={args.workers}, gateway with a solo worker beside it, window {args.window:g} s"
     )
     print(f"{'':8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
     for name, (rps, p50, p99) in med.items():
