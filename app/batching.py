@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from app.payload import StoredMessage
 
-__all__ = ["MEDIUM_CHARS", "SHORT_CHARS", "Segment", "close_at", "join_fragments", "segments"]
+__all__ = ["MEDIUM_CHARS", "SHORT_CHARS", "Segment", "close_at", "due_at", "join_fragments", "segments"]
 
 SHORT_CHARS = 40
 MEDIUM_CHARS = 200
@@ -26,6 +26,16 @@ MEDIUM_CHARS = 200
 def close_at(first_at: float, last_at: float, window: float, max_wait: float) -> float:
     """When a batch whose fragments arrived at ``first_at``..``last_at`` closes."""
     return min(last_at + window, first_at + max_wait)
+
+
+def due_at(mode: str, first_at: float, last_at: float, window: float, max_wait: float) -> float:
+    """When a batch is due, by ``BATCH_WINDOW_MODE``: ``fixed`` counts the window from the
+    first fragment; ``sliding`` and ``learned`` (whose ``window`` is the contact's own)
+    from the latest, capped by the max wait. The ENQUEUE script applies the same rule
+    when it schedules a batch (``app/scripts.py``)."""
+    if mode == "fixed":
+        return first_at + window
+    return close_at(first_at, last_at, window, max_wait)
 
 
 def join_fragments(texts: Sequence[str]) -> str:

@@ -34,7 +34,7 @@ from celery import Celery
 
 from app import keys
 from app.lease import new_task_id, schedule_drain, take_over_if_finished
-from app.scripts import Batch, Scripts
+from app.scripts import RoundTrip, Scripts
 from app.settings import Settings
 
 __all__ = ["POLL_SECONDS", "Claim", "Dispatcher"]
@@ -104,12 +104,12 @@ class Dispatcher:
         if not due:
             return [], min(later, default=None)
         ttl_ms = int(self._settings.lease_ttl_seconds * 1000)
-        batch = Batch(self._client)
+        batch = RoundTrip(self._client)
         fresh = [new_task_id() for _ in due]
         for (company, conv, _), task_id in zip(due, fresh, strict=True):
             batch.script(
                 self._scripts.claim_due,
-                [keys.due(company), keys.active_task(company, conv)],
+                [keys.due(company), keys.lease(company, conv)],
                 [conv, task_id, ttl_ms],
             )
         claims = []

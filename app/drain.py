@@ -27,44 +27,43 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import redis
 
 from app import keys
 from app.analytics import count_gaps, prior_window
-from app.batching import Segment, close_at, segments
+from app.batching import Segment, due_at, segments
 from app.bots import Bot, ask_bot, bot_request
 from app.chatwoot import Replier
 from app.errors import BotError, ChatwootError, LeaseLost
-from app.keeper import Run, lease_keeper, new_run_id
-from app.ledger import (
-    ATTEMPTS,
-    ERROR,
-    Ledger,
-    LedgerState,
-    StoredAnswer,
-    answer_field,
-    is_sent,
-    message_field,
-    pending_since,
-)
+from app.lease import Run, lease_keeper, new_run_id
+from app.ledger import ATTEMPTS, ERROR, Ledger, LedgerState, StoredAnswer, answer_field, message_field
 from app.metrics import count_into
 from app.pace import PACE_TTL_SECONDS, Pace, learned_window
 from app.payload import StoredMessage, received_at
-from app.replies import reply_parts, typing_pause
-from app.scripts import Batch, Scripts
-from app.sessions import content_digest
+from app.posting import Poster
+from app.replies import reply_parts
+from app.scripts import RoundTrip, Scripts
 from app.settings import CompanyConfig, Settings
 from app.typing_indicator import Typing
 
-__all__ = ["MAX_BATCHES_PER_RUN", "Drainer"]
+__all__ = ["MAX_BATCHES_PER_RUN", "Drainer", "Outcome"]
 
 log = logging.getLogger(__name__)
 MAX_BATCHES_PER_RUN = 20
-AMBIGUOUS_SETTLE_SECONDS = 2.0
 RETRY_CAP_SECONDS = 30.0
 
 Unit = tuple[Segment, StoredAnswer | None]  # messages, and the answer stored for them if any
+
+
+class Outcome(StrEnum):
+    """How a run ended (logged, returned by the task)."""
+
+    RELEASED = "released"  # nothing left: the lease is free
+    DEFERRED = "deferred"  # scheduled again (a batch not yet due, a retry, time up)
+    NOT_HOLDER = "not-holder"  # another run holds the conversation: nothing done
+    LEASE_LOST = "lease-lost"  # the lease went to another run mid-way: stopped
 
 
 def _arrivals(batch: list[str]) -> list[float]:
@@ -118,16 +117,16 @@ class Drainer:
 
     # -- the run ------------------------------------------------------------------
 
-    def run(self) -> str:
+    def run(self) -> Outcome:
         """Drain what is due; return what happened (for logs and tests)."""
-        lease = self._key(keys.active_task)
+        lease = self._key(keys.lease)
         self.run_id = new_run_id(self.task_id)
         ttl_ms = int(self.settings.lease_ttl_seconds * 1000)
         self._started = time.monotonic()
         start = (self.scripts.start_run, [lease], [self.task_id, self.run_id, ttl_ms])
         held, wait = self._seconds_until_due(start)  # one round trip: take the lease, look at the queue
         if not held:
-            return "not-holder"
+            return Outcome.NOT_HOLDER
         keeper = lease_keeper(
             self.client, self.scripts, self.settings.lease_ttl_seconds, self.settings.run_max_seconds
         )
@@ -143,15 +142,15 @@ class Drainer:
                 self.task_id,
                 self.run_id,
             )
-            return "lease-lost"
+            return Outcome.LEASE_LOST
         finally:
             keeper.drop(self._run)
 
-    def _drain(self, wait: float | None) -> str:
+    def _drain(self, wait: float | None) -> Outcome:
         for _ in range(MAX_BATCHES_PER_RUN):
             if wait is None:
                 if self._release_if_empty():
-                    return "released"
+                    return Outcome.RELEASED
             elif wait > 0:
                 return self._defer(wait)
             elif time.monotonic() - self._started > self.settings.run_max_seconds / 2:
@@ -163,7 +162,7 @@ class Drainer:
                     if retry_in is not None:
                         return self._defer(retry_in)
                     if self._release_if_empty():  # the common end: one round trip
-                        return "released"
+                        return Outcome.RELEASED
             wait = self._seconds_until_due()[1]
         return self._defer(0)
 
@@ -172,7 +171,7 @@ class Drainer:
         (or left over), else the seconds until it is, by Redis's clock. ``start``
         (script, keys, args) takes the lease in the same round trip."""
         learned = self.company.batch_window_mode == "learned"
-        batch = Batch(self.client)
+        batch = RoundTrip(self.client)
         if start:
             batch.script(*start)
         pipe = batch.pipe
@@ -196,13 +195,10 @@ class Drainer:
         if first_at is None or last_at is None:
             return held, 0.0  # unreadable entry: claim it now so it is dead-lettered
         config = self.company
-        if config.batch_window_mode == "fixed":
-            due = first_at + config.batch_window_seconds
-        else:
-            window = config.batch_window_seconds
-            if learned:
-                window = self._learned_window(first, [*_arrivals(queued[0]), last_at])
-            due = close_at(first_at, last_at, window, config.batch_max_wait_seconds)
+        window = config.batch_window_seconds
+        if learned:
+            window = self._learned_window(first, [*_arrivals(queued[0]), last_at])
+        due = due_at(config.batch_window_mode, first_at, last_at, window, config.batch_max_wait_seconds)
         return held, max(0.0, due - now)
 
     def _learned_window(self, first: str, queued: list[float]) -> float:
@@ -224,7 +220,7 @@ class Drainer:
     def _release_if_empty(self) -> bool:
         result = self.scripts.release_if_empty(
             keys=[
-                self._key(keys.active_task),
+                self._key(keys.lease),
                 self._key(keys.queue),
                 self._key(keys.processing),
                 keys.conversation_index(self._cid),
@@ -237,17 +233,17 @@ class Drainer:
             raise LeaseLost()
         return result == 1
 
-    def _defer(self, seconds: float) -> str:
+    def _defer(self, seconds: float) -> Outcome:
         """Schedule the conversation ``seconds`` from now (never more than the max wait)
         and give up the lease: the dispatcher hands it to a fresh task then."""
         seconds = min(seconds, self.company.batch_max_wait_seconds)
         if not self.scripts.defer(
-            keys=[self._key(keys.active_task), keys.due(self._cid)],
+            keys=[self._key(keys.lease), keys.due(self._cid)],
             args=[self.run_id, self.conversation, round(seconds, 3)],
             client=self.client,
         ):
             raise LeaseLost()
-        return "deferred"
+        return Outcome.DEFERRED
 
     # -- claiming ------------------------------------------------------------------
 
@@ -258,7 +254,7 @@ class Drainer:
             keys=[
                 self._key(keys.queue),
                 self._key(keys.processing),
-                self._key(keys.active_task),
+                self._key(keys.lease),
                 self._ledger.key,
             ],
             args=[self.run_id, self.settings.batch_max_messages, ATTEMPTS, ERROR],
@@ -436,7 +432,7 @@ class Drainer:
         answer = StoredAnswer(
             segment.key, tuple(reply_parts(reply.replies, self.company.reply_split)), reply.handoff
         )
-        counted = Batch(self.client)  # the call's counters go in the store's round trip
+        counted = RoundTrip(self.client)  # the call's counters go in the store's round trip
         counted.pipe.hincrby(keys.stats(self._cid), "bot_calls", 1)
         count_into(counted.pipe, self._cid, "gateway_bot_latency_seconds", latency)
         self._proven()
@@ -468,19 +464,24 @@ class Drainer:
     # -- posting the stored answer -------------------------------------------------
 
     def _post_answer(self, segment: Segment, raws: list[str], answer: StoredAnswer) -> None:
+        assert self._ledger is not None and self._run is not None
         account = segment.messages[0].account_id
-        for index, part in enumerate(answer.parts):
-            state = self._state.part(answer.answer_id, index)
-            if is_sent(state):
-                continue  # posted by a run that died before completing the batch
-            if index and state is None and self.company.reply_split == "paragraphs":
-                self._pause_typing(account, part)
-            try:
-                self._post_part(account, answer.answer_id, index, part, state)
-            except ChatwootError as exc:
-                self.client.hincrby(keys.stats(self._cid), "replies_failed", 1)
-                self._dead_letter(raws, "chatwoot", str(exc), ambiguous=exc.ambiguous, parts_posted=index)
-                return
+        poster = Poster(
+            self.client,
+            self.company,
+            self.conversation,
+            self.replier,
+            self._ledger,
+            self._state,
+            self._run.check,
+        )
+        failed = poster.post(account, answer, clock=self.clock)
+        self._typing_shown |= poster.typing_shown
+        if failed is not None:
+            index, exc = failed
+            self.client.hincrby(keys.stats(self._cid), "replies_failed", 1)
+            self._dead_letter(raws, "chatwoot", str(exc), ambiguous=exc.ambiguous, parts_posted=index)
+            return
         if answer.handoff:
             self._hand_off(account)
         self._complete(raws)
@@ -495,72 +496,6 @@ class Drainer:
             segment.batched,
         )
 
-    def _pause_typing(self, account: int, part: str) -> None:
-        """Show 'typing' for a time proportional to the part, like a person would."""
-        self._typing_shown = True
-        self.replier.typing(account, self.conversation, True)
-        time.sleep(typing_pause(part, self.company.typing_chars_per_second))
-
-    def _post_part(self, account: int, answer_id: str, index: int, part: str, state: str | None) -> None:
-        """Post one stored reply part once.
-
-        A part found pending was being posted when a run died: if the token can
-        read the conversation, the stored text is looked up (ignoring messages
-        already recorded as ours) instead of posted again. The same read-back
-        settles an ambiguous timeout. With a token that cannot read, a part
-        found pending is posted again: at most one repeat per crash inside a POST.
-        """
-        assert self._ledger is not None
-        since = pending_since(state)
-        if since is not None and state is not None:
-            found = self._find_posted(account, part, since)
-            if found:
-                self._ledger.record_sent(answer_id, index, state, found[0])
-                self.client.hincrby(keys.stats(self._cid), "replies_recovered", 1)
-                log.warning(
-                    "reply found already posted conversation=%s: not posting it again", self.conversation
-                )
-                return
-        self._proven()
-        started = self.clock()
-        pending = self._ledger.mark_pending(answer_id, index, started, content_digest(part))
-        self._state.set_part(answer_id, index, pending)
-        self._proven()
-        message_id = self._create(account, part, started)
-        self._ledger.record_sent(answer_id, index, pending, message_id)
-        self._state.set_part(answer_id, index, f"sent:{message_id or ''}")
-
-    def _create(self, account: int, part: str, started: float) -> int | None:
-        """POST the part; an ambiguous timeout is settled by read-back, else re-raised."""
-        try:
-            return self.replier.create_message(account, self.conversation, part)
-        except ChatwootError as exc:
-            if not exc.ambiguous:
-                raise
-            time.sleep(AMBIGUOUS_SETTLE_SECONDS)  # let a slow create finish before looking
-            found = self._find_posted(account, part, started)
-            if found is None:
-                raise  # cannot tell: dead-letter as ambiguous rather than risk a second message
-            log.warning(
-                "ambiguous reply settled by read-back conversation=%s posted_again=%s",
-                self.conversation,
-                not found,
-            )
-            if found:
-                return found[0]
-            self._proven()
-            return self.replier.create_message(account, self.conversation, part)
-
-    def _find_posted(self, account: int, part: str, since: float) -> list[int] | None:
-        """Ids of messages holding ``part`` posted since ``since`` that are not already
-        recorded as ours; None when the token cannot read the conversation."""
-        found = self.replier.find_replies(account, self.conversation, part, since)
-        if found is None:
-            return None
-        assert self._ledger is not None
-        ours = self._ledger.ours(found)
-        return [m for m in found if m not in ours]
-
     # -- endings -------------------------------------------------------------------
 
     def _complete(self, raws: list[str], dead_letter: dict | None = None) -> None:
@@ -568,7 +503,7 @@ class Drainer:
         result = self.scripts.complete(
             keys=[
                 self._key(keys.processing),
-                self._key(keys.active_task),
+                self._key(keys.lease),
                 self._key(keys.ledger),
                 keys.dead_letters(self._cid),
                 keys.stats(self._cid),
@@ -636,7 +571,7 @@ class Drainer:
 
     def _hand_off(self, account: int) -> None:
         marked = self.scripts.write_if_holder(
-            keys=[self._key(keys.active_task), self._key(keys.handoff), keys.stats(self._cid)],
+            keys=[self._key(keys.lease), self._key(keys.handoff), keys.stats(self._cid)],
             args=[self.run_id, "", "bot", self.company.handoff_ttl_seconds, "handoffs"],
             client=self.client,
         )

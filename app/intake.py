@@ -45,7 +45,7 @@ def accept(
     raw = scripts.enqueue(
         keys=[
             keys.queue(cid, conv),
-            keys.active_task(cid, conv),
+            keys.lease(cid, conv),
             keys.seen_message(cid, message.id),
             keys.seen_delivery(cid, delivery_id or "-"),
             keys.conversation_index(cid),

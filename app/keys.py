@@ -7,13 +7,13 @@ prefix change is one edit and a test (tests/test_keys.py) pins each format.
 from __future__ import annotations
 
 __all__ = [
-    "active_task",
     "bot_history",
     "conversation_index",
     "dead_letters",
     "due",
     "handoff",
     "histograms",
+    "lease",
     "ledger",
     "outbox",
     "own_pending",
@@ -37,8 +37,8 @@ def queue(company: str, conversation: str | int) -> str:
     return f"{company}:webhook_queue:{conversation}"
 
 
-def active_task(company: str, conversation: str | int) -> str:
-    """The lease: id of the one task allowed to drain this conversation."""
+def lease(company: str, conversation: str | int) -> str:
+    """The lease: the id of the one run (or published task) allowed to drain this conversation."""
     return f"{company}:webhook_active_task:{conversation}"
 
 

@@ -29,7 +29,7 @@ import redis
 
 from app import keys
 from app.errors import LeaseLost
-from app.scripts import Batch, Scripts
+from app.scripts import RoundTrip, Scripts
 
 __all__ = [
     "ATTEMPTS",
@@ -112,18 +112,22 @@ class Ledger:
         self._client, self._scripts = client, scripts
         self._company, self._conversation, self._run = company, conversation, run_id
         self.key = keys.ledger(company, conversation)
-        self._lease = keys.active_task(company, conversation)
+        self._lease = keys.lease(company, conversation)
 
     def read(self) -> LedgerState:
         return LedgerState(dict(self._client.hgetall(self.key)))
 
     def store_answer(
-        self, answer: StoredAnswer, message_ids: list[int], look_newer: int, round_trip: Batch | None = None
+        self,
+        answer: StoredAnswer,
+        message_ids: list[int],
+        look_newer: int,
+        round_trip: RoundTrip | None = None,
     ) -> list[str]:
         """Store ``answer`` for ``message_ids``; or, when fragments arrived while the bot
         thought (``look_newer`` > 0), move them into processing and return them instead.
         ``round_trip``: other commands to send in the same round trip (run first)."""
-        batch = round_trip or Batch(self._client)
+        batch = round_trip or RoundTrip(self._client)
         batch.script(
             self._scripts.store_answer,
             [self._lease, self.key, keys.queue(self._company, self._conversation), self._processing],

@@ -43,8 +43,8 @@ _CHUNK = 500
 def _read(pipe: redis.client.Pipeline, company: str, conversation: str) -> None:
     pipe.llen(keys.queue(company, conversation))
     pipe.llen(keys.processing(company, conversation))
-    pipe.get(keys.active_task(company, conversation))
-    pipe.pttl(keys.active_task(company, conversation))
+    pipe.get(keys.lease(company, conversation))
+    pipe.pttl(keys.lease(company, conversation))
     pipe.lindex(keys.processing(company, conversation), 0)
     pipe.lindex(keys.queue(company, conversation), 0)
     pipe.get(keys.handoff(company, conversation))

@@ -14,7 +14,7 @@ import redis
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
-__all__ = ["Batch", "EnqueueResult", "Scripts"]
+__all__ = ["EnqueueResult", "RoundTrip", "Scripts"]
 
 # Shared by the scripts that see a conversation's status (ENQUEUE, AGENT_REPLY,
 # CONVERSATION_STATUS): record it, and tell whether the conversation has just
@@ -467,7 +467,7 @@ class Scripts:
         self.purge = client.register_script(PURGE)
 
 
-class Batch:
+class RoundTrip:
     """Commands and Lua calls sent in one round trip (a non-transactional pipeline).
 
     redis-py checks ``SCRIPT EXISTS`` before every pipeline holding a script —

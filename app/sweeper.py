@@ -30,7 +30,7 @@ def _sweep_conversation(
     client: redis.Redis, scripts: Scripts, celery: Celery, settings: Settings, company: str, conv: str
 ) -> bool:
     ttl_ms = int(settings.lease_ttl_seconds * 1000)
-    lease = keys.active_task(company, conv)
+    lease = keys.lease(company, conv)
     leased = scripts.rescue(
         keys=[
             lease,

@@ -22,8 +22,7 @@ from app.celery_config import SESSIONS_TASK, SWEEP_TASK, make_celery
 from app.chatwoot import Replier, make_replier
 from app.dispatcher import Dispatcher
 from app.drain import Drainer
-from app.keeper import stuck_runs
-from app.lease import DRAIN_TASK
+from app.lease import DRAIN_TASK, stuck_runs
 from app.logs import configure_logging
 from app.redis_client import connect, redis_now
 from app.scripts import Scripts

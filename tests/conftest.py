@@ -118,7 +118,7 @@ def dry_run_drainer(redis_url: str, rdb: redis.Redis, **env: str) -> Drainer:
     """The real Drainer of conversation 42 of company ``default``, holding lease T1, with the
     echo bot and the dry-run outbox (no Chatwoot): for driving the drain loop step by step."""
     settings = load_settings({**base_env(redis_url, "http://127.0.0.1:9", **env), "CHATWOOT_BASE_URL": ""})
-    rdb.set(keys.active_task("default", "42"), "T1", px=20000)
+    rdb.set(keys.lease("default", "42"), "T1", px=20000)
     return Drainer(
         rdb,
         Scripts(rdb),

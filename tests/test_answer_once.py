@@ -23,8 +23,7 @@ import redis
 
 from app import keys
 from app.celery_config import make_celery
-from app.keeper import task_of
-from app.lease import schedule_drain
+from app.lease import schedule_drain, task_of
 from app.settings import load_settings
 from tests import chatwoot_payloads as cw
 from tests.conftest import fault_env, make_client, post_webhook
@@ -232,7 +231,7 @@ def test_a_python_handler_that_never_returns_is_given_up_at_bot_timeout(
     wait_for(lambda: rdb.llen(keys.dead_letters("default")) == 1, timeout=5)
     letter = json.loads(rdb.lindex(keys.dead_letters("default"), 0))
     assert letter["stage"] == "bot" and "BOT_TIMEOUT_SECONDS" in letter["error"]
-    assert not rdb.exists(keys.active_task("default", 250))  # the conversation is free again
+    assert not rdb.exists(keys.lease("default", 250))  # the conversation is free again
 
 
 def test_a_paused_drainer_posts_nothing_after_its_lease_was_taken_over(
@@ -308,7 +307,7 @@ def test_the_same_task_id_delivered_twice_drains_once(redis_url, rdb, llm_stand:
     web = make_client(env)
     post_webhook(web, message("book me in", 270, 2701))
     wait_for(lambda: llm_stand.bot_calls, timeout=10)  # the dispatched task is at the bot
-    task_id = task_of(rdb.get(keys.active_task("default", 270)))
+    task_id = task_of(rdb.get(keys.lease("default", 270)))
     schedule_drain(make_celery(load_settings(env)), "default", "270", task_id, 0)  # delivered again
     wait_for(lambda: llm_stand.replies(270), timeout=15)
     time.sleep(2)

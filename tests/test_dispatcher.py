@@ -28,7 +28,7 @@ def test_claims_the_earliest_due_entries_and_says_when_to_look_again(
     rdb.zadd(keys.due("default"), {"1": now - 5, "2": now - 1, "3": now + 30})
     claims, wait = dispatcher(redis_url, rdb).claim(limit=1)
     assert [c.conversation for c in claims] == ["1"] and wait == 0.0  # more is due: at once
-    assert rdb.get(keys.active_task("default", "1")) == claims[0].task_id
+    assert rdb.get(keys.lease("default", "1")) == claims[0].task_id
     claims, wait = dispatcher(redis_url, rdb).claim(limit=5)
     assert [c.conversation for c in claims] == ["2"] and wait is not None and 29 < wait <= 30
     assert rdb.zrange(keys.due("default"), 0, -1) == ["3"]

@@ -41,7 +41,7 @@ def test_a_message_landing_between_the_empty_check_and_the_release_is_not_strand
     assert [json_content(m) for m in rdb.lrange(keys.queue("default", "42"), 0, -1)] == ["second"]
     due_in = rdb.zscore(keys.due("default"), "42") - redis_now(rdb)
     assert 0.5 < due_in <= 1.0  # scheduled: the dispatcher hands it to a fresh task then
-    assert not rdb.exists(keys.active_task("default", "42"))
+    assert not rdb.exists(keys.lease("default", "42"))
     assert [e for e in rdb.lrange(keys.outbox("default"), 0, -1) if '"first"' in e]
 
 

@@ -275,7 +275,5 @@ def test_with_a_user_token_an_ambiguous_timeout_is_settled_by_read_back(
 
 def _busy(rdb, conv: int) -> bool:  # type: ignore[no-untyped-def]
     return bool(
-        rdb.exists(
-            keys.queue("default", conv), keys.processing("default", conv), keys.active_task("default", conv)
-        )
+        rdb.exists(keys.queue("default", conv), keys.processing("default", conv), keys.lease("default", conv))
     )

@@ -10,7 +10,7 @@ import redis
 
 from app import keys
 from app.errors import LeaseLost
-from app.keeper import LeaseKeeper, new_run_id, task_of
+from app.lease import LeaseKeeper, new_run_id, task_of
 from app.redis_client import connect
 from app.scripts import Scripts
 from tests.support import RedisServer
@@ -24,7 +24,7 @@ def test_run_ids_name_one_run_of_a_task() -> None:
 
 def test_the_lease_keeper_renews_what_its_runs_hold_and_reports_what_they_lost(rdb: redis.Redis) -> None:
     keeper = LeaseKeeper(rdb, Scripts(rdb), ttl=4.0, run_max=60.0)
-    kept, taken, done = (keys.active_task("default", c) for c in ("1", "2", "3"))
+    kept, taken, done = (keys.lease("default", c) for c in ("1", "2", "3"))
     for lease, run_id in ((kept, "A#1"), (taken, "B#1"), (done, "C#1")):
         rdb.set(lease, run_id, px=1000)
     now = time.monotonic()
@@ -53,7 +53,7 @@ def test_a_renewal_that_fails_with_a_redis_error_proves_nothing(tmp_path: Path) 
     server.start()
     try:
         client = connect(server.url)
-        lease = keys.active_task("default", "9")
+        lease = keys.lease("default", "9")
         keeper = LeaseKeeper(client, Scripts(client), ttl=1.0, run_max=60.0)
         client.set(lease, "A#1", px=1000)
         run = keeper.keep(lease, "A#1", time.monotonic())
@@ -73,7 +73,7 @@ def test_a_renewal_that_fails_with_a_redis_error_proves_nothing(tmp_path: Path) 
 
 def test_a_run_past_its_deadline_is_no_longer_renewed_and_is_reported_stuck(rdb: redis.Redis) -> None:
     keeper = LeaseKeeper(rdb, Scripts(rdb), ttl=4.0, run_max=0.3)
-    lease = keys.active_task("default", "8")
+    lease = keys.lease("default", "8")
     rdb.set(lease, "A#1", px=4000)
     run = keeper.keep(lease, "A#1", time.monotonic())
     keeper.renew()

@@ -3,7 +3,7 @@ from app import keys
 
 def test_every_key_format_is_exact() -> None:
     assert keys.queue("acme", 42) == "acme:webhook_queue:42"
-    assert keys.active_task("acme", 42) == "acme:webhook_active_task:42"
+    assert keys.lease("acme", 42) == "acme:webhook_active_task:42"
     assert keys.processing("acme", 42) == "acme:webhook_processing:42"
     assert keys.seen_message("acme", 9001) == "acme:webhook_seen:9001"
     assert keys.seen_delivery("acme", "3f0c") == "acme:webhook_seen:delivery:3f0c"

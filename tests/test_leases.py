@@ -134,7 +134,7 @@ def test_lease_naming_a_task_the_backend_never_heard_of_expires_and_is_rescued(
 ) -> None:
     start(workers, env, rdb, "w", beat=True)
     ghost = str(uuid.uuid4())
-    rdb.set(keys.active_task("default", 71), ghost, px=3000)
+    rdb.set(keys.lease("default", 71), ghost, px=3000)
     web = make_client(env)
     response = post_webhook(web, cw.message("hello ghost", 71))
     assert response.status_code == 202 and response.json["lease_holder"] == ghost
@@ -152,10 +152,10 @@ def test_finished_holder_is_taken_over_at_once_by_the_dispatcher(env, workers, r
     finished = str(uuid.uuid4())
     celery = Celery(broker=env["REDIS_URL"], backend=env["REDIS_URL"])
     celery.backend.store_result(finished, "released", "SUCCESS")
-    rdb.set(keys.active_task("default", 72), finished, px=60_000)
+    rdb.set(keys.lease("default", 72), finished, px=60_000)
     response = post_webhook(make_client(env), cw.message("take over", 72))
     assert response.status_code == 202 and response.json["lease_holder"] == finished
-    rdb.pexpire(keys.active_task("default", 72), int(LEASE_TTL * 1000 / 4))  # overdue now
+    rdb.pexpire(keys.lease("default", 72), int(LEASE_TTL * 1000 / 4))  # overdue now
     wait_for(lambda: stand.replies(72), timeout=LEASE_TTL)  # before the lease would have run out
     assert rdb.hget(keys.stats("default"), "lease_takeovers") == "1"
 

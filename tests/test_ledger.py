@@ -67,7 +67,7 @@ def successor(drainer: Drainer, rdb: redis.Redis, **changes: Any) -> Drainer:
     """The run the dispatcher would start for the deferred conversation (its lease named)."""
     task_id = f"T{len(drainer.task_id) + 1}-{rdb.incr('test:tasks')}"
     rdb.zrem(keys.due("default"), CONV)
-    rdb.set(keys.active_task("default", CONV), task_id, px=20000)
+    rdb.set(keys.lease("default", CONV), task_id, px=20000)
     return dataclasses.replace(drainer, task_id=task_id, **changes)
 
 
@@ -131,7 +131,7 @@ def test_an_exception_counts_an_attempt_and_the_batch_is_dead_lettered_after_the
     assert bot.calls == [[1]]  # the answer was stored once and never asked for again
     assert "stage=crash" in caplog.text
     rdb.rpush(keys.queue("default", CONV), raw(2, "next question", rdb=rdb))
-    rdb.set(keys.active_task("default", CONV), "T9", px=5000)
+    rdb.set(keys.lease("default", CONV), "T9", px=5000)
     mended = dataclasses.replace(first, task_id="T9", replier=DryRunOutbox(rdb, "default"))
     assert mended.run() == "released"
     assert outbox(rdb) == ["next question"]  # the conversation moved on

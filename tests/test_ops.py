@@ -34,7 +34,7 @@ def test_busiest_and_show(rdb: redis.Redis) -> None:
     seed(rdb, "1", 2, age=5)
     seed(rdb, "2", 6, age=60, in_flight=2)
     seed(rdb, "3", 1, age=1)
-    rdb.set(keys.active_task("default", "2"), "task-abc", px=15000)
+    rdb.set(keys.lease("default", "2"), "task-abc", px=15000)
     rdb.set(keys.handoff("default", "3"), "agent")
     states = busiest(rdb, "default")
     assert [s.conversation for s in states] == ["2", "1", "3"]

@@ -38,7 +38,7 @@ def web(env: dict[str, str], worker: Worker, rdb: redis.Redis, stand: Stand):  #
 
 
 def _idle(rdb: redis.Redis, conv: int) -> bool:
-    return not any(rdb.exists(k("default", conv)) for k in (keys.queue, keys.processing, keys.active_task))
+    return not any(rdb.exists(k("default", conv)) for k in (keys.queue, keys.processing, keys.lease))
 
 
 def test_burst_of_three_fragments_gives_one_reply_in_order(web, stand: Stand, rdb) -> None:

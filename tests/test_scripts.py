@@ -11,7 +11,7 @@ import redis
 
 from app import keys
 from app.ledger import ATTEMPTS, ERROR
-from app.scripts import Batch, Scripts
+from app.scripts import RoundTrip, Scripts
 
 C, CONV = "acme", "42"
 
@@ -39,7 +39,7 @@ def enqueue(
     return s.enqueue(
         keys=[
             keys.queue(C, CONV),
-            keys.active_task(C, CONV),
+            keys.lease(C, CONV),
             keys.seen_message(C, msg_id),
             keys.seen_delivery(C, delivery or "-"),
             keys.conversation_index(C),
@@ -88,7 +88,7 @@ def test_enqueue_pushes_sets_ttl_and_schedules_the_batch(s: Scripts, r) -> None:
     assert before - 1 <= arrived <= time.time() + 1
     assert abs(r.zscore(keys.due(C), CONV) - (arrived + 10)) < 0.01
     assert 3500 < r.ttl(keys.queue(C, CONV)) <= 3600
-    assert not r.exists(keys.active_task(C, CONV))  # nothing leased: the dispatcher does that
+    assert not r.exists(keys.lease(C, CONV))  # nothing leased: the dispatcher does that
     assert r.sismember(keys.conversation_index(C), CONV)
 
 
@@ -96,7 +96,7 @@ def test_enqueue_slides_the_due_time_within_the_max_wait_and_reports_the_holder(
     enqueue(s, r, "m1", "", 1)
     first = json.loads(r.lindex(keys.queue(C, CONV), 0))["received_at"]
     r.lset(keys.queue(C, CONV), 0, r.lindex(keys.queue(C, CONV), 0).replace(str(first), str(first - 25)))
-    r.set(keys.active_task(C, CONV), "task-a#1", px=5000)
+    r.set(keys.lease(C, CONV), "task-a#1", px=5000)
     status, length, holder, due_in = enqueue(s, r, "m2", "", 2)
     assert (status, length, holder) == ("queued", 2, "task-a#1")
     assert 4.9 < float(due_in) <= 5.0  # the first fragment came 25 s ago: the 30 s max wait caps it
@@ -156,7 +156,7 @@ def test_a_status_event_ends_a_takeover_only_on_a_change_to_pending_or_resolved(
 
 def claim(s: Scripts, r, run: str, most: int):  # type: ignore[no-untyped-def]
     return s.claim_batch(
-        keys=[keys.queue(C, CONV), keys.processing(C, CONV), keys.active_task(C, CONV), keys.ledger(C, CONV)],
+        keys=[keys.queue(C, CONV), keys.processing(C, CONV), keys.lease(C, CONV), keys.ledger(C, CONV)],
         args=[run, most, ATTEMPTS, ERROR],
         client=r,
     )
@@ -165,7 +165,7 @@ def claim(s: Scripts, r, run: str, most: int):  # type: ignore[no-untyped-def]
 def test_claim_requires_the_lease_resumes_leftovers_first_and_counts_attempts(s: Scripts, r) -> None:
     r.rpush(keys.queue(C, CONV), "a", "b", "c")
     assert claim(s, r, "intruder", 10) is None
-    r.set(keys.active_task(C, CONV), "me")
+    r.set(keys.lease(C, CONV), "me")
     assert claim(s, r, "me", 2) == [0, "", "a", "b"]  # first attempt at this batch
     assert r.lrange(keys.queue(C, CONV), 0, -1) == ["c"]
     # A leftover batch (its drainer died) comes back before anything new, one attempt more,
@@ -181,7 +181,7 @@ def complete(s: Scripts, r, run: str, letter: str, *raws: str, most: int = 100):
     return s.complete(
         keys=[
             keys.processing(C, CONV),
-            keys.active_task(C, CONV),
+            keys.lease(C, CONV),
             keys.ledger(C, CONV),
             keys.dead_letters(C),
             keys.stats(C),
@@ -194,7 +194,7 @@ def complete(s: Scripts, r, run: str, letter: str, *raws: str, most: int = 100):
 def test_complete_removes_only_with_the_lease_and_records_dead_letters(s: Scripts, r) -> None:
     r.rpush(keys.processing(C, CONV), "a", "b")
     r.hset(keys.ledger(C, CONV), mapping={"part:1-1:0": "sent:9", ATTEMPTS: "2", ERROR: "x"})
-    r.set(keys.active_task(C, CONV), "me")
+    r.set(keys.lease(C, CONV), "me")
     assert complete(s, r, "other", "", "a") is None
     assert complete(s, r, "me", "", "a") == [1, 0]
     # progress resets the batch's attempts; the rest of its ledger stays while it is in processing
@@ -205,7 +205,7 @@ def test_complete_removes_only_with_the_lease_and_records_dead_letters(s: Script
 
 
 def test_the_dead_letter_list_keeps_the_newest_entries_and_counts_what_it_drops(s: Scripts, r) -> None:
-    r.set(keys.active_task(C, CONV), "me")
+    r.set(keys.lease(C, CONV), "me")
     for i in range(5):
         r.rpush(keys.processing(C, CONV), f"m{i}")
         assert complete(s, r, "me", f"letter-{i}", f"m{i}", most=3) == [0, max(0, i - 2) and 1]
@@ -216,13 +216,13 @@ def test_the_dead_letter_list_keeps_the_newest_entries_and_counts_what_it_drops(
 
 def test_release_only_by_holder_and_only_when_empty(s: Scripts, r) -> None:
     rk = [
-        keys.active_task(C, CONV),
+        keys.lease(C, CONV),
         keys.queue(C, CONV),
         keys.processing(C, CONV),
         keys.conversation_index(C),
         keys.due(C),
     ]
-    r.set(keys.active_task(C, CONV), "me")
+    r.set(keys.lease(C, CONV), "me")
     r.sadd(keys.conversation_index(C), CONV)
     r.rpush(keys.queue(C, CONV), "late")
     assert s.release_if_empty(keys=rk, args=["other", CONV], client=r) == -1
@@ -230,17 +230,17 @@ def test_release_only_by_holder_and_only_when_empty(s: Scripts, r) -> None:
     r.delete(keys.queue(C, CONV))
     r.zadd(keys.due(C), {CONV: 1.0})  # left by a message this run already answered
     assert s.release_if_empty(keys=rk, args=["me", CONV], client=r) == 1
-    assert not r.exists(keys.active_task(C, CONV), keys.due(C))
+    assert not r.exists(keys.lease(C, CONV), keys.due(C))
     assert not r.sismember(keys.conversation_index(C), CONV)
 
 
 def test_claim_due_dispatches_a_due_conversation_once_and_only_when_due(s: Scripts, r) -> None:
-    ck = [keys.due(C), keys.active_task(C, CONV)]
+    ck = [keys.due(C), keys.lease(C, CONV)]
     r.zadd(keys.due(C), {CONV: time.time() + 60})
     assert s.claim_due(keys=ck, args=[CONV, "t1", 5000], client=r) == [0, "", 0]  # not due yet
     r.zadd(keys.due(C), {CONV: time.time() - 1})
     assert s.claim_due(keys=ck, args=[CONV, "t1", 5000], client=r) == [1, "t1", 0]
-    assert r.get(keys.active_task(C, CONV)) == "t1" and not r.exists(keys.due(C))
+    assert r.get(keys.lease(C, CONV)) == "t1" and not r.exists(keys.due(C))
     assert s.claim_due(keys=ck, args=[CONV, "t2", 5000], client=r) == [0, "", 0]  # a second dispatcher
     r.zadd(keys.due(C), {CONV: time.time() - 1})  # due again while t1 holds the lease
     code, holder, pttl = s.claim_due(keys=ck, args=[CONV, "t3", 5000], client=r)
@@ -248,16 +248,16 @@ def test_claim_due_dispatches_a_due_conversation_once_and_only_when_due(s: Scrip
 
 
 def test_defer_schedules_and_gives_up_the_lease_only_by_its_holder(s: Scripts, r) -> None:
-    dk = [keys.active_task(C, CONV), keys.due(C)]
-    r.set(keys.active_task(C, CONV), "me#1")
+    dk = [keys.lease(C, CONV), keys.due(C)]
+    r.set(keys.lease(C, CONV), "me#1")
     assert s.defer(keys=dk, args=["other", CONV, 3], client=r) == 0 and not r.exists(keys.due(C))
     assert s.defer(keys=dk, args=["me#1", CONV, 3], client=r) == 1
-    assert not r.exists(keys.active_task(C, CONV))
+    assert not r.exists(keys.lease(C, CONV))
     assert 2.9 < r.zscore(keys.due(C), CONV) - time.time() <= 3.1
 
 
 def test_a_run_starts_only_on_its_own_task_id_or_a_free_lease(s: Scripts, r) -> None:
-    lease = keys.active_task(C, CONV)
+    lease = keys.lease(C, CONV)
     assert s.start_run(keys=[lease], args=["task-a", "task-a#1", 1000], client=r) == 1  # free: taken
     # the same task id delivered again finds a run, not its id: a second run cannot start
     assert s.start_run(keys=[lease], args=["task-a", "task-a#2", 1000], client=r) == 0
@@ -268,7 +268,7 @@ def test_a_run_starts_only_on_its_own_task_id_or_a_free_lease(s: Scripts, r) -> 
 
 
 def test_renew_hand_over_and_delete_are_compare_and_set(s: Scripts, r) -> None:
-    lease = keys.active_task(C, CONV)
+    lease = keys.lease(C, CONV)
     assert s.renew(keys=[lease], args=["a#1", 1000], client=r) == 0  # free: a renewal takes nothing
     assert r.get(lease) is None
     r.set(lease, "a#1", px=500)
@@ -283,7 +283,7 @@ def test_renew_hand_over_and_delete_are_compare_and_set(s: Scripts, r) -> None:
 
 def store(s: Scripts, r, run: str, look: int, *message_fields: str):  # type: ignore[no-untyped-def]
     return s.store_answer(
-        keys=[keys.active_task(C, CONV), keys.ledger(C, CONV), keys.queue(C, CONV), keys.processing(C, CONV)],
+        keys=[keys.lease(C, CONV), keys.ledger(C, CONV), keys.queue(C, CONV), keys.processing(C, CONV)],
         args=[run, "answer:1-2", '{"parts":["hi"],"handoff":false}', look, *message_fields],
         client=r,
     )
@@ -293,7 +293,7 @@ def test_store_answer_needs_the_lease_and_gives_way_to_newer_fragments(s: Script
     r.rpush(keys.processing(C, CONV), "a", "b")
     r.rpush(keys.queue(C, CONV), "c")
     assert store(s, r, "me", 10, "msg:1", "msg:2") is None
-    r.set(keys.active_task(C, CONV), "me")
+    r.set(keys.lease(C, CONV), "me")
     # a fragment arrived while the bot thought: it joins the batch, the stale answer is not stored
     assert store(s, r, "me", 10, "msg:1", "msg:2") == ["newer", "c"]
     assert r.lrange(keys.processing(C, CONV), 0, -1) == ["a", "b", "c"]
@@ -310,10 +310,10 @@ def test_store_answer_needs_the_lease_and_gives_way_to_newer_fragments(s: Script
 def test_a_part_is_marked_pending_only_with_the_lease_and_recorded_sent_only_over_its_own_mark(
     s: Scripts, r
 ) -> None:
-    mark_keys = [keys.active_task(C, CONV), keys.ledger(C, CONV), keys.own_pending(C, CONV)]
+    mark_keys = [keys.lease(C, CONV), keys.ledger(C, CONV), keys.own_pending(C, CONV)]
     assert s.mark_part(keys=mark_keys, args=["me", "part:1-2:0", "pending:5", "d1", 300], client=r) == 0
     assert not r.exists(keys.ledger(C, CONV), keys.own_pending(C, CONV))
-    r.set(keys.active_task(C, CONV), "me")
+    r.set(keys.lease(C, CONV), "me")
     assert s.mark_part(keys=mark_keys, args=["me", "part:1-2:0", "pending:5", "d1", 300], client=r) == 1
     assert r.sismember(keys.own_pending(C, CONV), "d1") and r.ttl(keys.own_pending(C, CONV)) > 0
     sent_keys = [keys.ledger(C, CONV), keys.own_reply(C, 99), keys.stats(C)]
@@ -326,9 +326,9 @@ def test_a_part_is_marked_pending_only_with_the_lease_and_recorded_sent_only_ove
 
 
 def test_write_if_holder_writes_a_field_or_a_key_only_with_the_lease(s: Scripts, r) -> None:
-    wk = [keys.active_task(C, CONV), keys.handoff(C, CONV), keys.stats(C)]
+    wk = [keys.lease(C, CONV), keys.handoff(C, CONV), keys.stats(C)]
     assert s.write_if_holder(keys=wk, args=["me", "", "bot", 60, "handoffs"], client=r) == 0
-    r.set(keys.active_task(C, CONV), "me")
+    r.set(keys.lease(C, CONV), "me")
     assert s.write_if_holder(keys=wk, args=["me", "", "bot", 60, "handoffs"], client=r) == 1
     assert r.get(keys.handoff(C, CONV)) == "bot" and 0 < r.ttl(keys.handoff(C, CONV)) <= 60
     assert r.hget(keys.stats(C), "handoffs") == "1"
@@ -339,7 +339,7 @@ def test_write_if_holder_writes_a_field_or_a_key_only_with_the_lease(s: Scripts,
 
 def test_rescue_schedules_only_stranded_conversations(s: Scripts, r) -> None:
     rk = [
-        keys.active_task(C, CONV),
+        keys.lease(C, CONV),
         keys.queue(C, CONV),
         keys.processing(C, CONV),
         keys.conversation_index(C),
@@ -349,9 +349,9 @@ def test_rescue_schedules_only_stranded_conversations(s: Scripts, r) -> None:
     assert s.rescue(keys=rk, args=[CONV], client=r) == -1  # nothing to do: forgotten
     assert not r.sismember(keys.conversation_index(C), CONV)
     r.rpush(keys.processing(C, CONV), "in-flight")
-    r.set(keys.active_task(C, CONV), "alive#1")
+    r.set(keys.lease(C, CONV), "alive#1")
     assert s.rescue(keys=rk, args=[CONV], client=r) == 0  # live lease
-    r.delete(keys.active_task(C, CONV))
+    r.delete(keys.lease(C, CONV))
     assert s.rescue(keys=rk, args=[CONV], client=r) == 1  # its holder died: scheduled now
     assert r.zscore(keys.due(C), CONV) <= time.time()
     assert s.rescue(keys=rk, args=[CONV], client=r) == 0  # already scheduled
@@ -395,16 +395,16 @@ def test_expire_sessions_takes_each_idle_session_once(s: Scripts, r) -> None:
 def test_batch_runs_a_script_beside_commands_in_one_round_trip_even_after_a_script_flush(
     rdb: redis.Redis,
 ) -> None:
-    """A Redis restart empties the script cache: the EVALSHA in a Batch comes back NOSCRIPT, did
+    """A Redis restart empties the script cache: the EVALSHA in a RoundTrip comes back NOSCRIPT, did
     nothing, and is run again alone; the other commands ran once."""
     scripts = Scripts(rdb)
-    lease = keys.active_task(C, CONV)
+    lease = keys.lease(C, CONV)
     scripts.start_run(keys=["warm-up"], args=["x", "x#1", 1000])  # loads the script into the cache
     for flush in (False, True):
         rdb.delete(lease, "counter")
         if flush:
             rdb.script_flush()
-        batch = Batch(rdb)
+        batch = RoundTrip(rdb)
         batch.script(scripts.start_run, [lease], ["T1", "T1", 5000])
         batch.pipe.incr("counter")
         batch.pipe.get(lease)

@@ -47,7 +47,7 @@ def test_202_queues_the_message_and_schedules_its_batch(web, rdb: redis.Redis) -
     stored = json.loads(rdb.lindex(keys.queue("default", 42), 0))
     assert stored["content"] == "hello" and stored["id"] == 1
     assert abs(rdb.zscore(keys.due("default"), "42") - (stored["received_at"] + 30)) < 0.01
-    rdb.set(keys.active_task("default", 42), "task#run", px=5000)
+    rdb.set(keys.lease("default", 42), "task#run", px=5000)
     second = post_webhook(web, cw.message("again", 42, message_id=2)).json
     assert second["queue_position"] == 2 and second["lease_holder"] == "task#run"
     assert second["batching"]["new_batch"] is False and 29 < second["batching"]["due_in_seconds"] <= 30
