@@ -1,7 +1,7 @@
 """Draining one conversation: the body of the ``gateway.drain`` task.
 
 One run of ``Drainer.run`` (one delivery of a task, holding the lease under its
-own run id, ``app.keeper``):
+own run id, ``app.lease``):
 1. resumes a leftover ``webhook_processing`` batch first (a drainer died);
 2. otherwise waits for the batch to close — not by sleeping, nor in a
    countdown task: it schedules the conversation at the due time (by Redis's
@@ -39,7 +39,7 @@ from app.chatwoot import Replier
 from app.errors import BotError, ChatwootError, LeaseLost
 from app.lease import Run, lease_keeper, new_run_id
 from app.ledger import ATTEMPTS, ERROR, Ledger, LedgerState, StoredAnswer, answer_field, message_field
-from app.metrics import count_into
+from app.metrics import Stat, count_into
 from app.pace import PACE_TTL_SECONDS, Pace, learned_window
 from app.payload import StoredMessage, received_at
 from app.posting import Poster
@@ -276,7 +276,7 @@ class Drainer:
         if not append:
             pipe.exists(self._key(keys.handoff))
             pipe.hgetall(self._key(keys.ledger))
-            pipe.hincrby(keys.stats(self._cid), "batches", 1)
+            pipe.hincrby(keys.stats(self._cid), Stat.BATCHES, 1)
             count_into(pipe, self._cid, "gateway_batch_size_messages", len(batch))
         self._previous = count_gaps(pipe, self._cid, self.conversation, self._previous, arrivals)
         if self.company.batch_window_mode == "learned" and arrivals:
@@ -422,8 +422,8 @@ class Drainer:
             reply = ask_bot(self.bot, bot_request(self._cid, segment), self.company.bot_timeout_seconds)
         except BotError as exc:
             pipe = self.client.pipeline(transaction=False)
-            pipe.hincrby(keys.stats(self._cid), "bot_calls", 1)
-            pipe.hincrby(keys.stats(self._cid), "bot_failures", 1)
+            pipe.hincrby(keys.stats(self._cid), Stat.BOT_CALLS, 1)
+            pipe.hincrby(keys.stats(self._cid), Stat.BOT_FAILURES, 1)
             pipe.execute()
             self._send_fallback(segment)
             self._dead_letter(raws, "bot", str(exc))
@@ -433,7 +433,7 @@ class Drainer:
             segment.key, tuple(reply_parts(reply.replies, self.company.reply_split)), reply.handoff
         )
         counted = RoundTrip(self.client)  # the call's counters go in the store's round trip
-        counted.pipe.hincrby(keys.stats(self._cid), "bot_calls", 1)
+        counted.pipe.hincrby(keys.stats(self._cid), Stat.BOT_CALLS, 1)
         count_into(counted.pipe, self._cid, "gateway_bot_latency_seconds", latency)
         self._proven()
         look = superseded < self.company.supersede_max and segment.messages[-1].is_text_only
@@ -446,7 +446,7 @@ class Drainer:
             return answer
         self._count_claim(claimed, append=True)
         newer = self._parse(claimed, raw_of)
-        self.client.hincrby(keys.stats(self._cid), "superseded_runs", 1)
+        self.client.hincrby(keys.stats(self._cid), Stat.SUPERSEDED_RUNS, 1)
         log.info(
             "stale reply suppressed company=%s conversation=%s newer=%d",
             self._cid,
@@ -479,7 +479,7 @@ class Drainer:
         self._typing_shown |= poster.typing_shown
         if failed is not None:
             index, exc = failed
-            self.client.hincrby(keys.stats(self._cid), "replies_failed", 1)
+            self.client.hincrby(keys.stats(self._cid), Stat.REPLIES_FAILED, 1)
             self._dead_letter(raws, "chatwoot", str(exc), ambiguous=exc.ambiguous, parts_posted=index)
             return
         if answer.handoff:
@@ -557,7 +557,7 @@ class Drainer:
                 "fallback not sent company=%s conversation=%s error=%s", self._cid, self.conversation, exc
             )
             return
-        self.client.hincrby(keys.stats(self._cid), "fallbacks_sent", 1)
+        self.client.hincrby(keys.stats(self._cid), Stat.FALLBACKS_SENT, 1)
 
     def _leave_to_humans(self, raws: list[str]) -> None:
         """A human holds the conversation: the messages are theirs (Chatwoot shows them)."""
@@ -572,7 +572,7 @@ class Drainer:
     def _hand_off(self, account: int) -> None:
         marked = self.scripts.write_if_holder(
             keys=[self._key(keys.lease), self._key(keys.handoff), keys.stats(self._cid)],
-            args=[self.run_id, "", "bot", self.company.handoff_ttl_seconds, "handoffs"],
+            args=[self.run_id, "", "bot", self.company.handoff_ttl_seconds, Stat.HANDOFFS],
             client=self.client,
         )
         if not marked:

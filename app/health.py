@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from app import keys
-from app.metrics import redis_histograms, web_metrics_text
+from app.metrics import STAT_HELP, Stat, redis_histograms, web_metrics_text
 from app.ops import active_states
 from app.redis_client import redis_now
 from app.settings import Settings
@@ -17,35 +17,8 @@ __all__ = ["bp", "live_workers", "stuck_workers"]
 
 bp = Blueprint("health", __name__)
 
-# stats hash field -> (metric name, help); counters written by web and worker alike.
-COUNTERS = {
-    "webhooks_queued": ("gateway_webhooks_queued", "Messages accepted into a conversation queue"),
-    "webhooks_duplicate": ("gateway_webhooks_duplicate", "Redeliveries and re-sent messages ignored"),
-    "webhooks_ignored": ("gateway_webhooks_ignored", "Events and messages not for the bot"),
-    "webhooks_rejected_429": ("gateway_webhooks_rejected_429", "Messages refused: conversation queue full"),
-    "batches": ("gateway_batches", "Batches claimed by a drainer"),
-    "bot_calls": ("gateway_bot_calls", "Calls made to the bot"),
-    "bot_failures": ("gateway_bot_failures", "Bot calls that failed past their retries"),
-    "replies_sent": ("gateway_replies_sent", "Reply parts posted to Chatwoot"),
-    "replies_failed": ("gateway_replies_failed", "Reply posts that failed past their retries"),
-    "replies_recovered": (
-        "gateway_replies_recovered",
-        "Replies found already posted after a crash (read-back)",
-    ),
-    "fallbacks_sent": ("gateway_fallbacks_sent", "Fallback messages sent after a bot failure"),
-    "handoffs": ("gateway_handoffs", "Conversations handed to humans by the bot"),
-    "agent_takeovers": ("gateway_agent_takeovers", "Conversations silenced by a human agent's reply"),
-    "superseded_runs": ("gateway_superseded_runs", "Bot answers not posted: newer fragments arrived"),
-    "sessions_expired": ("gateway_sessions_expired", "Bot sessions cleared after SESSION_IDLE_MINUTES"),
-    "lease_takeovers": ("gateway_lease_takeovers", "Leases taken from finished holders"),
-    "sweeper_rescues": ("gateway_sweeper_rescues", "Conversations rescheduled by the sweeper"),
-    "dead_letters": ("gateway_dead_letters", "Batches moved to the dead-letter list"),
-    "dead_letters_dropped": (
-        "gateway_dead_letters_dropped",
-        "Oldest dead letters dropped because the list held DEAD_LETTER_MAX entries",
-    ),
-    "batch_failures": ("gateway_batch_failures", "Runs that failed while handling a batch (an attempt)"),
-}
+# stats hash field -> (metric name, help), from the one declaration (app.metrics.Stat).
+COUNTERS = {c.value: (f"gateway_{c.value}", STAT_HELP[c]) for c in Stat}
 
 
 def live_workers(client: redis.Redis, max_age: float) -> int:

@@ -41,6 +41,7 @@ from celery.result import AsyncResult
 
 from app import keys
 from app.errors import LeaseLost
+from app.metrics import Stat
 from app.scripts import RoundTrip, Scripts
 
 __all__ = [
@@ -98,7 +99,7 @@ def take_over_if_finished(
     lease = keys.lease(company, conversation)
     if not scripts.hand_over(keys=[lease], args=[holder, fresh, lease_px], client=client):
         return None
-    client.hincrby(keys.stats(company), "lease_takeovers", 1)
+    client.hincrby(keys.stats(company), Stat.LEASE_TAKEOVERS, 1)
     log.warning(
         "lease taken over company=%s conversation=%s holder=%s state=%s task=%s",
         company,

@@ -29,6 +29,7 @@ import redis
 
 from app import keys
 from app.errors import LeaseLost
+from app.metrics import Stat
 from app.scripts import RoundTrip, Scripts
 
 __all__ = [
@@ -176,7 +177,7 @@ class Ledger:
         """Keep the batch's latest failure (for its dead letter, if it keeps failing)."""
         self._scripts.write_if_holder(
             keys=[self._lease, self.key, keys.stats(self._company)],
-            args=[self._run, ERROR, error[:500], 0, "batch_failures"],
+            args=[self._run, ERROR, error[:500], 0, Stat.BATCH_FAILURES],
             client=self._client,
         )
 

@@ -11,7 +11,9 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
+from enum import StrEnum
 
 import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -21,7 +23,83 @@ from prometheus_client.utils import floatToGoString
 
 from app import keys
 
-__all__ = ["HISTOGRAMS", "SPOOLED", "WEB_REGISTRY", "observe", "redis_histograms", "web_metrics_text"]
+__all__ = [
+    "HISTOGRAMS",
+    "SPOOLED",
+    "STAT_HELP",
+    "WEB_REGISTRY",
+    "Stat",
+    "observe",
+    "redis_histograms",
+    "render_counters",
+    "web_metrics_text",
+]
+
+
+class Stat(StrEnum):
+    """Every counter of ``<company>:webhook_stats``, declared once. Python writes
+    ``Stat.X``; the Lua scripts name them ``@x@`` (``render_counters``); /metrics
+    reports each as ``gateway_<name>_total``."""
+
+    WEBHOOKS_QUEUED = "webhooks_queued"
+    WEBHOOKS_DUPLICATE = "webhooks_duplicate"
+    WEBHOOKS_IGNORED = "webhooks_ignored"
+    WEBHOOKS_REJECTED_429 = "webhooks_rejected_429"
+    BATCHES = "batches"
+    BOT_CALLS = "bot_calls"
+    BOT_FAILURES = "bot_failures"
+    REPLIES_SENT = "replies_sent"
+    REPLIES_FAILED = "replies_failed"
+    REPLIES_RECOVERED = "replies_recovered"
+    FALLBACKS_SENT = "fallbacks_sent"
+    HANDOFFS = "handoffs"
+    AGENT_TAKEOVERS = "agent_takeovers"
+    TAKEOVERS_ENDED = "takeovers_ended"
+    SUPERSEDED_RUNS = "superseded_runs"
+    SESSIONS_EXPIRED = "sessions_expired"
+    LEASE_TAKEOVERS = "lease_takeovers"
+    SWEEPER_RESCUES = "sweeper_rescues"
+    DEAD_LETTERS = "dead_letters"
+    DEAD_LETTERS_DROPPED = "dead_letters_dropped"
+    BATCH_FAILURES = "batch_failures"
+
+
+STAT_HELP: dict[Stat, str] = {
+    Stat.WEBHOOKS_QUEUED: "Messages accepted into a conversation queue",
+    Stat.WEBHOOKS_DUPLICATE: "Redeliveries and re-sent messages ignored",
+    Stat.WEBHOOKS_IGNORED: "Events and messages not for the bot",
+    Stat.WEBHOOKS_REJECTED_429: "Messages refused: conversation queue full",
+    Stat.BATCHES: "Batches claimed by a drainer",
+    Stat.BOT_CALLS: "Calls made to the bot",
+    Stat.BOT_FAILURES: "Bot calls that failed past their retries",
+    Stat.REPLIES_SENT: "Reply parts posted to Chatwoot",
+    Stat.REPLIES_FAILED: "Reply posts that failed past their retries",
+    Stat.REPLIES_RECOVERED: "Replies found already posted after a crash (read-back)",
+    Stat.FALLBACKS_SENT: "Fallback messages sent after a bot failure",
+    Stat.HANDOFFS: "Conversations handed to humans by the bot",
+    Stat.AGENT_TAKEOVERS: "Conversations silenced by a human agent's reply",
+    Stat.TAKEOVERS_ENDED: "Takeovers and handoffs ended by a status change to pending or resolved",
+    Stat.SUPERSEDED_RUNS: "Bot answers not posted: newer fragments arrived",
+    Stat.SESSIONS_EXPIRED: "Bot sessions cleared after SESSION_IDLE_MINUTES",
+    Stat.LEASE_TAKEOVERS: "Leases taken from finished holders",
+    Stat.SWEEPER_RESCUES: "Conversations rescheduled by the sweeper",
+    Stat.DEAD_LETTERS: "Batches moved to the dead-letter list",
+    Stat.DEAD_LETTERS_DROPPED: "Oldest dead letters dropped because the list held DEAD_LETTER_MAX entries",
+    Stat.BATCH_FAILURES: "Runs that failed while handling a batch (an attempt)",
+}
+
+_COUNTER_TOKEN = re.compile(r"@([a-z0-9_]+)@")
+
+
+def render_counters(script: str) -> str:
+    """A Lua script with each ``@name@`` replaced by that counter's field, quoted; a
+    name that is not a declared ``Counter`` stops the import."""
+
+    def field(match: re.Match[str]) -> str:
+        return f"'{Stat(match.group(1)).value}'"
+
+    return _COUNTER_TOKEN.sub(field, script)
+
 
 WEB_REGISTRY = CollectorRegistry()
 WEBHOOK_RESPONSES = Counter(

@@ -22,6 +22,7 @@ from app import keys
 from app.chatwoot import Replier
 from app.errors import ChatwootError
 from app.ledger import Ledger, LedgerState, StoredAnswer, is_sent, pending_since
+from app.metrics import Stat
 from app.replies import typing_pause
 from app.sessions import content_digest
 from app.settings import CompanyConfig
@@ -94,7 +95,7 @@ class Poster:
             found = self._find_posted(account, part, since)
             if found:
                 self._ledger.record_sent(answer_id, index, state, found[0])
-                self.client.hincrby(keys.stats(self._company.company_id), "replies_recovered", 1)
+                self.client.hincrby(keys.stats(self._company.company_id), Stat.REPLIES_RECOVERED, 1)
                 log.warning(
                     "reply found already posted conversation=%s: not posting it again", self.conversation
                 )

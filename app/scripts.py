@@ -14,6 +14,8 @@ import redis
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
+from app.metrics import render_counters
+
 __all__ = ["EnqueueResult", "RoundTrip", "Scripts"]
 
 # Shared by the scripts that see a conversation's status (ENQUEUE, AGENT_REPLY,
@@ -58,17 +60,17 @@ ENQUEUE = (
 if back_to_bot(KEYS[10], ARGV[9], '0', ARGV[11]) then
   redis.call('DEL', KEYS[7])
 elseif redis.call('EXISTS', KEYS[7]) == 1 then
-  redis.call('HINCRBY', KEYS[6], 'webhooks_ignored', 1)
+  redis.call('HINCRBY', KEYS[6], @webhooks_ignored@, 1)
   return {'handoff', 0, '', '0'}
 end
 if redis.call('EXISTS', KEYS[3]) == 1 or
    (ARGV[8] == '1' and redis.call('EXISTS', KEYS[4]) == 1) then
-  redis.call('HINCRBY', KEYS[6], 'webhooks_duplicate', 1)
+  redis.call('HINCRBY', KEYS[6], @webhooks_duplicate@, 1)
   return {'duplicate', 0, '', '0'}
 end
 local len = redis.call('LLEN', KEYS[1])
 if len >= tonumber(ARGV[3]) then
-  redis.call('HINCRBY', KEYS[6], 'webhooks_rejected_429', 1)
+  redis.call('HINCRBY', KEYS[6], @webhooks_rejected_429@, 1)
   return {'full', len, '', '0'}
 end
 local t = redis.call('TIME')
@@ -92,7 +94,7 @@ redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('SET', KEYS[3], '1', 'EX', ARGV[6])
 if ARGV[8] == '1' then redis.call('SET', KEYS[4], '1', 'EX', ARGV[6]) end
 redis.call('SADD', KEYS[5], ARGV[7])
-redis.call('HINCRBY', KEYS[6], 'webhooks_queued', 1)
+redis.call('HINCRBY', KEYS[6], @webhooks_queued@, 1)
 redis.call('ZADD', KEYS[8], math.floor(now), ARGV[7])
 redis.call('HSET', KEYS[9], ARGV[7], ARGV[10])
 local first = now
@@ -227,7 +229,7 @@ RECORD_SENT = """
 if ARGV[4] ~= '' then redis.call('SET', KEYS[2], '1', 'EX', ARGV[4]) end
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-redis.call('HINCRBY', KEYS[3], 'replies_sent', 1)
+redis.call('HINCRBY', KEYS[3], @replies_sent@, 1)
 return 1
 """
 
@@ -263,11 +265,11 @@ if redis.call('GET', KEYS[2]) ~= ARGV[1] then return false end
 local dropped = 0
 if ARGV[2] ~= '' then
   local length = redis.call('RPUSH', KEYS[4], ARGV[2])
-  redis.call('HINCRBY', KEYS[5], 'dead_letters', 1)
+  redis.call('HINCRBY', KEYS[5], @dead_letters@, 1)
   local over = length - tonumber(ARGV[3])
   if over > 0 then
     redis.call('LTRIM', KEYS[4], over, -1)
-    redis.call('HINCRBY', KEYS[5], 'dead_letters_dropped', over)
+    redis.call('HINCRBY', KEYS[5], @dead_letters_dropped@, over)
     dropped = over
   end
 end
@@ -379,7 +381,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('SISMEMBER', KEYS[2], ARGV[1
   return 'own'
 end
 redis.call('SET', KEYS[3], 'agent', 'EX', ARGV[2])
-redis.call('HINCRBY', KEYS[4], 'agent_takeovers', 1)
+redis.call('HINCRBY', KEYS[4], @agent_takeovers@, 1)
 return 'takeover'
 """
 )
@@ -394,7 +396,7 @@ CONVERSATION_STATUS = (
     + """
 if back_to_bot(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then
   local ended = redis.call('DEL', KEYS[2])
-  if ended == 1 then redis.call('HINCRBY', KEYS[3], 'takeovers_ended', 1) end
+  if ended == 1 then redis.call('HINCRBY', KEYS[3], @takeovers_ended@, 1) end
   return ended
 end
 return 0
@@ -441,30 +443,35 @@ class EnqueueResult:
     due_in_seconds: float  # when the batch is due (the dispatcher hands it to a drain task)
 
 
+def _register(client: redis.Redis, source: str) -> Script:
+    """Register a script, its ``@counter@`` names rendered from ``app.metrics.Stat``."""
+    return client.register_script(render_counters(source))
+
+
 class Scripts:
     """The Lua scripts, registered on one Redis client."""
 
     def __init__(self, client: redis.Redis) -> None:
-        self.enqueue = client.register_script(ENQUEUE)
-        self.hand_over = client.register_script(HAND_OVER)
-        self.start_run = client.register_script(START_RUN)
-        self.renew = client.register_script(RENEW)
-        self.delete_if_equals = client.register_script(DELETE_IF_EQUALS)
-        self.claim_batch = client.register_script(CLAIM_BATCH)
-        self.store_answer = client.register_script(STORE_ANSWER)
-        self.mark_part = client.register_script(MARK_PART)
-        self.record_sent = client.register_script(RECORD_SENT)
-        self.write_if_holder = client.register_script(WRITE_IF_HOLDER)
-        self.complete = client.register_script(COMPLETE)
-        self.release_if_empty = client.register_script(RELEASE_IF_EMPTY)
-        self.rescue = client.register_script(RESCUE)
-        self.claim_due = client.register_script(CLAIM_DUE)
-        self.defer = client.register_script(DEFER)
-        self.replay_dead_letter = client.register_script(REPLAY_DEAD_LETTER)
-        self.agent_reply = client.register_script(AGENT_REPLY)
-        self.conversation_status = client.register_script(CONVERSATION_STATUS)
-        self.expire_sessions = client.register_script(EXPIRE_SESSIONS)
-        self.purge = client.register_script(PURGE)
+        self.enqueue = _register(client, ENQUEUE)
+        self.hand_over = _register(client, HAND_OVER)
+        self.start_run = _register(client, START_RUN)
+        self.renew = _register(client, RENEW)
+        self.delete_if_equals = _register(client, DELETE_IF_EQUALS)
+        self.claim_batch = _register(client, CLAIM_BATCH)
+        self.store_answer = _register(client, STORE_ANSWER)
+        self.mark_part = _register(client, MARK_PART)
+        self.record_sent = _register(client, RECORD_SENT)
+        self.write_if_holder = _register(client, WRITE_IF_HOLDER)
+        self.complete = _register(client, COMPLETE)
+        self.release_if_empty = _register(client, RELEASE_IF_EMPTY)
+        self.rescue = _register(client, RESCUE)
+        self.claim_due = _register(client, CLAIM_DUE)
+        self.defer = _register(client, DEFER)
+        self.replay_dead_letter = _register(client, REPLAY_DEAD_LETTER)
+        self.agent_reply = _register(client, AGENT_REPLY)
+        self.conversation_status = _register(client, CONVERSATION_STATUS)
+        self.expire_sessions = _register(client, EXPIRE_SESSIONS)
+        self.purge = _register(client, PURGE)
 
 
 class RoundTrip:

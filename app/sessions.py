@@ -23,6 +23,7 @@ import redis
 from app import keys
 from app.chatwoot import Replier
 from app.errors import ChatwootError
+from app.metrics import Stat
 from app.scripts import Scripts
 from app.settings import CompanyConfig, Settings
 
@@ -87,7 +88,7 @@ def _expire_one(
     human = client.get(keys.handoff(cid, conv)) == "agent"
     reset_session(client, scripts, cid, conv)
     client.hdel(keys.last_fragment(cid), conv)  # keeps the gap bookkeeping bounded
-    client.hincrby(keys.stats(cid), "sessions_expired", 1)
+    client.hincrby(keys.stats(cid), Stat.SESSIONS_EXPIRED, 1)
     log.info("session expired company=%s conversation=%s human=%s", cid, conv, human)
     if human or not company.session_expired_message or not account.isdigit():
         return

@@ -18,6 +18,7 @@ from celery import Celery
 
 from app import keys
 from app.lease import take_over_if_finished
+from app.metrics import Stat
 from app.scripts import Scripts
 from app.settings import Settings
 
@@ -43,7 +44,7 @@ def _sweep_conversation(
         client=client,
     )
     if leased == 1:
-        client.hincrby(keys.stats(company), "sweeper_rescues", 1)
+        client.hincrby(keys.stats(company), Stat.SWEEPER_RESCUES, 1)
         log.warning("sweeper rescued company=%s conversation=%s: scheduled now", company, conv)
         return True
     if leased == 0 and client.pttl(lease) < ttl_ms // 2:

@@ -12,7 +12,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 
 from app import keys
 from app.intake import accept
-from app.metrics import SPOOLED, WEBHOOK_LATENCY, WEBHOOK_RESPONSES
+from app.metrics import SPOOLED, WEBHOOK_LATENCY, WEBHOOK_RESPONSES, Stat
 from app.payload import AgentReply, Ignored, InvalidPayload, StatusChange, StoredMessage, parse_webhook
 from app.sessions import content_digest, is_reset_keyword, reset_session
 from app.signature import AuthError, authenticate
@@ -41,7 +41,7 @@ def _answer(http_status: int, **body: object):  # type: ignore[no-untyped-def]
 
 def _ignored(gateway, company: str, reason: str):  # type: ignore[no-untyped-def]
     try:
-        gateway.redis.hincrby(keys.stats(company), "webhooks_ignored", 1)
+        gateway.redis.hincrby(keys.stats(company), Stat.WEBHOOKS_IGNORED, 1)
     except redis.RedisError:
         pass  # counting is best effort; the answer does not depend on it
     return _answer(200, status="ignored", reason=reason)
@@ -161,7 +161,7 @@ def handle(gateway, config, parsed, delivery: str | None, ordered: bool = False)
     company = config.company_id
     early = _conversation_event(gateway, config, parsed)
     if early is not None:
-        gateway.redis.hincrby(keys.stats(company), "webhooks_ignored", 1)
+        gateway.redis.hincrby(keys.stats(company), Stat.WEBHOOKS_IGNORED, 1)
         return 200, {"status": "ignored", "reason": early}
     accepted = accept(gateway.redis, gateway.scripts, gateway.settings, config, parsed, delivery, ordered)
     result = accepted.result
