@@ -3,6 +3,17 @@
 A wrong value raises ``ConfigError`` whose message names the variable; the
 processes print it and stop (``python -m app check-config`` does the same for
 start.sh before anything starts).
+
+Each setting is declared once: a dataclass field with its default and, in its
+``metadata``, the parser that reads it from the environment (NAME in upper case)
+or from a COMPANIES_FILE object (lower case). pydantic-settings does this with
+typed fields and errors naming the field, and was weighed: it would add
+pydantic-core (a compiled package of several MB) to a small image, its
+environment and JSON sources would still need this module's two spellings and
+cross-field rules (max wait ≥ window, a URL required by the backend), and its
+messages name a field path rather than the variable an operator sets. A
+dataclass with one parser per field keeps messages like "BOT_URL must be an
+http(s) URL, got 'x'" and no dependency.
 """
 
 from __future__ import annotations
@@ -11,7 +22,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlparse
 
@@ -26,109 +37,6 @@ _HANDLER = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 class ConfigError(ValueError):
     """A configuration value is missing or invalid; the message names it."""
-
-
-@dataclass(frozen=True)
-class CompanyConfig:
-    company_id: str = "default"
-    chatwoot_base_url: str | None = None
-    chatwoot_api_token: str | None = field(default=None, repr=False)
-    chatwoot_webhook_secret: str | None = field(default=None, repr=False)
-    webhook_token: str | None = field(default=None, repr=False)
-    bot_backend: str = "echo"
-    bot_url: str | None = None
-    bot_timeout_seconds: float = 30.0
-    openai_base_url: str | None = None
-    openai_api_key: str | None = field(default=None, repr=False)
-    openai_model: str | None = None
-    bot_system_prompt: str = "You are a helpful customer-support assistant."
-    bot_handler: str | None = None
-    bot_fallback_message: str | None = None
-    batch_window_mode: str = "sliding"
-    batch_window_seconds: float = 10.0
-    batch_window_min_seconds: float = 3.0
-    batch_window_max_seconds: float = 30.0
-    batch_max_wait_seconds: float = 30.0
-    batch_max_avg_chars: int = 400
-    max_queue_per_conversation: int = 200
-    session_idle_minutes: float = 15.0
-    reply_split: str = "none"
-    typing_chars_per_second: float = 40.0
-    chatwoot_integration: str = "agent_bot"
-    bot_only_pending: bool | None = None  # None: by the integration (agent_bot: pending only)
-    inbox_ids: tuple[int, ...] = ()  # empty: every inbox of the account
-    bot_resume_after_minutes: float | None = None
-    handoff_max_days: float = 30.0
-    session_expired_message: str | None = None
-    session_reset_keywords: tuple[str, ...] = ()
-    supersede_max: int = 2
-
-    @property
-    def handoff_ttl_seconds(self) -> int:
-        """How long a human takeover or a bot handoff lasts without news from Chatwoot:
-        ``BOT_RESUME_AFTER_MINUTES`` when set, else ``HANDOFF_MAX_DAYS`` (a marker never
-        lives forever: conversations that humans abandon must not pile up in Redis)."""
-        if self.bot_resume_after_minutes:
-            return max(1, int(self.bot_resume_after_minutes * 60))
-        return max(1, int(self.handoff_max_days * 86400))
-
-    @property
-    def first_window(self) -> float:
-        """The quiet period the enqueue script schedules a batch with (learned: the
-        shortest; the drainer, which knows the contact's pace, defers it when later)."""
-        if self.batch_window_mode == "learned":
-            return min(self.batch_window_min_seconds, self.batch_max_wait_seconds)
-        return self.batch_window_seconds
-
-    @property
-    def status_ttl_seconds(self) -> int:
-        """How long the last seen status of a conversation is kept (HANDOFF_MAX_DAYS)."""
-        return max(1, int(self.handoff_max_days * 86400))
-
-    @property
-    def answers_only_pending(self) -> bool:
-        """Answer only ``pending`` conversations? In an Agent Bot inbox ``pending`` is the
-        bot's and ``open`` the humans' (the Agent Bot receives both): yes by default.
-        Through an account webhook, conversations start ``open``: no by default."""
-        if self.bot_only_pending is not None:
-            return self.bot_only_pending
-        return self.chatwoot_integration == "agent_bot"
-
-    def serves_inbox(self, inbox_id: int | None) -> bool:
-        return not self.inbox_ids or inbox_id in self.inbox_ids
-
-    @property
-    def dry_run(self) -> bool:
-        return not self.chatwoot_base_url
-
-    @property
-    def has_webhook_auth(self) -> bool:
-        return bool(self.chatwoot_webhook_secret or self.webhook_token)
-
-
-@dataclass(frozen=True)
-class Settings:
-    redis_url: str = field(repr=False)
-    companies: Mapping[str, CompanyConfig]
-    max_body_bytes: int = 1024 * 1024
-    queue_ttl_seconds: int = 24 * 3600
-    seen_ttl_seconds: int = 48 * 3600
-    lease_ttl_seconds: float = 20.0
-    sweep_interval_seconds: float = 5.0
-    batch_max_messages: int = 50
-    worker_heartbeat_max_age_seconds: float = 15.0
-    chatwoot_timeout_seconds: float = 10.0
-    outbound_retries: int = 3
-    batch_max_attempts: int = 3
-    run_max_seconds: float = 300.0
-    dead_letter_max: int = 10000
-    data_dir: str = "data"
-    spool_max_bytes: int = 64 * 1024 * 1024
-    log_level: str = "INFO"
-    log_format: str = "text"
-
-    def company(self, company_id: str) -> CompanyConfig | None:
-        return self.companies.get(company_id)
 
 
 # name -> (parser, CompanyConfig field); the environment variable is NAME upper case.
@@ -231,58 +139,126 @@ def _handler(name: str, raw: str) -> str:
     return value
 
 
-_Parser = Callable[[str, str], Any]
-COMPANY_FIELDS: dict[str, _Parser] = {
-    "company_id": _company_id,
-    "chatwoot_base_url": _url,
-    "chatwoot_api_token": _str,
-    "chatwoot_webhook_secret": _str,
-    "webhook_token": _str,
-    "bot_backend": _one_of(BOT_BACKENDS),
-    "bot_url": _url,
-    "bot_timeout_seconds": _positive_float,
-    "openai_base_url": _url,
-    "openai_api_key": _str,
-    "openai_model": _str,
-    "bot_system_prompt": _str,
-    "bot_handler": _handler,
-    "bot_fallback_message": _str,
-    "batch_window_mode": _one_of(WINDOW_MODES),
-    "batch_window_seconds": _positive_float,
-    "batch_window_min_seconds": _positive_float,
-    "batch_window_max_seconds": _positive_float,
-    "batch_max_wait_seconds": _positive_float,
-    "batch_max_avg_chars": _positive_int,
-    "max_queue_per_conversation": _positive_int,
-    "session_idle_minutes": _positive_float,
-    "reply_split": _reply_split,
-    "typing_chars_per_second": _positive_float,
-    "chatwoot_integration": _one_of(INTEGRATIONS),
-    "bot_only_pending": _bool,
-    "inbox_ids": _inbox_ids,
-    "bot_resume_after_minutes": _positive_float,
-    "handoff_max_days": _positive_float,
-    "session_expired_message": _str,
-    "session_reset_keywords": _keywords,
-    "supersede_max": _non_negative_int,
-}
+@dataclass(frozen=True)
+class CompanyConfig:
+    company_id: str = field(default="default", metadata={"parse": _company_id})
+    chatwoot_base_url: str | None = field(default=None, metadata={"parse": _url})
+    chatwoot_api_token: str | None = field(default=None, repr=False, metadata={"parse": _str})
+    chatwoot_webhook_secret: str | None = field(default=None, repr=False, metadata={"parse": _str})
+    webhook_token: str | None = field(default=None, repr=False, metadata={"parse": _str})
+    bot_backend: str = field(default="echo", metadata={"parse": _one_of(BOT_BACKENDS)})
+    bot_url: str | None = field(default=None, metadata={"parse": _url})
+    bot_timeout_seconds: float = field(default=30.0, metadata={"parse": _positive_float})
+    openai_base_url: str | None = field(default=None, metadata={"parse": _url})
+    openai_api_key: str | None = field(default=None, repr=False, metadata={"parse": _str})
+    openai_model: str | None = field(default=None, metadata={"parse": _str})
+    bot_system_prompt: str = field(
+        default="You are a helpful customer-support assistant.", metadata={"parse": _str}
+    )
+    bot_handler: str | None = field(default=None, metadata={"parse": _handler})
+    bot_fallback_message: str | None = field(default=None, metadata={"parse": _str})
+    batch_window_mode: str = field(default="sliding", metadata={"parse": _one_of(WINDOW_MODES)})
+    batch_window_seconds: float = field(default=10.0, metadata={"parse": _positive_float})
+    batch_window_min_seconds: float = field(default=3.0, metadata={"parse": _positive_float})
+    batch_window_max_seconds: float = field(default=30.0, metadata={"parse": _positive_float})
+    batch_max_wait_seconds: float = field(default=30.0, metadata={"parse": _positive_float})
+    batch_max_avg_chars: int = field(default=400, metadata={"parse": _positive_int})
+    max_queue_per_conversation: int = field(default=200, metadata={"parse": _positive_int})
+    session_idle_minutes: float = field(default=15.0, metadata={"parse": _positive_float})
+    reply_split: str = field(default="none", metadata={"parse": _reply_split})
+    typing_chars_per_second: float = field(default=40.0, metadata={"parse": _positive_float})
+    chatwoot_integration: str = field(default="agent_bot", metadata={"parse": _one_of(INTEGRATIONS)})
+    bot_only_pending: bool | None = field(
+        default=None, metadata={"parse": _bool}
+    )  # None: by the integration (agent_bot: pending only)
+    inbox_ids: tuple[int, ...] = field(
+        default=(), metadata={"parse": _inbox_ids}
+    )  # empty: every inbox of the account
+    bot_resume_after_minutes: float | None = field(default=None, metadata={"parse": _positive_float})
+    handoff_max_days: float = field(default=30.0, metadata={"parse": _positive_float})
+    session_expired_message: str | None = field(default=None, metadata={"parse": _str})
+    session_reset_keywords: tuple[str, ...] = field(default=(), metadata={"parse": _keywords})
+    supersede_max: int = field(default=2, metadata={"parse": _non_negative_int})
 
-GLOBAL_FIELDS: dict[str, _Parser] = {
-    "max_body_bytes": _positive_int,
-    "queue_ttl_seconds": _positive_int,
-    "seen_ttl_seconds": _positive_int,
-    "lease_ttl_seconds": _positive_float,
-    "sweep_interval_seconds": _positive_float,
-    "batch_max_messages": _positive_int,
-    "worker_heartbeat_max_age_seconds": _positive_float,
-    "chatwoot_timeout_seconds": _positive_float,
-    "outbound_retries": _positive_int,
-    "batch_max_attempts": _positive_int,
-    "run_max_seconds": _positive_float,
-    "dead_letter_max": _positive_int,
-    "data_dir": _str,
-    "spool_max_bytes": _positive_int,
-}
+    @property
+    def handoff_ttl_seconds(self) -> int:
+        """How long a human takeover or a bot handoff lasts without news from Chatwoot:
+        ``BOT_RESUME_AFTER_MINUTES`` when set, else ``HANDOFF_MAX_DAYS`` (a marker never
+        lives forever: conversations that humans abandon must not pile up in Redis)."""
+        if self.bot_resume_after_minutes:
+            return max(1, int(self.bot_resume_after_minutes * 60))
+        return max(1, int(self.handoff_max_days * 86400))
+
+    @property
+    def first_window(self) -> float:
+        """The quiet period the enqueue script schedules a batch with (learned: the
+        shortest; the drainer, which knows the contact's pace, defers it when later)."""
+        if self.batch_window_mode == "learned":
+            return min(self.batch_window_min_seconds, self.batch_max_wait_seconds)
+        return self.batch_window_seconds
+
+    @property
+    def status_ttl_seconds(self) -> int:
+        """How long the last seen status of a conversation is kept (HANDOFF_MAX_DAYS)."""
+        return max(1, int(self.handoff_max_days * 86400))
+
+    @property
+    def answers_only_pending(self) -> bool:
+        """Answer only ``pending`` conversations? In an Agent Bot inbox ``pending`` is the
+        bot's and ``open`` the humans' (the Agent Bot receives both): yes by default.
+        Through an account webhook, conversations start ``open``: no by default."""
+        if self.bot_only_pending is not None:
+            return self.bot_only_pending
+        return self.chatwoot_integration == "agent_bot"
+
+    def serves_inbox(self, inbox_id: int | None) -> bool:
+        return not self.inbox_ids or inbox_id in self.inbox_ids
+
+    @property
+    def dry_run(self) -> bool:
+        return not self.chatwoot_base_url
+
+    @property
+    def has_webhook_auth(self) -> bool:
+        return bool(self.chatwoot_webhook_secret or self.webhook_token)
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = field(repr=False)
+    companies: Mapping[str, CompanyConfig]
+    max_body_bytes: int = field(default=1024 * 1024, metadata={"parse": _positive_int})
+    queue_ttl_seconds: int = field(default=24 * 3600, metadata={"parse": _positive_int})
+    seen_ttl_seconds: int = field(default=48 * 3600, metadata={"parse": _positive_int})
+    lease_ttl_seconds: float = field(default=20.0, metadata={"parse": _positive_float})
+    sweep_interval_seconds: float = field(default=5.0, metadata={"parse": _positive_float})
+    batch_max_messages: int = field(default=50, metadata={"parse": _positive_int})
+    worker_heartbeat_max_age_seconds: float = field(default=15.0, metadata={"parse": _positive_float})
+    chatwoot_timeout_seconds: float = field(default=10.0, metadata={"parse": _positive_float})
+    outbound_retries: int = field(default=3, metadata={"parse": _positive_int})
+    batch_max_attempts: int = field(default=3, metadata={"parse": _positive_int})
+    run_max_seconds: float = field(default=300.0, metadata={"parse": _positive_float})
+    dead_letter_max: int = field(default=10000, metadata={"parse": _positive_int})
+    data_dir: str = field(default="data", metadata={"parse": _str})
+    spool_max_bytes: int = field(default=64 * 1024 * 1024, metadata={"parse": _positive_int})
+    log_level: str = "INFO"
+    log_format: str = "text"
+
+    def company(self, company_id: str) -> CompanyConfig | None:
+        return self.companies.get(company_id)
+
+
+_Parser = Callable[[str, str], Any]
+
+
+def _parsers(cls: type) -> dict[str, _Parser]:
+    """name -> parser of every field of ``cls`` that comes from the environment or
+    COMPANIES_FILE: the parser is declared with the field (its ``metadata``)."""
+    return {f.name: f.metadata["parse"] for f in fields(cls) if "parse" in f.metadata}
+
+
+COMPANY_FIELDS: dict[str, _Parser] = _parsers(CompanyConfig)
+GLOBAL_FIELDS: dict[str, _Parser] = _parsers(Settings)
 
 
 def _parse_fields(
