@@ -95,7 +95,7 @@ class Poster:
             found = self._find_posted(account, part, since)
             if found:
                 self._ledger.record_sent(answer_id, index, state, found[0])
-                self.client.hincrby(keys.stats(self._company.company_id), Stat.REPLIES_RECOVERED, 1)
+                self._client.hincrby(keys.stats(self._company.company_id), Stat.REPLIES_RECOVERED, 1)
                 log.warning(
                     "reply found already posted conversation=%s: not posting it again", self.conversation
                 )
