@@ -1,29 +1,27 @@
-"""Operator commands: ``python -m app <command>``.
+"""Operator commands: ``python -m app <command> [options]`` (``--help`` on each).
 
-check-config         validate the environment; print the problem and exit 2 if bad
-show-config          print the effective configuration, secrets masked
-dead-letters         list the dead letters of a company (newest last)
-replay-dead-letters  re-queue dead letters in order (--limit N for the oldest N)
-busiest              conversations with work in flight: depth, lease holder, oldest age
-show CONVERSATION    one conversation's queue, lease and handoff state
-purge CONVERSATION   drop a conversation's waiting and in-flight messages (asks first; --yes)
-analytics            batching report: gaps between fragments, what the window merges,
-                     the window that would merge 90/95/99%, batch sizes (--png FILE draws it)
+With ``REDIS_URL`` unset and ``make run``'s data directory present (``DATA_DIR``,
+default ``./data``), the commands talk to its embedded Redis
+(127.0.0.1:``EMBEDDED_REDIS_PORT``, default 6399).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
+import os
 import sys
+from pathlib import Path
 
+import click
 import redis
 
 from app.analytics import plot, report
 from app.bots import load_handler
 from app.dead_letters import list_dead_letters, replay_dead_letters
-from app.ops import busiest, conversation_state, purge
+from app.ops import busiest as busiest_states
+from app.ops import conversation_state
+from app.ops import purge as purge_conversation
 from app.redis_client import connect, fitness
 from app.scripts import Scripts
 from app.settings import CompanyConfig, ConfigError, Settings, load_settings
@@ -39,119 +37,162 @@ def _masked(config: CompanyConfig) -> dict[str, object]:
     return data
 
 
+def _embedded_redis_default() -> None:
+    """``make run`` without REDIS_URL started an embedded Redis: talk to it."""
+    if os.environ.get("REDIS_URL", "").strip():
+        return
+    if (Path(os.environ.get("DATA_DIR", "data")) / "redis").is_dir():
+        port = os.environ.get("EMBEDDED_REDIS_PORT", "6399")
+        os.environ["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+        click.echo(f"REDIS_URL is unset: using make run's embedded Redis on 127.0.0.1:{port}", err=True)
+
+
+def _settings() -> Settings:
+    _embedded_redis_default()
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        click.echo(f"configuration error: {exc}", err=True)
+        sys.exit(2)
+
+
+def _company(settings: Settings, company: str | None) -> str:
+    chosen = company or next(iter(settings.companies))
+    if chosen not in settings.companies:
+        click.echo(f"unknown company {chosen!r}", err=True)
+        sys.exit(2)
+    return chosen
+
+
 def _redis_fit(settings: Settings) -> bool:
     """Check the Redis the gateway is given (``app.redis_client.fitness``); print why not."""
     try:
         problems, warnings = fitness(connect(settings.redis_url))
     except redis.RedisError as exc:
-        print(f"warning: Redis not checked, unreachable now ({type(exc).__name__})", file=sys.stderr)
+        click.echo(f"warning: Redis not checked, unreachable now ({type(exc).__name__})", err=True)
         return True
     for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        click.echo(f"warning: {warning}", err=True)
     for problem in problems:
-        print(f"configuration error: {problem}", file=sys.stderr)
+        click.echo(f"configuration error: {problem}", err=True)
     return not problems
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m app", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "command",
-        choices=[
-            "check-config",
-            "show-config",
-            "dead-letters",
-            "replay-dead-letters",
-            "busiest",
-            "show",
-            "purge",
-            "analytics",
-        ],
-    )
-    parser.add_argument("conversation", nargs="?", help="conversation id (show, purge)")
-    parser.add_argument("--yes", action="store_true", help="purge without asking")
-    parser.add_argument("--png", help="analytics: also write the histogram to this PNG file")
-    parser.add_argument("--company", help="company id (default: the only one configured)")
-    parser.add_argument("--limit", type=int, default=None, help="most entries to list or replay")
-    args = parser.parse_args(argv)
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
-    if args.command == "check-config":
-        for company in settings.companies.values():
-            if company.bot_backend == "python" and company.bot_handler:
-                try:
-                    load_handler(company.bot_handler)
-                except ConfigError as exc:
-                    print(f"configuration error: {exc}", file=sys.stderr)
-                    return 2
-            if not company.has_webhook_auth:
-                print(
-                    f"warning: company {company.company_id!r} has no CHATWOOT_WEBHOOK_SECRET or"
-                    " WEBHOOK_TOKEN: every webhook will be refused (401)",
-                    file=sys.stderr,
-                )
-        if not _redis_fit(settings):
-            return 2
-        print(f"configuration ok: {len(settings.companies)} company(ies)")
-        return 0
-    if args.command == "show-config":
-        print(json.dumps({cid: _masked(c) for cid, c in settings.companies.items()}, indent=2))
-        return 0
-    return _operate(settings, args)
+company_option = click.option("--company", help="company id (default: the first configured)")
+conversation_argument = click.argument("conversation", type=click.IntRange(min=0))
 
 
-def _operate(settings: Settings, args: argparse.Namespace) -> int:
-    company = args.company or next(iter(settings.companies))
-    if company not in settings.companies:
-        print(f"unknown company {company!r}", file=sys.stderr)
-        return 2
-    client = connect(settings.redis_url)
-    if args.command in ("show", "purge") and not (args.conversation or "").isdigit():
-        print(f"{args.command} needs a conversation id (a number)", file=sys.stderr)
-        return 2
-    if args.command == "analytics":
-        result = report(client, company, settings.companies[company].batch_window_seconds)
-        print(result.text())
-        if args.png:
-            plot(result, args.png)
-            print(f"histogram written to {args.png}")
-        return 0
-    if args.command == "busiest":
-        for state in busiest(client, company, args.limit or 20):
-            print(json.dumps(state.as_dict()))
-        return 0
-    if args.command == "show":
-        print(json.dumps(conversation_state(client, company, args.conversation).as_dict(), indent=2))
-        return 0
-    if args.command == "purge":
-        state = conversation_state(client, company, args.conversation)
-        total = state.waiting + state.in_flight
-        if (
-            not args.yes
-            and input(f"drop {total} message(s) of conversation {args.conversation}? [y/N] ") != "y"
-        ):
-            print("nothing dropped")
-            return 1
-        print(f"dropped {purge(client, Scripts(client), company, args.conversation)} message(s)")
-        return 0
-    if args.command == "dead-letters":
-        for entry in list_dead_letters(client, company, args.limit or 50):
-            print(
-                json.dumps(
-                    {k: v for k, v in entry.items() if k != "messages"}
-                    | {"messages": len(entry.get("messages", []))}
-                )
+@click.group(help=__doc__)
+def cli() -> None:
+    pass
+
+
+@cli.command("check-config")
+def check_config() -> None:
+    """Validate the configuration and the Redis it names; exit 2 naming the problem."""
+    settings = _settings()
+    for company in settings.companies.values():
+        if company.bot_backend == "python" and company.bot_handler:
+            try:
+                load_handler(company.bot_handler)
+            except ConfigError as exc:
+                click.echo(f"configuration error: {exc}", err=True)
+                sys.exit(2)
+        if not company.has_webhook_auth:
+            click.echo(
+                f"warning: company {company.company_id!r} has no CHATWOOT_WEBHOOK_SECRET or"
+                " WEBHOOK_TOKEN: every webhook will be refused (401)",
+                err=True,
             )
-        return 0
-    count = replay_dead_letters(client, Scripts(client), company, settings.queue_ttl_seconds, args.limit)
-    print(f"re-queued {count} message(s) of company {company!r}")
-    return 0
+    if not _redis_fit(settings):
+        sys.exit(2)
+    click.echo(f"configuration ok: {len(settings.companies)} company(ies)")
+
+
+@cli.command("show-config")
+def show_config() -> None:
+    """Print the effective configuration, secrets masked."""
+    settings = _settings()
+    click.echo(json.dumps({cid: _masked(c) for cid, c in settings.companies.items()}, indent=2))
+
+
+@cli.command("dead-letters")
+@company_option
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+def dead_letters(company: str | None, limit: int) -> None:
+    """List the dead letters, oldest first (one JSON line each, no message bodies)."""
+    settings = _settings()
+    client = connect(settings.redis_url)
+    for entry in list_dead_letters(client, _company(settings, company), limit):
+        summary = {k: v for k, v in entry.items() if k != "messages"} | {
+            "messages": len(entry.get("messages", []))
+        }
+        click.echo(json.dumps(summary))
+
+
+@cli.command("replay-dead-letters")
+@company_option
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="only the oldest N")
+def replay(company: str | None, limit: int | None) -> None:
+    """Re-queue the dead letters in order; the sweeper schedules them."""
+    settings = _settings()
+    cid = _company(settings, company)
+    client = connect(settings.redis_url)
+    count = replay_dead_letters(client, Scripts(client), cid, settings.queue_ttl_seconds, limit)
+    click.echo(f"re-queued {count} message(s) of company {cid!r}")
+
+
+@cli.command()
+@company_option
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+def busiest(company: str | None, limit: int) -> None:
+    """Conversations with work in flight: depth, lease holder and TTL, oldest age."""
+    settings = _settings()
+    for state in busiest_states(connect(settings.redis_url), _company(settings, company), limit):
+        click.echo(json.dumps(state.as_dict()))
+
+
+@cli.command()
+@conversation_argument
+@company_option
+def show(conversation: int, company: str | None) -> None:
+    """One conversation: queue, in flight, lease, handoff."""
+    settings = _settings()
+    state = conversation_state(connect(settings.redis_url), _company(settings, company), str(conversation))
+    click.echo(json.dumps(state.as_dict(), indent=2))
+
+
+@cli.command()
+@conversation_argument
+@company_option
+@click.option("--yes", is_flag=True, help="do not ask")
+def purge(conversation: int, company: str | None, yes: bool) -> None:
+    """Drop a conversation's waiting and in-flight messages."""
+    settings = _settings()
+    cid, client = _company(settings, company), connect(settings.redis_url)
+    state = conversation_state(client, cid, str(conversation))
+    total = state.waiting + state.in_flight
+    if not yes and not click.confirm(
+        f"drop {total} message(s) of conversation {conversation}?", default=False
+    ):
+        click.echo("nothing dropped")
+        sys.exit(1)
+    click.echo(f"dropped {purge_conversation(client, Scripts(client), cid, str(conversation))} message(s)")
+
+
+@cli.command()
+@company_option
+@click.option("--png", type=click.Path(dir_okay=False), help="also draw the histogram into this PNG file")
+def analytics(company: str | None, png: str | None) -> None:
+    """The batching report: gaps, what the window merges, the windows for 90/95/99 %."""
+    settings = _settings()
+    cid = _company(settings, company)
+    result = report(connect(settings.redis_url), cid, settings.companies[cid].batch_window_seconds)
+    click.echo(result.text())
+    if png:
+        plot(result, png)
+        click.echo(f"histogram written to {png}")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli(prog_name="python -m app")

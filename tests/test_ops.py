@@ -81,3 +81,26 @@ def test_bad_configuration_stops_with_the_variable_named(redis_url: str) -> None
     env = base_env(redis_url, "http://127.0.0.1:9", BATCH_WINDOW_SECONDS="soon")
     result = cli(env, "check-config")
     assert result.returncode == 2 and "BATCH_WINDOW_SECONDS" in result.stderr
+
+
+def test_the_cli_finds_make_runs_embedded_redis_when_redis_url_is_unset(
+    redis_url: str, rdb: redis.Redis, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    seed(rdb, "7", 3, age=5)
+    (tmp_path / "redis").mkdir()  # what make run leaves: DATA_DIR/redis
+    env = base_env(redis_url, "http://127.0.0.1:9")
+    del env["REDIS_URL"]
+    env.update(DATA_DIR=str(tmp_path), EMBEDDED_REDIS_PORT=redis_url.rsplit(":", 1)[1].split("/")[0])
+    done = cli(env, "busiest")
+    assert done.returncode == 0, done.stderr
+    assert "embedded Redis" in done.stderr and json.loads(done.stdout.splitlines()[0])["conversation"] == "7"
+    (tmp_path / "redis").rmdir()
+    refused = cli(env, "busiest")  # no make run here: the missing variable is named
+    assert refused.returncode == 2 and "REDIS_URL" in refused.stderr
+
+
+def test_subcommands_check_their_arguments(rdb: redis.Redis, redis_url: str) -> None:
+    env = base_env(redis_url, "http://127.0.0.1:9")
+    assert cli(env, "show", "abc").returncode == 2
+    assert cli(env, "busiest", "--company", "nope").returncode == 2
+    assert "--limit" in cli(env, "dead-letters", "--help").stdout
