@@ -41,7 +41,7 @@ __all__ = ["POLL_SECONDS", "Claim", "Dispatcher"]
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.01
-LOOK_AHEAD = 200  # entries read per company per look
+LOOK_AHEAD = 200  # the most claimed in one look
 PUBLISHED_WINDOW_SECONDS = 1.0  # a published task not started by then is somebody else's
 
 
@@ -78,18 +78,20 @@ class Dispatcher:
                 self._published.popleft()
             return max(0, self.capacity - self._running - len(self._published))
 
-    def _look(self) -> tuple[float, list[tuple[str, str, float]]]:
-        """(now, [(company, conversation, due)]) of the earliest entries, one round trip."""
+    def _look(self, limit: int) -> tuple[float, list[tuple[str, str, float]]]:
+        """(now, [(company, conversation, due)]) of each company's ``limit + 1`` earliest
+        entries, earliest first, in one round trip: enough to claim ``limit`` and to know
+        whether more are due, or when the next one is."""
         pipe = self._client.pipeline(transaction=False)
         pipe.time()
         companies = list(self._settings.companies)
         for company in companies:
-            pipe.zrange(keys.due(company), 0, LOOK_AHEAD - 1, withscores=True)
+            pipe.zrange(keys.due(company), 0, limit, withscores=True)
         (seconds, micros), *entries = pipe.execute()
         found = [
             (c, conv, float(due)) for c, rows in zip(companies, entries, strict=True) for conv, due in rows
         ]
-        return seconds + micros / 1e6, found
+        return seconds + micros / 1e6, sorted(found, key=lambda entry: entry[2])
 
     def claim(self, limit: int = LOOK_AHEAD) -> tuple[list[Claim], float | None]:
         """Claim up to ``limit`` due conversations, the earliest first (their leases name
@@ -97,7 +99,7 @@ class Dispatcher:
         none is waiting, 0 when more is due than claimed)."""
         if limit <= 0:
             return [], None
-        now, entries = self._look()
+        now, entries = self._look(limit)
         ready = [e for e in entries if e[2] <= now]
         due = ready[:limit]
         later = [e[2] - now for e in entries if e[2] > now]

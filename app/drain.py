@@ -38,7 +38,7 @@ from app.bots import Bot, ask_bot, bot_request
 from app.chatwoot import Replier
 from app.errors import BotError, ChatwootError, LeaseLost
 from app.lease import Run, lease_keeper, new_run_id
-from app.ledger import ATTEMPTS, ERROR, Ledger, LedgerState, StoredAnswer, answer_field, message_field
+from app.ledger import ATTEMPTS, ERROR, Ledger, LedgerState, StoredAnswer
 from app.metrics import Stat, count_into
 from app.pace import PACE_TTL_SECONDS, Pace, learned_window
 from app.payload import StoredMessage, received_at
@@ -438,11 +438,12 @@ class Drainer:
         self._proven()
         look = superseded < self.company.supersede_max and segment.messages[-1].is_text_only
         assert self._ledger is not None
+        message_ids = [m.id for m in segment.messages]
         claimed = self._ledger.store_answer(
-            answer, [m.id for m in segment.messages], self.settings.batch_max_messages if look else 0, counted
+            answer, message_ids, self.settings.batch_max_messages if look else 0, counted
         )
         if not claimed:
-            self._state.fields.update(self._stored_fields(answer, segment))
+            self._state.store(answer, message_ids)
             return answer
         self._count_claim(claimed, append=True)
         newer = self._parse(claimed, raw_of)
@@ -454,12 +455,6 @@ class Drainer:
             len(newer),
         )
         return newer
-
-    @staticmethod
-    def _stored_fields(answer: StoredAnswer, segment: Segment) -> dict[str, str]:
-        fields = {answer_field(answer.answer_id): answer.to_json()}
-        fields.update({message_field(m.id): answer_field(answer.answer_id) for m in segment.messages})
-        return fields
 
     # -- posting the stored answer -------------------------------------------------
 

@@ -85,6 +85,11 @@ class LedgerState:
         data = json.loads(raw)
         return StoredAnswer(field[len(ANSWER) :], tuple(data["parts"]), bool(data["handoff"]))
 
+    def store(self, answer: StoredAnswer, message_ids: list[int]) -> None:
+        """What ``Ledger.store_answer`` wrote, in this copy (the run reads it, not Redis)."""
+        self.fields[answer_field(answer.answer_id)] = answer.to_json()
+        self.fields.update({message_field(m): answer_field(answer.answer_id) for m in message_ids})
+
     def part(self, answer_id: str, index: int) -> str | None:
         return self.fields.get(part_field(answer_id, index))
 

@@ -13,7 +13,7 @@ from app import keys
 from app.dispatcher import Dispatcher
 from app.scripts import Scripts
 from app.settings import load_settings
-from tests.conftest import base_env
+from tests.conftest import base_env, companies_env
 
 
 def dispatcher(redis_url: str, rdb: redis.Redis) -> Dispatcher:
@@ -32,6 +32,20 @@ def test_claims_the_earliest_due_entries_and_says_when_to_look_again(
     claims, wait = dispatcher(redis_url, rdb).claim(limit=5)
     assert [c.conversation for c in claims] == ["2"] and wait is not None and 29 < wait <= 30
     assert rdb.zrange(keys.due("default"), 0, -1) == ["3"]
+
+
+def test_the_earliest_due_entry_goes_first_whichever_company_it_belongs_to(
+    redis_url: str, rdb: redis.Redis, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    env = companies_env(redis_url, tmp_path, [{"company_id": "a"}, {"company_id": "b"}])
+    settings = load_settings(env)
+    d = Dispatcher(rdb, Scripts(rdb), Celery(broker=redis_url, backend=redis_url), settings)
+    now = time.time()
+    rdb.zadd(keys.due("a"), {"1": now - 1, "2": now - 0.5})
+    rdb.zadd(keys.due("b"), {"9": now - 5})
+    claims, wait = d.claim(limit=1)
+    assert [(c.company, c.conversation) for c in claims] == [("b", "9")] and wait == 0.0
+    assert [(c.company, c.conversation) for c in d.claim(limit=5)[0]] == [("a", "1"), ("a", "2")]
 
 
 def test_publishes_only_for_free_slots(redis_url: str, rdb: redis.Redis) -> None:
