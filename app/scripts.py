@@ -146,9 +146,8 @@ end
 return 0
 """
 
-# Compare-and-delete: remove a key only while it holds the expected value.
-# Used for the lease of a task whose drain task could not be published, and
-# for a bot-requested handoff marker ("bot", never a human's "agent").
+# Compare-and-delete: remove a key only while it holds the expected value:
+# a bot-requested handoff marker ("bot", never a human's "agent") on a reset.
 # KEYS[1] the key  ARGV[1] expected value
 # Returns 1 if deleted, 0 if the key holds something else (or nothing).
 DELETE_IF_EQUALS = """

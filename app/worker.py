@@ -49,8 +49,7 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._bots: dict[str, Bot] = {}
-        self._repliers: dict[str, Replier] = {}
-        self._notice_repliers: dict[str, Replier] = {}
+        self._repliers: dict[tuple[str, bool], Replier] = {}  # (company, for notices) -> client
 
     @cached_property
     def redis(self) -> redis.Redis:
@@ -70,29 +69,20 @@ class Runtime:
             self._bots[company] = make_bot(config, self.redis, self.settings.outbound_retries)
         return self._bots[company]
 
-    def replier(self, company: str) -> Replier:
-        if company not in self._repliers:
+    def replier(self, company: str, notice: bool = False) -> Replier:
+        """The company's Chatwoot client; ``notice``: for best-effort notices (session
+        expired), one short attempt and no retries, so that a slow or absent Chatwoot
+        cannot hold the worker that drains conversations."""
+        if (company, notice) not in self._repliers:
             config = self.settings.companies[company]
-            self._repliers[company] = make_replier(
+            timeout = self.settings.chatwoot_timeout_seconds
+            self._repliers[company, notice] = make_replier(
                 config,
                 self.redis,
-                timeout=self.settings.chatwoot_timeout_seconds,
-                retries=self.settings.outbound_retries,
+                timeout=min(NOTICE_TIMEOUT_SECONDS, timeout) if notice else timeout,
+                retries=0 if notice else self.settings.outbound_retries,
             )
-        return self._repliers[company]
-
-    def notice_replier(self, company: str) -> Replier:
-        """For best-effort notices (session expired): one short attempt, no retries, so
-        a slow or absent Chatwoot cannot hold the worker that drains conversations."""
-        if company not in self._notice_repliers:
-            config = self.settings.companies[company]
-            self._notice_repliers[company] = make_replier(
-                config,
-                self.redis,
-                timeout=min(NOTICE_TIMEOUT_SECONDS, self.settings.chatwoot_timeout_seconds),
-                retries=0,
-            )
-        return self._notice_repliers[company]
+        return self._repliers[company, notice]
 
 
 runtime = Runtime(settings)
@@ -149,7 +139,9 @@ def sweep_task() -> int:
 
 @celery.task(name=SESSIONS_TASK, ignore_result=True)
 def expire_sessions_task() -> int:
-    return expire_idle_sessions(runtime.redis, runtime.scripts, settings, runtime.notice_replier)
+    return expire_idle_sessions(
+        runtime.redis, runtime.scripts, settings, lambda company: runtime.replier(company, notice=True)
+    )
 
 
 def _heartbeat_loop(name: str) -> None:
