@@ -44,12 +44,8 @@ def replay_dead_letters(
             raise ValueError(
                 f"dead letter at the head of {keys.dead_letters(company)} is unreadable"
             ) from None
-        count = scripts.replay_dead_letter(
-            keys=[keys.dead_letters(company), keys.queue(company, conv), keys.conversation_index(company)],
-            args=[raw, conv, queue_ttl, *messages],
-            client=client,
-        )
-        if count >= 0:
+        count = scripts.replay_dead_letter(company, conv, raw, messages, queue_ttl).run()
+        if count is not None:
             requeued += count
             replayed += 1
     return requeued

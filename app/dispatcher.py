@@ -34,7 +34,7 @@ from celery import Celery
 
 from app import keys
 from app.lease import new_task_id, schedule_drain, take_over_if_finished
-from app.scripts import RoundTrip, Scripts
+from app.scripts import DueClaim, RoundTrip, Scripts
 from app.settings import Settings
 
 __all__ = ["POLL_SECONDS", "Claim", "Dispatcher"]
@@ -109,19 +109,15 @@ class Dispatcher:
         batch = RoundTrip(self._client)
         fresh = [new_task_id() for _ in due]
         for (company, conv, _), task_id in zip(due, fresh, strict=True):
-            batch.script(
-                self._scripts.claim_due,
-                [keys.due(company), keys.lease(company, conv)],
-                [conv, task_id, ttl_ms],
-            )
+            batch.add(self._scripts.claim_due(company, conv, task_id, ttl_ms))
         claims = []
-        for (company, conv, _), (code, holder, pttl) in zip(due, batch.execute(), strict=True):
-            if int(code) == 1:
-                claims.append(Claim(company, conv, holder))
-            elif int(code) == 2 and holder and int(pttl) < ttl_ms // 2:
+        for (company, conv, _), got in zip(due, batch.execute(), strict=True):
+            if got.claim is DueClaim.DISPATCHED:
+                claims.append(Claim(company, conv, got.holder))
+            elif got.claim is DueClaim.HELD and got.holder and got.lease_ms_left < ttl_ms // 2:
                 # The holder is more than half a lease late: only then pay for a result lookup.
                 take_over_if_finished(
-                    self._client, self._scripts, self._celery, company, conv, holder, ttl_ms
+                    self._client, self._scripts, self._celery, company, conv, got.holder, ttl_ms
                 )
         if len(ready) > len(due):  # more is due than claimed: look again at once
             return claims, 0.0

@@ -38,13 +38,13 @@ from app.bots import Bot, ask_bot, bot_request
 from app.chatwoot import Replier
 from app.errors import BotError, ChatwootError, LeaseLost
 from app.lease import Run, lease_keeper, new_run_id
-from app.ledger import ATTEMPTS, ERROR, Ledger, LedgerState, StoredAnswer
+from app.ledger import Ledger, LedgerState, StoredAnswer
 from app.metrics import Stat, count_into
 from app.pace import PACE_TTL_SECONDS, Pace, learned_window
 from app.payload import StoredMessage, received_at
 from app.posting import Poster
 from app.replies import reply_parts
-from app.scripts import RoundTrip, Scripts
+from app.scripts import Call, RoundTrip, Scripts
 from app.settings import CompanyConfig, Settings
 from app.typing_indicator import Typing
 
@@ -123,7 +123,7 @@ class Drainer:
         self.run_id = new_run_id(self.task_id)
         ttl_ms = int(self.settings.lease_ttl_seconds * 1000)
         self._started = time.monotonic()
-        start = (self.scripts.start_run, [lease], [self.task_id, self.run_id, ttl_ms])
+        start = self.scripts.start_run(lease, self.task_id, self.run_id, ttl_ms)
         held, wait = self._seconds_until_due(start)  # one round trip: take the lease, look at the queue
         if not held:
             return Outcome.NOT_HOLDER
@@ -166,14 +166,14 @@ class Drainer:
             wait = self._seconds_until_due()[1]
         return self._defer(0)
 
-    def _seconds_until_due(self, start: tuple | None = None) -> tuple[bool, float | None]:
+    def _seconds_until_due(self, start: Call[bool] | None = None) -> tuple[bool, float | None]:
         """(lease held, wait): wait is None when nothing waits, 0 when a batch is due
         (or left over), else the seconds until it is, by Redis's clock. ``start``
-        (script, keys, args) takes the lease in the same round trip."""
+        (START_RUN) takes the lease in the same round trip."""
         learned = self.company.batch_window_mode == "learned"
         batch = RoundTrip(self.client)
         if start:
-            batch.script(*start)
+            batch.add(start)
         pipe = batch.pipe
         pipe.llen(self._key(keys.processing))
         pipe.lindex(self._key(keys.queue), 0)
@@ -183,7 +183,7 @@ class Drainer:
         if learned:
             pipe.lrange(self._key(keys.queue), 0, self.settings.batch_max_messages - 1)
         results = batch.execute()
-        held = bool(results.pop(0)) if start else True
+        held = results.pop(0) if start else True
         leftover, first, last, previous, (seconds, micros), *queued = results
         now = seconds + micros / 1e6
         self._previous = _float_or_none(previous)
@@ -218,54 +218,25 @@ class Drainer:
         return self._pace
 
     def _release_if_empty(self) -> bool:
-        result = self.scripts.release_if_empty(
-            keys=[
-                self._key(keys.lease),
-                self._key(keys.queue),
-                self._key(keys.processing),
-                keys.conversation_index(self._cid),
-                keys.due(self._cid),
-            ],
-            args=[self.run_id, self.conversation],
-            client=self.client,
-        )
-        if result == -1:
-            raise LeaseLost()
-        return result == 1
+        return self.scripts.release_if_empty(self._cid, self.conversation, self.run_id).run()
 
     def _defer(self, seconds: float) -> Outcome:
         """Schedule the conversation ``seconds`` from now (never more than the max wait)
         and give up the lease: the dispatcher hands it to a fresh task then."""
         seconds = min(seconds, self.company.batch_max_wait_seconds)
-        if not self.scripts.defer(
-            keys=[self._key(keys.lease), keys.due(self._cid)],
-            args=[self.run_id, self.conversation, round(seconds, 3)],
-            client=self.client,
-        ):
-            raise LeaseLost()
+        self.scripts.defer(self._cid, self.conversation, self.run_id, seconds).run()
         return Outcome.DEFERRED
 
     # -- claiming ------------------------------------------------------------------
 
     def _claim(self) -> tuple[list[str], int, str]:
         """(batch, attempts before this one, last error): a leftover batch or the next one."""
-        assert self._ledger is not None
-        result = self.scripts.claim_batch(
-            keys=[
-                self._key(keys.queue),
-                self._key(keys.processing),
-                self._key(keys.lease),
-                self._ledger.key,
-            ],
-            args=[self.run_id, self.settings.batch_max_messages, ATTEMPTS, ERROR],
-            client=self.client,
-        )
-        if result is None:
-            raise LeaseLost()
-        attempts, error, *batch = result
-        if batch:
-            self._count_claim(batch, append=False)
-        return batch, int(attempts), str(error)
+        claimed = self.scripts.claim_batch(
+            self._cid, self.conversation, self.run_id, self.settings.batch_max_messages
+        ).run()
+        if claimed.messages:
+            self._count_claim(claimed.messages, append=False)
+        return claimed.messages, claimed.attempts, claimed.last_error
 
     def _count_claim(self, batch: list[str], append: bool) -> None:
         """Batch size, fragment gaps and the contact's pace, with (for a new batch) what
@@ -495,20 +466,9 @@ class Drainer:
 
     def _complete(self, raws: list[str], dead_letter: dict | None = None) -> None:
         letter = json.dumps(dead_letter, ensure_ascii=False) if dead_letter else ""
-        result = self.scripts.complete(
-            keys=[
-                self._key(keys.processing),
-                self._key(keys.lease),
-                self._key(keys.ledger),
-                keys.dead_letters(self._cid),
-                keys.stats(self._cid),
-            ],
-            args=[self.run_id, letter, self.settings.dead_letter_max, ATTEMPTS, ERROR, *raws],
-            client=self.client,
-        )
-        if result is None:
-            raise LeaseLost()
-        dropped = int(result[1])
+        dropped = self.scripts.complete(
+            self._cid, self.conversation, self.run_id, raws, letter, self.settings.dead_letter_max
+        ).run()
         if dropped:
             log.error(
                 "dead-letter list full company=%s: dropped the %d oldest entries (DEAD_LETTER_MAX=%d)",
@@ -565,13 +525,9 @@ class Drainer:
         )
 
     def _hand_off(self, account: int) -> None:
-        marked = self.scripts.write_if_holder(
-            keys=[self._key(keys.lease), self._key(keys.handoff), keys.stats(self._cid)],
-            args=[self.run_id, "", "bot", self.company.handoff_ttl_seconds, Stat.HANDOFFS],
-            client=self.client,
-        )
-        if not marked:
-            raise LeaseLost()
+        self.scripts.mark_handoff(
+            self._cid, self.conversation, self.run_id, self.company.handoff_ttl_seconds
+        ).run()
         try:
             self.replier.open_conversation(account, self.conversation)
         except ChatwootError as exc:

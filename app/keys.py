@@ -7,6 +7,8 @@ prefix change is one edit and a test (tests/test_keys.py) pins each format.
 from __future__ import annotations
 
 __all__ = [
+    "LEDGER_ATTEMPTS",
+    "LEDGER_ERROR",
     "bot_history",
     "conversation_index",
     "dead_letters",
@@ -77,6 +79,11 @@ def ledger(company: str, conversation: str | int) -> str:
     """Hash: the reply ledger of the batch in processing (``app.ledger``): the bot's
     stored answers, which message each covers, each reply part's state, the attempts."""
     return f"{company}:webhook_ledger:{conversation}"
+
+
+# Fields of the ledger hash that CLAIM_BATCH, NOTE_ERROR and COMPLETE write
+# (the rest of its layout: ``app.ledger``).
+LEDGER_ATTEMPTS, LEDGER_ERROR = "attempts", "error"
 
 
 def handoff(company: str, conversation: str | int) -> str:

@@ -28,8 +28,6 @@ from dataclasses import dataclass
 import redis
 
 from app import keys
-from app.errors import LeaseLost
-from app.metrics import Stat
 from app.scripts import RoundTrip, Scripts
 
 __all__ = [
@@ -43,7 +41,7 @@ __all__ = [
     "part_field",
 ]
 
-ATTEMPTS, ERROR = "attempts", "error"
+ATTEMPTS, ERROR = keys.LEDGER_ATTEMPTS, keys.LEDGER_ERROR
 ANSWER, PENDING, SENT = "answer:", "pending:", "sent:"
 OWN_PENDING_TTL_SECONDS = 300
 OWN_REPLY_TTL_SECONDS = 24 * 3600
@@ -118,7 +116,6 @@ class Ledger:
         self._client, self._scripts = client, scripts
         self._company, self._conversation, self._run = company, conversation, run_id
         self.key = keys.ledger(company, conversation)
-        self._lease = keys.lease(company, conversation)
 
     def read(self) -> LedgerState:
         return LedgerState(dict(self._client.hgetall(self.key)))
@@ -134,57 +131,48 @@ class Ledger:
         thought (``look_newer`` > 0), move them into processing and return them instead.
         ``round_trip``: other commands to send in the same round trip (run first)."""
         batch = round_trip or RoundTrip(self._client)
-        batch.script(
-            self._scripts.store_answer,
-            [self._lease, self.key, keys.queue(self._company, self._conversation), self._processing],
-            [
+        batch.add(
+            self._scripts.store_answer(
+                self._company,
+                self._conversation,
                 self._run,
                 answer_field(answer.answer_id),
                 answer.to_json(),
                 look_newer,
-                *(message_field(m) for m in message_ids),
-            ],
+                [message_field(m) for m in message_ids],
+            )
         )
-        result = batch.execute()[-1]
-        if result is None:
-            raise LeaseLost()
-        return list(result[1:]) if result[0] == "newer" else []
+        return batch.execute()[-1]
 
     def mark_pending(self, answer_id: str, index: int, since: float, digest: str) -> str:
         """Mark a part pending just before its POST; the value written (raises ``LeaseLost``)."""
         value = f"{PENDING}{since}"
-        marked = self._scripts.mark_part(
-            keys=[self._lease, self.key, keys.own_pending(self._company, self._conversation)],
-            args=[self._run, part_field(answer_id, index), value, digest, OWN_PENDING_TTL_SECONDS],
-            client=self._client,
-        )
-        if not marked:
-            raise LeaseLost()
+        self._scripts.mark_part(
+            self._company,
+            self._conversation,
+            self._run,
+            part_field(answer_id, index),
+            value,
+            digest,
+            OWN_PENDING_TTL_SECONDS,
+        ).run()
         return value
 
     def record_sent(self, answer_id: str, index: int, pending: str, message_id: int | None) -> bool:
         """Record a part posted (over the pending value this run saw); mark its id ours."""
-        own = keys.own_reply(self._company, message_id if message_id is not None else "unknown")
-        return bool(
-            self._scripts.record_sent(
-                keys=[self.key, own, keys.stats(self._company)],
-                args=[
-                    part_field(answer_id, index),
-                    pending,
-                    f"{SENT}{message_id if message_id is not None else ''}",
-                    OWN_REPLY_TTL_SECONDS if message_id is not None else "",
-                ],
-                client=self._client,
-            )
-        )
+        return self._scripts.record_sent(
+            self._company,
+            self._conversation,
+            part_field(answer_id, index),
+            pending,
+            f"{SENT}{message_id if message_id is not None else ''}",
+            message_id,
+            OWN_REPLY_TTL_SECONDS,
+        ).run()
 
     def note_error(self, error: str) -> None:
         """Keep the batch's latest failure (for its dead letter, if it keeps failing)."""
-        self._scripts.write_if_holder(
-            keys=[self._lease, self.key, keys.stats(self._company)],
-            args=[self._run, ERROR, error[:500], 0, Stat.BATCH_FAILURES],
-            client=self._client,
-        )
+        self._scripts.note_error(self._company, self._conversation, self._run, error[:500]).run()
 
     def ours(self, message_ids: list[int]) -> set[int]:
         """Which of these Chatwoot message ids the gateway itself created."""
@@ -194,7 +182,3 @@ class Ledger:
         for message_id in message_ids:
             pipe.exists(keys.own_reply(self._company, message_id))
         return {m for m, found in zip(message_ids, pipe.execute(), strict=True) if found}
-
-    @property
-    def _processing(self) -> str:
-        return keys.processing(self._company, self._conversation)

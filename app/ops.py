@@ -101,15 +101,4 @@ def busiest(client: redis.Redis, company: str, limit: int = 20) -> list[Conversa
 
 def purge(client: redis.Redis, scripts: Scripts, company: str, conversation: str) -> int:
     """Drop a conversation's waiting and in-flight messages; return how many."""
-    return int(
-        scripts.purge(
-            keys=[
-                keys.queue(company, conversation),
-                keys.processing(company, conversation),
-                keys.ledger(company, conversation),
-                keys.conversation_index(company),
-            ],
-            args=[conversation],
-            client=client,
-        )
-    )
+    return scripts.purge(company, conversation).run()

@@ -1,22 +1,42 @@
 """Every multi-key state change of the gateway, as one Lua script each.
 
 A script is registered once per Redis client (``Scripts(redis)``) and called
-by EVALSHA. Scripts receive every key name in KEYS (see ``app.keys``); none
-builds a key. Each header documents KEYS and ARGV.
+by EVALSHA through one typed method of ``Scripts`` (the end of this module),
+which builds its KEYS (``app.keys``) and ARGV and decodes its reply into a named
+value. No script builds a key. Each header documents KEYS and ARGV.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import redis
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
+from app import keys
+from app.errors import LeaseLost
 from app.metrics import render_counters
 
-__all__ = ["EnqueueResult", "RoundTrip", "Scripts"]
+if TYPE_CHECKING:
+    from app.payload import StoredMessage
+    from app.settings import CompanyConfig, Settings
+
+__all__ = [
+    "Call",
+    "ClaimedBatch",
+    "Dispatch",
+    "DueClaim",
+    "EnqueueResult",
+    "Enqueued",
+    "Rescue",
+    "RoundTrip",
+    "Scripts",
+    "Sender",
+]
 
 # Shared by the scripts that see a conversation's status (ENQUEUE, AGENT_REPLY,
 # CONVERSATION_STATUS): record it, and tell whether the conversation has just
@@ -208,9 +228,9 @@ return {'stored'}
 # KEYS[1] lease  KEYS[2] ledger  KEYS[3] own pending digests
 # ARGV[1] run id  ARGV[2] part field  ARGV[3] pending value  ARGV[4] content digest
 # ARGV[5] digests TTL s
-# Returns 1 if marked, 0 without the lease.
+# Returns 1 if marked, false without the lease.
 MARK_PART = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 redis.call('SADD', KEYS[3], ARGV[4])
 redis.call('EXPIRE', KEYS[3], ARGV[5])
@@ -232,20 +252,29 @@ redis.call('HINCRBY', KEYS[3], @replies_sent@, 1)
 return 1
 """
 
-# Set a key (with a TTL) and count it, only while the run holds the lease:
-# the last error of a batch (in the ledger hash), a bot-requested handoff.
-# KEYS[1] lease  KEYS[2] hash or key  KEYS[3] stats hash
-# ARGV[1] run id  ARGV[2] hash field, or '' to SET KEYS[2]  ARGV[3] value
-# ARGV[4] TTL s (SET only)  ARGV[5] stats field to count, or ''
-# Returns 1 if written, 0 without the lease.
-WRITE_IF_HOLDER = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-if ARGV[2] ~= '' then
-  redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-else
-  redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4])
-end
-if ARGV[5] ~= '' then redis.call('HINCRBY', KEYS[3], ARGV[5], 1) end
+# A failure of the batch in processing: keep it as the batch's last error (its
+# dead letter names it if the batch keeps failing) and count it, only while the
+# run holds the lease.
+# KEYS[1] lease  KEYS[2] ledger  KEYS[3] stats hash
+# ARGV[1] run id  ARGV[2] ledger field of the last error  ARGV[3] the error
+# Returns 1 if written, false without the lease.
+NOTE_ERROR = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+redis.call('HINCRBY', KEYS[3], @batch_failures@, 1)
+return 1
+"""
+
+# The bot asked for a human: mark the conversation handed off ("bot", which a
+# reset keyword may undo; a human's takeover is "agent") and count it, only
+# while the run holds the lease.
+# KEYS[1] lease  KEYS[2] handoff marker  KEYS[3] stats hash
+# ARGV[1] run id  ARGV[2] TTL s
+# Returns 1 if marked, false without the lease.
+MARK_HANDOFF = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
+redis.call('SET', KEYS[2], 'bot', 'EX', ARGV[2])
+redis.call('HINCRBY', KEYS[3], @handoffs@, 1)
 return 1
 """
 
@@ -287,9 +316,9 @@ return {left, dropped}
 # KEYS[1] lease  KEYS[2] queue  KEYS[3] processing  KEYS[4] conversation index
 # KEYS[5] due schedule
 # ARGV[1] run id  ARGV[2] conversation id
-# Returns 1 released, 0 more work (keep draining), -1 not the holder.
+# Returns 1 released, 0 more work (keep draining), false not the holder.
 RELEASE_IF_EMPTY = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
 if redis.call('LLEN', KEYS[2]) > 0 or redis.call('LLEN', KEYS[3]) > 0 then
   return 0
 end
@@ -322,9 +351,9 @@ return {2, redis.call('GET', KEYS[2]) or '', redis.call('PTTL', KEYS[2])}
 # the dispatcher hands it to a fresh task then. Nothing waits in a countdown task.
 # KEYS[1] lease  KEYS[2] due schedule
 # ARGV[1] run id  ARGV[2] conversation id  ARGV[3] seconds from now (Redis's clock)
-# Returns 1 deferred, 0 not the holder.
+# Returns 1 deferred, false not the holder.
 DEFER = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
 local t = redis.call('TIME')
 redis.call('ZADD', KEYS[2], tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[3]), ARGV[2])
 redis.call('DEL', KEYS[1])
@@ -434,12 +463,107 @@ return count
 """
 
 
+# -- the typed layer -------------------------------------------------------------
+# Every script is called through one method of ``Scripts`` below: the method
+# builds its KEYS and ARGV (in the order its header documents) and names how its
+# reply decodes. Scripts that check the run's lease return false when the run no
+# longer holds it, and ``_held`` turns that into ``LeaseLost``: the one place a
+# script's answer raises it.
+
+T = TypeVar("T")
+
+
+def _held(result: Any) -> Any:
+    if result is None:
+        raise LeaseLost()
+    return result
+
+
+def _checked(result: Any) -> None:
+    _held(result)
+
+
+def _flag(result: Any) -> bool:
+    return bool(result)
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """One script call, ready to run on its own (``run``) or in a ``RoundTrip``."""
+
+    script: Script
+    keys: list[str]
+    args: list[Any]
+    decode: Callable[[Any], T]
+
+    def run(self) -> T:
+        """Run it (EVALSHA on the client the script was registered with)."""
+        return self.decode(self.script(keys=self.keys, args=self.args))
+
+
+class Enqueued(StrEnum):
+    QUEUED = "queued"
+    DUPLICATE = "duplicate"  # the message (or the delivery) was seen before
+    FULL = "full"  # the conversation's queue is at its limit
+    HANDOFF = "handoff"  # a human holds the conversation
+
+
 @dataclass(frozen=True)
 class EnqueueResult:
-    status: str  # "queued", "duplicate", "full" or "handoff"
+    status: Enqueued
     length: int
     holder: str  # the lease holder, '' when none
     due_in_seconds: float  # when the batch is due (the dispatcher hands it to a drain task)
+
+    @classmethod
+    def decode(cls, raw: list[Any]) -> EnqueueResult:
+        return cls(Enqueued(str(raw[0])), int(raw[1]), str(raw[2]), float(raw[3]))
+
+
+@dataclass(frozen=True)
+class ClaimedBatch:
+    """CLAIM_BATCH: the batch in processing (a leftover one, or the next one)."""
+
+    attempts: int  # runs that started handling it before this one
+    last_error: str  # '' when none
+    messages: list[str]  # empty: nothing to do
+
+    @classmethod
+    def decode(cls, raw: Any) -> ClaimedBatch:
+        attempts, error, *messages = _held(raw)
+        return cls(int(attempts), str(error), [str(m) for m in messages])
+
+
+class DueClaim(StrEnum):
+    DISPATCHED = "dispatched"  # the lease names the fresh task: publish it
+    HELD = "held"  # a holder exists; it drains what is queued before it releases
+    NOT_DUE = "not-due"  # not due (any more): another dispatcher took it, or it moved
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """CLAIM_DUE's answer for one conversation."""
+
+    claim: DueClaim
+    holder: str  # the fresh task id (dispatched) or the current holder (held)
+    lease_ms_left: int  # the holder's lease (held)
+
+    @classmethod
+    def decode(cls, raw: list[Any]) -> Dispatch:
+        code, holder, pttl = raw
+        claim = {1: DueClaim.DISPATCHED, 2: DueClaim.HELD}.get(int(code), DueClaim.NOT_DUE)
+        return cls(claim, str(holder), int(pttl))
+
+
+class Rescue(StrEnum):
+    RESCHEDULED = "rescheduled"  # stranded work, now due
+    BUSY = "busy"  # a live lease or a due entry already covers it
+    EMPTY = "empty"  # nothing to do: out of the conversation index
+
+
+class Sender(StrEnum):
+    OWN = "own"  # the gateway's own reply coming back
+    TAKEOVER = "takeover"  # a human replied: the bot is silent
 
 
 def _register(client: redis.Redis, source: str) -> Script:
@@ -448,55 +572,362 @@ def _register(client: redis.Redis, source: str) -> Script:
 
 
 class Scripts:
-    """The Lua scripts, registered on one Redis client."""
+    """The Lua scripts, registered on one Redis client, each called by one method."""
 
     def __init__(self, client: redis.Redis) -> None:
-        self.enqueue = _register(client, ENQUEUE)
-        self.hand_over = _register(client, HAND_OVER)
-        self.start_run = _register(client, START_RUN)
-        self.renew = _register(client, RENEW)
-        self.delete_if_equals = _register(client, DELETE_IF_EQUALS)
-        self.claim_batch = _register(client, CLAIM_BATCH)
-        self.store_answer = _register(client, STORE_ANSWER)
-        self.mark_part = _register(client, MARK_PART)
-        self.record_sent = _register(client, RECORD_SENT)
-        self.write_if_holder = _register(client, WRITE_IF_HOLDER)
-        self.complete = _register(client, COMPLETE)
-        self.release_if_empty = _register(client, RELEASE_IF_EMPTY)
-        self.rescue = _register(client, RESCUE)
-        self.claim_due = _register(client, CLAIM_DUE)
-        self.defer = _register(client, DEFER)
-        self.replay_dead_letter = _register(client, REPLAY_DEAD_LETTER)
-        self.agent_reply = _register(client, AGENT_REPLY)
-        self.conversation_status = _register(client, CONVERSATION_STATUS)
-        self.expire_sessions = _register(client, EXPIRE_SESSIONS)
-        self.purge = _register(client, PURGE)
+        self.client = client
+        self._enqueue = _register(client, ENQUEUE)
+        self._hand_over = _register(client, HAND_OVER)
+        self._start_run = _register(client, START_RUN)
+        self._renew = _register(client, RENEW)
+        self._delete_if_equals = _register(client, DELETE_IF_EQUALS)
+        self._claim_batch = _register(client, CLAIM_BATCH)
+        self._store_answer = _register(client, STORE_ANSWER)
+        self._mark_part = _register(client, MARK_PART)
+        self._record_sent = _register(client, RECORD_SENT)
+        self._note_error = _register(client, NOTE_ERROR)
+        self._mark_handoff = _register(client, MARK_HANDOFF)
+        self._complete = _register(client, COMPLETE)
+        self._release_if_empty = _register(client, RELEASE_IF_EMPTY)
+        self._rescue = _register(client, RESCUE)
+        self._claim_due = _register(client, CLAIM_DUE)
+        self._defer = _register(client, DEFER)
+        self._replay_dead_letter = _register(client, REPLAY_DEAD_LETTER)
+        self._agent_reply = _register(client, AGENT_REPLY)
+        self._conversation_status = _register(client, CONVERSATION_STATUS)
+        self._expire_sessions = _register(client, EXPIRE_SESSIONS)
+        self._purge = _register(client, PURGE)
+
+    # -- the webhook -----------------------------------------------------------
+
+    def enqueue(
+        self,
+        settings: Settings,
+        company: CompanyConfig,
+        message: StoredMessage,
+        delivery_id: str | None,
+        ordered: bool = False,
+    ) -> Call[EnqueueResult]:
+        cid, conv = company.company_id, message.conversation_id
+        return Call(
+            self._enqueue,
+            [
+                keys.queue(cid, conv),
+                keys.lease(cid, conv),
+                keys.seen_message(cid, message.id),
+                keys.seen_delivery(cid, delivery_id or "-"),
+                keys.conversation_index(cid),
+                keys.stats(cid),
+                keys.handoff(cid, conv),
+                keys.sessions(cid),
+                keys.session_accounts(cid),
+                keys.status(cid, conv),
+                keys.due(cid),
+            ],
+            [
+                message.open_json(),
+                settings.queue_ttl_seconds,
+                company.max_queue_per_conversation,
+                company.first_window,
+                company.batch_max_wait_seconds,
+                settings.seen_ttl_seconds,
+                conv,
+                "1" if delivery_id else "0",
+                message.conversation_status or "",
+                message.account_id,
+                company.status_ttl_seconds,
+                str(message.id) if ordered else "",
+                company.batch_window_mode,
+            ],
+            EnqueueResult.decode,
+        )
+
+    def conversation_status(
+        self, company: CompanyConfig, conversation: str, status: str, explicit: bool
+    ) -> Call[bool]:
+        """True when a takeover or handoff ended."""
+        cid = company.company_id
+        return Call(
+            self._conversation_status,
+            [keys.status(cid, conversation), keys.handoff(cid, conversation), keys.stats(cid)],
+            [status, "1" if explicit else "0", company.status_ttl_seconds],
+            _flag,
+        )
+
+    def agent_reply(
+        self, company: CompanyConfig, conversation: str, message_id: int | str, digest: str, status: str
+    ) -> Call[Sender]:
+        cid = company.company_id
+        return Call(
+            self._agent_reply,
+            [
+                keys.own_reply(cid, message_id),
+                keys.own_pending(cid, conversation),
+                keys.handoff(cid, conversation),
+                keys.stats(cid),
+                keys.status(cid, conversation),
+            ],
+            [digest, company.handoff_ttl_seconds, status, company.status_ttl_seconds],
+            Sender,
+        )
+
+    def end_bot_handoff(self, company: str, conversation: str) -> Call[bool]:
+        """Delete a bot-requested handoff marker ("bot"), never a human's ("agent")."""
+        return Call(self._delete_if_equals, [keys.handoff(company, conversation)], ["bot"], _flag)
+
+    # -- the lease -------------------------------------------------------------
+
+    def start_run(self, lease: str, task_id: str, run_id: str, ttl_ms: int) -> Call[bool]:
+        """True when the run holds the lease."""
+        return Call(self._start_run, [lease], [task_id, run_id, ttl_ms], _flag)
+
+    def renew(self, lease: str, run_id: str, ttl_ms: int) -> Call[bool]:
+        """True when renewed (False: the run no longer holds the lease)."""
+        return Call(self._renew, [lease], [run_id, ttl_ms], _flag)
+
+    def hand_over(self, lease: str, holder: str, fresh: str, ttl_ms: int) -> Call[bool]:
+        """True when the lease went from ``holder`` to ``fresh``."""
+        return Call(self._hand_over, [lease], [holder, fresh, ttl_ms], _flag)
+
+    # -- the schedule ----------------------------------------------------------
+
+    def claim_due(self, company: str, conversation: str, task_id: str, ttl_ms: int) -> Call[Dispatch]:
+        return Call(
+            self._claim_due,
+            [keys.due(company), keys.lease(company, conversation)],
+            [conversation, task_id, ttl_ms],
+            Dispatch.decode,
+        )
+
+    def defer(self, company: str, conversation: str, run_id: str, seconds: float) -> Call[None]:
+        """Schedule the conversation ``seconds`` from now and give up the lease."""
+        return Call(
+            self._defer,
+            [keys.lease(company, conversation), keys.due(company)],
+            [run_id, conversation, round(seconds, 3)],
+            _checked,
+        )
+
+    def rescue(self, company: str, conversation: str) -> Call[Rescue]:
+        return Call(
+            self._rescue,
+            [
+                keys.lease(company, conversation),
+                keys.queue(company, conversation),
+                keys.processing(company, conversation),
+                keys.conversation_index(company),
+                keys.due(company),
+            ],
+            [conversation],
+            lambda raw: {1: Rescue.RESCHEDULED, 0: Rescue.BUSY}.get(int(raw), Rescue.EMPTY),
+        )
+
+    # -- a run -----------------------------------------------------------------
+
+    def claim_batch(self, company: str, conversation: str, run_id: str, most: int) -> Call[ClaimedBatch]:
+        return Call(
+            self._claim_batch,
+            [
+                keys.queue(company, conversation),
+                keys.processing(company, conversation),
+                keys.lease(company, conversation),
+                keys.ledger(company, conversation),
+            ],
+            [run_id, most, keys.LEDGER_ATTEMPTS, keys.LEDGER_ERROR],
+            ClaimedBatch.decode,
+        )
+
+    def store_answer(
+        self,
+        company: str,
+        conversation: str,
+        run_id: str,
+        answer_field: str,
+        answer_json: str,
+        look_newer: int,
+        message_fields: list[str],
+    ) -> Call[list[str]]:
+        """The fragments that arrived while the bot thought (moved into processing,
+        the answer not stored), or [] when the answer was stored."""
+        return Call(
+            self._store_answer,
+            [
+                keys.lease(company, conversation),
+                keys.ledger(company, conversation),
+                keys.queue(company, conversation),
+                keys.processing(company, conversation),
+            ],
+            [run_id, answer_field, answer_json, look_newer, *message_fields],
+            lambda raw: [str(m) for m in raw[1:]] if _held(raw)[0] == "newer" else [],
+        )
+
+    def mark_part(
+        self,
+        company: str,
+        conversation: str,
+        run_id: str,
+        part_field: str,
+        pending: str,
+        digest: str,
+        ttl: int,
+    ) -> Call[None]:
+        return Call(
+            self._mark_part,
+            [
+                keys.lease(company, conversation),
+                keys.ledger(company, conversation),
+                keys.own_pending(company, conversation),
+            ],
+            [run_id, part_field, pending, digest, ttl],
+            _checked,
+        )
+
+    def record_sent(
+        self,
+        company: str,
+        conversation: str,
+        part_field: str,
+        pending: str,
+        sent: str,
+        message_id: int | None,
+        own_ttl: int,
+    ) -> Call[bool]:
+        """True when recorded over ``pending`` (False: the part's state had changed)."""
+        own = keys.own_reply(company, message_id if message_id is not None else "unknown")
+        return Call(
+            self._record_sent,
+            [keys.ledger(company, conversation), own, keys.stats(company)],
+            [part_field, pending, sent, own_ttl if message_id is not None else ""],
+            _flag,
+        )
+
+    def note_error(self, company: str, conversation: str, run_id: str, error: str) -> Call[None]:
+        return Call(
+            self._note_error,
+            [keys.lease(company, conversation), keys.ledger(company, conversation), keys.stats(company)],
+            [run_id, keys.LEDGER_ERROR, error],
+            _checked,
+        )
+
+    def mark_handoff(self, company: str, conversation: str, run_id: str, ttl: int) -> Call[None]:
+        return Call(
+            self._mark_handoff,
+            [keys.lease(company, conversation), keys.handoff(company, conversation), keys.stats(company)],
+            [run_id, ttl],
+            _checked,
+        )
+
+    def complete(
+        self,
+        company: str,
+        conversation: str,
+        run_id: str,
+        messages: list[str],
+        dead_letter: str = "",
+        dead_letters_kept: int = 0,
+    ) -> Call[int]:
+        """The messages leave processing (``dead_letter``: JSON of their dead letter);
+        the number of old dead letters dropped to keep ``dead_letters_kept``."""
+        return Call(
+            self._complete,
+            [
+                keys.processing(company, conversation),
+                keys.lease(company, conversation),
+                keys.ledger(company, conversation),
+                keys.dead_letters(company),
+                keys.stats(company),
+            ],
+            [
+                run_id,
+                dead_letter,
+                dead_letters_kept,
+                keys.LEDGER_ATTEMPTS,
+                keys.LEDGER_ERROR,
+                *messages,
+            ],
+            lambda raw: int(_held(raw)[1]),
+        )
+
+    def release_if_empty(self, company: str, conversation: str, run_id: str) -> Call[bool]:
+        """True when released; False when work is left (the run keeps draining)."""
+        return Call(
+            self._release_if_empty,
+            [
+                keys.lease(company, conversation),
+                keys.queue(company, conversation),
+                keys.processing(company, conversation),
+                keys.conversation_index(company),
+                keys.due(company),
+            ],
+            [run_id, conversation],
+            lambda raw: _held(raw) == 1,
+        )
+
+    # -- operators and housekeeping ----------------------------------------------
+
+    def replay_dead_letter(
+        self, company: str, conversation: str, entry: str, messages: list[str], queue_ttl: int
+    ) -> Call[int | None]:
+        """Messages re-queued; None when the head of the list changed meanwhile."""
+        return Call(
+            self._replay_dead_letter,
+            [keys.dead_letters(company), keys.queue(company, conversation), keys.conversation_index(company)],
+            [entry, conversation, queue_ttl, *messages],
+            lambda raw: None if int(raw) < 0 else int(raw),
+        )
+
+    def expire_sessions(self, company: str, idle_seconds: int, most: int) -> Call[list[tuple[str, str]]]:
+        """(conversation, account id or '') of each idle session taken."""
+        return Call(
+            self._expire_sessions,
+            [keys.sessions(company), keys.session_accounts(company)],
+            [idle_seconds, most],
+            lambda raw: list(zip(raw[0::2], raw[1::2], strict=True)),
+        )
+
+    def purge(self, company: str, conversation: str) -> Call[int]:
+        """Messages dropped."""
+        return Call(
+            self._purge,
+            [
+                keys.queue(company, conversation),
+                keys.processing(company, conversation),
+                keys.ledger(company, conversation),
+                keys.conversation_index(company),
+            ],
+            [conversation],
+            int,
+        )
 
 
 class RoundTrip:
-    """Commands and Lua calls sent in one round trip (a non-transactional pipeline).
+    """Commands and script calls sent in one round trip (a non-transactional pipeline).
 
-    redis-py checks ``SCRIPT EXISTS`` before every pipeline holding a script —
-    a second round trip. Here a script goes as a bare EVALSHA; if Redis lost
-    its script cache (a restart), that one call comes back NOSCRIPT, did
-    nothing, and is run again on its own, which loads the script.
+    ``execute`` returns every reply in order, a script's decoded (so a lost
+    lease raises ``LeaseLost`` there). redis-py checks ``SCRIPT EXISTS`` before
+    every pipeline holding a script — a second round trip. Here a script goes
+    as a bare EVALSHA; if Redis lost its script cache (a restart), that one
+    call comes back NOSCRIPT, did nothing, and is run again on its own, which
+    loads the script.
     """
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
         self.pipe = client.pipeline(transaction=False)
-        self._calls: dict[int, tuple[Script, list[str], list[Any]]] = {}
+        self._calls: dict[int, Call[Any]] = {}
 
-    def script(self, script: Script, keys: list[str], args: list[Any]) -> None:
-        self._calls[len(self.pipe)] = (script, keys, args)
-        self.pipe.evalsha(script.sha, len(keys), *keys, *args)
+    def add(self, call: Call[Any]) -> None:
+        self._calls[len(self.pipe)] = call
+        self.pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
 
     def execute(self) -> list[Any]:
         results = self.pipe.execute(raise_on_error=False)
-        for index, (script, keys, args) in self._calls.items():
+        for index, call in self._calls.items():
             if isinstance(results[index], NoScriptError):
-                results[index] = script(keys=keys, args=args, client=self.client)
+                results[index] = call.script(keys=call.keys, args=call.args, client=self.client)
         for result in results:
             if isinstance(result, Exception):
                 raise result
+        for index, call in self._calls.items():
+            results[index] = call.decode(results[index])
         return results

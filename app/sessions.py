@@ -47,7 +47,7 @@ def reset_session(client: redis.Redis, scripts: Scripts, company: str, conversat
     """Forget the kept turns and a bot-requested handoff (never a human's)."""
     client.delete(keys.bot_history(company, conversation))
     # Compare-and-delete in one script: an agent taking over meanwhile keeps the conversation.
-    scripts.delete_if_equals(keys=[keys.handoff(company, conversation)], args=["bot"], client=client)
+    scripts.end_bot_handoff(company, conversation).run()
 
 
 def expire_idle_sessions(
@@ -64,14 +64,12 @@ def expire_idle_sessions(
     for company in settings.companies.values():
         while time.monotonic() - started < budget:
             taken = scripts.expire_sessions(
-                keys=[keys.sessions(company.company_id), keys.session_accounts(company.company_id)],
-                args=[company.session_idle_minutes * 60, EXPIRE_BATCH],
-                client=client,
-            )
-            for conv, account in zip(taken[0::2], taken[1::2], strict=True):
+                company.company_id, company.session_idle_minutes * 60, EXPIRE_BATCH
+            ).run()
+            for conv, account in taken:
                 _expire_one(client, scripts, company, conv, account, replier_for)
                 expired += 1
-            if len(taken) < 2 * EXPIRE_BATCH:
+            if len(taken) < EXPIRE_BATCH:
                 break
     return expired
 

@@ -19,7 +19,7 @@ from celery import Celery
 from app import keys
 from app.lease import take_over_if_finished
 from app.metrics import Stat
-from app.scripts import Scripts
+from app.scripts import Rescue, Scripts
 from app.settings import Settings
 
 __all__ = ["sweep"]
@@ -32,22 +32,12 @@ def _sweep_conversation(
 ) -> bool:
     ttl_ms = int(settings.lease_ttl_seconds * 1000)
     lease = keys.lease(company, conv)
-    leased = scripts.rescue(
-        keys=[
-            lease,
-            keys.queue(company, conv),
-            keys.processing(company, conv),
-            keys.conversation_index(company),
-            keys.due(company),
-        ],
-        args=[conv],
-        client=client,
-    )
-    if leased == 1:
+    rescue = scripts.rescue(company, conv).run()
+    if rescue is Rescue.RESCHEDULED:
         client.hincrby(keys.stats(company), Stat.SWEEPER_RESCUES, 1)
         log.warning("sweeper rescued company=%s conversation=%s: scheduled now", company, conv)
         return True
-    if leased == 0 and client.pttl(lease) < ttl_ms // 2:
+    if rescue is Rescue.BUSY and client.pttl(lease) < ttl_ms // 2:
         holder = client.get(lease)
         if holder:
             return take_over_if_finished(client, scripts, celery, company, conv, holder, ttl_ms) is not None

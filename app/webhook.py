@@ -14,6 +14,7 @@ from app import keys
 from app.intake import accept
 from app.metrics import SPOOLED, WEBHOOK_LATENCY, WEBHOOK_RESPONSES, Stat
 from app.payload import AgentReply, Ignored, InvalidPayload, StatusChange, StoredMessage, parse_webhook
+from app.scripts import Sender
 from app.sessions import content_digest, is_reset_keyword, reset_session
 from app.signature import AuthError, authenticate
 
@@ -52,14 +53,8 @@ def _status_event(gateway, config, parsed: StatusChange) -> str:  # type: ignore
     (docs/conversation.md); a status merely repeated does not."""
     cid = config.company_id
     ended = gateway.scripts.conversation_status(
-        keys=[
-            keys.status(cid, parsed.conversation_id),
-            keys.handoff(cid, parsed.conversation_id),
-            keys.stats(cid),
-        ],
-        args=[parsed.status, "1" if parsed.explicit else "0", config.status_ttl_seconds],
-        client=gateway.redis,
-    )
+        config, parsed.conversation_id, parsed.status, parsed.explicit
+    ).run()
     if ended:
         log.info(
             "takeover ended company=%s conversation=%s status=%s", cid, parsed.conversation_id, parsed.status
@@ -73,22 +68,9 @@ def _agent_reply(gateway, config, parsed: AgentReply) -> str:  # type: ignore[no
     unless it is the gateway's own reply coming back."""
     cid = config.company_id
     who = gateway.scripts.agent_reply(
-        keys=[
-            keys.own_reply(cid, parsed.message_id),
-            keys.own_pending(cid, parsed.conversation_id),
-            keys.handoff(cid, parsed.conversation_id),
-            keys.stats(cid),
-            keys.status(cid, parsed.conversation_id),
-        ],
-        args=[
-            content_digest(parsed.content),
-            config.handoff_ttl_seconds,
-            parsed.status or "",
-            config.status_ttl_seconds,
-        ],
-        client=gateway.redis,
-    )
-    if who == "own":
+        config, parsed.conversation_id, parsed.message_id, content_digest(parsed.content), parsed.status or ""
+    ).run()
+    if who is Sender.OWN:
         return "the gateway's own reply"
     where = "from the WhatsApp phone" if parsed.via_phone else "in Chatwoot"
     log.info("agent took over company=%s conversation=%s via=%s", cid, parsed.conversation_id, where)

@@ -4,14 +4,27 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
+from types import SimpleNamespace
 
 import fakeredis
 import pytest
 import redis
 
 from app import keys
+from app.errors import LeaseLost
 from app.ledger import ATTEMPTS, ERROR
-from app.scripts import RoundTrip, Scripts
+from app.scripts import (
+    ClaimedBatch,
+    Dispatch,
+    DueClaim,
+    Enqueued,
+    EnqueueResult,
+    Rescue,
+    RoundTrip,
+    Scripts,
+    Sender,
+)
 
 C, CONV = "acme", "42"
 
@@ -26,6 +39,36 @@ def s(r: fakeredis.FakeRedis) -> Scripts:
     return Scripts(r)
 
 
+def company(mode: str = "sliding") -> SimpleNamespace:
+    """What ENQUEUE reads of a company: window 10 s, max wait 30 s, at most 3 queued."""
+    return SimpleNamespace(
+        company_id=C,
+        max_queue_per_conversation=3,
+        first_window=10,
+        batch_max_wait_seconds=30,
+        status_ttl_seconds=600,
+        batch_window_mode=mode,
+        handoff_ttl_seconds=600,
+    )
+
+
+SETTINGS = SimpleNamespace(queue_ttl_seconds=3600, seen_ttl_seconds=60)
+
+
+@dataclass(frozen=True)
+class Message:
+    """What ENQUEUE reads of a stored message."""
+
+    name: str
+    id: int
+    conversation_status: str = ""
+    conversation_id: str = CONV
+    account_id: int = 1
+
+    def open_json(self) -> str:
+        return open_json(self.name)
+
+
 def enqueue(
     s: Scripts,
     r,
@@ -35,39 +78,9 @@ def enqueue(
     delivery: str = "",
     status: str = "",
     mode: str = "sliding",
-):  # type: ignore[no-untyped-def]
-    return s.enqueue(
-        keys=[
-            keys.queue(C, CONV),
-            keys.lease(C, CONV),
-            keys.seen_message(C, msg_id),
-            keys.seen_delivery(C, delivery or "-"),
-            keys.conversation_index(C),
-            keys.stats(C),
-            keys.handoff(C, CONV),
-            keys.sessions(C),
-            keys.session_accounts(C),
-            keys.status(C, CONV),
-            keys.due(C),
-        ],
-        # window 10 s, max wait 30 s
-        args=[
-            open_json(payload),
-            3600,
-            3,
-            10,
-            30,
-            60,
-            CONV,
-            "1" if delivery else "0",
-            status,
-            1,
-            600,
-            "",
-            mode,
-        ],
-        client=r,
-    )
+) -> EnqueueResult:  # type: ignore[no-untyped-def]
+    message = Message(payload, msg_id, status)
+    return s.enqueue(SETTINGS, company(mode), message, delivery or None).run()  # type: ignore[arg-type]
 
 
 def open_json(name: str) -> str:
@@ -81,7 +94,7 @@ def names(r, key: str) -> list[str]:  # type: ignore[no-untyped-def]
 
 def test_enqueue_pushes_sets_ttl_and_schedules_the_batch(s: Scripts, r) -> None:
     before = time.time()
-    assert enqueue(s, r, "m1", "", 1) == ["queued", 1, "", "10.000"]  # due in the window
+    assert enqueue(s, r, "m1", "", 1) == EnqueueResult(Enqueued.QUEUED, 1, "", 10.0)  # due in the window
     assert names(r, keys.queue(C, CONV)) == ["m1"]
     # the arrival time is Redis's clock, written by the script (the web's clock plays no part)
     arrived = json.loads(r.lindex(keys.queue(C, CONV), 0))["received_at"]
@@ -97,20 +110,20 @@ def test_enqueue_slides_the_due_time_within_the_max_wait_and_reports_the_holder(
     first = json.loads(r.lindex(keys.queue(C, CONV), 0))["received_at"]
     r.lset(keys.queue(C, CONV), 0, r.lindex(keys.queue(C, CONV), 0).replace(str(first), str(first - 25)))
     r.set(keys.lease(C, CONV), "task-a#1", px=5000)
-    status, length, holder, due_in = enqueue(s, r, "m2", "", 2)
-    assert (status, length, holder) == ("queued", 2, "task-a#1")
-    assert 4.9 < float(due_in) <= 5.0  # the first fragment came 25 s ago: the 30 s max wait caps it
+    result = enqueue(s, r, "m2", "", 2)
+    assert (result.status, result.length, result.holder) == ("queued", 2, "task-a#1")
+    assert 4.9 < result.due_in_seconds <= 5.0  # the first fragment came 25 s ago: the 30 s max wait caps it
     r.delete(keys.queue(C, CONV), keys.due(C))
     enqueue(s, r, "m3", "", 3, mode="fixed")
     first = json.loads(r.lindex(keys.queue(C, CONV), 0))["received_at"]
     r.lset(keys.queue(C, CONV), 0, r.lindex(keys.queue(C, CONV), 0).replace(str(first), str(first - 4)))
-    assert 5.9 < float(enqueue(s, r, "m4", "", 4, mode="fixed")[3]) <= 6  # fixed: from the first
+    assert 5.9 < enqueue(s, r, "m4", "", 4, mode="fixed").due_in_seconds <= 6  # fixed: from the first
 
 
 def test_enqueue_deduplicates_messages_and_deliveries(s: Scripts, r) -> None:
     enqueue(s, r, "m1", "t", 1, delivery="d1")
-    assert enqueue(s, r, "m1", "t", 1, delivery="d9")[0] == "duplicate"
-    assert enqueue(s, r, "m2", "t", 2, delivery="d1")[0] == "duplicate"
+    assert enqueue(s, r, "m1", "t", 1, delivery="d9").status == "duplicate"
+    assert enqueue(s, r, "m2", "t", 2, delivery="d1").status == "duplicate"
     assert r.llen(keys.queue(C, CONV)) == 1
     assert r.hget(keys.stats(C), "webhooks_duplicate") == "2"
 
@@ -118,7 +131,7 @@ def test_enqueue_deduplicates_messages_and_deliveries(s: Scripts, r) -> None:
 def test_enqueue_refuses_beyond_the_queue_limit(s: Scripts, r) -> None:
     for i in range(3):
         enqueue(s, r, f"m{i}", "t", i)
-    assert enqueue(s, r, "m3", "t", 3)[0] == "full"
+    assert enqueue(s, r, "m3", "t", 3).status is Enqueued.FULL
     assert r.llen(keys.queue(C, CONV)) == 3
     assert not r.exists(keys.seen_message(C, 3))  # a refused message may come again
 
@@ -127,21 +140,19 @@ def test_enqueue_ignores_a_handed_off_conversation_until_its_status_changes_to_p
     """An agent's reply leaves an Agent Bot conversation pending: "pending" repeated on the
     contact's messages is no sign the bot may speak; a change to pending is."""
     r.set(keys.handoff(C, CONV), "agent")
-    assert enqueue(s, r, "m1", "t", 1, status="pending")[0] == "handoff"  # nothing seen before: no change
-    assert enqueue(s, r, "m2", "t", 2, status="pending")[0] == "handoff"  # pending again: no change
-    assert enqueue(s, r, "m3", "t", 3, status="open")[0] == "handoff"
+    assert enqueue(s, r, "m1", "t", 1, status="pending").status == "handoff"  # nothing seen before: no change
+    assert enqueue(s, r, "m2", "t", 2, status="pending").status == "handoff"  # pending again: no change
+    assert enqueue(s, r, "m3", "t", 3, status="open").status == "handoff"
     assert r.get(keys.status(C, CONV)) == "open" and 0 < r.ttl(keys.status(C, CONV)) <= 600
-    assert enqueue(s, r, "m4", "t", 4, status="pending")[0] == "queued"  # open -> pending: the bot's again
+    assert (
+        enqueue(s, r, "m4", "t", 4, status="pending").status == "queued"
+    )  # open -> pending: the bot's again
     assert not r.exists(keys.handoff(C, CONV))
 
 
 def test_a_status_event_ends_a_takeover_only_on_a_change_to_pending_or_resolved(s: Scripts, r) -> None:
-    def event(status: str, explicit: str) -> int:
-        return s.conversation_status(
-            keys=[keys.status(C, CONV), keys.handoff(C, CONV), keys.stats(C)],
-            args=[status, explicit, 600],
-            client=r,
-        )
+    def event(status: str, explicit: str) -> bool:
+        return s.conversation_status(company(), CONV, status, explicit == "1").run()  # type: ignore[arg-type]
 
     r.set(keys.handoff(C, CONV), "agent")
     assert event("pending", "0") == 0  # conversation_updated, nothing seen before
@@ -154,52 +165,42 @@ def test_a_status_event_ends_a_takeover_only_on_a_change_to_pending_or_resolved(
     assert event("resolved", "0") == 1  # a different status than the last seen: resolved
 
 
-def claim(s: Scripts, r, run: str, most: int):  # type: ignore[no-untyped-def]
-    return s.claim_batch(
-        keys=[keys.queue(C, CONV), keys.processing(C, CONV), keys.lease(C, CONV), keys.ledger(C, CONV)],
-        args=[run, most, ATTEMPTS, ERROR],
-        client=r,
-    )
+def claim(s: Scripts, r, run: str, most: int) -> ClaimedBatch:  # type: ignore[no-untyped-def]
+    return s.claim_batch(C, CONV, run, most).run()
 
 
 def test_claim_requires_the_lease_resumes_leftovers_first_and_counts_attempts(s: Scripts, r) -> None:
     r.rpush(keys.queue(C, CONV), "a", "b", "c")
-    assert claim(s, r, "intruder", 10) is None
+    with pytest.raises(LeaseLost):
+        claim(s, r, "intruder", 10)
     r.set(keys.lease(C, CONV), "me")
-    assert claim(s, r, "me", 2) == [0, "", "a", "b"]  # first attempt at this batch
+    assert claim(s, r, "me", 2) == ClaimedBatch(0, "", ["a", "b"])  # first attempt at this batch
     assert r.lrange(keys.queue(C, CONV), 0, -1) == ["c"]
     # A leftover batch (its drainer died) comes back before anything new, one attempt more,
     # with the last error a failing run kept.
     r.hset(keys.ledger(C, CONV), ERROR, "RuntimeError: boom")
-    assert claim(s, r, "me", 2) == [1, "RuntimeError: boom", "a", "b"]
+    assert claim(s, r, "me", 2) == ClaimedBatch(1, "RuntimeError: boom", ["a", "b"])
     r.delete(keys.processing(C, CONV))
     r.delete(keys.queue(C, CONV))
-    assert claim(s, r, "me", 2) == [0, ""]  # nothing to do
+    assert claim(s, r, "me", 2) == ClaimedBatch(0, "", [])  # nothing to do
 
 
-def complete(s: Scripts, r, run: str, letter: str, *raws: str, most: int = 100):  # type: ignore[no-untyped-def]
-    return s.complete(
-        keys=[
-            keys.processing(C, CONV),
-            keys.lease(C, CONV),
-            keys.ledger(C, CONV),
-            keys.dead_letters(C),
-            keys.stats(C),
-        ],
-        args=[run, letter, most, ATTEMPTS, ERROR, *raws],
-        client=r,
-    )
+def complete(s: Scripts, r, run: str, letter: str, *raws: str, most: int = 100) -> int:  # type: ignore[no-untyped-def]
+    """The number of old dead letters dropped."""
+    return s.complete(C, CONV, run, list(raws), letter, most).run()
 
 
 def test_complete_removes_only_with_the_lease_and_records_dead_letters(s: Scripts, r) -> None:
     r.rpush(keys.processing(C, CONV), "a", "b")
     r.hset(keys.ledger(C, CONV), mapping={"part:1-1:0": "sent:9", ATTEMPTS: "2", ERROR: "x"})
     r.set(keys.lease(C, CONV), "me")
-    assert complete(s, r, "other", "", "a") is None
-    assert complete(s, r, "me", "", "a") == [1, 0]
+    with pytest.raises(LeaseLost):
+        complete(s, r, "other", "", "a")
+    assert complete(s, r, "me", "", "a") == 0
+    assert r.lrange(keys.processing(C, CONV), 0, -1) == ["b"]
     # progress resets the batch's attempts; the rest of its ledger stays while it is in processing
     assert r.hgetall(keys.ledger(C, CONV)) == {"part:1-1:0": "sent:9"}
-    assert complete(s, r, "me", '{"error":"x"}', "b") == [0, 0]
+    assert complete(s, r, "me", '{"error":"x"}', "b") == 0
     assert r.lrange(keys.dead_letters(C), 0, -1) == ['{"error":"x"}']
     assert not r.exists(keys.ledger(C, CONV))
 
@@ -208,98 +209,94 @@ def test_the_dead_letter_list_keeps_the_newest_entries_and_counts_what_it_drops(
     r.set(keys.lease(C, CONV), "me")
     for i in range(5):
         r.rpush(keys.processing(C, CONV), f"m{i}")
-        assert complete(s, r, "me", f"letter-{i}", f"m{i}", most=3) == [0, max(0, i - 2) and 1]
+        assert complete(s, r, "me", f"letter-{i}", f"m{i}", most=3) == (1 if i > 2 else 0)
     assert r.lrange(keys.dead_letters(C), 0, -1) == ["letter-2", "letter-3", "letter-4"]
     assert r.hget(keys.stats(C), "dead_letters_dropped") == "2"
     assert r.hget(keys.stats(C), "dead_letters") == "5"
 
 
 def test_release_only_by_holder_and_only_when_empty(s: Scripts, r) -> None:
-    rk = [
-        keys.lease(C, CONV),
-        keys.queue(C, CONV),
-        keys.processing(C, CONV),
-        keys.conversation_index(C),
-        keys.due(C),
-    ]
     r.set(keys.lease(C, CONV), "me")
     r.sadd(keys.conversation_index(C), CONV)
     r.rpush(keys.queue(C, CONV), "late")
-    assert s.release_if_empty(keys=rk, args=["other", CONV], client=r) == -1
-    assert s.release_if_empty(keys=rk, args=["me", CONV], client=r) == 0  # no lost wake-up
+    with pytest.raises(LeaseLost):
+        s.release_if_empty(C, CONV, "other").run()
+    assert s.release_if_empty(C, CONV, "me").run() is False  # no lost wake-up
     r.delete(keys.queue(C, CONV))
     r.zadd(keys.due(C), {CONV: 1.0})  # left by a message this run already answered
-    assert s.release_if_empty(keys=rk, args=["me", CONV], client=r) == 1
+    assert s.release_if_empty(C, CONV, "me").run() is True
     assert not r.exists(keys.lease(C, CONV), keys.due(C))
     assert not r.sismember(keys.conversation_index(C), CONV)
 
 
 def test_claim_due_dispatches_a_due_conversation_once_and_only_when_due(s: Scripts, r) -> None:
-    ck = [keys.due(C), keys.lease(C, CONV)]
     r.zadd(keys.due(C), {CONV: time.time() + 60})
-    assert s.claim_due(keys=ck, args=[CONV, "t1", 5000], client=r) == [0, "", 0]  # not due yet
+    not_due = Dispatch(DueClaim.NOT_DUE, "", 0)
+    assert s.claim_due(C, CONV, "t1", 5000).run() == not_due  # not due yet
     r.zadd(keys.due(C), {CONV: time.time() - 1})
-    assert s.claim_due(keys=ck, args=[CONV, "t1", 5000], client=r) == [1, "t1", 0]
+    assert s.claim_due(C, CONV, "t1", 5000).run() == Dispatch(DueClaim.DISPATCHED, "t1", 0)
     assert r.get(keys.lease(C, CONV)) == "t1" and not r.exists(keys.due(C))
-    assert s.claim_due(keys=ck, args=[CONV, "t2", 5000], client=r) == [0, "", 0]  # a second dispatcher
+    assert s.claim_due(C, CONV, "t2", 5000).run() == not_due  # a second dispatcher
     r.zadd(keys.due(C), {CONV: time.time() - 1})  # due again while t1 holds the lease
-    code, holder, pttl = s.claim_due(keys=ck, args=[CONV, "t3", 5000], client=r)
-    assert (code, holder) == (2, "t1") and 0 < pttl <= 5000 and not r.exists(keys.due(C))
+    held = s.claim_due(C, CONV, "t3", 5000).run()
+    assert (held.claim, held.holder) == (DueClaim.HELD, "t1") and 0 < held.lease_ms_left <= 5000
+    assert not r.exists(keys.due(C))
 
 
 def test_defer_schedules_and_gives_up_the_lease_only_by_its_holder(s: Scripts, r) -> None:
-    dk = [keys.lease(C, CONV), keys.due(C)]
     r.set(keys.lease(C, CONV), "me#1")
-    assert s.defer(keys=dk, args=["other", CONV, 3], client=r) == 0 and not r.exists(keys.due(C))
-    assert s.defer(keys=dk, args=["me#1", CONV, 3], client=r) == 1
+    with pytest.raises(LeaseLost):
+        s.defer(C, CONV, "other", 3).run()
+    assert not r.exists(keys.due(C))
+    s.defer(C, CONV, "me#1", 3).run()
     assert not r.exists(keys.lease(C, CONV))
     assert 2.9 < r.zscore(keys.due(C), CONV) - time.time() <= 3.1
 
 
 def test_a_run_starts_only_on_its_own_task_id_or_a_free_lease(s: Scripts, r) -> None:
     lease = keys.lease(C, CONV)
-    assert s.start_run(keys=[lease], args=["task-a", "task-a#1", 1000], client=r) == 1  # free: taken
+    assert s.start_run(lease, "task-a", "task-a#1", 1000).run() is True  # free: taken
     # the same task id delivered again finds a run, not its id: a second run cannot start
-    assert s.start_run(keys=[lease], args=["task-a", "task-a#2", 1000], client=r) == 0
+    assert s.start_run(lease, "task-a", "task-a#2", 1000).run() is False
     assert r.get(lease) == "task-a#1"
-    r.set(lease, "task-b", px=1000)  # published by the webhook, not started yet
-    assert s.start_run(keys=[lease], args=["task-b", "task-b#1", 5000], client=r) == 1
+    r.set(lease, "task-b", px=1000)  # published by the dispatcher, not started yet
+    assert s.start_run(lease, "task-b", "task-b#1", 5000).run() is True
     assert r.get(lease) == "task-b#1" and r.pttl(lease) > 4000
 
 
 def test_renew_hand_over_and_delete_are_compare_and_set(s: Scripts, r) -> None:
     lease = keys.lease(C, CONV)
-    assert s.renew(keys=[lease], args=["a#1", 1000], client=r) == 0  # free: a renewal takes nothing
+    assert s.renew(lease, "a#1", 1000).run() is False  # free: a renewal takes nothing
     assert r.get(lease) is None
     r.set(lease, "a#1", px=500)
-    assert s.renew(keys=[lease], args=["a#2", 9000], client=r) == 0  # another run of the same task
-    assert s.renew(keys=[lease], args=["a#1", 9000], client=r) == 1 and r.pttl(lease) > 8000
-    assert s.hand_over(keys=[lease], args=["b", "c", 1000], client=r) == 0
-    assert s.hand_over(keys=[lease], args=["a#1", "c", 9000], client=r) == 1
+    assert s.renew(lease, "a#2", 9000).run() is False  # another run of the same task
+    assert s.renew(lease, "a#1", 9000).run() is True and r.pttl(lease) > 8000
+    assert s.hand_over(lease, "b", "c", 1000).run() is False
+    assert s.hand_over(lease, "a#1", "c", 9000).run() is True
     assert r.get(lease) == "c" and r.pttl(lease) > 8000
-    assert s.delete_if_equals(keys=[lease], args=["a"], client=r) == 0
-    assert s.delete_if_equals(keys=[lease], args=["c"], client=r) == 1
+    r.set(keys.handoff(C, CONV), "agent")  # a human's takeover: a reset keyword keeps it
+    assert s.end_bot_handoff(C, CONV).run() is False and r.exists(keys.handoff(C, CONV))
+    r.set(keys.handoff(C, CONV), "bot")
+    assert s.end_bot_handoff(C, CONV).run() is True and not r.exists(keys.handoff(C, CONV))
 
 
-def store(s: Scripts, r, run: str, look: int, *message_fields: str):  # type: ignore[no-untyped-def]
-    return s.store_answer(
-        keys=[keys.lease(C, CONV), keys.ledger(C, CONV), keys.queue(C, CONV), keys.processing(C, CONV)],
-        args=[run, "answer:1-2", '{"parts":["hi"],"handoff":false}', look, *message_fields],
-        client=r,
-    )
+def store(s: Scripts, r, run: str, look: int, *message_fields: str) -> list[str]:  # type: ignore[no-untyped-def]
+    answer = '{"parts":["hi"],"handoff":false}'
+    return s.store_answer(C, CONV, run, "answer:1-2", answer, look, list(message_fields)).run()
 
 
 def test_store_answer_needs_the_lease_and_gives_way_to_newer_fragments(s: Scripts, r) -> None:
     r.rpush(keys.processing(C, CONV), "a", "b")
     r.rpush(keys.queue(C, CONV), "c")
-    assert store(s, r, "me", 10, "msg:1", "msg:2") is None
+    with pytest.raises(LeaseLost):
+        store(s, r, "me", 10, "msg:1", "msg:2")
     r.set(keys.lease(C, CONV), "me")
     # a fragment arrived while the bot thought: it joins the batch, the stale answer is not stored
-    assert store(s, r, "me", 10, "msg:1", "msg:2") == ["newer", "c"]
+    assert store(s, r, "me", 10, "msg:1", "msg:2") == ["c"]
     assert r.lrange(keys.processing(C, CONV), 0, -1) == ["a", "b", "c"]
     assert not r.exists(keys.ledger(C, CONV))
     r.rpush(keys.queue(C, CONV), "d")
-    assert store(s, r, "me", 0, "msg:1", "msg:2") == ["stored"]  # not looking: stored as it is
+    assert store(s, r, "me", 0, "msg:1", "msg:2") == []  # not looking: stored as it is
     assert r.hgetall(keys.ledger(C, CONV)) == {
         "answer:1-2": '{"parts":["hi"],"handoff":false}',
         "msg:1": "answer:1-2",
@@ -310,51 +307,46 @@ def test_store_answer_needs_the_lease_and_gives_way_to_newer_fragments(s: Script
 def test_a_part_is_marked_pending_only_with_the_lease_and_recorded_sent_only_over_its_own_mark(
     s: Scripts, r
 ) -> None:
-    mark_keys = [keys.lease(C, CONV), keys.ledger(C, CONV), keys.own_pending(C, CONV)]
-    assert s.mark_part(keys=mark_keys, args=["me", "part:1-2:0", "pending:5", "d1", 300], client=r) == 0
+    with pytest.raises(LeaseLost):
+        s.mark_part(C, CONV, "me", "part:1-2:0", "pending:5", "d1", 300).run()
     assert not r.exists(keys.ledger(C, CONV), keys.own_pending(C, CONV))
     r.set(keys.lease(C, CONV), "me")
-    assert s.mark_part(keys=mark_keys, args=["me", "part:1-2:0", "pending:5", "d1", 300], client=r) == 1
+    s.mark_part(C, CONV, "me", "part:1-2:0", "pending:5", "d1", 300).run()
+    assert r.hget(keys.ledger(C, CONV), "part:1-2:0") == "pending:5"
     assert r.sismember(keys.own_pending(C, CONV), "d1") and r.ttl(keys.own_pending(C, CONV)) > 0
-    sent_keys = [keys.ledger(C, CONV), keys.own_reply(C, 99), keys.stats(C)]
     # a run whose mark was overwritten (another run posts the part now) records nothing
-    assert s.record_sent(keys=sent_keys, args=["part:1-2:0", "pending:4", "sent:98", 60], client=r) == 0
+    assert s.record_sent(C, CONV, "part:1-2:0", "pending:4", "sent:99", 99, 60).run() is False
     assert r.get(keys.own_reply(C, 99)) == "1"  # but the message it did create is ours all the same
-    assert s.record_sent(keys=sent_keys, args=["part:1-2:0", "pending:5", "sent:99", 60], client=r) == 1
+    assert s.record_sent(C, CONV, "part:1-2:0", "pending:5", "sent:99", 99, 60).run() is True
     assert r.hget(keys.ledger(C, CONV), "part:1-2:0") == "sent:99"
     assert r.hget(keys.stats(C), "replies_sent") == "1"
 
 
-def test_write_if_holder_writes_a_field_or_a_key_only_with_the_lease(s: Scripts, r) -> None:
-    wk = [keys.lease(C, CONV), keys.handoff(C, CONV), keys.stats(C)]
-    assert s.write_if_holder(keys=wk, args=["me", "", "bot", 60, "handoffs"], client=r) == 0
+def test_a_handoff_and_a_batch_error_are_written_only_with_the_lease(s: Scripts, r) -> None:
+    for write in (s.mark_handoff(C, CONV, "me", 60), s.note_error(C, CONV, "me", "boom")):
+        with pytest.raises(LeaseLost):
+            write.run()
+    assert not r.exists(keys.handoff(C, CONV), keys.ledger(C, CONV), keys.stats(C))
     r.set(keys.lease(C, CONV), "me")
-    assert s.write_if_holder(keys=wk, args=["me", "", "bot", 60, "handoffs"], client=r) == 1
+    s.mark_handoff(C, CONV, "me", 60).run()
     assert r.get(keys.handoff(C, CONV)) == "bot" and 0 < r.ttl(keys.handoff(C, CONV)) <= 60
     assert r.hget(keys.stats(C), "handoffs") == "1"
-    wk[1] = keys.ledger(C, CONV)
-    assert s.write_if_holder(keys=wk, args=["me", ERROR, "boom", 0, ""], client=r) == 1
+    s.note_error(C, CONV, "me", "boom").run()
     assert r.hget(keys.ledger(C, CONV), ERROR) == "boom"
+    assert r.hget(keys.stats(C), "batch_failures") == "1"
 
 
 def test_rescue_schedules_only_stranded_conversations(s: Scripts, r) -> None:
-    rk = [
-        keys.lease(C, CONV),
-        keys.queue(C, CONV),
-        keys.processing(C, CONV),
-        keys.conversation_index(C),
-        keys.due(C),
-    ]
     r.sadd(keys.conversation_index(C), CONV)
-    assert s.rescue(keys=rk, args=[CONV], client=r) == -1  # nothing to do: forgotten
+    assert s.rescue(C, CONV).run() is Rescue.EMPTY  # nothing to do: forgotten
     assert not r.sismember(keys.conversation_index(C), CONV)
     r.rpush(keys.processing(C, CONV), "in-flight")
     r.set(keys.lease(C, CONV), "alive#1")
-    assert s.rescue(keys=rk, args=[CONV], client=r) == 0  # live lease
+    assert s.rescue(C, CONV).run() is Rescue.BUSY  # live lease
     r.delete(keys.lease(C, CONV))
-    assert s.rescue(keys=rk, args=[CONV], client=r) == 1  # its holder died: scheduled now
+    assert s.rescue(C, CONV).run() is Rescue.RESCHEDULED  # its holder died: scheduled now
     assert r.zscore(keys.due(C), CONV) <= time.time()
-    assert s.rescue(keys=rk, args=[CONV], client=r) == 0  # already scheduled
+    assert s.rescue(C, CONV).run() is Rescue.BUSY  # already scheduled
 
 
 def test_enqueue_records_the_session(s: Scripts, r) -> None:
@@ -364,19 +356,15 @@ def test_enqueue_records_the_session(s: Scripts, r) -> None:
 
 
 def test_agent_reply_tells_own_replies_from_a_takeover(s: Scripts, r) -> None:
-    ak = [
-        keys.own_reply(C, 77),
-        keys.own_pending(C, CONV),
-        keys.handoff(C, CONV),
-        keys.stats(C),
-        keys.status(C, CONV),
-    ]
+    def reply(message_id: int, digest: str) -> Sender:
+        return s.agent_reply(company(), CONV, message_id, digest, "pending").run()  # type: ignore[arg-type]
+
     r.sadd(keys.own_pending(C, CONV), "digest-of-our-reply")
-    assert s.agent_reply(keys=ak, args=["digest-of-our-reply", 600, "pending", 600], client=r) == "own"
+    assert reply(77, "digest-of-our-reply") is Sender.OWN
     r.set(keys.own_reply(C, 77), "1")
-    assert s.agent_reply(keys=ak, args=["other", 600, "pending", 600], client=r) == "own"
-    ak[0] = keys.own_reply(C, 78)
-    assert s.agent_reply(keys=ak, args=["other", 600, "pending", 600], client=r) == "takeover"
+    assert reply(77, "other") is Sender.OWN
+    assert not r.exists(keys.handoff(C, CONV))
+    assert reply(78, "other") is Sender.TAKEOVER
     assert r.get(keys.status(C, CONV)) == "pending"  # seen, for the next change
     assert r.get(keys.handoff(C, CONV)) == "agent" and 0 < r.ttl(keys.handoff(C, CONV)) <= 600
 
@@ -385,10 +373,9 @@ def test_expire_sessions_takes_each_idle_session_once(s: Scripts, r) -> None:
     now = time.time()
     r.zadd(keys.sessions(C), {"1": now - 900, "2": now - 800, "3": now - 100})
     r.hset(keys.session_accounts(C), mapping={"1": "5", "2": "5", "3": "5"})
-    sk = [keys.sessions(C), keys.session_accounts(C)]
-    assert s.expire_sessions(keys=sk, args=[500, 1], client=r) == ["1", "5"]  # at most ARGV[2]
-    assert s.expire_sessions(keys=sk, args=[500, 10], client=r) == ["2", "5"]
-    assert s.expire_sessions(keys=sk, args=[500, 10], client=r) == []
+    assert s.expire_sessions(C, 500, 1).run() == [("1", "5")]  # at most ARGV[2]
+    assert s.expire_sessions(C, 500, 10).run() == [("2", "5")]
+    assert s.expire_sessions(C, 500, 10).run() == []
     assert r.zrange(keys.sessions(C), 0, -1) == ["3"]
 
 
@@ -399,15 +386,15 @@ def test_batch_runs_a_script_beside_commands_in_one_round_trip_even_after_a_scri
     nothing, and is run again alone; the other commands ran once."""
     scripts = Scripts(rdb)
     lease = keys.lease(C, CONV)
-    scripts.start_run(keys=["warm-up"], args=["x", "x#1", 1000])  # loads the script into the cache
+    scripts.start_run("warm-up", "x", "x#1", 1000).run()  # loads the script into the cache
     for flush in (False, True):
         rdb.delete(lease, "counter")
         if flush:
             rdb.script_flush()
         batch = RoundTrip(rdb)
-        batch.script(scripts.start_run, [lease], ["T1", "T1", 5000])
+        batch.add(scripts.start_run(lease, "T1", "T1", 5000))
         batch.pipe.incr("counter")
         batch.pipe.get(lease)
         seen = None if flush else "T1"  # after a flush the GET ran before the script's re-run
-        assert batch.execute() == [1, 1, seen]
+        assert batch.execute() == [True, 1, seen]  # the script's reply decoded
         assert rdb.get(lease) == "T1" and rdb.get("counter") == "1"  # taken once, counted once
