@@ -23,6 +23,8 @@ conversation, since Chatwoot never reuses a message id.
 from __future__ import annotations
 
 import json
+import logging
+import time
 from dataclasses import dataclass
 
 import redis
@@ -45,6 +47,9 @@ ATTEMPTS, ERROR = keys.LEDGER_ATTEMPTS, keys.LEDGER_ERROR
 ANSWER, PENDING, SENT = "answer:", "pending:", "sent:"
 OWN_PENDING_TTL_SECONDS = 300
 OWN_REPLY_TTL_SECONDS = 24 * 3600
+RECORD_PATIENCE_SECONDS = 60.0  # how long a posted part's record waits for Redis to come back
+
+log = logging.getLogger(__name__)
 
 
 def answer_field(answer_id: str) -> str:
@@ -158,9 +163,24 @@ class Ledger:
         ).run()
         return value
 
-    def record_sent(self, answer_id: str, index: int, pending: str, message_id: int | None) -> bool:
-        """Record a part posted (over the pending value this run saw); mark its id ours."""
-        return self._scripts.record_sent(
+    def record_sent(
+        self,
+        answer_id: str,
+        index: int,
+        pending: str,
+        message_id: int | None,
+        patience: float = RECORD_PATIENCE_SECONDS,
+    ) -> bool:
+        """Record a part posted (over the pending value this run saw); mark its id ours.
+
+        The part *was* posted: this record is what keeps a later run from posting it
+        again (with an agent-bot token, which cannot read the conversation back, a
+        part left pending is posted again). So a Redis that stopped answering right
+        after the POST is waited for, up to ``patience`` seconds, rather than given
+        up on at once. The record needs no lease (it is a compare-and-set on this
+        run's own pending mark), and no other run can start while Redis is away.
+        """
+        call = self._scripts.record_sent(
             self._company,
             self._conversation,
             part_field(answer_id, index),
@@ -168,7 +188,21 @@ class Ledger:
             f"{SENT}{message_id if message_id is not None else ''}",
             message_id,
             OWN_REPLY_TTL_SECONDS,
-        ).run()
+        )
+        deadline, pause = time.monotonic() + patience, 0.05
+        while True:
+            try:
+                return call.run()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if time.monotonic() + pause > deadline:
+                    raise
+                log.warning(
+                    "posted reply not recorded yet conversation=%s error=%s: retrying",
+                    self._conversation,
+                    type(exc).__name__,
+                )
+                time.sleep(pause)
+                pause = min(1.0, pause * 2)
 
     def note_error(self, error: str) -> None:
         """Keep the batch's latest failure (for its dead letter, if it keeps failing)."""

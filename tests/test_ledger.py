@@ -8,6 +8,7 @@ import json
 import logging
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,10 @@ from app import keys
 from app.bots import BotReply, EchoBot
 from app.chatwoot import DryRunOutbox
 from app.drain import Drainer
-from app.ledger import ATTEMPTS, ERROR
+from app.ledger import ATTEMPTS, ERROR, Ledger
 from app.payload import StoredMessage
 from app.redis_client import redis_now
+from app.scripts import Scripts
 from tests import chatwoot_payloads as cw
 from tests.conftest import base_env, dry_run_drainer, make_client, post_webhook
 from tests.support import ROOT, RedisServer
@@ -220,3 +222,31 @@ def test_check_config_warns_when_redis_keeps_nothing_on_disk(redis_url: str, red
     done = check_config(redis_url)
     assert done.returncode == 0, done.stderr
     assert "persistence is off" in done.stderr
+
+
+def test_a_posted_part_is_recorded_once_redis_answers_again_not_left_pending(tmp_path: Path):
+    """Redis stops right after a part's POST: the record waits for it (no lease needed)
+    instead of leaving the part pending, which a later run with an agent-bot token (it
+    cannot read the conversation back) would post a second time."""
+    server = RedisServer(tmp_path, persistent=True)
+    server.start()
+    client = redis.Redis.from_url(server.url, decode_responses=True)
+    try:
+        ledger = Ledger(client, Scripts(client), "default", CONV, "run#1")
+        client.set(keys.lease("default", CONV), "run#1")
+        pending = ledger.mark_pending("7-7", 0, 1000.0, "digest")
+        server.stop()  # the POST happened; Redis is gone before its record
+        restart = threading.Timer(1.5, server.start)
+        restart.start()
+        try:
+            recorded = ledger.record_sent("7-7", 0, pending, 901)
+        finally:
+            restart.join()
+        assert recorded is True
+        assert client.hget(keys.ledger("default", CONV), "part:7-7:0") == "sent:901"
+        assert client.exists(keys.own_reply("default", 901))
+        server.stop()  # gone for longer than the patience: the error reaches the run
+        with pytest.raises(redis.ConnectionError):
+            ledger.record_sent("7-7", 1, "pending:1", 902, patience=0.5)
+    finally:
+        server.stop()
