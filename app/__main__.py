@@ -24,7 +24,7 @@ from app.ops import conversation_state
 from app.ops import purge as purge_conversation
 from app.redis_client import connect, fitness
 from app.scripts import Scripts
-from app.settings import CompanyConfig, ConfigError, Settings, load_settings
+from app.settings import CompanyConfig, ConfigError, Settings, load_settings, mask_url
 
 SECRET_FIELDS = ("chatwoot_api_token", "chatwoot_webhook_secret", "webhook_token", "openai_api_key")
 
@@ -34,6 +34,9 @@ def _masked(config: CompanyConfig) -> dict[str, object]:
     for name in SECRET_FIELDS:
         if data.get(name):
             data[name] = "***"
+    for name, value in data.items():
+        if name.endswith("_url") and isinstance(value, str):
+            data[name] = mask_url(value)
     return data
 
 
@@ -98,6 +101,8 @@ def check_config() -> None:
             except ConfigError as exc:
                 click.echo(f"configuration error: {exc}", err=True)
                 sys.exit(2)
+        for warning in company.warnings():
+            click.echo(f"warning: company {company.company_id!r}: {warning}", err=True)
         if not company.has_webhook_auth:
             click.echo(
                 f"warning: company {company.company_id!r} has no CHATWOOT_WEBHOOK_SECRET or"

@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
-__all__ = ["TEXT_FORMAT", "JsonFormatter", "configure_logging"]
+__all__ = ["TEXT_FORMAT", "JsonFormatter", "Sampled", "configure_logging"]
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 _FIELD = re.compile(r"(\w+)=(\S+)")
@@ -41,3 +44,31 @@ def configure_logging(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+
+
+class Sampled:
+    """At most one line per kind every ``every`` seconds, for lines an outsider can
+    cause at will (refused webhooks): the next line written says how many were not.
+    Kinds are a small fixed set chosen by the caller, never taken from the request."""
+
+    def __init__(
+        self, logger: logging.Logger, every: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._logger, self._every, self._clock = logger, every, clock
+        self._lock = threading.Lock()
+        self._seen: dict[str, tuple[float, int]] = {}  # kind -> (last written, not written since)
+
+    def log(self, level: int, kind: str, message: str, *args: object) -> bool:
+        """Write the line unless one of this kind was written less than ``every`` ago;
+        True when written."""
+        now = self._clock()
+        with self._lock:
+            last, skipped = self._seen.get(kind, (None, 0))
+            if last is not None and now - last < self._every:
+                self._seen[kind] = (last, skipped + 1)
+                return False
+            self._seen[kind] = (now, 0)
+        if skipped:
+            message += f" ({skipped} more like it in the last {self._every:g} s not logged)"
+        self._logger.log(level, message, *args)
+        return True

@@ -27,6 +27,7 @@ __all__ = [
     "HISTOGRAMS",
     "SPOOLED",
     "STAT_HELP",
+    "WEBHOOKS_REFUSED",
     "WEB_REGISTRY",
     "Stat",
     "observe",
@@ -104,6 +105,12 @@ def render_counters(script: str) -> str:
 WEB_REGISTRY = CollectorRegistry()
 WEBHOOK_RESPONSES = Counter(
     "gateway_webhook_responses", "Webhook answers by HTTP status", ["status"], registry=WEB_REGISTRY
+)
+WEBHOOKS_REFUSED = Counter(
+    "gateway_webhooks_refused",
+    "Webhooks refused before anything was read: unknown company, or why authentication failed",
+    ["reason"],
+    registry=WEB_REGISTRY,
 )
 WEBHOOK_LATENCY = Histogram(
     "gateway_webhook_latency_seconds",

@@ -20,6 +20,7 @@ import random
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlparse
 
 import requests
 from urllib3.exceptions import NewConnectionError, ProtocolError, ReadTimeoutError
@@ -86,8 +87,15 @@ def post_json(
         if read <= 0:
             break
         try:
+            # Never follow a redirect: requests keeps custom headers (Chatwoot's
+            # api_access_token, a bot's key) when it follows one to another host.
             response = session.post(
-                url, json=payload, headers=headers, timeout=(min(3.05, read), read), stream=end is not None
+                url,
+                json=payload,
+                headers=headers,
+                timeout=(min(3.05, read), read),
+                stream=end is not None,
+                allow_redirects=False,
             )
             if end is not None:
                 _read_body(response, end, error, url)
@@ -108,6 +116,13 @@ def post_json(
             raise error(f"request to {_host(url)} failed: {type(exc).__name__}") from exc
         if response.status_code < 300:
             return response
+        if response.is_redirect:
+            where = _host(response.headers.get("Location", "")) or _host(url)
+            raise error(
+                f"{_host(url)} answered {response.status_code}, a redirect to {where}: not followed"
+                " (credentials would go with it); configure the final https address",
+                status=response.status_code,
+            )
         last = error(f"{_host(url)} answered {response.status_code}", status=response.status_code)
         if response.status_code == 429:
             wait = _retry_after(response, attempt)
@@ -161,4 +176,10 @@ def _nothing_sent(exc: requests.ConnectionError) -> bool:
 
 
 def _host(url: str) -> str:
-    return url.split("/")[2] if "://" in url else url
+    """The host (and port) of a URL for messages: never its credentials or path."""
+    try:
+        parsed = urlparse(url)
+        host, port = parsed.hostname or "", parsed.port
+    except ValueError:
+        return "an unparsable address"
+    return f"{host}:{port}" if host and port else host

@@ -23,6 +23,7 @@ Only what the bot and the reply need is kept: the stored form
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -36,6 +37,7 @@ __all__ = [
     "InvalidPayload",
     "StatusChange",
     "StoredMessage",
+    "decode_body",
     "parse_webhook",
     "received_at",
 ]
@@ -189,8 +191,8 @@ def _int(value: Any, what: str) -> int:
         raise InvalidPayload(f"{what} must be an integer, got {value!r}")
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdecimal():
+        return int(value)  # ASCII digits only: "²" is a digit to isdigit(), and int() refuses it
     raise InvalidPayload(f"{what} must be an integer, got {value!r}"[:200])
 
 
@@ -311,3 +313,25 @@ def parse_webhook(body: Any, received_at: float) -> StoredMessage | StatusChange
             inbox = _optional_int(body.get("inbox_id"))
             return StatusChange(str(_int(conversation_id, "id")), status[:32], explicit, inbox)
     return Ignored(f"event {str(event)[:64]!r} is not for the bot")
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def decode_body(body: bytes) -> Any:
+    """The webhook's JSON, with every lone UTF-16 surrogate (a ``\\ud83d`` escape
+    without its pair: an emoji cut in half) replaced by U+FFFD wherever it is, so no
+    field of it can fail to encode later (a key, a status, a name, the content).
+    Only a body holding a surrogate escape is walked."""
+    data = json.loads(body)
+    return _without_lone_surrogates(data) if _SURROGATE_ESCAPE.search(body) else data
+
+
+def _without_lone_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return encodable(value)
+    if isinstance(value, list):
+        return [_without_lone_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {encodable(k): _without_lone_surrogates(v) for k, v in value.items()}
+    return value

@@ -18,6 +18,7 @@ http(s) URL, got 'x'" and no dependency.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlparse
 
-__all__ = ["CompanyConfig", "ConfigError", "Settings", "load_settings"]
+__all__ = ["CompanyConfig", "ConfigError", "Settings", "load_settings", "mask_url"]
 
 BOT_BACKENDS = ("echo", "http", "openai", "python")
 INTEGRATIONS = ("agent_bot", "webhook")
@@ -50,6 +51,24 @@ def _url(name: str, raw: str) -> str:
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise ConfigError(f"{name} must be an http(s) URL, got {url!r}")
     return url
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any ``user:password@`` replaced by ``***@`` (for logs and show-config)."""
+    parsed = urlparse(url)
+    if "@" not in parsed.netloc:
+        return url
+    return parsed._replace(netloc="***@" + parsed.netloc.rsplit("@", 1)[1]).geturl()
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlparse(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _positive_float(name: str, raw: str) -> float:
@@ -221,6 +240,23 @@ class CompanyConfig:
     @property
     def has_webhook_auth(self) -> bool:
         return bool(self.chatwoot_webhook_secret or self.webhook_token)
+
+    def warnings(self) -> list[str]:
+        """What start-up should warn about: settings that work but expose something."""
+        found = []
+        if self.chatwoot_webhook_secret and self.webhook_token:
+            found.append(
+                "WEBHOOK_TOKEN is ignored: CHATWOOT_WEBHOOK_SECRET is set, so every webhook"
+                " must carry X-Chatwoot-Signature"
+            )
+        for name in ("chatwoot_base_url", "bot_url", "openai_base_url"):
+            url = getattr(self, name)
+            if url and urlparse(url).scheme == "http" and not _is_loopback(url):
+                found.append(
+                    f"{name.upper()} is plain http outside this machine ({mask_url(url)}):"
+                    " tokens and messages cross the network unencrypted; use https"
+                )
+        return found
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 
@@ -12,8 +11,17 @@ from flask import Blueprint, current_app, g, jsonify, request
 
 from app import keys
 from app.intake import accept
-from app.metrics import SPOOLED, WEBHOOK_LATENCY, WEBHOOK_RESPONSES, Stat
-from app.payload import AgentReply, Ignored, InvalidPayload, StatusChange, StoredMessage, parse_webhook
+from app.logs import Sampled
+from app.metrics import SPOOLED, WEBHOOK_LATENCY, WEBHOOK_RESPONSES, WEBHOOKS_REFUSED, Stat
+from app.payload import (
+    AgentReply,
+    Ignored,
+    InvalidPayload,
+    StatusChange,
+    StoredMessage,
+    decode_body,
+    parse_webhook,
+)
 from app.scripts import Sender
 from app.sessions import content_digest, is_reset_keyword, reset_session
 from app.signature import AuthError, authenticate
@@ -22,6 +30,11 @@ __all__ = ["bp", "handle", "start_moving"]
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhook", __name__)
+# Refused webhooks are logged at most once a minute per kind: anyone can send them.
+_refusals = Sampled(log)
+UNAUTHORIZED = (
+    "not authenticated: signature or token missing, wrong or expired (the gateway's log says which)"
+)
 
 
 @bp.before_request
@@ -101,7 +114,9 @@ def chatwoot(company: str):  # type: ignore[no-untyped-def]
     gateway = current_app.extensions["gateway"]
     config = gateway.settings.company(company)
     if config is None:
-        return _answer(404, error="not_found", reason=f"unknown company {company[:64]!r}")
+        WEBHOOKS_REFUSED.labels("unknown_company").inc()
+        _refusals.log(logging.INFO, "unknown_company", "webhook refused: unknown company %r", company[:64])
+        return _answer(404, error="not_found", reason="unknown company")
     if not request.is_json:
         return _answer(415, error="unsupported_media_type", reason="Content-Type must be application/json")
     body = request.get_data(cache=True)
@@ -109,10 +124,13 @@ def chatwoot(company: str):  # type: ignore[no-untyped-def]
     try:
         authenticate(config, request.headers, body, request.args.get("token"), now)
     except AuthError as exc:
-        log.info("webhook refused company=%s reason=%s", company, exc)
-        return _answer(401, error="unauthorized", reason=str(exc))
+        # The same answer for every failure: which mode the company uses and what was
+        # wrong are for the operator (the log, /metrics), not for whoever is knocking.
+        WEBHOOKS_REFUSED.labels(exc.kind).inc()
+        _refusals.log(logging.WARNING, exc.kind, "webhook refused company=%s reason=%s", company, exc)
+        return _answer(401, error="unauthorized", reason=UNAUTHORIZED)
     try:
-        parsed = parse_webhook(json.loads(body), now)
+        parsed = parse_webhook(decode_body(body), now)
     except (ValueError, RecursionError) as exc:
         reason = str(exc) if isinstance(exc, InvalidPayload) else "body is not valid JSON"
         return _answer(400, error="bad_request", reason=reason)

@@ -20,9 +20,12 @@ from app.signature import sign
 from tests import chatwoot_payloads as cw
 from tests.conftest import SECRET, base_env, make_client
 
+# Text as an LLM or a phone may send it: lone UTF-16 surrogates (an emoji cut in half,
+# which json.dumps writes as a "\\ud83d" escape) mixed with letters, digits, punctuation.
+texts = st.text(max_size=20) | st.text(st.characters(categories=["Cs", "Ll", "Nd", "Po", "So"]), max_size=20)
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | texts,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(texts, inner, max_size=4),
     max_leaves=12,
 )
 FIELDS = [
@@ -40,14 +43,16 @@ FIELDS = [
 
 @st.composite
 def bodies(draw: st.DrawFn) -> bytes:
-    kind = draw(st.sampled_from(["bytes", "json", "mutated", "valid"]))
+    kind = draw(st.sampled_from(["bytes", "json", "mutated", "valid", "status", "agent"]))
     if kind == "bytes":
         return draw(st.binary(max_size=300))
     if kind == "json":
         return json.dumps(draw(json_values)).encode()
-    payload = cw.message(
-        draw(st.text(max_size=50)), draw(st.integers(1, 10**9)), message_id=draw(st.integers(1, 10**12))
-    )
+    if kind == "status":  # a status event: its status reaches Redis (the last seen status)
+        return json.dumps(cw.status_changed(draw(st.integers(1, 10**9)), draw(texts))).encode()
+    if kind == "agent":  # an agent's reply: its content is hashed (the own-reply digest)
+        return json.dumps(cw.agent_reply(draw(texts), draw(st.integers(1, 10**9)), draw(texts))).encode()
+    payload = cw.message(draw(texts), draw(st.integers(1, 10**9)), message_id=draw(st.integers(1, 10**12)))
     if kind == "mutated":
         for field in draw(st.lists(st.sampled_from(FIELDS), min_size=1, max_size=3)):
             payload[field] = draw(json_values)

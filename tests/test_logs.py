@@ -1,7 +1,7 @@
 import json
 import logging
 
-from app.logs import JsonFormatter
+from app.logs import JsonFormatter, Sampled
 
 
 def test_json_lines_carry_the_fields_of_the_message() -> None:
@@ -18,3 +18,16 @@ def test_json_lines_carry_the_fields_of_the_message() -> None:
     assert line["level"] == "INFO" and line["logger"] == "app.drain"
     assert (line["company"], line["conversation"], line["task"]) == ("acme", "42", "t-1")
     assert line["message"] == "batch answered company=acme conversation=42 task=t-1"
+
+
+def test_sampled_writes_one_line_per_kind_per_period_and_says_what_it_skipped(caplog) -> None:
+    now = [100.0]
+    sampled = Sampled(logging.getLogger("sampled-test"), every=60, clock=lambda: now[0])
+    with caplog.at_level("INFO", logger="sampled-test"):
+        assert sampled.log(logging.INFO, "a", "refused %s", "x") is True
+        assert [sampled.log(logging.INFO, "a", "refused %s", "x") for _ in range(3)] == [False] * 3
+        assert sampled.log(logging.INFO, "b", "other") is True  # kinds are counted apart
+        now[0] += 61
+        assert sampled.log(logging.INFO, "a", "refused %s", "y") is True
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["refused x", "other", "refused y (3 more like it in the last 60 s not logged)"]

@@ -104,3 +104,28 @@ def test_subcommands_check_their_arguments(rdb: redis.Redis, redis_url: str) -> 
     assert cli(env, "show", "abc").returncode == 2
     assert cli(env, "busiest", "--company", "nope").returncode == 2
     assert "--limit" in cli(env, "dead-letters", "--help").stdout
+
+
+def test_check_config_warns_about_plain_http_off_this_machine_and_an_ignored_token(redis_url: str) -> None:
+    env = base_env(
+        redis_url,
+        "http://chatwoot.example.com",
+        WEBHOOK_TOKEN="tok-1",
+        BOT_URL="https://bot.example.com/answer",
+    )
+    result = cli(env, "check-config")
+    assert result.returncode == 0, result.stderr
+    assert "CHATWOOT_BASE_URL is plain http outside this machine" in result.stderr
+    assert "BOT_URL" not in result.stderr  # https
+    assert "WEBHOOK_TOKEN is ignored" in result.stderr
+    quiet = cli(base_env(redis_url, "http://127.0.0.1:9"), "check-config")  # loopback, no token
+    assert quiet.returncode == 0 and "company" not in quiet.stderr
+
+
+def test_show_config_masks_credentials_inside_urls(redis_url: str) -> None:
+    env = base_env(
+        redis_url, "https://admin:hunter2@chatwoot.example.com", BOT_URL="https://k:v@bot.example/x"
+    )
+    shown = cli(env, "show-config").stdout
+    assert "hunter2" not in shown and ":v@" not in shown
+    assert '"chatwoot_base_url": "https://***@chatwoot.example.com"' in shown

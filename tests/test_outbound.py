@@ -118,3 +118,56 @@ def test_connection_refused_is_retried_then_fails_unambiguously() -> None:
     with pytest.raises(ChatwootError, match="connection") as info:
         call(f"http://127.0.0.1:{free_port()}/x", retries=2)
     assert not info.value.ambiguous
+
+
+class Recording(Scripted):
+    """A second host: records the headers of every request it receives."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.seen: list[dict[str, str]] = []
+        original = self.server.RequestHandlerClass.do_POST
+        owner = self
+
+        def do_post(handler) -> None:  # type: ignore[no-untyped-def]
+            owner.seen.append(dict(handler.headers))
+            original(handler)
+
+        self.server.RequestHandlerClass.do_POST = do_post  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_a_redirect_is_not_followed_and_the_token_stays_home(status: int) -> None:
+    """requests keeps custom headers (api_access_token) across hosts when it follows a
+    redirect: a Chatwoot URL that redirects must not hand the token to another host."""
+    elsewhere = Recording()
+    home = Scripted([(status, {"Location": elsewhere.url.replace("127.0.0.1", "localhost")}, 0.0)])
+    try:
+        with pytest.raises(ChatwootError, match=f"answered {status}, a redirect to localhost") as caught:
+            post_json(
+                requests.Session(),
+                home.url,
+                {"content": "hi"},
+                error=ChatwootError,
+                timeout=2,
+                retries=2,
+                headers={"api_access_token": "secret-token"},
+            )
+        assert caught.value.status == status and not caught.value.ambiguous
+        assert home.hits == 1 and elsewhere.seen == []  # not retried, not followed
+    finally:
+        home.close()
+        elsewhere.close()
+
+
+def test_error_messages_name_the_host_never_credentials() -> None:
+    with pytest.raises(ChatwootError) as caught:
+        post_json(
+            requests.Session(),
+            f"http://user:pa55word@127.0.0.1:{free_port()}/api",
+            {},
+            error=ChatwootError,
+            timeout=1,
+            retries=0,
+        )
+    assert "127.0.0.1" in str(caught.value) and "pa55word" not in str(caught.value)

@@ -1,6 +1,16 @@
+import json
+
 import pytest
 
-from app.payload import AgentReply, Ignored, InvalidPayload, StatusChange, StoredMessage, parse_webhook
+from app.payload import (
+    AgentReply,
+    Ignored,
+    InvalidPayload,
+    StatusChange,
+    StoredMessage,
+    decode_body,
+    parse_webhook,
+)
 from tests import chatwoot_payloads as cw
 
 
@@ -129,3 +139,20 @@ def test_every_event_says_its_inbox() -> None:
     assert parse_webhook(cw.message("hi", inbox_id=9), 0).inbox_id == 9  # type: ignore[union-attr]
     assert parse_webhook(cw.agent_reply("x"), 0).inbox_id == 4  # type: ignore[union-attr]
     assert parse_webhook(cw.private_note("x"), 0).inbox_id == 4  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("bad_id", ["²", "٣", "1e3", " "])
+def test_an_id_in_a_string_must_be_ascii_digits(bad_id: str) -> None:
+    body = cw.message("hi", 42, message_id=7)
+    body["id"] = bad_id
+    with pytest.raises(InvalidPayload, match="must be an integer"):
+        parse_webhook(body, 0.0)
+    body["id"] = " 7 "
+    assert parse_webhook(body, 0.0).id == 7
+
+
+def test_a_lone_surrogate_anywhere_in_the_body_becomes_a_replacement_character() -> None:
+    raw = json.dumps(cw.status_changed(5, "resolvedX")).replace("X", "\\ud83d").encode()
+    assert decode_body(raw)["status"] == "resolved\ufffd"
+    paired = json.dumps({"content": "\U0001f600"}).encode()  # an emoji as two escapes: kept
+    assert decode_body(paired) == {"content": "\U0001f600"}

@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from app import keys
+from app.webhook import UNAUTHORIZED
 from tests import chatwoot_payloads as cw
 from tests.conftest import SECRET, base_env, make_client, post_webhook, signed_headers
 from tests.support import free_port
@@ -118,23 +119,63 @@ def test_400_names_the_problem(web, body: bytes, reason: str) -> None:
     assert response.status_code == 400 and reason in response.json["reason"]
 
 
-def test_401_cases(web) -> None:
+def test_every_401_answers_alike_and_the_log_and_metrics_say_why(web, caplog) -> None:
+    """The answer tells an outsider nothing (which auth mode, what was wrong); the
+    operator reads the reason in the log and counts it in /metrics."""
     body = json.dumps(cw.message("hi")).encode()
     url = "/webhook/chatwoot/default"
-    missing = web.post(url, data=body, headers={"Content-Type": "application/json"})
-    assert missing.status_code == 401 and "missing" in missing.json["reason"]
-    wrong = web.post(url, data=body, headers=signed_headers(body, secret="nope"))
-    assert wrong.status_code == 401 and "does not match" in wrong.json["reason"]
-    stale = web.post(url, data=body, headers=signed_headers(body, timestamp=int(time.time()) - 301))
-    assert stale.status_code == 401 and "older than 5 minutes" in stale.json["reason"]
-    assert SECRET not in missing.get_data(as_text=True) + wrong.get_data(as_text=True)
+    before = web.get("/metrics").get_data(as_text=True)
+    with caplog.at_level("WARNING", logger="app.webhook"):
+        missing = web.post(url, data=body, headers={"Content-Type": "application/json"})
+        wrong = web.post(url, data=body, headers=signed_headers(body, secret="nope"))
+        stale = web.post(url, data=body, headers=signed_headers(body, timestamp=int(time.time()) - 301))
+    answers = {(r.status_code, r.get_data(as_text=True)) for r in (missing, wrong, stale)}
+    assert len(answers) == 1 and missing.status_code == 401
+    assert missing.json == {"error": "unauthorized", "reason": UNAUTHORIZED}
+    logged = caplog.text
+    assert "X-Chatwoot-Signature header missing" in logged and "does not match" in logged
+    assert "older than 5 minutes" in logged and SECRET not in logged
+    after = web.get("/metrics").get_data(as_text=True)
+    for kind in ("signature_missing", "signature_wrong", "timestamp_stale"):
+        name = f'gateway_webhooks_refused_total{{reason="{kind}"}}'
+        assert _sample(after, name) - _sample(before, name) == 1
 
 
-def test_401_when_no_secret_is_configured(redis_url: str, rdb) -> None:
+def test_401_when_no_secret_is_configured(redis_url: str, rdb, caplog) -> None:
     env = base_env(redis_url, "http://127.0.0.1:9")
     del env["CHATWOOT_WEBHOOK_SECRET"]
-    response = post_webhook(make_client(env), cw.message("hi"))
-    assert response.status_code == 401 and "CHATWOOT_WEBHOOK_SECRET" in response.json["reason"]
+    with caplog.at_level("WARNING", logger="app.webhook"):
+        response = post_webhook(make_client(env), cw.message("hi"))
+    assert response.status_code == 401 and response.json["reason"] == UNAUTHORIZED
+    assert "CHATWOOT_WEBHOOK_SECRET" in caplog.text  # the operator's log says how to configure one
+
+
+def test_with_a_secret_a_token_alone_is_refused(redis_url: str, rdb) -> None:
+    """Both set: the signature is required (a token gives no body integrity, no replay window)."""
+    env = base_env(redis_url, "http://127.0.0.1:9", WEBHOOK_TOKEN="tok-1")
+    web = make_client(env)
+    body = json.dumps(cw.message("hi")).encode()
+    plain = {"Content-Type": "application/json"}
+    assert web.post("/webhook/chatwoot/default?token=tok-1", data=body, headers=plain).status_code == 401
+    headed = {**plain, "X-Webhook-Token": "tok-1"}
+    assert web.post("/webhook/chatwoot/default", data=body, headers=headed).status_code == 401
+    assert web.post("/webhook/chatwoot/default", data=body, headers=signed_headers(body)).status_code == 202
+
+
+def test_refusals_are_logged_once_a_minute_per_kind_and_all_counted(web, caplog) -> None:
+    """Anyone can send refused webhooks: they must not flood the log."""
+    body = json.dumps(cw.message("hi")).encode()
+    before = web.get("/metrics").get_data(as_text=True)
+    with caplog.at_level("INFO", logger="app.webhook"):
+        for _ in range(50):
+            web.post("/webhook/chatwoot/default", data=body, headers=signed_headers(body, secret="nope"))
+            post_webhook(web, cw.message("hi"), company="nobody")
+    refused = [r for r in caplog.records if "webhook refused" in r.getMessage()]
+    assert len(refused) <= 2  # one per kind at most (none if this process logged one this minute)
+    after = web.get("/metrics").get_data(as_text=True)
+    for kind in ("signature_wrong", "unknown_company"):
+        name = f'gateway_webhooks_refused_total{{reason="{kind}"}}'
+        assert _sample(after, name) - _sample(before, name) == 50
 
 
 def test_token_for_older_chatwoot(redis_url: str, rdb) -> None:
@@ -158,9 +199,9 @@ def test_token_for_older_chatwoot(redis_url: str, rdb) -> None:
     assert bad.status_code == 401
 
 
-def test_404_unknown_company(web) -> None:
+def test_404_unknown_company_without_echoing_it(web) -> None:
     response = post_webhook(web, cw.message("hi"), company="nobody")
-    assert response.status_code == 404 and "nobody" in response.json["reason"]
+    assert response.status_code == 404 and response.json["reason"] == "unknown company"
 
 
 def test_413_body_too_large(web) -> None:
