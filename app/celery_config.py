@@ -21,10 +21,11 @@ from celery import Celery
 
 from app.settings import Settings
 
-__all__ = ["SESSIONS_TASK", "SWEEP_TASK", "make_celery"]
+__all__ = ["GAUGES_TASK", "SESSIONS_TASK", "SWEEP_TASK", "make_celery"]
 
 SWEEP_TASK = "gateway.sweep"
 SESSIONS_TASK = "gateway.expire_sessions"
+GAUGES_TASK = "gateway.gauges"
 
 
 def _sessions_interval(settings: Settings) -> float:
@@ -58,6 +59,11 @@ def make_celery(settings: Settings) -> Celery:
                 "task": SWEEP_TASK,
                 "schedule": settings.sweep_interval_seconds,
                 "options": {"expires": settings.sweep_interval_seconds * 2},
+            },
+            "refresh-gauges": {
+                "task": GAUGES_TASK,
+                "schedule": settings.gauges_interval_seconds,
+                "options": {"expires": settings.gauges_interval_seconds * 2},
             },
             "expire-sessions": {
                 "task": SESSIONS_TASK,

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import hmac
+
 import redis
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify, request
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from app import keys
 from app.metrics import STAT_HELP, Stat, redis_histograms, web_metrics_text
-from app.ops import active_states
 from app.redis_client import redis_now
 from app.settings import Settings
 
@@ -67,7 +68,9 @@ def readyz():  # type: ignore[no-untyped-def]
 
 
 class RedisCollector:
-    """Reads the shared counters and the queue state from Redis at scrape time."""
+    """Reads the shared counters and the queue's gauges from Redis at scrape time: a
+    few commands per company, never one per conversation (the worker sums those,
+    ``app.ops.refresh_gauges``)."""
 
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self._redis = client
@@ -89,33 +92,46 @@ class RedisCollector:
             "Age of the oldest waiting or in-flight message",
             labels=["company"],
         )
+        age = GaugeMetricFamily(
+            "gateway_gauges_age_seconds",
+            "How long ago the worker last summed the conversations into the gauges above",
+            labels=["company"],
+        )
+        now = redis_now(self._redis)
         for company in self._settings.companies:
             stats = self._redis.hgetall(keys.stats(company))
             for field, family in counters.items():
                 family.add_metric([company], float(stats.get(field, 0)))
-            total, live, age = self._conversation_figures(company)
-            waiting.add_metric([company], total)
-            leases.add_metric([company], live)
-            oldest.add_metric([company], max(0.0, age))
+            summed = self._redis.hgetall(keys.gauges(company))
+            if summed:  # none until a worker's first gauges pass
+                waiting.add_metric([company], float(summed.get("waiting", 0)))
+                leases.add_metric([company], float(summed.get("live_leases", 0)))
+                oldest.add_metric([company], max(0.0, float(summed.get("oldest_age_seconds", 0))))
+                age.add_metric([company], max(0.0, now - float(summed.get("at", now))))
             dead.add_metric([company], self._redis.llen(keys.dead_letters(company)))
         workers = GaugeMetricFamily("gateway_workers_alive", "Workers with a fresh heartbeat")
         workers.add_metric([], live_workers(self._redis, self._settings.worker_heartbeat_max_age_seconds))
         yield from counters.values()
-        yield from (waiting, leases, dead, oldest, workers)
+        yield from (waiting, leases, dead, oldest, age, workers)
         yield from redis_histograms(self._redis, self._settings.companies)
 
-    def _conversation_figures(self, company: str) -> tuple[int, int, float]:
-        """Messages waiting or in flight, live leases, and the oldest message's age (s)."""
-        states = active_states(self._redis, company)
-        total = sum(s.waiting + s.in_flight for s in states)
-        live = sum(1 for s in states if s.lease_holder)
-        oldest = max((s.oldest_age_seconds or 0.0 for s in states), default=0.0)
-        return total, live, oldest
+
+def _metrics_allowed(token: str | None) -> bool:
+    if not token:
+        return True
+    given = request.headers.get("Authorization", "")
+    return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
 
 
 @bp.get("/metrics")
 def metrics():  # type: ignore[no-untyped-def]
     gateway = current_app.extensions["gateway"]
+    if not _metrics_allowed(gateway.settings.metrics_token):
+        response = jsonify(
+            error="unauthorized", reason="METRICS_TOKEN is set: send Authorization: Bearer <token>"
+        )
+        response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response, 401
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RedisCollector(gateway.redis, gateway.settings))
     try:

@@ -13,6 +13,7 @@ __all__ = [
     "conversation_index",
     "dead_letters",
     "due",
+    "gauges",
     "handoff",
     "histograms",
     "lease",
@@ -130,6 +131,13 @@ def outbox(company: str) -> str:
 def stats(company: str) -> str:
     """Hash of counters shared by web and worker processes (for /metrics)."""
     return f"{company}:webhook_stats"
+
+
+def gauges(company: str) -> str:
+    """Hash: the queue's state summed over every conversation (``waiting``,
+    ``live_leases``, ``oldest_age_seconds``, ``at``), refreshed by the worker
+    (``gateway.gauges``) so that a scrape of /metrics reads one hash per company."""
+    return f"{company}:webhook_gauges"
 
 
 def histograms(company: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ __all__ = [
     "conversation_state",
     "conversation_states",
     "purge",
+    "refresh_gauges",
 ]
 
 
@@ -84,6 +86,23 @@ def active_states(client: redis.Redis, company: str) -> list[ConversationState]:
     """Every conversation that may hold work (the sweeper's index)."""
     conversations = list(client.sscan_iter(keys.conversation_index(company), count=_CHUNK))
     return conversation_states(client, company, conversations)
+
+
+def refresh_gauges(client: redis.Redis, companies: Iterable[str]) -> None:
+    """Sum every conversation's state into ``<company>:webhook_gauges`` (the worker's
+    ``gateway.gauges`` task): the one pass over the conversations that /metrics reads,
+    so a scrape costs a few commands per company, however many conversations wait."""
+    for company in companies:
+        states = active_states(client, company)
+        client.hset(
+            keys.gauges(company),
+            mapping={
+                "waiting": sum(s.waiting + s.in_flight for s in states),
+                "live_leases": sum(1 for s in states if s.lease_holder),
+                "oldest_age_seconds": max((s.oldest_age_seconds or 0.0 for s in states), default=0.0),
+                "at": redis_now(client),
+            },
+        )
 
 
 def conversation_state(

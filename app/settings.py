@@ -277,6 +277,8 @@ class Settings:
     dead_letter_max: int = field(default=10000, metadata={"parse": _positive_int})
     data_dir: str = field(default="data", metadata={"parse": _str})
     spool_max_bytes: int = field(default=64 * 1024 * 1024, metadata={"parse": _positive_int})
+    metrics_token: str | None = field(default=None, repr=False, metadata={"parse": _str})
+    gauges_interval_seconds: float = field(default=15.0, metadata={"parse": _positive_float})
     log_level: str = "INFO"
     log_format: str = "text"
 

@@ -18,12 +18,13 @@ from celery import signals
 
 from app import keys
 from app.bots import Bot, load_handler, make_bot
-from app.celery_config import SESSIONS_TASK, SWEEP_TASK, make_celery
+from app.celery_config import GAUGES_TASK, SESSIONS_TASK, SWEEP_TASK, make_celery
 from app.chatwoot import Replier, make_replier
 from app.dispatcher import Dispatcher
 from app.drain import Drainer
 from app.lease import DRAIN_TASK, stuck_runs
 from app.logs import configure_logging
+from app.ops import refresh_gauges
 from app.redis_client import connect, redis_now
 from app.scripts import Scripts
 from app.sessions import expire_idle_sessions
@@ -135,6 +136,11 @@ def drain(self, company: str, conversation: str) -> str:  # type: ignore[no-unty
 @celery.task(name=SWEEP_TASK, ignore_result=True)
 def sweep_task() -> int:
     return sweep(runtime.redis, runtime.scripts, celery, settings)
+
+
+@celery.task(name=GAUGES_TASK, ignore_result=True)
+def gauges_task() -> None:
+    refresh_gauges(runtime.redis, settings.companies)
 
 
 @celery.task(name=SESSIONS_TASK, ignore_result=True)

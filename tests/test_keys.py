@@ -20,6 +20,7 @@ def test_every_key_format_is_exact() -> None:
     assert keys.sessions("acme") == "acme:webhook_sessions"
     assert keys.session_accounts("acme") == "acme:webhook_session_accounts"
     assert keys.histograms("acme") == "acme:webhook_histograms"
+    assert keys.gauges("acme") == "acme:webhook_gauges"
     assert keys.gap_histogram("acme") == "acme:webhook_gaps"
     assert keys.last_fragment("acme") == "acme:webhook_last_fragment"
     assert keys.pace("acme", "contact-7") == "acme:webhook_pace:contact-7"

@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from app import keys
+from app.ops import refresh_gauges
 from app.webhook import UNAUTHORIZED
 from tests import chatwoot_payloads as cw
 from tests.conftest import SECRET, base_env, make_client, post_webhook, signed_headers
@@ -245,10 +246,12 @@ def test_health_and_readiness(web, env, rdb: redis.Redis) -> None:
     assert down.status_code == 503 and "Redis" in down.json["reason"]
 
 
-def test_metrics_count_webhooks_by_result(web) -> None:
+def test_metrics_count_webhooks_by_result(web, rdb: redis.Redis) -> None:
     post_webhook(web, cw.message("a", 42, message_id=1))
     post_webhook(web, cw.message("a", 42, message_id=1))
     post_webhook(web, cw.agent_reply("agent", 42))
+    assert "gateway_messages_waiting{" not in web.get("/metrics").get_data(as_text=True)  # not summed yet
+    refresh_gauges(rdb, ["default"])  # the worker's gateway.gauges task
     text = web.get("/metrics").get_data(as_text=True)
     assert 'gateway_webhooks_queued_total{company="default"} 1.0' in text
     assert 'gateway_webhooks_duplicate_total{company="default"} 1.0' in text
@@ -257,6 +260,29 @@ def test_metrics_count_webhooks_by_result(web) -> None:
     assert 'gateway_live_leases{company="default"} 0.0' in text  # scheduled, not yet dispatched
     age = float(text.split('gateway_oldest_message_age_seconds{company="default"} ')[1].split()[0])
     assert 0 <= age < 5
+    assert 0 <= _sample(text, 'gateway_gauges_age_seconds{company="default"}') < 5
+
+
+def test_a_scrape_costs_a_few_commands_per_company_not_one_per_conversation(web, rdb: redis.Redis) -> None:
+    for conversation in range(300):
+        post_webhook(web, cw.message("hi", 5000 + conversation, message_id=50_000 + conversation))
+    refresh_gauges(rdb, ["default"])
+    before = rdb.info("stats")["total_commands_processed"]
+    text = web.get("/metrics").get_data(as_text=True)
+    spent = rdb.info("stats")["total_commands_processed"] - before - 1  # the INFO itself
+    assert 'gateway_messages_waiting{company="default"} 300.0' in text
+    assert spent <= 12, spent  # counters, gauges, dead letters, histograms, workers, clock
+
+
+def test_metrics_token_guards_the_scrape(redis_url: str, rdb) -> None:
+    web = make_client(base_env(redis_url, "http://127.0.0.1:9", METRICS_TOKEN="m-tok"))
+    refused = web.get("/metrics")
+    assert refused.status_code == 401 and "METRICS_TOKEN" in refused.json["reason"]
+    assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+    assert web.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    allowed = web.get("/metrics", headers={"Authorization": "Bearer m-tok"})
+    assert allowed.status_code == 200 and "gateway_webhooks_queued_total" in allowed.get_data(as_text=True)
+    assert web.get("/healthz").status_code == 200  # probes stay open
 
 
 def _sample(text: str, name: str) -> float:
