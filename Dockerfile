@@ -11,20 +11,20 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends tini redis-server caddy \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --create-home --uid 10001 gateway \
- && mkdir -p /data && chown gateway:gateway /data
+ && mkdir -p /data && chown gateway:gateway /data && chmod 700 /data
 
 WORKDIR /app
 COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
-COPY --chown=gateway:gateway . .
+# The code belongs to root and is read-only to the user that runs it.
+COPY . .
 
-USER gateway
 VOLUME ["/data"]
 EXPOSE 8080
 
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
   CMD python -c "import os,urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ.get(\"PORT\",\"8080\")}/healthz', timeout=2)"
 
-# tini is PID 1: it forwards signals to start.sh and reaps orphans.
-ENTRYPOINT ["/usr/bin/tini", "--"]
-CMD ["./start.sh"]
+# tini is PID 1: it forwards signals and reaps orphans. The entrypoint starts as
+# root only to hand a root-owned volume to `gateway`, then runs start.sh as it.
+ENTRYPOINT ["/usr/bin/tini", "--", "deploy/entrypoint.sh"]

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Container entrypoint: [embedded redis-server] + Celery worker (with the
-# sweeper) + [Flower] + gunicorn on $PORT. Forwards SIGTERM/SIGINT to every
-# child and exits as soon as any child dies, so the platform restarts it.
+# sweeper) + [Flower] + gunicorn on loopback + Caddy on $PORT. Forwards
+# SIGTERM/SIGINT to every child and exits as soon as any child dies, so the
+# platform restarts it.
 set -uo pipefail
 cd "$(dirname "$0")"
+# Whatever the processes write under DATA_DIR (the webhook token, Redis's
+# append-only files and the spool, which hold message contents and phone
+# numbers) is readable by this user only.
+umask 077
 
 PORT="${PORT:-8080}"
 DATA_DIR="${DATA_DIR:-$PWD/data}"
@@ -15,6 +20,7 @@ CELERY_CONCURRENCY="${CELERY_CONCURRENCY:-1}"
 if [ "$CELERY_POOL" = threads ]; then default_prefetch=4; else default_prefetch=1; fi
 CELERY_PREFETCH_MULTIPLIER="${CELERY_PREFETCH_MULTIPLIER:-$default_prefetch}"
 WEB_CONCURRENCY="${WEB_CONCURRENCY:-2}"
+WEB_INTERNAL_PORT="${WEB_INTERNAL_PORT:-8089}"
 GRACEFUL_TIMEOUT="${GRACEFUL_TIMEOUT:-20}"
 app_pids=()
 redis_pid=""
@@ -23,7 +29,7 @@ stopping=0
 log() { echo "start.sh: $*" >&2; }
 
 mkdir -p "$DATA_DIR" || { log "DATA_DIR $DATA_DIR cannot be created"; exit 2; }
-for name in CELERY_CONCURRENCY CELERY_PREFETCH_MULTIPLIER WEB_CONCURRENCY; do
+for name in CELERY_CONCURRENCY CELERY_PREFETCH_MULTIPLIER WEB_CONCURRENCY WEB_INTERNAL_PORT; do
   [[ "${!name}" =~ ^[1-9][0-9]*$ ]] || { log "$name must be a positive whole number, got '${!name}'"; exit 2; }
 done
 
@@ -43,11 +49,19 @@ start_embedded_redis() {
       "with append-only persistence in $DATA_DIR/redis"
   if [ -z "${CHATWOOT_WEBHOOK_SECRET:-}" ] && [ -z "${WEBHOOK_TOKEN:-}" ] && [ -z "${COMPANIES_FILE:-}" ]; then
     local token_file="$DATA_DIR/webhook_token"
-    [ -s "$token_file" ] || python -c 'import secrets; print(secrets.token_urlsafe(24))' >"$token_file"
-    WEBHOOK_TOKEN="$(cat "$token_file")"
-    export WEBHOOK_TOKEN
-    log "no webhook secret configured: generated WEBHOOK_TOKEN (kept in $token_file)."
-    log "point Chatwoot at http://localhost:${PORT}/webhook/chatwoot/${COMPANY_ID:-default}?token=${WEBHOOK_TOKEN}"
+    if [ -s "$token_file" ]; then
+      WEBHOOK_TOKEN="$(cat "$token_file")"
+      export WEBHOOK_TOKEN
+      # The URL with its token was printed when the token was made; not on every boot.
+      log "no webhook secret configured: using the WEBHOOK_TOKEN kept in $token_file" \
+          "(the webhook URL is http://<host>:${PORT}/webhook/chatwoot/${COMPANY_ID:-default}?token=<that token>)"
+    else
+      python -c 'import secrets; print(secrets.token_urlsafe(24))' >"$token_file"
+      WEBHOOK_TOKEN="$(cat "$token_file")"
+      export WEBHOOK_TOKEN
+      log "no webhook secret configured: generated WEBHOOK_TOKEN (kept in $token_file)."
+      log "point Chatwoot at http://localhost:${PORT}/webhook/chatwoot/${COMPANY_ID:-default}?token=${WEBHOOK_TOKEN}"
+    fi
   fi
 }
 
@@ -61,38 +75,57 @@ setsid celery -A app.worker worker -B -E --pool="$CELERY_POOL" --concurrency="$C
   --prefetch-multiplier="$CELERY_PREFETCH_MULTIPLIER" --loglevel=INFO --schedule="$DATA_DIR/celerybeat-schedule" &
 app_pids+=($!)
 
-# With Flower, Caddy takes the public port: /flower* behind basic auth to Flower,
-# the rest to gunicorn on an internal port. Without it, gunicorn takes $PORT.
-WEB_BIND="0.0.0.0:${PORT}"
+# prometheus-client multiprocess mode: every gunicorn worker writes its figures
+# here and /metrics sums them; stale files of an earlier run are removed first.
+PROMETHEUS_MULTIPROC_DIR="$DATA_DIR/prometheus"
+rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+# gunicorn listens on loopback only; Caddy takes the public port (below). The
+# access log shows the path only (%(U)s) and the client Caddy saw: a ?token=
+# query must never reach the logs (gunicorn's own error lines are filtered by
+# deploy/gunicorn.conf.py).
+PROMETHEUS_MULTIPROC_DIR="$PROMETHEUS_MULTIPROC_DIR" setsid gunicorn wsgi:app \
+  --config deploy/gunicorn.conf.py --bind "127.0.0.1:${WEB_INTERNAL_PORT}" --workers "$WEB_CONCURRENCY" \
+  --graceful-timeout "$GRACEFUL_TIMEOUT" --access-logfile - \
+  --access-logformat '%({x-forwarded-for}i)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms' &
+app_pids+=($!)
+web_pid=$!
+
+# Caddy (and Flower, when enabled) on the public port.
+export PORT WEB_INTERNAL_PORT
+export XDG_DATA_HOME="$DATA_DIR/caddy" XDG_CONFIG_HOME="$DATA_DIR/caddy"
+export CADDY_FLOWER_ROUTES="$PWD/deploy/no-flower.caddy"
+# Requests are buffered up to the body limit (a larger one goes on to get its 413).
+export CADDY_MAX_BUFFER="$(( ${MAX_BODY_BYTES:-1048576} + 1 ))"
 if [ -n "${FLOWER_BASIC_AUTH:-}" ]; then
   case "$FLOWER_BASIC_AUTH" in
     ?*:?*) ;;
     *) log "FLOWER_BASIC_AUTH must look like user:password"; exit 2 ;;
   esac
-  export FLOWER_PORT="${FLOWER_PORT:-5555}" WEB_INTERNAL_PORT="${WEB_INTERNAL_PORT:-8089}"
+  export FLOWER_PORT="${FLOWER_PORT:-5555}"
   export FLOWER_USER="${FLOWER_BASIC_AUTH%%:*}"
   # The password goes through stdin, never a command line (ps would show it).
-  FLOWER_PASSWORD_HASH="$(printf '%s\n' "${FLOWER_BASIC_AUTH#*:}" | caddy hash-password)" \
-    || { log "caddy hash-password failed"; exit 2; }
-  export FLOWER_PASSWORD_HASH PORT
-  export XDG_DATA_HOME="$DATA_DIR/caddy" XDG_CONFIG_HOME="$DATA_DIR/caddy"
-  WEB_BIND="127.0.0.1:${WEB_INTERNAL_PORT}"
+  # bcrypt cost 6 (about 4 ms a check), not caddy hash-password's 14 (about 1 s):
+  # every wrong password on the public port costs that much CPU, and the hash only
+  # ever lives in Caddy's environment, next to Flower's plain FLOWER_BASIC_AUTH.
+  FLOWER_PASSWORD_HASH="$(printf '%s\n' "${FLOWER_BASIC_AUTH#*:}" | python -c '
+import base64, sys, bcrypt
+password = sys.stdin.readline().rstrip("\n").encode()
+print(base64.b64encode(bcrypt.hashpw(password, bcrypt.gensalt(6))).decode())')" \
+    || { log "hashing the Flower password failed"; exit 2; }
+  export FLOWER_PASSWORD_HASH CADDY_FLOWER_ROUTES="$PWD/deploy/flower.caddy"
   # Flower reads FLOWER_BASIC_AUTH from the environment (its own check behind Caddy's).
   setsid celery -A app.worker flower --address=127.0.0.1 --port="$FLOWER_PORT" --url_prefix=flower &
   app_pids+=($!)
-  setsid caddy run --config deploy/Caddyfile --adapter caddyfile &
-  app_pids+=($!)
   log "Flower enabled: http://localhost:${PORT}/flower/ (basic auth)"
 fi
-
-# prometheus-client multiprocess mode: every gunicorn worker writes its figures
-# here and /metrics sums them; stale files of an earlier run are removed first.
-PROMETHEUS_MULTIPROC_DIR="$DATA_DIR/prometheus"
-rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
-# The access log shows the path only (%(U)s): a ?token= query must never reach the logs.
-PROMETHEUS_MULTIPROC_DIR="$PROMETHEUS_MULTIPROC_DIR" setsid gunicorn wsgi:app --bind "$WEB_BIND" --workers "$WEB_CONCURRENCY" \
-  --graceful-timeout "$GRACEFUL_TIMEOUT" --access-logfile - \
-  --access-logformat '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms' &
+# Caddy starts once gunicorn listens: a request never meets a proxy without its
+# upstream (a 502, which would also log the request).
+for _ in $(seq 1 300); do
+  (exec 3<>"/dev/tcp/127.0.0.1/${WEB_INTERNAL_PORT}") 2>/dev/null && break
+  kill -0 "$web_pid" 2>/dev/null || break
+  sleep 0.1
+done
+setsid caddy run --config deploy/Caddyfile --adapter caddyfile &
 app_pids+=($!)
 
 on_signal() { stopping=1; }

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-__all__ = ["TEXT_FORMAT", "JsonFormatter", "Sampled", "configure_logging"]
+__all__ = ["TEXT_FORMAT", "JsonFormatter", "MaskSecrets", "Sampled", "configure_logging"]
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 _FIELD = re.compile(r"(\w+)=(\S+)")
@@ -37,9 +37,28 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, ensure_ascii=False)
 
 
+# A credential in a URL: ?token=... / &api_access_token=..., or user:password@host.
+_QUERY_SECRET = re.compile(r"([?&](?:token|api_access_token|access_token|key)=)[^&\s\"']+", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"(\w+://)[^/\s@:]+:[^/\s@]+@")
+
+
+class MaskSecrets(logging.Filter):
+    """Masks credentials inside URLs in a record's message: a ``?token=`` query (gunicorn
+    prints the request URI when a request fails or its worker times out) and a
+    ``user:password@`` part. Installed on every handler this process logs through."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = _URL_PASSWORD.sub(r"\1***@", _QUERY_SECRET.sub(r"\1REDACTED", message))
+        if masked != message:
+            record.msg, record.args = masked, ()
+        return True
+
+
 def configure_logging(level: str, fmt: str) -> None:
-    """Send every logger's records to stderr, as text or JSON lines."""
+    """Send every logger's records to stderr, as text or JSON lines, credentials masked."""
     handler = logging.StreamHandler()
+    handler.addFilter(MaskSecrets())
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -97,6 +99,7 @@ def _container_env(redis_url: str, stand: Stand, tmp_path: Path, **extra: str) -
     env = {
         "REDIS_URL": redis_url,
         "PORT": str(port),
+        "WEB_INTERNAL_PORT": str(free_port()),  # gunicorn, behind Caddy
         "DATA_DIR": str(tmp_path / "data"),
         "CHATWOOT_BASE_URL": stand.url,
         "CHATWOOT_API_TOKEN": "cw-token",
@@ -176,6 +179,7 @@ def test_start_sh_exits_when_a_child_dies(redis_url, rdb, tmp_path):
     env = {
         "REDIS_URL": redis_url,
         "PORT": str(port),
+        "WEB_INTERNAL_PORT": str(free_port()),  # gunicorn, behind Caddy
         "DATA_DIR": str(tmp_path / "data"),
         "WEBHOOK_TOKEN": "t",
     }
@@ -188,7 +192,12 @@ def test_start_sh_exits_when_the_embedded_redis_dies(tmp_path):
     """Without its Redis nothing is durable: the container must stop so the platform
     restarts it, not answer 500 forever."""
     port, redis_port = free_port(), free_port()
-    env = {"PORT": str(port), "DATA_DIR": str(tmp_path / "data"), "EMBEDDED_REDIS_PORT": str(redis_port)}
+    env = {
+        "PORT": str(port),
+        "WEB_INTERNAL_PORT": str(free_port()),
+        "DATA_DIR": str(tmp_path / "data"),
+        "EMBEDDED_REDIS_PORT": str(redis_port),
+    }
     _kill_child_and_expect_the_container_to_stop(
         env, port, tmp_path / "start.log", "redis-server", "the embedded redis-server exited"
     )
@@ -199,6 +208,7 @@ def test_embedded_redis_default_prints_a_ready_url_and_keeps_replies(tmp_path):
     data = tmp_path / "data"
     env = {
         "PORT": str(port),
+        "WEB_INTERNAL_PORT": str(free_port()),  # gunicorn, behind Caddy
         "DATA_DIR": str(data),
         "EMBEDDED_REDIS_PORT": str(redis_port),
         "BATCH_WINDOW_SECONDS": "0.5",
@@ -309,7 +319,6 @@ def test_flower_behind_basic_auth_on_the_public_port(redis_url, rdb, stand: Stan
         tmp_path,
         FLOWER_BASIC_AUTH="ops:fl0wer-pass",
         FLOWER_PORT=str(free_port()),
-        WEB_INTERNAL_PORT=str(free_port()),
     )
     log = tmp_path / "start.log"
     proc = _boot(env, log)
@@ -332,6 +341,18 @@ def test_flower_behind_basic_auth_on_the_public_port(redis_url, rdb, stand: Stan
         wait_for(lambda: stand.replies(85), timeout=15)
         ps = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout
         assert "fl0wer-pass" not in ps  # the password is on no command line
+        # A wrong password costs a bcrypt check of the hash Caddy holds: cost 6 (about
+        # 4 ms), not 14 (about 1 s: two guesses a second would saturate two cores).
+        mine = _groups(proc.pid)
+        caddy = next(
+            pid for pid, _pp, pgid, args in _processes() if pgid in mine and args.startswith("caddy run")
+        )
+        environ = dict(
+            item.split("=", 1)
+            for item in Path(f"/proc/{caddy}/environ").read_text().split("\0")
+            if "=" in item
+        )
+        assert base64.b64decode(environ["FLOWER_PASSWORD_HASH"]).startswith(b"$2b$06$")
     finally:
         _stop(proc, log)
 
@@ -352,3 +373,171 @@ def test_start_sh_refuses_a_bad_process_count_naming_it(redis_url, stand: Stand,
     proc = _boot(env, tmp_path / "bad.log")
     assert proc.wait(timeout=20) == 2
     assert f"{name} must be a positive whole number, got '{value}'" in (tmp_path / "bad.log").read_text()
+
+
+def _slow_client(port: int) -> socket.socket:
+    """A connection that has sent part of a request's headers and then stalls."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(b"POST /webhook/chatwoot/default HTTP/1.1\r\nHost: x\r\n")
+    return sock
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    sock.settimeout(0.5)
+    try:
+        return sock.recv(1024) == b"" or True  # any answer (a 408) or EOF: the server let go
+    except TimeoutError:
+        return False
+    except OSError:
+        return True
+
+
+def test_slow_clients_cannot_starve_the_web_and_a_boot_has_no_502(redis_url, rdb, stand: Stand, tmp_path):
+    """Thirty connections that trickle their headers (no credentials needed) would hold
+    gunicorn's two sync workers; Caddy holds them instead, and drops them after its
+    header timeout. From its first answer on, the public port never answers 502."""
+    stand.reset()
+    env, port = _container_env(redis_url, stand, tmp_path, WEB_CONCURRENCY="2")
+    log = tmp_path / "start.log"
+    url = f"http://127.0.0.1:{port}"
+    proc = _boot(env, log)
+    statuses: list[int] = []
+    try:
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                statuses.append(requests.get(url + "/healthz", timeout=2).status_code)
+            except requests.ConnectionError:
+                pass  # not listening yet
+            if statuses and statuses[-1] == 200 and _ready(url):
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None and _ready(url), log.read_text()[-3000:]
+        assert 502 not in statuses, statuses
+        opened = time.monotonic()
+        slow = [_slow_client(port) for _ in range(30)]
+        time.sleep(1.0)
+        for sock in slow[:10]:
+            sock.sendall(b"X-Trickle: 1\r\n")  # still sending, a line now and then
+        started = time.monotonic()
+        assert requests.get(url + "/healthz", timeout=3).status_code == 200
+        body = json.dumps(cw.message("heard through the crowd", 86)).encode()
+        answer = requests.post(
+            f"{url}/webhook/chatwoot/default", data=body, headers=signed_headers(body), timeout=3
+        )
+        assert answer.status_code == 202, answer.text
+        assert time.monotonic() - started < 2.0
+        wait_for(lambda: stand.replies(86), timeout=15)
+        time.sleep(max(0.0, opened + 11.5 - time.monotonic()))  # Caddy's read_header timeout is 10 s
+        assert all(_closed_by_server(sock) for sock in slow)
+        for sock in slow:
+            sock.close()
+    finally:
+        _stop(proc, log)
+
+
+def test_the_webhook_token_url_is_printed_once_and_data_is_private(tmp_path):
+    """The generated token's URL goes to the log when it is made, not on every boot; what
+    DATA_DIR holds (the token, Redis's append-only files) is readable by its owner only."""
+    data = tmp_path / "data"
+    for boot in range(2):
+        port = free_port()
+        env = {
+            "PORT": str(port),
+            "WEB_INTERNAL_PORT": str(free_port()),
+            "DATA_DIR": str(data),
+            "EMBEDDED_REDIS_PORT": str(free_port()),
+        }
+        log = tmp_path / f"boot{boot}.log"
+        proc = _boot(env, log)
+        try:
+            up = f"http://127.0.0.1:{port}"
+            wait_for(lambda up=up, proc=proc: _ready(up) or proc.poll() is not None, timeout=40)
+            assert proc.poll() is None, log.read_text()[-3000:]
+        finally:
+            _stop(proc, log)
+    token = (data / "webhook_token").read_text().strip()
+    assert token in (tmp_path / "boot0.log").read_text()
+    second = (tmp_path / "boot1.log").read_text()
+    assert token not in second and str(data / "webhook_token") in second
+    private = [data / "webhook_token", *(data / "redis").rglob("*.aof*")]
+    assert len(private) > 1
+    for path in private:
+        assert path.stat().st_mode & 0o077 == 0, (path, oct(path.stat().st_mode))
+
+
+def test_the_proxy_logs_no_token_when_its_upstream_is_down(tmp_path):
+    """Caddy logs a request it could not pass on (a 502) with its URI and headers: the
+    ?token= value, X-Webhook-Token and Authorization are masked."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "WEB_INTERNAL_PORT": str(free_port()),  # nothing listens there
+        "CADDY_FLOWER_ROUTES": str(ROOT / "deploy" / "no-flower.caddy"),
+        "CADDY_MAX_BUFFER": "1048577",
+        "XDG_DATA_HOME": str(tmp_path),
+        "XDG_CONFIG_HOME": str(tmp_path),
+    }
+    log = tmp_path / "caddy.log"
+    with open(log, "w") as out:
+        caddy = subprocess.Popen(
+            ["caddy", "run", "--config", "deploy/Caddyfile", "--adapter", "caddyfile"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(lambda: _status(f"http://127.0.0.1:{port}/healthz") == 502, timeout=20)
+        headers = {"X-Webhook-Token": "header-secret-1", "Authorization": "Bearer metrics-secret-2"}
+        answer = requests.post(
+            f"http://127.0.0.1:{port}/webhook/chatwoot/default?token=query-secret-3&x=1",
+            data=b"{}",
+            headers=headers,
+            timeout=5,
+        )
+        assert answer.status_code == 502
+        time.sleep(0.5)
+    finally:
+        caddy.terminate()
+        caddy.wait(timeout=10)
+    text = log.read_text()
+    assert "token=REDACTED" in text  # the request was logged, masked
+    for secret in ("header-secret-1", "metrics-secret-2", "query-secret-3"):
+        assert secret not in text
+
+
+def test_gunicorn_logs_a_failed_request_without_its_token(tmp_path):
+    """gunicorn prints the request URI when a request fails (or its worker times out):
+    deploy/gunicorn.conf.py masks the ?token= in it."""
+    (tmp_path / "raising.py").write_text(
+        "def app(environ, start_response):\n    raise RuntimeError('boom')\n"
+    )
+    port = free_port()
+    log = tmp_path / "gunicorn.log"
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}:{ROOT}"}
+    with open(log, "w") as out:
+        web = subprocess.Popen(
+            [
+                str(BIN / "gunicorn"),
+                "raising:app",
+                "--config",
+                "deploy/gunicorn.conf.py",
+                "--bind",
+                f"127.0.0.1:{port}",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(lambda: _status(f"http://127.0.0.1:{port}/x?token=query-secret-4") == 500, timeout=20)
+        time.sleep(0.3)
+    finally:
+        web.terminate()
+        web.wait(timeout=10)
+    text = log.read_text()
+    assert "Error handling request GET /x?token=REDACTED" in text, text[-2000:]
+    assert "query-secret-4" not in text
