@@ -18,7 +18,7 @@ import redis
 
 from app.analytics import plot, report
 from app.bots import load_handler
-from app.dead_letters import list_dead_letters, replay_dead_letters
+from app.dead_letters import is_ambiguous, list_dead_letters, replay_dead_letters
 from app.ops import busiest as busiest_states
 from app.ops import conversation_state
 from app.ops import purge as purge_conversation
@@ -60,11 +60,29 @@ def _settings() -> Settings:
 
 
 def _company(settings: Settings, company: str | None) -> str:
-    chosen = company or next(iter(settings.companies))
+    """The company a command acts on: ``--company``, which is required when there are
+    several (a default would act on whichever came first)."""
+    names = list(settings.companies)
+    if company is None and len(names) > 1:
+        click.echo(f"several companies are configured ({', '.join(names)}): pass --company", err=True)
+        sys.exit(2)
+    chosen = company or names[0]
     if chosen not in settings.companies:
-        click.echo(f"unknown company {chosen!r}", err=True)
+        click.echo(f"unknown company {chosen!r} (configured: {', '.join(names)})", err=True)
         sys.exit(2)
     return chosen
+
+
+def _confirm(question: str, yes: bool) -> None:
+    """Ask before a destructive step; without a terminal, only ``--yes`` goes on."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        click.echo(f"{question} — no terminal to ask on: pass --yes", err=True)
+        sys.exit(2)
+    if not click.confirm(question, default=False):
+        click.echo("nothing done")
+        sys.exit(1)
 
 
 def _redis_fit(settings: Settings) -> bool:
@@ -138,13 +156,31 @@ def dead_letters(company: str | None, limit: int) -> None:
 @cli.command("replay-dead-letters")
 @company_option
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="only the oldest N")
-def replay(company: str | None, limit: int | None) -> None:
-    """Re-queue the dead letters in order; the sweeper schedules them."""
+@click.option(
+    "--include-ambiguous",
+    is_flag=True,
+    help="also the ambiguous ones (their reply may have reached the contact: a second answer)",
+)
+@click.option("--yes", is_flag=True, help="do not ask")
+def replay(company: str | None, limit: int | None, include_ambiguous: bool, yes: bool) -> None:
+    """Re-queue the dead letters in order; the dispatcher hands them to the bot again."""
     settings = _settings()
     cid = _company(settings, company)
     client = connect(settings.redis_url)
-    count = replay_dead_letters(client, Scripts(client), cid, settings.queue_ttl_seconds, limit)
-    click.echo(f"re-queued {count} message(s) of company {cid!r}")
+    entries = list_dead_letters(client, cid, settings.dead_letter_max)
+    ambiguous = sum(1 for e in entries if is_ambiguous(e))
+    chosen = len(entries) - (0 if include_ambiguous else ambiguous)
+    if limit is not None:
+        chosen = min(chosen, limit)
+    note = "" if include_ambiguous or not ambiguous else f" ({ambiguous} ambiguous one(s) skipped)"
+    _confirm(f"re-queue {chosen} dead letter(s) of company {cid!r}{note}?", yes)
+    done = replay_dead_letters(
+        client, Scripts(client), cid, settings.queue_ttl_seconds, limit, include_ambiguous
+    )
+    skipped = f"; {done.ambiguous_skipped} ambiguous left in the list" if done.ambiguous_skipped else ""
+    click.echo(
+        f"re-queued {done.messages} message(s) of {done.letters} dead letter(s) of company {cid!r}{skipped}"
+    )
 
 
 @cli.command()
@@ -177,12 +213,9 @@ def purge(conversation: int, company: str | None, yes: bool) -> None:
     cid, client = _company(settings, company), connect(settings.redis_url)
     state = conversation_state(client, cid, str(conversation))
     total = state.waiting + state.in_flight
-    if not yes and not click.confirm(
-        f"drop {total} message(s) of conversation {conversation}?", default=False
-    ):
-        click.echo("nothing dropped")
-        sys.exit(1)
-    click.echo(f"dropped {purge_conversation(client, Scripts(client), cid, str(conversation))} message(s)")
+    _confirm(f"drop {total} message(s) of conversation {conversation} of company {cid!r}?", yes)
+    dropped = purge_conversation(client, Scripts(client), cid, str(conversation))
+    click.echo(f"dropped {dropped} message(s) of conversation {conversation} of company {cid!r}")
 
 
 @cli.command()

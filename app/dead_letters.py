@@ -8,6 +8,7 @@ the drain within ``SWEEP_INTERVAL_SECONDS``.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -15,7 +16,7 @@ import redis
 from app import keys
 from app.scripts import Scripts
 
-__all__ = ["list_dead_letters", "replay_dead_letters"]
+__all__ = ["Replay", "is_ambiguous", "list_dead_letters", "replay_dead_letters"]
 
 
 def list_dead_letters(client: redis.Redis, company: str, limit: int = 50) -> list[dict[str, Any]]:
@@ -28,24 +29,43 @@ def list_dead_letters(client: redis.Redis, company: str, limit: int = 50) -> lis
     return entries
 
 
+@dataclass(frozen=True)
+class Replay:
+    letters: int  # dead letters re-queued
+    messages: int  # their messages
+    ambiguous_skipped: int  # left in the list: their reply may have reached the contact
+
+
+def is_ambiguous(entry: dict[str, Any]) -> bool:
+    """A dead letter whose reply may have been posted (a timeout after the POST went
+    out): replaying it may answer the contact a second time."""
+    return bool(entry.get("ambiguous"))
+
+
 def replay_dead_letters(
-    client: redis.Redis, scripts: Scripts, company: str, queue_ttl: int, limit: int | None = None
-) -> int:
-    """Re-queue up to ``limit`` dead letters, oldest first; return messages re-queued."""
-    requeued = replayed = 0
-    while limit is None or replayed < limit:
-        raw = client.lindex(keys.dead_letters(company), 0)
-        if raw is None:
+    client: redis.Redis,
+    scripts: Scripts,
+    company: str,
+    queue_ttl: int,
+    limit: int | None = None,
+    include_ambiguous: bool = False,
+) -> Replay:
+    """Re-queue up to ``limit`` dead letters, oldest first. Ambiguous ones stay in the
+    list unless ``include_ambiguous``."""
+    letters = messages_requeued = skipped = 0
+    for raw in client.lrange(keys.dead_letters(company), 0, -1):
+        if limit is not None and letters >= limit:
             break
         try:
             entry = json.loads(raw)
             conv, messages = str(entry["conversation_id"]), [str(m) for m in entry["messages"]]
         except (ValueError, KeyError, TypeError):
-            raise ValueError(
-                f"dead letter at the head of {keys.dead_letters(company)} is unreadable"
-            ) from None
+            raise ValueError(f"a dead letter in {keys.dead_letters(company)} is unreadable") from None
+        if is_ambiguous(entry) and not include_ambiguous:
+            skipped += 1
+            continue
         count = scripts.replay_dead_letter(company, conv, raw, messages, queue_ttl).run()
         if count is not None:
-            requeued += count
-            replayed += 1
-    return requeued
+            messages_requeued += count
+            letters += 1
+    return Replay(letters, messages_requeued, skipped)

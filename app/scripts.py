@@ -379,14 +379,14 @@ return 1
 """
 
 
-# Re-queue the oldest dead letter, only if it is still the oldest (compare-and-pop).
+# Re-queue one dead letter, only if it is still in the list (compare-and-remove:
+# two operators replaying at once re-queue it once).
 # KEYS[1] dead letters  KEYS[2] the conversation's queue  KEYS[3] conversation index
 # ARGV[1] the entry as read  ARGV[2] conversation id  ARGV[3] queue TTL s
 # ARGV[4..] its stored messages, in order
-# Returns the number of messages re-queued, or -1 if the head changed meanwhile.
+# Returns the number of messages re-queued, or -1 if the entry was gone.
 REPLAY_DEAD_LETTER = """
-if redis.call('LINDEX', KEYS[1], 0) ~= ARGV[1] then return -1 end
-redis.call('LPOP', KEYS[1])
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return -1 end
 if #ARGV < 4 then return 0 end
 redis.call('RPUSH', KEYS[2], unpack(ARGV, 4))
 redis.call('EXPIRE', KEYS[2], ARGV[3])
@@ -868,7 +868,7 @@ class Scripts:
     def replay_dead_letter(
         self, company: str, conversation: str, entry: str, messages: list[str], queue_ttl: int
     ) -> Call[int | None]:
-        """Messages re-queued; None when the head of the list changed meanwhile."""
+        """Messages re-queued; None when the entry had left the list meanwhile."""
         return Call(
             self._replay_dead_letter,
             [keys.dead_letters(company), keys.queue(company, conversation), keys.conversation_index(company)],

@@ -13,7 +13,7 @@ from app import keys
 from app.ops import busiest, conversation_state, purge
 from app.payload import StoredMessage
 from app.scripts import Scripts
-from tests.conftest import base_env
+from tests.conftest import base_env, companies_env
 from tests.support import ROOT
 
 
@@ -58,17 +58,20 @@ def test_cli_commands(redis_url: str, rdb: redis.Redis) -> None:
     assert json.loads(lines[0])["conversation"] == "5" and json.loads(lines[0])["waiting"] == 3
     assert json.loads(cli(env, "show", "5").stdout)["waiting"] == 3
     assert cli(env, "purge", "abc").returncode == 2
-    refused = subprocess.run(
+    refused = subprocess.run(  # no terminal to ask on, no --yes: nothing done
         [sys.executable, "-m", "app", "purge", "5"],
         cwd=ROOT,
         env=env,
-        input="n\n",
+        stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=30,
     )
-    assert refused.returncode == 1 and rdb.llen(keys.queue("default", "5")) == 3
-    assert "dropped 3 message(s)" in cli(env, "purge", "5", "--yes").stdout
+    assert refused.returncode == 2 and "pass --yes" in refused.stderr, refused.stderr
+    assert "drop 3 message(s) of conversation 5 of company 'default'?" in refused.stderr
+    assert rdb.llen(keys.queue("default", "5")) == 3
+    dropped = cli(env, "purge", "5", "--yes").stdout
+    assert "dropped 3 message(s) of conversation 5 of company 'default'" in dropped
     shown = cli(env, "show-config").stdout
     assert (
         "cw-token" not in shown
@@ -129,3 +132,46 @@ def test_show_config_masks_credentials_inside_urls(redis_url: str) -> None:
     shown = cli(env, "show-config").stdout
     assert "hunter2" not in shown and ":v@" not in shown
     assert '"chatwoot_base_url": "https://***@chatwoot.example.com"' in shown
+
+
+def test_with_several_companies_every_command_needs_company(
+    redis_url: str, rdb: redis.Redis, tmp_path
+) -> None:
+    """A default would act on whichever company came first in COMPANIES_FILE."""
+    companies = [
+        {"company_id": "clinic", "webhook_token": "a"},
+        {"company_id": "shop", "webhook_token": "b"},
+    ]
+    env = companies_env(redis_url, tmp_path, companies)
+    for args in (["purge", "5", "--yes"], ["replay-dead-letters", "--yes"], ["busiest"], ["dead-letters"]):
+        result = cli(env, *args)
+        assert (
+            result.returncode == 2 and "pass --company" in result.stderr and "clinic, shop" in result.stderr
+        )
+    assert cli(env, "busiest", "--company", "shop").returncode == 0
+    unknown = cli(env, "busiest", "--company", "bakery")
+    assert unknown.returncode == 2 and "unknown company 'bakery'" in unknown.stderr
+
+
+def _dead_letter(client: redis.Redis, conv: str, text: str, ambiguous: bool) -> None:
+    message = StoredMessage(int(conv) * 100 + len(text), conv, 1, text, time.time()).to_json()
+    letter = {"conversation_id": conv, "stage": "chatwoot", "messages": [message], "ambiguous": ambiguous}
+    client.rpush(keys.dead_letters("default"), json.dumps(letter))
+
+
+def test_replay_leaves_ambiguous_dead_letters_unless_asked(redis_url: str, rdb: redis.Redis) -> None:
+    """An ambiguous dead letter's reply may have reached the contact: replaying it may
+    answer twice, so it stays in the list unless --include-ambiguous."""
+    env = base_env(redis_url, "http://127.0.0.1:9")
+    _dead_letter(rdb, "61", "first", ambiguous=False)
+    _dead_letter(rdb, "62", "maybe answered", ambiguous=True)
+    _dead_letter(rdb, "61", "second", ambiguous=False)
+    done = cli(env, "replay-dead-letters", "--yes")
+    assert done.returncode == 0, done.stderr
+    assert "re-queued 2 message(s) of 2 dead letter(s)" in done.stdout and "1 ambiguous left" in done.stdout
+    queued = [json.loads(m)["content"] for m in rdb.lrange(keys.queue("default", "61"), 0, -1)]
+    assert queued == ["first", "second"]  # in order
+    assert rdb.llen(keys.dead_letters("default")) == 1 and not rdb.exists(keys.queue("default", "62"))
+    everything = cli(env, "replay-dead-letters", "--yes", "--include-ambiguous")
+    assert "re-queued 1 message(s) of 1 dead letter(s)" in everything.stdout
+    assert rdb.llen(keys.dead_letters("default")) == 0 and rdb.llen(keys.queue("default", "62")) == 1

@@ -224,10 +224,21 @@ def test_dead_letters_are_listed_and_replayed_in_order_by_the_cli(web, stand: St
         [*cli, "dead-letters"], cwd=ROOT, env=env, capture_output=True, text=True, check=True
     )
     assert listed.stdout.count('"stage": "chatwoot"') == 2 and "q" * 50 not in listed.stdout
-    replayed = subprocess.run(
-        [*cli, "replay-dead-letters"], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    asked = subprocess.run(  # no terminal, no --yes: nothing done
+        [*cli, "replay-dead-letters"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
     )
-    assert "re-queued 2 message(s)" in replayed.stdout
+    assert (
+        asked.returncode == 2 and "pass --yes" in asked.stderr and rdb.llen(keys.dead_letters("default")) == 2
+    )
+    replayed = subprocess.run(
+        [*cli, "replay-dead-letters", "--yes"], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    )
+    assert "re-queued 2 message(s) of 2 dead letter(s)" in replayed.stdout
     assert rdb.llen(keys.dead_letters("default")) == 0
     wait_for(lambda: len(stand.replies(54)) == 2, timeout=15)  # the sweeper schedules the replay
     assert [r.split(" ")[0] for r in stand.replies(54)] == ["first", "second"]
