@@ -36,17 +36,26 @@ done
 start_embedded_redis() {
   local port="${EMBEDDED_REDIS_PORT:-6399}"
   mkdir -p "$DATA_DIR/redis"
-  setsid redis-server --bind 127.0.0.1 --port "$port" --dir "$DATA_DIR/redis" \
-    --appendonly yes --appendfsync always --save "" --logfile "" --loglevel warning &
+  # A password of its own (kept in DATA_DIR, readable by this user only): another
+  # process of the machine that reaches 127.0.0.1 cannot read or write the queues.
+  # It goes to redis-server on stdin and to redis-cli in its environment, never on
+  # a command line.
+  local password_file="$DATA_DIR/redis/password"
+  [ -s "$password_file" ] || python -c 'import secrets; print(secrets.token_urlsafe(32))' >"$password_file"
+  local password
+  password="$(cat "$password_file")"
+  printf 'requirepass %s\n' "$password" | setsid redis-server - --bind 127.0.0.1 --port "$port" \
+    --dir "$DATA_DIR/redis" --appendonly yes --appendfsync always --save "" --logfile "" --loglevel warning &
   redis_pid=$!
-  export REDIS_URL="redis://127.0.0.1:${port}/0"
+  export REDIS_URL="redis://:${password}@127.0.0.1:${port}/0"
   for _ in $(seq 1 50); do
-    redis-cli -p "$port" ping >/dev/null 2>&1 && break
+    REDISCLI_AUTH="$password" redis-cli -p "$port" ping >/dev/null 2>&1 && break
     sleep 0.1
   done
-  redis-cli -p "$port" ping >/dev/null 2>&1 || { log "embedded redis-server did not start"; exit 1; }
+  REDISCLI_AUTH="$password" redis-cli -p "$port" ping >/dev/null 2>&1 \
+    || { log "embedded redis-server did not start"; exit 1; }
   log "REDIS_URL is unset: started an embedded redis-server on 127.0.0.1:${port}" \
-      "with append-only persistence in $DATA_DIR/redis"
+      "with append-only persistence in $DATA_DIR/redis (password in $password_file)"
   if [ -z "${CHATWOOT_WEBHOOK_SECRET:-}" ] && [ -z "${WEBHOOK_TOKEN:-}" ] && [ -z "${COMPANIES_FILE:-}" ]; then
     local token_file="$DATA_DIR/webhook_token"
     if [ -s "$token_file" ]; then

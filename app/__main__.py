@@ -44,9 +44,12 @@ def _embedded_redis_default() -> None:
     """``make run`` without REDIS_URL started an embedded Redis: talk to it."""
     if os.environ.get("REDIS_URL", "").strip():
         return
-    if (Path(os.environ.get("DATA_DIR", "data")) / "redis").is_dir():
+    folder = Path(os.environ.get("DATA_DIR", "data")) / "redis"
+    if folder.is_dir():
         port = os.environ.get("EMBEDDED_REDIS_PORT", "6399")
-        os.environ["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+        password = (folder / "password").read_text().strip() if (folder / "password").is_file() else ""
+        auth = f":{password}@" if password else ""
+        os.environ["REDIS_URL"] = f"redis://{auth}127.0.0.1:{port}/0"
         click.echo(f"REDIS_URL is unset: using make run's embedded Redis on 127.0.0.1:{port}", err=True)
 
 

@@ -225,7 +225,10 @@ def test_embedded_redis_default_prints_a_ready_url_and_keeps_replies(tmp_path):
         webhook = match.group(1).replace("localhost", "127.0.0.1")
         response = requests.post(webhook, json=cw.message("hi newcomer", 81), timeout=5)
         assert response.status_code == 202, response.text
-        embedded = redis.Redis(port=redis_port, decode_responses=True)
+        password = (data / "redis" / "password").read_text().strip()
+        with pytest.raises(redis.AuthenticationError):  # not without its password
+            redis.Redis(port=redis_port).ping()
+        embedded = redis.Redis(port=redis_port, password=password, decode_responses=True)
         wait_for(lambda: embedded.llen("default:webhook_outbox"), timeout=15)
         kept = json.loads(embedded.lindex("default:webhook_outbox", 0))
         assert kept["content"] == "hi newcomer" and kept["conversation_id"] == "81"
@@ -237,6 +240,7 @@ def test_embedded_redis_default_prints_a_ready_url_and_keeps_replies(tmp_path):
     assert token not in after_banner, "the webhook token leaked into the logs"
     assert "hi newcomer" not in after_banner, "a message body was logged at INFO"
     assert list((data / "redis").rglob("*.aof*")), "append-only persistence enabled"
+    assert password not in log.read_text()  # nor on any command line (checked in the flower test's way)
 
 
 def test_container_sigkill_without_draining_then_restart_loses_nothing(
