@@ -90,9 +90,18 @@ def _confirm(question: str, yes: bool) -> None:
 
 def _redis_fit(settings: Settings) -> bool:
     """Check the Redis the gateway is given (``app.redis_client.fitness``); print why not."""
+    if "ssl_cert_reqs=none" in settings.redis_url:
+        click.echo("warning: REDIS_URL has ssl_cert_reqs=none: TLS without checking who answers", err=True)
     try:
         problems, warnings = fitness(connect(settings.redis_url))
     except redis.RedisError as exc:
+        if "certificate verify failed" in str(exc):  # a setting to fix, not an outage to wait out
+            click.echo(
+                "configuration error: REDIS_URL: the Redis server's TLS certificate is not trusted"
+                f" ({exc}); name its CA with ?ssl_ca_certs=/path/ca.pem",
+                err=True,
+            )
+            return False
         click.echo(f"warning: Redis not checked, unreachable now ({type(exc).__name__})", err=True)
         return True
     for warning in warnings:

@@ -25,7 +25,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, urlencode, urlparse, urlunparse
 
 __all__ = ["CompanyConfig", "ConfigError", "Settings", "load_settings", "mask_url"]
 
@@ -377,6 +377,28 @@ def _companies_from_file(path: str) -> dict[str, CompanyConfig]:
     return companies
 
 
+_CERT_REQS = {"required": "required", "optional": "optional", "none": "none"}
+
+
+def _tls_verified(url: str) -> str:
+    """A ``rediss://`` URL with its certificate check spelled out: ``ssl_cert_reqs``
+    defaults to ``required`` (Celery refuses a rediss URL without it, and a TLS
+    connection that checks nothing is no protection); ``ssl_ca_certs=<file>`` names
+    a private CA (else the system's are used)."""
+    parsed = urlparse(url)
+    if parsed.scheme != "rediss":
+        return url
+    query = parse_qs(parsed.query, keep_blank_values=True)
+    given = query.get("ssl_cert_reqs", ["required"])[-1].strip().lower().removeprefix("cert_")
+    if given not in _CERT_REQS:
+        raise ConfigError(f"REDIS_URL's ssl_cert_reqs must be required, optional or none, got {given!r}")
+    query["ssl_cert_reqs"] = [_CERT_REQS[given]]
+    ca = query.get("ssl_ca_certs", [""])[-1]
+    if ca and not os.path.isfile(ca):
+        raise ConfigError(f"REDIS_URL's ssl_ca_certs file {ca!r} does not exist")
+    return urlunparse(parsed._replace(query=urlencode(query, doseq=True)))
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build and validate the settings from ``environ`` (default: os.environ)."""
     env = dict(os.environ if environ is None else environ)
@@ -385,6 +407,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError("REDIS_URL is not set (start.sh starts an embedded Redis when unset)")
     if urlparse(redis_url).scheme not in ("redis", "rediss", "unix"):
         raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
+    redis_url = _tls_verified(redis_url)
     if env.get("COMPANIES_FILE", "").strip():
         companies = _companies_from_file(env["COMPANIES_FILE"].strip())
     else:
