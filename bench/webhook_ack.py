@@ -107,6 +107,11 @@ def main() -> None:
     parser.add_argument(
         "--window", type=float, default=2.0, help="BATCH_WINDOW_SECONDS (60: the worker idles during the run)"
     )
+    parser.add_argument(
+        "--caddy",
+        action="store_true",
+        help="put Caddy with deploy/Caddyfile in front of both targets, as the container does",
+    )
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp())
     rng = random.Random(12)
@@ -136,14 +141,19 @@ def main() -> None:
             )
             port = free_port()
             web = gunicorn("wsgi:app" if name == "gateway" else "bench.bare_app:app", port, env, args.workers)
+            front = caddy(port, env) if args.caddy else None
+            target = front[1] if front else port
             try:
-                wait_http(f"http://127.0.0.1:{port}/healthz")
+                wait_http(f"http://127.0.0.1:{target}/healthz")
                 results[name].append(
                     run_wrk(
-                        f"http://127.0.0.1:{port}", requests, args.seconds, args.connections, args.threads
+                        f"http://127.0.0.1:{target}", requests, args.seconds, args.connections, args.threads
                     )
                 )
             finally:
+                if front:
+                    front[0].terminate()
+                    front[0].wait(timeout=10)
                 web.terminate()
                 web.wait(timeout=10)
                 if worker:
@@ -153,6 +163,7 @@ def main() -> None:
     print(
         f"wrk -t{args.threads} -c{args.connections} -d{args.seconds}s, rounds={args.rounds},"
         f" gunicorn workers={args.workers}, gateway with a solo worker beside it, window {args.window:g} s"
+        + (", Caddy in front of both" if args.caddy else "")
     )
     print(f"{'':8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
     for name, (rps, p50, p99) in med.items():
@@ -161,6 +172,29 @@ def main() -> None:
         print(f"  {name} rounds: " + ", ".join(f"{r[0]:.0f} req/s p99 {r[2]:.1f} ms" for r in rows))
     (brps, _, bp99), (grps, _, gp99) = med["bare"], med["gateway"]
     print(f"throughput ratio gateway/bare = {grps / brps:.2f}; p99 ratio gateway/bare = {gp99 / bp99:.2f}")
+
+
+def caddy(upstream: int, env: dict[str, str]) -> tuple[subprocess.Popen, int]:
+    """Caddy with the container's Caddyfile in front of ``upstream``; (process, its port)."""
+    port = free_port()
+    folder = tempfile.mkdtemp()
+    front_env = {
+        **env,
+        "PORT": str(port),
+        "WEB_INTERNAL_PORT": str(upstream),
+        "CADDY_FLOWER_ROUTES": str(ROOT / "deploy" / "no-flower.caddy"),
+        "CADDY_MAX_BUFFER": str(1024 * 1024 + 1),
+        "XDG_DATA_HOME": folder,
+        "XDG_CONFIG_HOME": folder,
+    }
+    proc = subprocess.Popen(
+        ["caddy", "run", "--config", "deploy/Caddyfile", "--adapter", "caddyfile"],
+        cwd=ROOT,
+        env=front_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return proc, port
 
 
 def server_client(server: RedisServer):  # type: ignore[no-untyped-def]
