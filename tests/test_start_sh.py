@@ -470,6 +470,12 @@ def test_the_webhook_token_url_is_printed_once_and_data_is_private(tmp_path):
         assert path.stat().st_mode & 0o077 == 0, (path, oct(path.stat().st_mode))
 
 
+def _logged(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    """A process of the container run alone from the repository, its output in ``log``."""
+    with open(log, "w") as out:
+        return subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
 def test_the_proxy_logs_no_token_when_its_upstream_is_down(tmp_path):
     """Caddy logs a request it could not pass on (a 502) with its URI and headers: the
     ?token= value, X-Webhook-Token and Authorization are masked."""
@@ -484,14 +490,7 @@ def test_the_proxy_logs_no_token_when_its_upstream_is_down(tmp_path):
         "XDG_CONFIG_HOME": str(tmp_path),
     }
     log = tmp_path / "caddy.log"
-    with open(log, "w") as out:
-        caddy = subprocess.Popen(
-            ["caddy", "run", "--config", "deploy/Caddyfile", "--adapter", "caddyfile"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    caddy = _logged(["caddy", "run", "--config", "deploy/Caddyfile", "--adapter", "caddyfile"], env, log)
     try:
         wait_for(lambda: _status(f"http://127.0.0.1:{port}/healthz") == 502, timeout=20)
         headers = {"X-Webhook-Token": "header-secret-1", "Authorization": "Bearer metrics-secret-2"}
@@ -521,21 +520,8 @@ def test_gunicorn_logs_a_failed_request_without_its_token(tmp_path):
     port = free_port()
     log = tmp_path / "gunicorn.log"
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}:{ROOT}"}
-    with open(log, "w") as out:
-        web = subprocess.Popen(
-            [
-                str(BIN / "gunicorn"),
-                "raising:app",
-                "--config",
-                "deploy/gunicorn.conf.py",
-                "--bind",
-                f"127.0.0.1:{port}",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    config = ["--config", "deploy/gunicorn.conf.py", "--bind", f"127.0.0.1:{port}"]
+    web = _logged([str(BIN / "gunicorn"), "raising:app", *config], env, log)
     try:
         wait_for(lambda: _status(f"http://127.0.0.1:{port}/x?token=query-secret-4") == 500, timeout=20)
         time.sleep(0.3)
