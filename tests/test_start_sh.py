@@ -6,9 +6,11 @@ import base64
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -531,3 +533,34 @@ def test_gunicorn_logs_a_failed_request_without_its_token(tmp_path):
     text = log.read_text()
     assert "Error handling request GET /x?token=REDACTED" in text, text[-2000:]
     assert "query-secret-4" not in text
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the entrypoint's root path needs root")
+def test_the_entrypoint_hands_a_root_owned_volume_to_the_user_and_drops_root(tmp_path):
+    """A platform volume mounted root-owned: the image's entrypoint gives DATA_DIR to the
+    unprivileged user and runs start.sh as that user, never as root."""
+    base = Path(tempfile.mkdtemp(dir="/tmp"))  # traversable by the unprivileged user
+    os.chmod(base, 0o755)
+    try:
+        app, data = base / "app", base / "volume"
+        app.mkdir()
+        data.mkdir()
+        (data / "left-by-root").write_text("x")  # what an earlier root-run container left
+        fake = app / "start.sh"  # stands in for start.sh: says who runs it, writes to DATA_DIR
+        fake.write_text('#!/bin/sh\nid -u > "$DATA_DIR/uid"\necho "$@" > "$DATA_DIR/args"\n')
+        fake.chmod(0o755)
+        env = {**os.environ, "DATA_DIR": str(data), "GATEWAY_USER": "nobody"}
+        done = subprocess.run(
+            [str(ROOT / "deploy" / "entrypoint.sh"), "--flag"],
+            cwd=app,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+        nobody = int(subprocess.run(["id", "-u", "nobody"], capture_output=True, text=True).stdout)
+        assert int((data / "uid").read_text()) == nobody and (data / "args").read_text().strip() == "--flag"
+        assert data.stat().st_uid == nobody and (data / "left-by-root").stat().st_uid == nobody
+        assert data.stat().st_mode & 0o077 == 0
+    finally:
+        shutil.rmtree(base)
