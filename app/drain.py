@@ -39,6 +39,7 @@ from app.chatwoot import Replier
 from app.errors import BotError, ChatwootError, LeaseLost
 from app.lease import Run, lease_keeper, new_run_id
 from app.ledger import Ledger, LedgerState, StoredAnswer
+from app.logs import mask_secrets
 from app.metrics import Stat, count_into
 from app.pace import PACE_TTL_SECONDS, Pace, learned_window
 from app.payload import StoredMessage, received_at
@@ -490,7 +491,7 @@ class Drainer:
             "company": self._cid,
             "conversation_id": self.conversation,
             "stage": stage,
-            "error": error,
+            "error": mask_secrets(error),
             "messages": raws,
             "failed_at": self.clock(),
             "task_id": self.task_id,

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import redis
 
 from app import keys
+from app.logs import mask_secrets
 from app.scripts import RoundTrip, Scripts
 
 __all__ = [
@@ -206,7 +207,9 @@ class Ledger:
 
     def note_error(self, error: str) -> None:
         """Keep the batch's latest failure (for its dead letter, if it keeps failing)."""
-        self._scripts.note_error(self._company, self._conversation, self._run, error[:500]).run()
+        self._scripts.note_error(
+            self._company, self._conversation, self._run, mask_secrets(error)[:500]
+        ).run()
 
     def ours(self, message_ids: list[int]) -> set[int]:
         """Which of these Chatwoot message ids the gateway itself created."""

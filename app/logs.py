@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-__all__ = ["TEXT_FORMAT", "JsonFormatter", "MaskSecrets", "Sampled", "configure_logging"]
+__all__ = ["TEXT_FORMAT", "JsonFormatter", "MaskSecrets", "Sampled", "configure_logging", "mask_secrets"]
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 _FIELD = re.compile(r"(\w+)=(\S+)")
@@ -42,6 +42,12 @@ _QUERY_SECRET = re.compile(r"([?&](?:token|api_access_token|access_token|key)=)[
 _URL_PASSWORD = re.compile(r"(\w+://)[^/\s@:]+:[^/\s@]+@")
 
 
+def mask_secrets(text: str) -> str:
+    """``text`` with credentials inside URLs masked (a ``?token=``-style query value,
+    a ``user:password@``): for log lines and for errors kept in dead letters."""
+    return _URL_PASSWORD.sub(r"\1***@", _QUERY_SECRET.sub(r"\1REDACTED", text))
+
+
 class MaskSecrets(logging.Filter):
     """Masks credentials inside URLs in a record's message: a ``?token=`` query (gunicorn
     prints the request URI when a request fails or its worker times out) and a
@@ -49,7 +55,7 @@ class MaskSecrets(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        masked = _URL_PASSWORD.sub(r"\1***@", _QUERY_SECRET.sub(r"\1REDACTED", message))
+        masked = mask_secrets(message)
         if masked != message:
             record.msg, record.args = masked, ()
         return True

@@ -1,7 +1,7 @@
 import json
 import logging
 
-from app.logs import JsonFormatter, Sampled
+from app.logs import JsonFormatter, Sampled, mask_secrets
 
 
 def test_json_lines_carry_the_fields_of_the_message() -> None:
@@ -31,3 +31,10 @@ def test_sampled_writes_one_line_per_kind_per_period_and_says_what_it_skipped(ca
         assert sampled.log(logging.INFO, "a", "refused %s", "y") is True
     lines = [r.getMessage() for r in caplog.records]
     assert lines == ["refused x", "other", "refused y (3 more like it in the last 60 s not logged)"]
+
+
+def test_mask_secrets_hides_url_credentials_and_token_queries() -> None:
+    text = "POST https://bot:s3cr3t@bot.example/answer?token=abc&x=1 failed; see http://h/p?api_access_token=zz"
+    masked = mask_secrets(text)
+    assert "s3cr3t" not in masked and "abc" not in masked and "zz" not in masked
+    assert "https://***@bot.example/answer?token=REDACTED&x=1" in masked
