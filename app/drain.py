@@ -246,7 +246,7 @@ class Drainer:
         arrivals = _arrivals(batch)
         pipe = self.client.pipeline(transaction=False)
         if not append:
-            pipe.exists(self._key(keys.handoff))
+            pipe.exists(self._key(keys.handoff), self._key(keys.paused))
             pipe.hgetall(self._key(keys.ledger))
             pipe.hincrby(keys.stats(self._cid), Stat.BATCHES, 1)
             count_into(pipe, self._cid, "gateway_batch_size_messages", len(batch))
@@ -362,11 +362,12 @@ class Drainer:
         self._run.check()
 
     def _handed_off(self) -> bool:
-        """Does a human hold the conversation (read with the claim for the first unit)?"""
+        """Does a human hold the conversation, or is the bot paused by a label (read
+        with the claim for the first unit)?"""
         if self._handoff is not None:
             seen, self._handoff = self._handoff, None
             return seen
-        return bool(self.client.exists(self._key(keys.handoff)))
+        return bool(self.client.exists(self._key(keys.handoff), self._key(keys.paused)))
 
     def _parse(self, raws: list[str], raw_of: dict[int, str]) -> list[StoredMessage]:
         """Stored entries as messages; an unreadable one is dead-lettered with its reason."""

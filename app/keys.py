@@ -22,6 +22,7 @@ __all__ = [
     "own_pending",
     "own_reply",
     "pace",
+    "paused",
     "processing",
     "queue",
     "seen_delivery",
@@ -90,6 +91,12 @@ LEDGER_ATTEMPTS, LEDGER_ERROR = "attempts", "error"
 def handoff(company: str, conversation: str | int) -> str:
     """Present while a human holds the conversation: the bot stays silent."""
     return f"{company}:webhook_handoff:{conversation}"
+
+
+def paused(company: str, conversation: str | int) -> str:
+    """String + TTL: the conversation carries one of ``PAUSE_LABELS``; the bot is silent
+    until a webhook shows it without (its queued messages are left to humans)."""
+    return f"{company}:webhook_paused:{conversation}"
 
 
 def status(company: str, conversation: str | int) -> str:

@@ -74,6 +74,7 @@ class StatusChange:
     status: str
     explicit: bool = True
     inbox_id: int | None = None
+    labels: tuple[str, ...] | None = None  # the conversation's labels, when the event says
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,11 @@ class StoredMessage:
     attachments: tuple[Attachment, ...] = ()
     contact: dict[str, Any] = field(default_factory=dict)
     conversation_status: str | None = None
+    # Read from the webhook for the decisions made there, not stored: the
+    # conversation's labels (None: the payload did not say) and, for a group
+    # conversation, its identifiers (group source id, title).
+    labels: tuple[str, ...] | None = field(default=None, compare=False)
+    group: tuple[str, ...] | None = field(default=None, compare=False)
 
     @property
     def is_text_only(self) -> bool:
@@ -251,6 +257,26 @@ def _inbox_id(body: dict[str, Any], conversation: dict[str, Any]) -> int | None:
     return found if found is not None else _optional_int(conversation.get("inbox_id"))
 
 
+def _labels(conversation: dict[str, Any]) -> tuple[str, ...] | None:
+    """The conversation's labels (EventDataPresenter's ``labels``), lower case; None when
+    the payload has none to say."""
+    raw = conversation.get("labels")
+    if not isinstance(raw, list):
+        return None
+    return tuple(str(label).strip().lower() for label in raw if isinstance(label, str | int))
+
+
+def _group(conversation: dict[str, Any], sender: dict[str, Any]) -> tuple[str, ...] | None:
+    """A group conversation's identifiers (its group source id and title; a WhatsApp
+    group's contact identifier ends in ``@g.us``), or None for a one-to-one chat."""
+    ids = [conversation.get("group_source_id"), conversation.get("group_title")]
+    identifier = sender.get("identifier")
+    if isinstance(identifier, str) and identifier.endswith("@g.us"):
+        ids.append(identifier)
+    found = tuple(str(i).strip().lower() for i in ids if isinstance(i, str) and i.strip())
+    return found if found or conversation.get("group") is True else None
+
+
 def _contact(sender: dict[str, Any]) -> dict[str, Any]:
     return {k: sender[k] for k in _CONTACT_FIELDS if isinstance(sender.get(k), str | int)}
 
@@ -295,6 +321,8 @@ def _message(body: dict[str, Any], received_at: float) -> StoredMessage | Ignore
         attachments=attachments,
         contact=_contact(sender),
         conversation_status=status,
+        labels=_labels(conversation),
+        group=_group(conversation, sender),
     )
 
 
@@ -311,7 +339,7 @@ def parse_webhook(body: Any, received_at: float) -> StoredMessage | StatusChange
         if isinstance(status, str) and conversation_id is not None:
             explicit = event != "conversation_updated"
             inbox = _optional_int(body.get("inbox_id"))
-            return StatusChange(str(_int(conversation_id, "id")), status[:32], explicit, inbox)
+            return StatusChange(str(_int(conversation_id, "id")), status[:32], explicit, inbox, _labels(body))
     return Ignored(f"event {str(event)[:64]!r} is not for the bot")
 
 

@@ -18,6 +18,7 @@ http(s) URL, got 'x'" and no dependency.
 
 from __future__ import annotations
 
+import fnmatch
 import ipaddress
 import json
 import os
@@ -197,6 +198,9 @@ class CompanyConfig:
     handoff_max_days: float = field(default=30.0, metadata={"parse": _positive_float})
     session_expired_message: str | None = field(default=None, metadata={"parse": _str})
     session_reset_keywords: tuple[str, ...] = field(default=(), metadata={"parse": _keywords})
+    pause_labels: tuple[str, ...] = field(default=(), metadata={"parse": _keywords})
+    ignore_contacts: tuple[str, ...] = field(default=(), metadata={"parse": _keywords})
+    ignore_groups: tuple[str, ...] = field(default=(), metadata={"parse": _keywords})
     supersede_max: int = field(default=2, metadata={"parse": _non_negative_int})
 
     @property
@@ -232,6 +236,25 @@ class CompanyConfig:
 
     def serves_inbox(self, inbox_id: int | None) -> bool:
         return not self.inbox_ids or inbox_id in self.inbox_ids
+
+    def ignored_sender(self, contact: Mapping[str, Any], group: tuple[str, ...] | None) -> str | None:
+        """Why the bot never answers this sender (IGNORE_CONTACTS, IGNORE_GROUPS), or None.
+        Patterns are exact values or shell-style (``+5511*``, ``*``), case-insensitive."""
+        if group is not None:
+            for pattern in self.ignore_groups:
+                if pattern == "*" or any(fnmatch.fnmatchcase(g, pattern) for g in group):
+                    return f"group conversation matches IGNORE_GROUPS {pattern!r}"
+        values = [
+            str(contact[k]).strip().lower() for k in ("phone_number", "identifier", "email") if contact.get(k)
+        ]
+        for pattern in self.ignore_contacts:
+            if any(fnmatch.fnmatchcase(v, pattern) for v in values):
+                return f"contact matches IGNORE_CONTACTS {pattern!r}"
+        return None
+
+    def pausing_label(self, labels: tuple[str, ...] | None) -> str | None:
+        """The first of PAUSE_LABELS the conversation carries, if any."""
+        return next((label for label in labels or () if label in self.pause_labels), None)
 
     @property
     def dry_run(self) -> bool:

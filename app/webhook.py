@@ -90,9 +90,25 @@ def _agent_reply(gateway, config, parsed: AgentReply) -> str:  # type: ignore[no
     return f"a human agent replied {where}: the bot is silent in this conversation"
 
 
+def _track_pause(gateway, config, conversation: str, labels: tuple[str, ...] | None) -> str | None:  # type: ignore[no-untyped-def]
+    """Keep ``<company>:webhook_paused:<conversation>`` in step with the conversation's
+    labels (PAUSE_LABELS): set while it carries one, gone once a webhook shows it
+    without. Returns the pausing label, if any. Labels unknown (None): nothing changes."""
+    if not config.pause_labels or labels is None:
+        return None
+    key = keys.paused(config.company_id, conversation)
+    label = config.pausing_label(labels)
+    if label:
+        gateway.redis.set(key, label, ex=config.status_ttl_seconds)
+    else:
+        gateway.redis.delete(key)
+    return label
+
+
 def _conversation_event(gateway, config, parsed) -> str | None:  # type: ignore[no-untyped-def]
     """Handle what changes the bot's state rather than reaching it; the reason, or None."""
     if isinstance(parsed, StatusChange):
+        _track_pause(gateway, config, parsed.conversation_id, parsed.labels)
         return _status_event(gateway, config, parsed)
     if isinstance(parsed, AgentReply):
         return _agent_reply(gateway, config, parsed)
@@ -103,6 +119,9 @@ def _conversation_event(gateway, config, parsed) -> str | None:  # type: ignore[
             f"conversation is {parsed.conversation_status}: the bot answers pending conversations"
             f" only ({mode}); open ones belong to humans"
         )
+    label = _track_pause(gateway, config, parsed.conversation_id, parsed.labels)
+    if label:
+        return f"conversation carries the label {label!r} (PAUSE_LABELS): the bot is paused"
     if parsed.is_text_only and is_reset_keyword(config, parsed.content):
         reset_session(gateway.redis, gateway.scripts, cid, parsed.conversation_id)
         return "session reset"
@@ -138,9 +157,21 @@ def chatwoot(company: str):  # type: ignore[no-untyped-def]
         return _ignored(gateway, company, parsed.reason)
     if not config.serves_inbox(parsed.inbox_id):
         return _ignored(gateway, company, f"inbox {parsed.inbox_id} is not one of this company's INBOX_IDS")
+    paused = None
+    if isinstance(parsed, StoredMessage):
+        never = config.ignored_sender(parsed.contact, parsed.group)
+        if never:
+            return _ignored(gateway, company, never)
+        paused = config.pausing_label(parsed.labels)
+    # A spooled message forgets its labels: a paused one is decided here, not spooled.
+    paused_reason = f"conversation carries the label {paused!r} (PAUSE_LABELS): the bot is paused"
     delivery = request.headers.get("X-Chatwoot-Delivery", "").strip()[:128] or None
     if gateway.spool.backlog():  # this process's spooled events go into Redis first: keep them in order
-        return _spooled(gateway, config, parsed, delivery)
+        return (
+            _ignored(gateway, company, paused_reason)
+            if paused
+            else _spooled(gateway, config, parsed, delivery)
+        )
     try:
         status, answer = handle(gateway, config, parsed, delivery)
     except redis.RedisError as exc:
@@ -150,7 +181,11 @@ def chatwoot(company: str):  # type: ignore[no-untyped-def]
             parsed.conversation_id,
             type(exc).__name__,
         )
-        return _spooled(gateway, config, parsed, delivery)
+        return (
+            _answer(200, status="ignored", reason=paused_reason)
+            if paused
+            else _spooled(gateway, config, parsed, delivery)
+        )
     return _answer(status, **answer)
 
 

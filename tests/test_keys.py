@@ -21,6 +21,7 @@ def test_every_key_format_is_exact() -> None:
     assert keys.session_accounts("acme") == "acme:webhook_session_accounts"
     assert keys.histograms("acme") == "acme:webhook_histograms"
     assert keys.gauges("acme") == "acme:webhook_gauges"
+    assert keys.paused("acme", 42) == "acme:webhook_paused:42"
     assert keys.gap_histogram("acme") == "acme:webhook_gaps"
     assert keys.last_fragment("acme") == "acme:webhook_last_fragment"
     assert keys.pace("acme", "contact-7") == "acme:webhook_pace:contact-7"

@@ -34,7 +34,9 @@ def test_sampled_writes_one_line_per_kind_per_period_and_says_what_it_skipped(ca
 
 
 def test_mask_secrets_hides_url_credentials_and_token_queries() -> None:
-    text = "POST https://bot:s3cr3t@bot.example/answer?token=abc&x=1 failed; see http://h/p?api_access_token=zz"
+    text = (
+        "POST https://bot:s3cr3t@bot.example/answer?token=abc&x=1 failed; see http://h/p?api_access_token=zz"
+    )
     masked = mask_secrets(text)
     assert "s3cr3t" not in masked and "abc" not in masked and "zz" not in masked
     assert "https://***@bot.example/answer?token=REDACTED&x=1" in masked

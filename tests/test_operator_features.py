@@ -1,0 +1,105 @@
+"""What operators of competing tools expect, through the real pipeline (a real worker,
+the local Chatwoot and bot): pause by label, ignore lists."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from app import keys
+from tests import chatwoot_payloads as cw
+from tests.conftest import base_env, make_client, post_webhook
+from tests.support import Stand, Worker, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def env(redis_url: str, stand: Stand, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return base_env(
+        redis_url,
+        stand.url,
+        TEST_LOG_DIR=str(tmp_path_factory.mktemp("logs")),
+        PAUSE_LABELS="bot-off,humano",
+        IGNORE_CONTACTS="+1555*,vip@example.com",
+        IGNORE_GROUPS="*",
+    )
+
+
+@pytest.fixture(scope="module")
+def worker(env: dict[str, str], redis_url: str) -> Iterator[Worker]:
+    w = Worker(env, "operator", beat=True).start(redis.Redis.from_url(redis_url))
+    yield w
+    w.stop()
+
+
+@pytest.fixture
+def web(env: dict[str, str], worker: Worker, rdb: redis.Redis, stand: Stand):  # type: ignore[no-untyped-def]
+    stand.reset()
+    return make_client(env)
+
+
+def _labelled(body: dict[str, Any], *labels: str) -> dict[str, Any]:
+    body["conversation"]["labels"] = list(labels)
+    return body
+
+
+def _labels_changed(conversation: int, *labels: str) -> dict[str, Any]:
+    """conversation_updated after an agent added or removed a label (EventDataPresenter's labels)."""
+    body = cw.conversation_updated(conversation)
+    body["labels"] = list(labels)
+    body["changed_attributes"] = [{"label_list": {"previous_value": [], "current_value": list(labels)}}]
+    return body
+
+
+def _idle(rdb: redis.Redis, conv: int) -> bool:
+    return not any(rdb.exists(k("default", conv)) for k in (keys.queue, keys.processing, keys.lease))
+
+
+def test_a_pause_label_silences_the_bot_until_it_is_removed(web, stand: Stand, rdb: redis.Redis) -> None:
+    answer = post_webhook(web, _labelled(cw.message("anyone there?", 91), "VIP", "Bot-Off"))
+    assert answer.status_code == 200 and "'bot-off'" in answer.json["reason"]
+    assert rdb.get(keys.paused("default", 91)) == "bot-off"
+    # the label comes off: the next message is the bot's again
+    assert post_webhook(web, _labelled(cw.message("hello again", 91), "vip")).status_code == 202
+    wait_for(lambda: stand.replies(91), timeout=10)
+    assert stand.replies(91) == ["hello again"] and not rdb.exists(keys.paused("default", 91))
+
+
+def test_a_label_added_while_fragments_wait_leaves_them_to_humans(
+    web, stand: Stand, rdb: redis.Redis
+) -> None:
+    assert post_webhook(web, cw.message("I want to book", 92)).status_code == 202  # window: 1 s
+    assert post_webhook(web, _labels_changed(92, "humano")).status_code == 200  # an agent labels it
+    wait_for(lambda: _idle(rdb, 92), timeout=10)
+    time.sleep(0.5)
+    assert stand.bot_calls == [] and stand.replies(92) == []
+    assert post_webhook(web, _labels_changed(92)).status_code == 200  # the label removed
+    assert not rdb.exists(keys.paused("default", 92))
+    assert post_webhook(web, _labelled(cw.message("still there?", 92))).status_code == 202
+    wait_for(lambda: stand.replies(92), timeout=10)
+    assert stand.replies(92) == ["still there?"]
+
+
+def test_ignored_contacts_and_groups_never_reach_the_bot(web, stand: Stand, rdb: redis.Redis) -> None:
+    by_phone = cw.message("spam", 93, sender={**cw.CONTACT, "phone_number": "+15550001111"})
+    by_email = cw.message("hi", 94, sender={**cw.CONTACT, "email": "VIP@example.com"})
+    group = cw.message("hi all", 95, sender={**cw.CONTACT, "identifier": "120363040000000000@g.us"})
+    group_conversation = cw.message("hi all", 96)
+    group_conversation["conversation"]["group_source_id"] = "120363040000000001@g.us"
+    for body, why in (
+        (by_phone, "IGNORE_CONTACTS '+1555*'"),
+        (by_email, "IGNORE_CONTACTS 'vip@example.com'"),
+        (group, "IGNORE_GROUPS '*'"),
+        (group_conversation, "IGNORE_GROUPS '*'"),
+    ):
+        answer = post_webhook(web, body)
+        assert answer.status_code == 200 and why in answer.json["reason"], answer.json
+    assert post_webhook(web, cw.message("a real customer", 97)).status_code == 202
+    wait_for(lambda: stand.replies(97), timeout=10)
+    assert [str(call["conversation_id"]) for call in stand.bot_calls] == ["97"]
+    assert not any(rdb.exists(keys.queue("default", c)) for c in (93, 94, 95, 96))
