@@ -2,7 +2,8 @@
 
 Every backend takes the same request (``bot_request``) and returns a
 ``BotReply``; the http and python backends share one answer format:
-``{"replies": ["...", ...]}`` or ``{"reply": "..."}``, optional ``"handoff": true``.
+``{"replies": ["...", ...]}`` or ``{"reply": "..."}``, optional ``"handoff": true``
+and, with it, ``"team": <Chatwoot team id>`` and ``"note": "<private note>"``.
 
 ``ask_bot`` bounds every backend by ``BOT_TIMEOUT_SECONDS``: the call runs in
 a thread of its own and the drain stops waiting at the deadline. The http and
@@ -43,6 +44,8 @@ DEADLINE_GRACE_SECONDS = 0.5  # the http/openai backends report their own timeou
 class BotReply:
     replies: tuple[str, ...]
     handoff: bool = False
+    team: int | None = None  # with a handoff: the Chatwoot team to assign
+    note: str = ""  # with a handoff: a private note for the humans (a summary)
 
 
 class Bot(Protocol):
@@ -120,7 +123,13 @@ def parse_bot_answer(answer: Any) -> BotReply:
     cleaned = tuple(r for r in replies if r.strip())
     if not cleaned and replies and not handoff:
         raise BotError("bot answered an empty reply")
-    return BotReply(cleaned, handoff)
+    team = answer.get("team")
+    if team is not None and (isinstance(team, bool) or not isinstance(team, int) or team <= 0):
+        raise BotError("bot answer 'team' must be a positive team id")
+    note = answer.get("note", "")
+    if not isinstance(note, str):
+        raise BotError("bot answer 'note' must be a string")
+    return BotReply(cleaned, handoff, team, note.strip())
 
 
 class EchoBot:

@@ -35,6 +35,10 @@ class Replier(Protocol):
 
     def open_conversation(self, account_id: int, conversation_id: str) -> None: ...
 
+    def assign_team(self, account_id: int, conversation_id: str, team_id: int) -> None: ...
+
+    def add_note(self, account_id: int, conversation_id: str, content: str) -> None: ...
+
     def find_replies(
         self, account_id: int, conversation_id: str, content: str, since: float
     ) -> list[int] | None: ...
@@ -132,6 +136,31 @@ class ChatwootClient:
             idempotent=True,
         )
 
+    def assign_team(self, account_id: int, conversation_id: str, team_id: int) -> None:
+        """Assign the conversation to a team (an agent-bot token may: ``assignments#create``)."""
+        post_json(
+            self._session,
+            self._url(account_id, conversation_id, "assignments"),
+            {"team_id": team_id},
+            error=ChatwootError,
+            timeout=self._timeout,
+            retries=self._retries,
+            headers=self._headers,
+            idempotent=True,
+        )
+
+    def add_note(self, account_id: int, conversation_id: str, content: str) -> None:
+        """A private note for the agents (not sent to the contact)."""
+        post_json(
+            self._session,
+            self._url(account_id, conversation_id, "messages"),
+            {"content": content, "message_type": "outgoing", "private": True},
+            error=ChatwootError,
+            timeout=self._timeout,
+            retries=0,  # a create: never repeated blindly
+            headers=self._headers,
+        )
+
 
 def _is_our_reply(message: object, content: str, since: float) -> bool:
     if not isinstance(message, dict) or message.get("private") is True:
@@ -185,6 +214,12 @@ class DryRunOutbox:
     def open_conversation(self, account_id: int, conversation_id: str) -> None:
         self._record("handoff", account_id, conversation_id)
         log.info("dry-run handoff company=%s conversation=%s", self._company, conversation_id)
+
+    def assign_team(self, account_id: int, conversation_id: str, team_id: int) -> None:
+        self._record("team", account_id, conversation_id, team_id=team_id)
+
+    def add_note(self, account_id: int, conversation_id: str, content: str) -> None:
+        self._record("note", account_id, conversation_id, content=content)
 
 
 def make_replier(config: CompanyConfig, client: redis.Redis, *, timeout: float, retries: int) -> Replier:

@@ -34,7 +34,7 @@ import redis
 from app import keys
 from app.analytics import count_gaps, prior_window
 from app.batching import Segment, due_at, segments
-from app.bots import Bot, ask_bot, bot_request
+from app.bots import Bot, BotReply, ask_bot, bot_request
 from app.chatwoot import Replier
 from app.errors import BotError, ChatwootError, LeaseLost
 from app.lease import Run, lease_keeper, new_run_id
@@ -195,12 +195,21 @@ class Drainer:
         first_at, last_at = received_at(first), received_at(last)
         if first_at is None or last_at is None:
             return held, 0.0  # unreadable entry: claim it now so it is dead-lettered
+        if self.company.handoff_keywords and self._is_command(last):
+            return held, 0.0  # a handoff keyword does not wait for the window
         config = self.company
         window = config.batch_window_seconds
         if learned:
             window = self._learned_window(first, [*_arrivals(queued[0]), last_at])
         due = due_at(config.batch_window_mode, first_at, last_at, window, config.batch_max_wait_seconds)
         return held, max(0.0, due - now)
+
+    def _is_command(self, raw: str) -> bool:
+        try:
+            message = StoredMessage.from_json(raw)
+        except (ValueError, TypeError, KeyError):
+            return False
+        return message.is_text_only and self.company.is_handoff_keyword(message.content)
 
     def _learned_window(self, first: str, queued: list[float]) -> float:
         """This contact's quiet period (``app.pace``), from what is known of how they type."""
@@ -384,6 +393,15 @@ class Drainer:
 
     # -- asking the bot once -------------------------------------------------------
 
+    def _keyword_handoff(self, segment: Segment) -> BotReply | None:
+        """A contact message that is exactly one of HANDOFF_KEYWORDS hands the conversation
+        to humans at once: no bot call; HANDOFF_MESSAGE (if set) is the reply."""
+        if not any(m.is_text_only and self.company.is_handoff_keyword(m.content) for m in segment.messages):
+            return None
+        log.info("handoff keyword company=%s conversation=%s", self._cid, self.conversation)
+        message = self.company.handoff_message
+        return BotReply((message,) if message else (), handoff=True)
+
     def _ask_and_store(
         self, segment: Segment, raws: list[str], superseded: int, raw_of: dict[int, str]
     ) -> StoredAnswer | list[StoredMessage] | None:
@@ -391,8 +409,11 @@ class Drainer:
         is posted. Returns the stored answer; or the fragments that arrived meanwhile
         (the answer is stale and not stored); or None when the bot failed (dead-lettered)."""
         started = time.perf_counter()
+        keyword = self._keyword_handoff(segment)
         try:
-            reply = ask_bot(self.bot, bot_request(self._cid, segment), self.company.bot_timeout_seconds)
+            reply = keyword or ask_bot(
+                self.bot, bot_request(self._cid, segment), self.company.bot_timeout_seconds
+            )
         except BotError as exc:
             pipe = self.client.pipeline(transaction=False)
             pipe.hincrby(keys.stats(self._cid), Stat.BOT_CALLS, 1)
@@ -403,13 +424,21 @@ class Drainer:
             return None
         latency = time.perf_counter() - started
         answer = StoredAnswer(
-            segment.key, tuple(reply_parts(reply.replies, self.company.reply_split)), reply.handoff
+            segment.key,
+            tuple(reply_parts(reply.replies, self.company.reply_split)),
+            reply.handoff,
+            (reply.team or self.company.handoff_team_id) if reply.handoff else None,
+            reply.note if reply.handoff else "",
         )
         counted = RoundTrip(self.client)  # the call's counters go in the store's round trip
-        counted.pipe.hincrby(keys.stats(self._cid), Stat.BOT_CALLS, 1)
-        count_into(counted.pipe, self._cid, "gateway_bot_latency_seconds", latency)
+        if keyword is None:
+            counted.pipe.hincrby(keys.stats(self._cid), Stat.BOT_CALLS, 1)
+            count_into(counted.pipe, self._cid, "gateway_bot_latency_seconds", latency)
         self._proven()
-        look = superseded < self.company.supersede_max and segment.messages[-1].is_text_only
+        # A keyword handoff does not give way to newer fragments: the contact asked for a human.
+        look = (
+            keyword is None and superseded < self.company.supersede_max and segment.messages[-1].is_text_only
+        )
         assert self._ledger is not None
         message_ids = [m.id for m in segment.messages]
         claimed = self._ledger.store_answer(
@@ -451,7 +480,7 @@ class Drainer:
             self._dead_letter(raws, "chatwoot", str(exc), ambiguous=exc.ambiguous, parts_posted=index)
             return
         if answer.handoff:
-            self._hand_off(account)
+            self._hand_off(account, answer)
         self._complete(raws)
         log.info(
             "batch answered company=%s conversation=%s task=%s run=%s messages=%d parts=%d batched=%s",
@@ -526,14 +555,24 @@ class Drainer:
             len(raws),
         )
 
-    def _hand_off(self, account: int) -> None:
+    def _hand_off(self, account: int, answer: StoredAnswer) -> None:
+        """Humans take over: the marker (lease-checked), then in Chatwoot the bot's note
+        for them, the team, and the status ``open``; each best effort, logged."""
         self.scripts.mark_handoff(
             self._cid, self.conversation, self.run_id, self.company.handoff_ttl_seconds
         ).run()
-        try:
-            self.replier.open_conversation(account, self.conversation)
-        except ChatwootError as exc:
-            log.error(
-                "handoff not sent company=%s conversation=%s error=%s", self._cid, self.conversation, exc
-            )
+        steps: list[tuple[str, Callable[[], None]]] = []
+        if answer.note:
+            steps.append(("note", lambda: self.replier.add_note(account, self.conversation, answer.note)))
+        if answer.team is not None:
+            team = answer.team
+            steps.append(("team", lambda: self.replier.assign_team(account, self.conversation, team)))
+        steps.append(("handoff", lambda: self.replier.open_conversation(account, self.conversation)))
+        for what, step in steps:
+            try:
+                step()
+            except ChatwootError as exc:
+                log.error(
+                    "%s not sent company=%s conversation=%s error=%s", what, self._cid, self.conversation, exc
+                )
         log.info("conversation handed to humans company=%s conversation=%s", self._cid, self.conversation)

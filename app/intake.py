@@ -40,4 +40,5 @@ def accept(
 ) -> Accepted:
     """Make the message durable in its conversation's queue and schedule the conversation.
     ``ordered``: place it by its Chatwoot id (a message moved in from the local spool)."""
-    return Accepted(scripts.enqueue(settings, company, message, delivery_id, ordered).run())
+    command = message.is_text_only and company.is_handoff_keyword(message.content)
+    return Accepted(scripts.enqueue(settings, company, message, delivery_id, ordered, due_now=command).run())

@@ -70,9 +70,28 @@ class StoredAnswer:
     answer_id: str
     parts: tuple[str, ...]
     handoff: bool
+    team: int | None = None  # the team a handoff assigns (the bot's "team", else HANDOFF_TEAM_ID)
+    note: str = ""  # a private note for the humans (the bot's "note")
 
     def to_json(self) -> str:
-        return json.dumps({"parts": list(self.parts), "handoff": self.handoff}, ensure_ascii=False)
+        data: dict[str, object] = {"parts": list(self.parts), "handoff": self.handoff}
+        if self.team is not None:
+            data["team"] = self.team
+        if self.note:
+            data["note"] = self.note
+        return json.dumps(data, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, answer_id: str, raw: str) -> StoredAnswer:
+        data = json.loads(raw)
+        team = data.get("team")
+        return cls(
+            answer_id,
+            tuple(data["parts"]),
+            bool(data["handoff"]),
+            team if isinstance(team, int) else None,
+            str(data.get("note") or ""),
+        )
 
 
 @dataclass(frozen=True)
@@ -86,8 +105,7 @@ class LedgerState:
         raw = self.fields.get(field) if field else None
         if field is None or raw is None or not field.startswith(ANSWER):
             return None
-        data = json.loads(raw)
-        return StoredAnswer(field[len(ANSWER) :], tuple(data["parts"]), bool(data["handoff"]))
+        return StoredAnswer.from_json(field[len(ANSWER) :], raw)
 
     def store(self, answer: StoredAnswer, message_ids: list[int]) -> None:
         """What ``Ledger.store_answer`` wrote, in this copy (the run reads it, not Redis)."""

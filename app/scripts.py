@@ -607,7 +607,10 @@ class Scripts:
         message: StoredMessage,
         delivery_id: str | None,
         ordered: bool = False,
+        due_now: bool = False,
     ) -> Call[EnqueueResult]:
+        """``due_now``: the batch is due at once (a command such as a handoff keyword
+        does not wait for the window)."""
         cid, conv = company.company_id, message.conversation_id
         return Call(
             self._enqueue,
@@ -628,7 +631,7 @@ class Scripts:
                 message.open_json(),
                 settings.queue_ttl_seconds,
                 company.max_queue_per_conversation,
-                company.first_window,
+                0 if due_now else company.first_window,
                 company.batch_max_wait_seconds,
                 settings.seen_ttl_seconds,
                 conv,

@@ -199,6 +199,9 @@ class CompanyConfig:
     session_expired_message: str | None = field(default=None, metadata={"parse": _str})
     session_reset_keywords: tuple[str, ...] = field(default=(), metadata={"parse": _keywords})
     pause_labels: tuple[str, ...] = field(default=(), metadata={"parse": _keywords})
+    handoff_keywords: tuple[str, ...] = field(default=(), metadata={"parse": _keywords})
+    handoff_message: str = field(default="", metadata={"parse": _str})
+    handoff_team_id: int | None = field(default=None, metadata={"parse": _positive_int})
     ignore_contacts: tuple[str, ...] = field(default=(), metadata={"parse": _keywords})
     ignore_groups: tuple[str, ...] = field(default=(), metadata={"parse": _keywords})
     supersede_max: int = field(default=2, metadata={"parse": _non_negative_int})
@@ -251,6 +254,10 @@ class CompanyConfig:
             if any(fnmatch.fnmatchcase(v, pattern) for v in values):
                 return f"contact matches IGNORE_CONTACTS {pattern!r}"
         return None
+
+    def is_handoff_keyword(self, text: str) -> bool:
+        """Is this message, whole, one of HANDOFF_KEYWORDS ("human", "atendente")?"""
+        return bool(self.handoff_keywords) and text.strip().lower() in self.handoff_keywords
 
     def pausing_label(self, labels: tuple[str, ...] | None) -> str | None:
         """The first of PAUSE_LABELS the conversation carries, if any."""

@@ -212,12 +212,20 @@ class Stand:
             self._creates = 0
 
     def replies(self, conversation: int | str | None = None) -> list[str]:
-        """Contents of the messages the gateway created, in arrival order."""
+        """Contents of the public messages the gateway created, in arrival order."""
+        return self._messages(conversation, private=False)
+
+    def notes(self, conversation: int | str | None = None) -> list[str]:
+        """Contents of the private notes the gateway created, in arrival order."""
+        return self._messages(conversation, private=True)
+
+    def _messages(self, conversation: int | str | None, private: bool) -> list[str]:
         with self.lock:
             return [
                 r["json"]["content"]
                 for r in self.requests
                 if r["path"].endswith("/messages")
+                and (r["json"].get("private") is True) == private
                 and (conversation is None or f"/conversations/{conversation}/" in r["path"])
             ]
 
@@ -257,7 +265,8 @@ class Stand:
 
     def _chatwoot(self, path: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, Any]:
         if not re.match(
-            r"^/api/v1/accounts/\d+/conversations/\d+/(messages|toggle_typing_status|toggle_status)$", path
+            r"^/api/v1/accounts/\d+/conversations/\d+/(messages|toggle_typing_status|toggle_status|assignments)$",
+            path,
         ):
             return 404, {"error": "not found"}
         if headers.get("api_access_token") != self.api_token:

@@ -8,6 +8,7 @@ from app import keys
 from app.batching import Segment
 from app.bots import EchoBot, OpenAIBot, PythonBot, bot_request, load_handler, parse_bot_answer
 from app.errors import BotError
+from app.ledger import StoredAnswer
 from app.payload import Attachment, StoredMessage
 from app.settings import CompanyConfig, ConfigError
 from tests.support import Stand
@@ -102,3 +103,23 @@ def test_openai_keeps_recent_turns_in_redis_and_passes_images(rdb, stand: Stand)
     assert with_image.replies
     handoff = bot.answer(bot_request("acme", segment("I want a human")))
     assert handoff.handoff and handoff.replies == ("a human will call you",)
+
+
+def test_a_handoff_may_name_a_team_and_leave_a_note() -> None:
+    reply = parse_bot_answer({"reply": "ok", "handoff": True, "team": 7, "note": "  wants a refund "})
+    assert (reply.team, reply.note) == (7, "wants a refund")
+    for bad, why in (
+        ({"team": "7"}, "'team'"),
+        ({"team": True}, "'team'"),
+        ({"team": 0}, "'team'"),
+        ({"note": 3}, "'note'"),
+    ):
+        with pytest.raises(BotError, match=why):
+            parse_bot_answer({"reply": "ok", "handoff": True, **bad})
+
+
+def test_a_stored_answer_keeps_its_team_and_note_for_a_resumed_batch() -> None:
+    answer = StoredAnswer("1-2", ("bye",), True, 7, "summary")
+    assert StoredAnswer.from_json("1-2", answer.to_json()) == answer
+    plain = StoredAnswer("3-3", ("hi",), False)
+    assert StoredAnswer.from_json("3-3", plain.to_json()) == plain and "team" not in plain.to_json()

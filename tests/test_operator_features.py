@@ -27,6 +27,11 @@ def env(redis_url: str, stand: Stand, tmp_path_factory: pytest.TempPathFactory) 
         PAUSE_LABELS="bot-off,humano",
         IGNORE_CONTACTS="+1555*,vip@example.com",
         IGNORE_GROUPS="*",
+        HANDOFF_KEYWORDS="atendente,human",
+        HANDOFF_MESSAGE="Um atendente vai falar com você.",
+        HANDOFF_TEAM_ID="3",
+        BATCH_WINDOW_SECONDS="3",
+        BATCH_MAX_WAIT_SECONDS="6",
     )
 
 
@@ -103,3 +108,35 @@ def test_ignored_contacts_and_groups_never_reach_the_bot(web, stand: Stand, rdb:
     wait_for(lambda: stand.replies(97), timeout=10)
     assert [str(call["conversation_id"]) for call in stand.bot_calls] == ["97"]
     assert not any(rdb.exists(keys.queue("default", c)) for c in (93, 94, 95, 96))
+
+
+def test_a_handoff_keyword_hands_off_at_once_without_a_bot_call(web, stand: Stand, rdb: redis.Redis) -> None:
+    """ "atendente" alone: no bot call, no 3 s window; the fragment before it goes with it;
+    HANDOFF_MESSAGE is the reply, the team is assigned, the conversation opened."""
+    started = time.monotonic()
+    assert post_webhook(web, cw.message("oi, preciso de ajuda", 98)).status_code == 202
+    assert post_webhook(web, cw.message("  Atendente ", 98)).status_code == 202
+    wait_for(lambda: stand.calls("toggle_status"), timeout=10)
+    assert time.monotonic() - started < 2.5  # the window (3 s) was not waited
+    assert stand.bot_calls == []
+    assert stand.replies(98) == ["Um atendente vai falar com você."]
+    assert [c["json"] for c in stand.calls("assignments")] == [{"team_id": 3}]
+    assert stand.calls("toggle_status")[0]["json"] == {"status": "open"}
+    assert rdb.get(keys.handoff("default", 98)) == "bot"
+    wait_for(lambda: _idle(rdb, 98), timeout=10)
+    assert post_webhook(web, cw.message("hello?", 98)).json["status"] == "ignored"  # humans have it
+
+
+def test_the_bot_routes_a_handoff_to_its_team_with_a_note(web, stand: Stand, rdb: redis.Redis) -> None:
+    stand.bot_answer = lambda body: {
+        "reply": "Vou te passar para o financeiro.",
+        "handoff": True,
+        "team": 7,
+        "note": "Cliente quer segunda via do boleto de março.",
+    }
+    assert post_webhook(web, cw.message("quero a segunda via do boleto", 99)).status_code == 202
+    wait_for(lambda: stand.calls("toggle_status"), timeout=15)
+    assert len(stand.bot_calls) == 1
+    assert stand.replies(99) == ["Vou te passar para o financeiro."]
+    assert stand.notes(99) == ["Cliente quer segunda via do boleto de março."]
+    assert [c["json"] for c in stand.calls("assignments")] == [{"team_id": 7}]  # the bot's team wins
