@@ -44,6 +44,7 @@ from app.metrics import Stat, count_into
 from app.pace import PACE_TTL_SECONDS, Pace, learned_window
 from app.payload import StoredMessage, received_at
 from app.posting import Poster
+from app.redis_client import redis_now
 from app.replies import reply_parts
 from app.scripts import Call, RoundTrip, Scripts
 from app.settings import CompanyConfig, Settings
@@ -393,6 +394,25 @@ class Drainer:
 
     # -- asking the bot once -------------------------------------------------------
 
+    def _over_budget(self) -> BotReply | None:
+        """BOT_CALLS_PER_DAY: take this call from today's budget (by Redis's clock); when
+        it is used up, the conversation goes to humans with BUDGET_MESSAGE instead."""
+        per_day = self.company.bot_calls_per_day
+        if not per_day:
+            return None
+        day = time.strftime("%Y-%m-%d", time.gmtime(redis_now(self.client)))
+        if self.scripts.spend_bot_call(self._cid, day, per_day).run() is not None:
+            return None
+        self.client.hincrby(keys.stats(self._cid), Stat.BUDGET_HANDOFFS, 1)
+        log.warning(
+            "BOT_CALLS_PER_DAY=%d used up company=%s conversation=%s: handed to humans",
+            per_day,
+            self._cid,
+            self.conversation,
+        )
+        message = self.company.budget_message
+        return BotReply((message,) if message else (), handoff=True)
+
     def _keyword_handoff(self, segment: Segment) -> BotReply | None:
         """A contact message that is exactly one of HANDOFF_KEYWORDS hands the conversation
         to humans at once: no bot call; HANDOFF_MESSAGE (if set) is the reply."""
@@ -409,7 +429,7 @@ class Drainer:
         is posted. Returns the stored answer; or the fragments that arrived meanwhile
         (the answer is stale and not stored); or None when the bot failed (dead-lettered)."""
         started = time.perf_counter()
-        keyword = self._keyword_handoff(segment)
+        keyword = self._keyword_handoff(segment) or self._over_budget()
         try:
             reply = keyword or ask_bot(
                 self.bot, bot_request(self._cid, segment), self.company.bot_timeout_seconds

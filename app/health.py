@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import time
 
 import redis
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -97,8 +98,20 @@ class RedisCollector:
             "How long ago the worker last summed the conversations into the gauges above",
             labels=["company"],
         )
+        calls = GaugeMetricFamily(
+            "gateway_bot_calls_today",
+            "Bot calls made today (UTC), counted when BOT_CALLS_PER_DAY is set",
+            labels=["company"],
+        )
+        ceiling = GaugeMetricFamily(
+            "gateway_bot_calls_per_day", "BOT_CALLS_PER_DAY, the spend ceiling", labels=["company"]
+        )
         now = redis_now(self._redis)
-        for company in self._settings.companies:
+        day = time.strftime("%Y-%m-%d", time.gmtime(now))
+        for company, config in self._settings.companies.items():
+            if config.bot_calls_per_day:
+                calls.add_metric([company], float(self._redis.get(keys.bot_calls_day(company, day)) or 0))
+                ceiling.add_metric([company], float(config.bot_calls_per_day))
             stats = self._redis.hgetall(keys.stats(company))
             for field, family in counters.items():
                 family.add_metric([company], float(stats.get(field, 0)))
@@ -112,7 +125,7 @@ class RedisCollector:
         workers = GaugeMetricFamily("gateway_workers_alive", "Workers with a fresh heartbeat")
         workers.add_metric([], live_workers(self._redis, self._settings.worker_heartbeat_max_age_seconds))
         yield from counters.values()
-        yield from (waiting, leases, dead, oldest, age, workers)
+        yield from (waiting, leases, dead, oldest, age, workers, calls, ceiling)
         yield from redis_histograms(self._redis, self._settings.companies)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "LEDGER_ATTEMPTS",
     "LEDGER_ERROR",
+    "bot_calls_day",
     "bot_history",
     "conversation_index",
     "dead_letters",
@@ -138,6 +139,12 @@ def outbox(company: str) -> str:
 def stats(company: str) -> str:
     """Hash of counters shared by web and worker processes (for /metrics)."""
     return f"{company}:webhook_stats"
+
+
+def bot_calls_day(company: str, day: str) -> str:
+    """Integer + 2-day TTL: bot calls of one UTC day (``YYYY-MM-DD``, by Redis's clock),
+    the spend ceiling's count (BOT_CALLS_PER_DAY)."""
+    return f"{company}:webhook_bot_calls:{day}"
 
 
 def gauges(company: str) -> str:

@@ -63,6 +63,7 @@ class Stat(StrEnum):
     DEAD_LETTERS = "dead_letters"
     DEAD_LETTERS_DROPPED = "dead_letters_dropped"
     BATCH_FAILURES = "batch_failures"
+    BUDGET_HANDOFFS = "budget_handoffs"
 
 
 STAT_HELP: dict[Stat, str] = {
@@ -87,6 +88,7 @@ STAT_HELP: dict[Stat, str] = {
     Stat.DEAD_LETTERS: "Batches moved to the dead-letter list",
     Stat.DEAD_LETTERS_DROPPED: "Oldest dead letters dropped because the list held DEAD_LETTER_MAX entries",
     Stat.BATCH_FAILURES: "Runs that failed while handling a batch (an attempt)",
+    Stat.BUDGET_HANDOFFS: "Conversations handed to humans because BOT_CALLS_PER_DAY was used up",
 }
 
 _COUNTER_TOKEN = re.compile(r"@([a-z0-9_]+)@")

@@ -450,6 +450,21 @@ return result
 """
 
 
+# The spend ceiling: take one bot call from today's budget, if any is left.
+# KEYS[1] today's bot-call count  ARGV[1] calls allowed per day (0: no ceiling)
+# ARGV[2] TTL s of the count
+# Returns the calls used today, this one included; or -1 when the budget is spent
+# (nothing taken).
+SPEND_BOT_CALL = """
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+local limit = tonumber(ARGV[1])
+if limit > 0 and used >= limit then return -1 end
+used = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return used
+"""
+
+
 # Operator purge of one conversation: its waiting and in-flight messages go.
 # KEYS[1] queue  KEYS[2] processing  KEYS[3] ledger  KEYS[4] conversation index
 # ARGV[1] conversation id
@@ -597,6 +612,7 @@ class Scripts:
         self._conversation_status = _register(client, CONVERSATION_STATUS)
         self._expire_sessions = _register(client, EXPIRE_SESSIONS)
         self._purge = _register(client, PURGE)
+        self._spend_bot_call = _register(client, SPEND_BOT_CALL)
 
     # -- the webhook -----------------------------------------------------------
 
@@ -864,6 +880,16 @@ class Scripts:
             ],
             [run_id, conversation],
             lambda raw: _held(raw) == 1,
+        )
+
+    def spend_bot_call(self, company: str, day: str, per_day: int) -> Call[int | None]:
+        """Take one bot call from ``day``'s budget: the calls used with it, or None
+        when ``per_day`` are used up (0: no ceiling, the call is only counted)."""
+        return Call(
+            self._spend_bot_call,
+            [keys.bot_calls_day(company, day)],
+            [per_day, 2 * 24 * 3600],
+            lambda raw: None if int(raw) < 0 else int(raw),
         )
 
     # -- operators and housekeeping ----------------------------------------------

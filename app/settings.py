@@ -202,6 +202,8 @@ class CompanyConfig:
     handoff_keywords: tuple[str, ...] = field(default=(), metadata={"parse": _keywords})
     handoff_message: str = field(default="", metadata={"parse": _str})
     handoff_team_id: int | None = field(default=None, metadata={"parse": _positive_int})
+    bot_calls_per_day: int = field(default=0, metadata={"parse": _non_negative_int})
+    budget_message: str = field(default="", metadata={"parse": _str})
     ignore_contacts: tuple[str, ...] = field(default=(), metadata={"parse": _keywords})
     ignore_groups: tuple[str, ...] = field(default=(), metadata={"parse": _keywords})
     supersede_max: int = field(default=2, metadata={"parse": _non_negative_int})
