@@ -398,3 +398,11 @@ def test_batch_runs_a_script_beside_commands_in_one_round_trip_even_after_a_scri
         seen = None if flush else "T1"  # after a flush the GET ran before the script's re-run
         assert batch.execute() == [True, 1, seen]  # the script's reply decoded
         assert rdb.get(lease) == "T1" and rdb.get("counter") == "1"  # taken once, counted once
+
+
+def test_spend_bot_call_takes_from_the_days_budget_until_it_is_used_up(s: Scripts, r) -> None:
+    assert [s.spend_bot_call(C, "2026-11-26", 2).run() for _ in range(3)] == [1, 2, None]
+    assert r.get(keys.bot_calls_day(C, "2026-11-26")) == "2"  # the refused call took nothing
+    assert 0 < r.ttl(keys.bot_calls_day(C, "2026-11-26")) <= 2 * 24 * 3600
+    assert s.spend_bot_call(C, "2026-11-27", 2).run() == 1  # a new day, a new budget
+    assert [s.spend_bot_call(C, "2026-11-28", 0).run() for _ in range(3)] == [1, 2, 3]  # 0: no ceiling
