@@ -394,6 +394,28 @@ class Drainer:
 
     # -- asking the bot once -------------------------------------------------------
 
+    def _off_duty(self) -> BotReply | None:
+        """BOT_HOURS: outside the bot's hours (by Redis's clock) the batch is left to the
+        humans, with AWAY_MESSAGE once per conversation while the business is closed."""
+        config = self.company
+        if config.bot_hours == "always" or not config.business_hours:
+            return None
+        now = redis_now(self.client)
+        if config.bot_on_duty(now):
+            return None
+        self.client.hincrby(keys.stats(self._cid), Stat.OFF_DUTY_BATCHES, 1)
+        log.info(
+            "bot off duty (BOT_HOURS=%s) company=%s conversation=%s",
+            config.bot_hours,
+            self._cid,
+            self.conversation,
+        )
+        if not config.away_message or config.is_business_open(now):
+            return BotReply(())
+        until = max(60, int(config.seconds_until_hours_change(now)))
+        first = self.client.set(self._key(keys.away), "1", nx=True, ex=until)
+        return BotReply((config.away_message,) if first else ())
+
     def _over_budget(self) -> BotReply | None:
         """BOT_CALLS_PER_DAY: take this call from today's budget (by Redis's clock); when
         it is used up, the conversation goes to humans with BUDGET_MESSAGE instead."""
@@ -429,7 +451,7 @@ class Drainer:
         is posted. Returns the stored answer; or the fragments that arrived meanwhile
         (the answer is stale and not stored); or None when the bot failed (dead-lettered)."""
         started = time.perf_counter()
-        keyword = self._keyword_handoff(segment) or self._over_budget()
+        keyword = self._keyword_handoff(segment) or self._off_duty() or self._over_budget()
         try:
             reply = keyword or ask_bot(
                 self.bot, bot_request(self._cid, segment), self.company.bot_timeout_seconds

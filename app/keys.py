@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "LEDGER_ATTEMPTS",
     "LEDGER_ERROR",
+    "away",
     "bot_calls_day",
     "bot_history",
     "conversation_index",
@@ -92,6 +93,11 @@ LEDGER_ATTEMPTS, LEDGER_ERROR = "attempts", "error"
 def handoff(company: str, conversation: str | int) -> str:
     """Present while a human holds the conversation: the bot stays silent."""
     return f"{company}:webhook_handoff:{conversation}"
+
+
+def away(company: str, conversation: str | int) -> str:
+    """String + TTL until the business next opens: AWAY_MESSAGE went to this conversation."""
+    return f"{company}:webhook_away:{conversation}"
 
 
 def paused(company: str, conversation: str | int) -> str:

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlparse, urlunparse
 
+from app.hours import local_time, parse_business_hours, parse_time_zone
+
 __all__ = ["CompanyConfig", "ConfigError", "Settings", "load_settings", "mask_url"]
 
 BOT_BACKENDS = ("echo", "http", "openai", "python")
@@ -106,6 +108,22 @@ def _one_of(choices: tuple[str, ...]) -> Callable[[str, str], str]:
         return value
 
     return parse
+
+
+def _business_hours(name: str, raw: str) -> str:
+    try:
+        parse_business_hours(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    return raw.strip()
+
+
+def _time_zone(name: str, raw: str) -> str:
+    try:
+        parse_time_zone(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    return raw.strip()
 
 
 def _company_id(name: str, raw: str) -> str:
@@ -203,6 +221,10 @@ class CompanyConfig:
     handoff_message: str = field(default="", metadata={"parse": _str})
     handoff_team_id: int | None = field(default=None, metadata={"parse": _positive_int})
     bot_calls_per_day: int = field(default=0, metadata={"parse": _non_negative_int})
+    business_hours: str = field(default="", metadata={"parse": _business_hours})
+    business_hours_tz: str = field(default="UTC", metadata={"parse": _time_zone})
+    bot_hours: str = field(default="always", metadata={"parse": _one_of(("always", "outside", "inside"))})
+    away_message: str = field(default="", metadata={"parse": _str})
     budget_message: str = field(default="", metadata={"parse": _str})
     ignore_contacts: tuple[str, ...] = field(default=(), metadata={"parse": _keywords})
     ignore_groups: tuple[str, ...] = field(default=(), metadata={"parse": _keywords})
@@ -256,6 +278,22 @@ class CompanyConfig:
             if any(fnmatch.fnmatchcase(v, pattern) for v in values):
                 return f"contact matches IGNORE_CONTACTS {pattern!r}"
         return None
+
+    def bot_on_duty(self, unix: float) -> bool:
+        """Does the bot answer at ``unix`` (BOT_HOURS against BUSINESS_HOURS)?"""
+        if self.bot_hours == "always" or not self.business_hours:
+            return True
+        local = local_time(unix, parse_time_zone(self.business_hours_tz))
+        return parse_business_hours(self.business_hours).is_open(local) == (self.bot_hours == "inside")
+
+    def is_business_open(self, unix: float) -> bool:
+        local = local_time(unix, parse_time_zone(self.business_hours_tz))
+        return parse_business_hours(self.business_hours).is_open(local)
+
+    def seconds_until_hours_change(self, unix: float) -> float:
+        """Until the business opens or closes next (how long an away message holds)."""
+        local = local_time(unix, parse_time_zone(self.business_hours_tz))
+        return (parse_business_hours(self.business_hours).next_change(local) - local).total_seconds()
 
     def is_handoff_keyword(self, text: str) -> bool:
         """Is this message, whole, one of HANDOFF_KEYWORDS ("human", "atendente")?"""
