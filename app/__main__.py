@@ -124,13 +124,14 @@ def cli() -> None:
 def check_config() -> None:
     """Validate the configuration and the Redis it names; exit 2 naming the problem."""
     settings = _settings()
-    for company in settings.companies.values():
-        if company.bot_backend == "python" and company.bot_handler:
+    for served in settings.served():  # each company's bot, and each inbox's own
+        if served.bot_backend == "python" and served.bot_handler:
             try:
-                load_handler(company.bot_handler)
+                load_handler(served.bot_handler)
             except ConfigError as exc:
                 click.echo(f"configuration error: {exc}", err=True)
                 sys.exit(2)
+    for company in settings.companies.values():
         for warning in company.warnings():
             click.echo(f"warning: company {company.company_id!r}: {warning}", err=True)
         if not company.has_webhook_auth:

@@ -225,6 +225,9 @@ class CompanyConfig:
     business_hours_tz: str = field(default="UTC", metadata={"parse": _time_zone})
     bot_hours: str = field(default="always", metadata={"parse": _one_of(("always", "outside", "inside"))})
     away_message: str = field(default="", metadata={"parse": _str})
+    # COMPANIES_FILE only: inbox id -> this company's settings with that inbox's own
+    # bot and window (``"inboxes": {"4": {"bot_url": …}}``); other inboxes use the company's.
+    inboxes: Mapping[int, CompanyConfig] = field(default_factory=dict, repr=False)
     budget_message: str = field(default="", metadata={"parse": _str})
     ignore_contacts: tuple[str, ...] = field(default=(), metadata={"parse": _keywords})
     ignore_groups: tuple[str, ...] = field(default=(), metadata={"parse": _keywords})
@@ -260,6 +263,10 @@ class CompanyConfig:
         if self.bot_only_pending is not None:
             return self.bot_only_pending
         return self.chatwoot_integration == "agent_bot"
+
+    def for_inbox(self, inbox_id: int | None) -> CompanyConfig:
+        """The settings a conversation of this inbox is served with."""
+        return self.inboxes.get(inbox_id, self) if inbox_id is not None else self
 
     def serves_inbox(self, inbox_id: int | None) -> bool:
         return not self.inbox_ids or inbox_id in self.inbox_ids
@@ -355,6 +362,11 @@ class Settings:
     def company(self, company_id: str) -> CompanyConfig | None:
         return self.companies.get(company_id)
 
+    def served(self) -> list[CompanyConfig]:
+        """Every configuration a conversation may be served with: each company's, and
+        each of its inboxes' own (COMPANIES_FILE "inboxes")."""
+        return [c for company in self.companies.values() for c in (company, *company.inboxes.values())]
+
 
 _Parser = Callable[[str, str], Any]
 
@@ -366,6 +378,23 @@ def _parsers(cls: type) -> dict[str, _Parser]:
 
 
 COMPANY_FIELDS: dict[str, _Parser] = _parsers(CompanyConfig)
+# What an inbox of a company may set for itself (COMPANIES_FILE "inboxes"): its bot and
+# its window. Keys, secrets, Chatwoot and the company's policies stay the company's.
+INBOX_FIELDS = (
+    "bot_backend",
+    "bot_url",
+    "bot_handler",
+    "bot_timeout_seconds",
+    "openai_base_url",
+    "openai_api_key",
+    "openai_model",
+    "bot_system_prompt",
+    "bot_fallback_message",
+    "batch_window_seconds",
+    "batch_max_wait_seconds",
+    "batch_window_mode",
+    "reply_split",
+)
 GLOBAL_FIELDS: dict[str, _Parser] = _parsers(Settings)
 
 
@@ -417,6 +446,27 @@ def _check_company(config: CompanyConfig, where: str) -> CompanyConfig:
     return config
 
 
+def _inboxes(raw: Any, company: dict[str, Any], where: str) -> dict[int, CompanyConfig]:
+    """Each inbox's settings: the company's, with the inbox's own bot and window."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be an object of inbox id -> settings")
+    inboxes = {}
+    for key, overrides in raw.items():
+        here = f"{where}.{key}"
+        if not str(key).isdecimal() or int(key) <= 0:
+            raise ConfigError(f"{where}: {key!r} is not an inbox id")
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"{here} must be an object")
+        refused = sorted(set(overrides) - set(INBOX_FIELDS))
+        if refused:
+            raise ConfigError(f"{here} may set only {', '.join(INBOX_FIELDS)}; not {', '.join(refused)}")
+        parsed = _parse_fields(
+            overrides, {k: COMPANY_FIELDS[k] for k in INBOX_FIELDS}, upper=False, where=here
+        )
+        inboxes[int(key)] = _check_company(CompanyConfig(**{**company, **parsed}), here)
+    return inboxes
+
+
 def _companies_from_file(path: str) -> dict[str, CompanyConfig]:
     try:
         with open(path, encoding="utf-8") as handle:
@@ -434,13 +484,14 @@ def _companies_from_file(path: str) -> dict[str, CompanyConfig]:
         where = f"COMPANIES_FILE[{index}]"
         if not isinstance(entry, dict):
             raise ConfigError(f"{where} must be an object")
-        unknown = sorted(set(entry) - set(COMPANY_FIELDS))
+        unknown = sorted(set(entry) - set(COMPANY_FIELDS) - {"inboxes"})
         if unknown:
             raise ConfigError(f"{where} has unknown settings: {', '.join(unknown)}")
         if "company_id" not in entry:
             raise ConfigError(f"{where}.company_id is required")
         values = _parse_fields(entry, COMPANY_FIELDS, upper=False, where=where)
-        config = _check_company(CompanyConfig(**values), where)
+        inboxes = _inboxes(entry.get("inboxes", {}), values, f"{where}.inboxes")
+        config = _check_company(CompanyConfig(**values, inboxes=inboxes), where)
         if config.company_id in companies:
             raise ConfigError(f"{where}.company_id {config.company_id!r} appears twice")
         companies[config.company_id] = config

@@ -198,7 +198,8 @@ def handle(gateway, config, parsed, delivery: str | None, ordered: bool = False)
     if early is not None:
         gateway.redis.hincrby(keys.stats(company), Stat.WEBHOOKS_IGNORED, 1)
         return 200, {"status": "ignored", "reason": early}
-    accepted = accept(gateway.redis, gateway.scripts, gateway.settings, config, parsed, delivery, ordered)
+    served_as = config.for_inbox(parsed.inbox_id)  # an inbox may have its own window
+    accepted = accept(gateway.redis, gateway.scripts, gateway.settings, served_as, parsed, delivery, ordered)
     result = accepted.result
     if result.status == "duplicate":
         return 200, {"status": "ignored", "reason": "duplicate delivery or message"}
@@ -221,9 +222,9 @@ def handle(gateway, config, parsed, delivery: str | None, ordered: bool = False)
         "status": "queued",
         "queue_position": result.length,
         "batching": {
-            "mode": config.batch_window_mode,
-            "window_seconds": config.batch_window_seconds,
-            "max_wait_seconds": config.batch_max_wait_seconds,
+            "mode": served_as.batch_window_mode,
+            "window_seconds": served_as.batch_window_seconds,
+            "max_wait_seconds": served_as.batch_max_wait_seconds,
             "new_batch": accepted.new_batch,
             "due_in_seconds": result.due_in_seconds,
         },

@@ -25,6 +25,7 @@ from app.drain import Drainer
 from app.lease import DRAIN_TASK, stuck_runs
 from app.logs import configure_logging
 from app.ops import refresh_gauges
+from app.payload import StoredMessage
 from app.redis_client import connect, redis_now
 from app.scripts import Scripts
 from app.sessions import expire_idle_sessions
@@ -35,9 +36,9 @@ __all__ = ["celery", "runtime"]
 
 log = logging.getLogger(__name__)
 settings = load_settings()
-for _company in settings.companies.values():
-    if _company.bot_handler and _company.bot_backend == "python":
-        load_handler(_company.bot_handler)  # a handler that cannot be imported stops the worker here
+for _served in settings.served():
+    if _served.bot_handler and _served.bot_backend == "python":
+        load_handler(_served.bot_handler)  # a handler that cannot be imported stops the worker here
 celery = make_celery(settings)
 HEARTBEAT_INTERVAL_SECONDS = 2.0
 MORE_PER_TASK, MORE_SECONDS = 50, 2.0  # further due conversations one drain task may take
@@ -49,7 +50,7 @@ class Runtime:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._bots: dict[str, Bot] = {}
+        self._bots: dict[tuple[str, int | None], Bot] = {}
         self._repliers: dict[tuple[str, bool], Replier] = {}  # (company, for notices) -> client
 
     @cached_property
@@ -64,11 +65,14 @@ class Runtime:
     def dispatcher(self) -> Dispatcher:
         return Dispatcher(self.redis, self.scripts, celery, self.settings)
 
-    def bot(self, company: str) -> Bot:
-        if company not in self._bots:
-            config = self.settings.companies[company]
-            self._bots[company] = make_bot(config, self.redis, self.settings.outbound_retries)
-        return self._bots[company]
+    def bot(self, company: str, inbox: int | None = None) -> Bot:
+        """The bot of a company, or of one of its inboxes (COMPANIES_FILE "inboxes")."""
+        of_company = self.settings.companies[company]
+        key = (company, inbox if inbox in of_company.inboxes else None)
+        if key not in self._bots:
+            config = of_company.for_inbox(key[1])
+            self._bots[key] = make_bot(config, self.redis, self.settings.outbound_retries)
+        return self._bots[key]
 
     def replier(self, company: str, notice: bool = False) -> Replier:
         """The company's Chatwoot client; ``notice``: for best-effort notices (session
@@ -89,19 +93,33 @@ class Runtime:
 runtime = Runtime(settings)
 
 
+def _inbox_of(company: str, conversation: str) -> int | None:
+    """The inbox of a conversation, from its oldest waiting message (a conversation
+    belongs to one inbox): which inbox's bot and window serve it."""
+    client = runtime.redis
+    raw = client.lindex(keys.processing(company, conversation), 0) or client.lindex(
+        keys.queue(company, conversation), 0
+    )
+    try:
+        return StoredMessage.from_json(raw).inbox_id if raw else None
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
 def _drain_one(company: str, conversation: str, task_id: str) -> str:
     config = settings.company(company)
     if config is None:
         log.error("drain for unknown company=%s conversation=%s", company, conversation)
         return "unknown-company"
+    inbox = _inbox_of(company, str(conversation)) if config.inboxes else None
     drainer = Drainer(
         client=runtime.redis,
         scripts=runtime.scripts,
         settings=settings,
-        company=config,
+        company=config.for_inbox(inbox),
         conversation=str(conversation),
         task_id=task_id,
-        bot=runtime.bot(company),
+        bot=runtime.bot(company, inbox),
         replier=runtime.replier(company),
     )
     outcome = drainer.run()
