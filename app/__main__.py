@@ -26,7 +26,13 @@ from app.redis_client import connect, fitness
 from app.scripts import Scripts
 from app.settings import CompanyConfig, ConfigError, Settings, load_settings, mask_url
 
-SECRET_FIELDS = ("chatwoot_api_token", "chatwoot_webhook_secret", "webhook_token", "openai_api_key")
+SECRET_FIELDS = (
+    "chatwoot_api_token",
+    "chatwoot_webhook_secret",
+    "webhook_token",
+    "openai_api_key",
+    "transcribe_api_key",
+)
 
 
 def _masked(config: CompanyConfig) -> dict[str, object]:

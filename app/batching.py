@@ -2,9 +2,11 @@
 
 * A batch closes ``window`` seconds after its latest fragment or ``max_wait``
   seconds after its first, whichever comes first (``close_at``).
-* Only text-only fragments are joined, and only while their average length is
-  below ``max_avg_chars``; a message with attachments, or a run of long texts,
-  goes to the bot on its own (``segments``), always in arrival order.
+* A burst is one bot call (``segments``): its texts, the captions of its images
+  and what its other attachments carry (a voice note's transcript, a location)
+  joined in arrival order, its images together (a WhatsApp album with its
+  captions is one call). Only long writing splits it: when the texts average
+  ``max_avg_chars`` or more, each message goes to the bot on its own.
 * Joining (``join_fragments``) follows how people type: short fragments read as
   one sentence (space), medium ones as lines (newline), long ones as paragraphs
   (blank line).
@@ -63,8 +65,8 @@ class Segment:
     @property
     def text(self) -> str:
         if self.batched:
-            return join_fragments([m.content for m in self.messages])
-        return self.messages[0].content.strip()
+            return join_fragments([m.bot_text for m in self.messages])
+        return self.messages[0].bot_text
 
     @property
     def key(self) -> str:
@@ -73,28 +75,15 @@ class Segment:
 
 
 def _batchable(run: Sequence[StoredMessage], max_avg_chars: int) -> bool:
-    return sum(len(m.content) for m in run) / len(run) < max_avg_chars
+    """Short writing: the texts (an image's caption counts, a bare image does not)
+    average below ``max_avg_chars``."""
+    lengths = [len(m.content.strip()) for m in run if m.content.strip()]
+    return not lengths or sum(lengths) / len(lengths) < max_avg_chars
 
 
 def segments(messages: Sequence[StoredMessage], max_avg_chars: int) -> list[Segment]:
-    """Split a claimed batch into bot calls, in order."""
-    result: list[Segment] = []
-    run: list[StoredMessage] = []
-
-    def flush() -> None:
-        if not run:
-            return
-        if len(run) > 1 and _batchable(run, max_avg_chars):
-            result.append(Segment(tuple(run), batched=True))
-        else:
-            result.extend(Segment((m,), batched=False) for m in run)
-        run.clear()
-
-    for message in messages:
-        if message.is_text_only:
-            run.append(message)
-        else:
-            flush()
-            result.append(Segment((message,), batched=False))
-    flush()
-    return result
+    """Split a claimed batch into bot calls, in order: one for the burst, or one per
+    message when it is long writing."""
+    if len(messages) > 1 and _batchable(messages, max_avg_chars):
+        return [Segment(tuple(messages), batched=True)]
+    return [Segment((m,), batched=False) for m in messages]

@@ -187,10 +187,10 @@ def _described(request: dict[str, Any]) -> list[str]:
 
 
 def _user_text(request: dict[str, Any]) -> str:
-    """The request as one text a language model reads: the contact's words, then what
-    the attachments carry (images go as image parts)."""
-    described = [d for d in _described(request) if d != "[image]"]
-    return "\n".join(p for p in (request["text"], *described) if p)
+    """The request as one text a language model reads: ``text`` already holds the
+    contact's words and what the attachments carry, in order (images go as image
+    parts)."""
+    return str(request["text"])
 
 
 def _user_content(request: dict[str, Any]) -> str | list[dict[str, Any]]:

@@ -48,6 +48,7 @@ from app.redis_client import redis_now
 from app.replies import reply_parts
 from app.scripts import Call, RoundTrip, Scripts
 from app.settings import CompanyConfig, Settings
+from app.transcribe import with_transcripts
 from app.typing_indicator import Typing
 
 __all__ = ["MAX_BATCHES_PER_RUN", "Drainer", "Outcome"]
@@ -100,6 +101,7 @@ class Drainer:
     bot: Bot
     replier: Replier
     clock: Callable[[], float] = time.time  # only for timestamps shown to people (dead letters)
+    transcribe: Callable[[str], str] | None = None  # TRANSCRIBE_BACKEND (app.transcribe), or none
     run_id: str = field(default="", init=False)
     _run: Run | None = field(default=None, init=False)
     _ledger: Ledger | None = field(default=None, init=False)
@@ -390,7 +392,16 @@ class Drainer:
                 continue
             raw_of[message.id] = raw
             messages.append(message)
+        if self.transcribe is not None:
+            messages = with_transcripts(messages, self.transcribe, self._transcription_failed)
         return messages
+
+    def _transcription_failed(self, why: str) -> None:
+        """The voice note goes to the bot without its text: never dropped."""
+        self.client.hincrby(keys.stats(self._cid), Stat.TRANSCRIPTIONS_FAILED, 1)
+        log.warning(
+            "voice note not transcribed company=%s conversation=%s: %s", self._cid, self.conversation, why
+        )
 
     # -- asking the bot once -------------------------------------------------------
 

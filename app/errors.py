@@ -3,7 +3,8 @@
     GatewayError
     ├── OutboundError          an outbound call failed past its retries
     │   ├── ChatwootError      Chatwoot's REST API
-    │   └── BotError           the bot backend (http, openai, python)
+    │   ├── BotError           the bot backend (http, openai, python)
+    │   └── TranscriptionError fetching or transcribing a voice note
     └── LeaseLost              this task no longer holds the conversation's lease
 
 Library exceptions (requests, redis) are converted at the boundary with
@@ -13,7 +14,7 @@ before anything runs.
 
 from __future__ import annotations
 
-__all__ = ["BotError", "ChatwootError", "GatewayError", "LeaseLost", "OutboundError"]
+__all__ = ["BotError", "ChatwootError", "GatewayError", "LeaseLost", "OutboundError", "TranscriptionError"]
 
 
 class GatewayError(Exception):
@@ -39,6 +40,10 @@ class ChatwootError(OutboundError):
 
 class BotError(OutboundError):
     """The bot failed, timed out or answered something unusable."""
+
+
+class TranscriptionError(OutboundError):
+    """A voice note could not be fetched or transcribed (it reaches the bot without text)."""
 
 
 class LeaseLost(GatewayError):

@@ -65,6 +65,7 @@ class Stat(StrEnum):
     BATCH_FAILURES = "batch_failures"
     BUDGET_HANDOFFS = "budget_handoffs"
     OFF_DUTY_BATCHES = "off_duty_batches"
+    TRANSCRIPTIONS_FAILED = "transcriptions_failed"
 
 
 STAT_HELP: dict[Stat, str] = {
@@ -91,6 +92,7 @@ STAT_HELP: dict[Stat, str] = {
     Stat.BATCH_FAILURES: "Runs that failed while handling a batch (an attempt)",
     Stat.BUDGET_HANDOFFS: "Conversations handed to humans because BOT_CALLS_PER_DAY was used up",
     Stat.OFF_DUTY_BATCHES: "Batches left to humans because BOT_HOURS kept the bot silent",
+    Stat.TRANSCRIPTIONS_FAILED: "Voice notes that reached the bot without a transcript",
 }
 
 _COUNTER_TOKEN = re.compile(r"@([a-z0-9_]+)@")

@@ -149,6 +149,14 @@ class StoredMessage:
     def is_text_only(self) -> bool:
         return not self.attachments
 
+    @property
+    def bot_text(self) -> str:
+        """What the message says, as text, in order: its content (an image's caption),
+        then what its other attachments carry (a voice note's transcript, a location);
+        an image itself goes to the bot as an attachment, not as words."""
+        described = [a.describe() for a in self.attachments if a.file_type != "image"]
+        return "\n".join(p for p in (self.content.strip(), *described) if p)
+
     def _stored(self) -> dict[str, Any]:
         # Built by hand: dataclasses.asdict deep-copies every field, a tenth of a webhook's time.
         return {

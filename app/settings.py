@@ -225,6 +225,12 @@ class CompanyConfig:
     business_hours_tz: str = field(default="UTC", metadata={"parse": _time_zone})
     bot_hours: str = field(default="always", metadata={"parse": _one_of(("always", "outside", "inside"))})
     away_message: str = field(default="", metadata={"parse": _str})
+    transcribe_backend: str = field(default="none", metadata={"parse": _one_of(("none", "openai"))})
+    transcribe_base_url: str | None = field(default=None, metadata={"parse": _url})
+    transcribe_api_key: str | None = field(default=None, repr=False, metadata={"parse": _str})
+    transcribe_model: str = field(default="whisper-1", metadata={"parse": _str})
+    transcribe_max_bytes: int = field(default=16 * 1024 * 1024, metadata={"parse": _positive_int})
+    transcribe_timeout_seconds: float = field(default=30.0, metadata={"parse": _positive_float})
     # COMPANIES_FILE only: inbox id -> this company's settings with that inbox's own
     # bot and window (``"inboxes": {"4": {"bot_url": …}}``); other inboxes use the company's.
     inboxes: Mapping[int, CompanyConfig] = field(default_factory=dict, repr=False)
@@ -441,6 +447,11 @@ def _check_company(config: CompanyConfig, where: str) -> CompanyConfig:
                 raise ConfigError(f"{name(key)} is required when the bot backend is openai")
     if config.bot_backend == "python" and not config.bot_handler:
         raise ConfigError(f"{name('bot_handler')} is required when the bot backend is python")
+    if config.transcribe_backend == "openai" and not (config.transcribe_base_url or config.openai_base_url):
+        raise ConfigError(
+            f"{name('transcribe_base_url')} (or {name('openai_base_url')}) is required when the"
+            " transcription backend is openai"
+        )
     if config.chatwoot_base_url and not config.chatwoot_api_token:
         raise ConfigError(f"{name('chatwoot_api_token')} is required when {name('chatwoot_base_url')} is set")
     return config

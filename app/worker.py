@@ -11,6 +11,7 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 from functools import cached_property
 
 import redis
@@ -31,6 +32,7 @@ from app.scripts import Scripts
 from app.sessions import expire_idle_sessions
 from app.settings import Settings, load_settings
 from app.sweeper import sweep
+from app.transcribe import Transcriber
 
 __all__ = ["celery", "runtime"]
 
@@ -51,6 +53,7 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._bots: dict[tuple[str, int | None], Bot] = {}
+        self._transcribers: dict[str, Callable[[str], str]] = {}
         self._repliers: dict[tuple[str, bool], Replier] = {}  # (company, for notices) -> client
 
     @cached_property
@@ -73,6 +76,15 @@ class Runtime:
             config = of_company.for_inbox(key[1])
             self._bots[key] = make_bot(config, self.redis, self.settings.outbound_retries)
         return self._bots[key]
+
+    def transcriber(self, company: str) -> Callable[[str], str] | None:
+        """The company's voice-note transcription (TRANSCRIBE_BACKEND), or None."""
+        config = self.settings.companies[company]
+        if config.transcribe_backend == "none":
+            return None
+        if company not in self._transcribers:
+            self._transcribers[company] = Transcriber(config).transcribe
+        return self._transcribers[company]
 
     def replier(self, company: str, notice: bool = False) -> Replier:
         """The company's Chatwoot client; ``notice``: for best-effort notices (session
@@ -120,6 +132,7 @@ def _drain_one(company: str, conversation: str, task_id: str) -> str:
         conversation=str(conversation),
         task_id=task_id,
         bot=runtime.bot(company, inbox),
+        transcribe=runtime.transcriber(company),
         replier=runtime.replier(company),
     )
     outcome = drainer.run()

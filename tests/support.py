@@ -3,6 +3,8 @@ local HTTP server standing in for Chatwoot's REST API and for an HTTP bot."""
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
 import json
 import os
 import re
@@ -183,6 +185,9 @@ class Stand:
         self.can_read = False  # a user token may list messages; an agent-bot token may not
         self.trickle: dict[str, float] = {}  # conversation -> seconds between the bot answer's bytes
         self.stall_at: dict[int, float] = {}  # create number (1-based) -> stall, then 504, nothing created
+        self.media: dict[str, bytes] = {}  # /media/<name> -> bytes (Chatwoot's storage, behind a redirect)
+        self.transcriptions: list[dict[str, Any]] = []  # requests to /v1/audio/transcriptions
+        self.transcribe_status = 200
         self._creates = 0
         self._next_id = 100000
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -209,6 +214,9 @@ class Stand:
             self.bot_answer = None
             self.trickle.clear()
             self.stall_at.clear()
+            self.media.clear()
+            self.transcriptions.clear()
+            self.transcribe_status = 200
             self._creates = 0
 
     def replies(self, conversation: int | str | None = None) -> list[str]:
@@ -262,6 +270,25 @@ class Stand:
                 {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}
             ],
         }
+
+    def _transcription(self, raw: bytes, headers: dict[str, str]) -> tuple[int, Any]:
+        """An OpenAI-compatible /audio/transcriptions: the "audio" is the text it says."""
+        form = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+            f"Content-Type: {headers.get('Content-Type', '')}\r\n\r\n".encode() + raw
+        )
+        fields = {part.get_param("name", header="content-disposition"): part for part in form.iter_parts()}
+        audio = fields["file"].get_payload(decode=True)
+        with self.lock:
+            self.transcriptions.append(
+                {
+                    "model": fields["model"].get_payload(decode=True).decode(),
+                    "authorization": headers.get("Authorization"),
+                    "bytes": len(audio),
+                }
+            )
+        if self.transcribe_status != 200:
+            return self.transcribe_status, {"error": "injected failure"}
+        return 200, {"text": audio.decode()}
 
     def _chatwoot(self, path: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, Any]:
         if not re.match(
@@ -323,6 +350,20 @@ class Stand:
                 pass
 
             def do_GET(self) -> None:
+                if self.path.startswith("/rails/active_storage/blobs/"):  # redirects to storage
+                    self.send_response(302)
+                    self.send_header("Location", "/media/" + self.path.rsplit("/", 1)[1])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if self.path.startswith("/media/"):
+                    media = stand.media.get(self.path.rsplit("/", 1)[1])
+                    self.send_response(200 if media is not None else 404)
+                    self.send_header("Content-Type", "audio/ogg")
+                    self.send_header("Content-Length", str(len(media or b"")))
+                    self.end_headers()
+                    self.wfile.write(media or b"")
+                    return
                 status, answer = stand._list_messages(self.path)
                 data = json.dumps(answer).encode()
                 self.send_response(status)
@@ -333,9 +374,12 @@ class Stand:
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length) or b"{}")
+                raw = self.rfile.read(length)
+                body = {} if self.path == "/v1/audio/transcriptions" else json.loads(raw or b"{}")
                 trickle = 0.0
-                if self.path == "/bot":
+                if self.path == "/v1/audio/transcriptions":
+                    status, answer = stand._transcription(raw, dict(self.headers))
+                elif self.path == "/bot":
                     status, answer = stand._bot(body)
                     trickle = stand.trickle.get(str(body.get("conversation_id")), 0.0)
                 elif self.path == "/v1/chat/completions":

@@ -32,14 +32,30 @@ def test_text_only_run_is_batched() -> None:
     assert len(result) == 1 and result[0].batched and result[0].text == "hi there"
 
 
-def test_attachment_is_never_glued_into_a_text_batch() -> None:
-    result = segments([msg(1, "hi"), msg(2, "there"), msg(3, "see", image=True), msg(4, "ok")], 400)
-    assert [(s.batched, [m.id for m in s.messages]) for s in result] == [
-        (True, [1, 2]),
-        (False, [3]),
-        (False, [4]),
-    ]
-    assert result[1].text == "see"
+def test_a_burst_with_media_is_one_call_in_order() -> None:
+    """ "look" + an image with its caption + "is it bad?": one call, the caption in its place."""
+    result = segments([msg(1, "look"), msg(2, "my rash", image=True), msg(3, "is it bad?")], 400)
+    assert [(s.batched, [m.id for m in s.messages]) for s in result] == [(True, [1, 2, 3])]
+    assert result[0].text == "look my rash is it bad?"
+
+
+def test_an_album_is_one_call_holding_every_image_and_caption() -> None:
+    album = [msg(1, "", image=True), msg(2, "the kitchen", image=True), msg(3, "", image=True)]
+    (only,) = segments(album, 400)
+    assert [m.id for m in only.messages] == [1, 2, 3] and only.text == "the kitchen"
+
+
+def test_a_voice_note_transcript_joins_the_burst_in_order() -> None:
+    voice = StoredMessage(
+        2,
+        "42",
+        1,
+        "",
+        0.0,
+        attachments=(Attachment("audio", "https://x/v.ogg", transcribed_text="tomorrow at 9"),),
+    )
+    (only,) = segments([msg(1, "I want to book"), voice, msg(3, "for Tuesday")], 400)
+    assert only.text == "I want to book [voice note: tomorrow at 9] for Tuesday"
 
 
 def test_long_texts_are_not_batched() -> None:

@@ -32,6 +32,10 @@ def env(redis_url: str, stand: Stand, tmp_path_factory: pytest.TempPathFactory) 
         HANDOFF_TEAM_ID="3",
         BATCH_WINDOW_SECONDS="3",
         BATCH_MAX_WAIT_SECONDS="6",
+        TRANSCRIBE_BACKEND="openai",
+        TRANSCRIBE_BASE_URL=f"{stand.url}/v1",
+        TRANSCRIBE_API_KEY="sk-transcribe",
+        TRANSCRIBE_MAX_BYTES="1000",
     )
 
 
@@ -140,3 +144,46 @@ def test_the_bot_routes_a_handoff_to_its_team_with_a_note(web, stand: Stand, rdb
     assert stand.replies(99) == ["Vou te passar para o financeiro."]
     assert stand.notes(99) == ["Cliente quer segunda via do boleto de março."]
     assert [c["json"] for c in stand.calls("assignments")] == [{"team_id": 7}]  # the bot's team wins
+
+
+def _voice_note(stand: Stand, conversation: int, name: str, said: bytes | None) -> dict[str, Any]:
+    """A voice note without Chatwoot's transcript; its audio (the words, here) in storage."""
+    if said is not None:
+        stand.media[name] = said
+    body = cw.audio(None, conversation)
+    body["attachments"][0]["data_url"] = f"{stand.url}/rails/active_storage/blobs/{name}"
+    return body
+
+
+def test_a_voice_note_is_transcribed_and_joins_its_burst_in_order(
+    web, stand: Stand, rdb: redis.Redis
+) -> None:
+    """ "I want to book" + a voice note + "for Tuesday": one bot call, the transcript in its place."""
+    for body in (
+        cw.message("I want to book", 110),
+        _voice_note(stand, 110, "voice-110.ogg", b"tomorrow at nine"),
+        cw.message("for Tuesday", 110),
+    ):
+        assert post_webhook(web, body).status_code == 202
+    wait_for(lambda: stand.replies(110), timeout=15)
+    (call,) = stand.bot_calls
+    assert call["text"] == "I want to book [voice note: tomorrow at nine] for Tuesday"
+    assert call["messages"][1]["attachments"][0]["transcribed_text"] == "tomorrow at nine"
+    assert stand.transcriptions == [
+        {"model": "whisper-1", "authorization": "Bearer sk-transcribe", "bytes": 16}
+    ]
+
+
+def test_a_voice_note_that_cannot_be_transcribed_still_reaches_the_bot(web, stand: Stand, rdb) -> None:
+    """A failing transcription server, an audio over TRANSCRIBE_MAX_BYTES, a missing file:
+    each voice note reaches the bot as audio without text; none is dropped."""
+    stand.transcribe_status = 500
+    assert post_webhook(web, _voice_note(stand, 111, "voice-111.ogg", b"call me")).status_code == 202
+    assert post_webhook(web, _voice_note(stand, 112, "voice-112.ogg", b"x" * 5000)).status_code == 202
+    assert post_webhook(web, _voice_note(stand, 113, "voice-113.ogg", None)).status_code == 202
+    wait_for(lambda: all(stand.replies(c) for c in (111, 112, 113)), timeout=20)
+    for call in stand.bot_calls:
+        attachment = call["messages"][0]["attachments"][0]
+        assert attachment["file_type"] == "audio" and "transcribed_text" not in attachment
+    assert len(stand.transcriptions) == 1  # the too large and the missing one never got that far
+    assert rdb.hget(keys.stats("default"), "transcriptions_failed") == "3"

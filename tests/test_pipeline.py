@@ -149,16 +149,27 @@ def test_not_for_the_bot_is_never_answered(web, stand: Stand, rdb) -> None:
     assert rdb.llen(keys.queue("default", 48)) == 0
 
 
-def test_image_with_caption_reaches_the_bot_alone_and_in_order(web, stand: Stand, rdb) -> None:
+def test_an_image_with_caption_joins_its_burst_in_order(web, stand: Stand, rdb) -> None:
     post_webhook(web, cw.message("look at this", 49))
     post_webhook(web, cw.image_with_caption("my rash", 49))
     post_webhook(web, cw.message("is it bad?", 49))
-    wait_for(lambda: len(stand.bot_calls) == 3, timeout=10)
-    calls = stand.bot_calls
-    assert [c["text"] for c in calls] == ["look at this", "my rash", "is it bad?"]
-    assert calls[1]["messages"][0]["attachments"][0]["file_type"] == "image"
-    assert calls[1]["messages"][0]["attachments"][0]["data_url"].endswith("photo.jpg")
-    wait_for(lambda: len(stand.replies(49)) == 3)
+    wait_for(lambda: stand.replies(49), timeout=10)
+    (call,) = stand.bot_calls  # one bot call for the burst, the image in its place
+    assert call["text"] == "look at this my rash is it bad?" and call["batched"] is True
+    assert [m["content"] for m in call["messages"]] == ["look at this", "my rash", "is it bad?"]
+    assert call["messages"][1]["attachments"][0]["file_type"] == "image"
+    assert call["messages"][1]["attachments"][0]["data_url"].endswith("photo.jpg")
+    assert stand.replies(49) == ["look at this my rash is it bad?"]
+
+
+def test_an_album_reaches_the_bot_as_one_call_with_every_image(web, stand: Stand, rdb) -> None:
+    """A WhatsApp album: several images in a row, one with a caption."""
+    for caption in ("", "the living room", ""):
+        assert post_webhook(web, cw.image_with_caption(caption, 57)).status_code == 202
+    wait_for(lambda: stand.replies(57), timeout=10)
+    (call,) = stand.bot_calls
+    assert [len(m["attachments"]) for m in call["messages"]] == [1, 1, 1]
+    assert call["text"] == "the living room"
 
 
 def test_typing_goes_on_before_the_reply_and_off_after(web, stand: Stand, rdb) -> None:

@@ -156,9 +156,19 @@ def test_locations_contact_cards_and_voice_notes_reach_the_bot_with_what_they_ca
         cw.audio("and please call my husband", 506),
     ):
         assert post_webhook(web, payload, company="bot", secret="bot-secret").status_code == 202
-    wait_for(lambda: len(stand.replies(506)) == 4, timeout=15)
+    wait_for(lambda: stand.replies(506), timeout=15)
+    time.sleep(0.5)
     with stand.lock:
         calls = [c for c in stand.bot_calls if c["conversation_id"] == "506"]
+    assert len(calls) == 1 and stand.replies(506) == ["noted 4 message(s)"]  # one burst, one call
+    assert calls[0]["text"] == " ".join(  # short on average: joined as one sentence
+        [
+            "where is the clinic?",
+            "[location: Clinic, Rua Augusta 10 (-23.55, -46.65)]",
+            "[contact card: Joao Lima +55 11 98888-7777]",
+            "[voice note: and please call my husband]",
+        ]
+    )
     attachments = [a for c in calls for m in c["messages"] for a in m["attachments"]]
     assert [a["file_type"] for a in attachments] == ["location", "contact", "audio"]  # in message order
     assert attachments[0]["coordinates_lat"] == -23.55 and attachments[0]["fallback_title"].startswith(
@@ -182,11 +192,12 @@ def test_the_openai_backend_reads_what_attachments_carry_as_text(env, worker, rd
         cw.audio("I want to book for Tuesday", 507),
     ):
         assert post_webhook(web, payload, company="llm", secret="llm-secret").status_code == 202
-    wait_for(lambda: len(stand.replies(507)) == 3, timeout=15)
+    wait_for(lambda: stand.replies(507), timeout=15)
+    time.sleep(0.5)
     with stand.lock:
         read = [c["json"]["messages"][-1]["content"] for c in stand.completions]
-    assert read == [
-        "[location: Clinic, Rua Augusta 10 (-23.55, -46.65)]",
-        "[contact card: Joao Lima +55 11 98888-7777]",
-        "[voice note: I want to book for Tuesday]",
+    assert read == [  # one burst, one completion, what each attachment carries in order
+        "[location: Clinic, Rua Augusta 10 (-23.55, -46.65)]\n"
+        "[contact card: Joao Lima +55 11 98888-7777]\n"
+        "[voice note: I want to book for Tuesday]"
     ]
