@@ -110,20 +110,17 @@ def _one_of(choices: tuple[str, ...]) -> Callable[[str, str], str]:
     return parse
 
 
-def _business_hours(name: str, raw: str) -> str:
-    try:
-        parse_business_hours(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{name}: {exc}") from None
-    return raw.strip()
+def _checked_by(check: Callable[[str], object]) -> Callable[[str, str], str]:
+    """A parser that keeps the text once ``check`` accepts it (its ValueError says why)."""
 
+    def parse(name: str, raw: str) -> str:
+        try:
+            check(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+        return raw.strip()
 
-def _time_zone(name: str, raw: str) -> str:
-    try:
-        parse_time_zone(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{name}: {exc}") from None
-    return raw.strip()
+    return parse
 
 
 def _company_id(name: str, raw: str) -> str:
@@ -221,8 +218,8 @@ class CompanyConfig:
     handoff_message: str = field(default="", metadata={"parse": _str})
     handoff_team_id: int | None = field(default=None, metadata={"parse": _positive_int})
     bot_calls_per_day: int = field(default=0, metadata={"parse": _non_negative_int})
-    business_hours: str = field(default="", metadata={"parse": _business_hours})
-    business_hours_tz: str = field(default="UTC", metadata={"parse": _time_zone})
+    business_hours: str = field(default="", metadata={"parse": _checked_by(parse_business_hours)})
+    business_hours_tz: str = field(default="UTC", metadata={"parse": _checked_by(parse_time_zone)})
     bot_hours: str = field(default="always", metadata={"parse": _one_of(("always", "outside", "inside"))})
     away_message: str = field(default="", metadata={"parse": _str})
     transcribe_backend: str = field(default="none", metadata={"parse": _one_of(("none", "openai"))})
