@@ -74,7 +74,7 @@ class StatusChange:
     status: str
     explicit: bool = True
     inbox_id: int | None = None
-    labels: tuple[str, ...] | None = None  # the conversation's labels, when the event says
+    labels: tuple[str, ...] | None = field(default=None, compare=False)  # when the event says
 
 
 @dataclass(frozen=True)
