@@ -21,11 +21,14 @@ from celery import Celery
 
 from app.settings import Settings
 
-__all__ = ["GAUGES_TASK", "SESSIONS_TASK", "SWEEP_TASK", "make_celery"]
+__all__ = ["GAUGES_TASK", "PERIODIC", "SESSIONS_TASK", "SWEEP_TASK", "make_celery"]
 
 SWEEP_TASK = "gateway.sweep"
 SESSIONS_TASK = "gateway.expire_sessions"
 GAUGES_TASK = "gateway.gauges"
+# The beat entries; Celery's routine lines about them and their tasks are quiet (``PERIODIC``).
+SWEEP_ENTRY, SESSIONS_ENTRY, GAUGES_ENTRY = "sweep-conversations", "expire-sessions", "refresh-gauges"
+PERIODIC = (SWEEP_TASK, SESSIONS_TASK, GAUGES_TASK, SWEEP_ENTRY, SESSIONS_ENTRY, GAUGES_ENTRY)
 
 
 def _sessions_interval(settings: Settings) -> float:
@@ -55,17 +58,17 @@ def make_celery(settings: Settings) -> Celery:
         # succeeded...); a task-sent event is a second publish per task for nothing.
         task_send_sent_event=False,
         beat_schedule={
-            "sweep-conversations": {
+            SWEEP_ENTRY: {
                 "task": SWEEP_TASK,
                 "schedule": settings.sweep_interval_seconds,
                 "options": {"expires": settings.sweep_interval_seconds * 2},
             },
-            "refresh-gauges": {
+            GAUGES_ENTRY: {
                 "task": GAUGES_TASK,
                 "schedule": settings.gauges_interval_seconds,
                 "options": {"expires": settings.gauges_interval_seconds * 2},
             },
-            "expire-sessions": {
+            SESSIONS_ENTRY: {
                 "task": SESSIONS_TASK,
                 "schedule": _sessions_interval(settings),
                 "options": {"expires": _sessions_interval(settings) * 2},

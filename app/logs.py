@@ -15,7 +15,15 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-__all__ = ["TEXT_FORMAT", "JsonFormatter", "MaskSecrets", "Sampled", "configure_logging", "mask_secrets"]
+__all__ = [
+    "TEXT_FORMAT",
+    "JsonFormatter",
+    "MaskSecrets",
+    "QuietPeriodic",
+    "Sampled",
+    "configure_logging",
+    "mask_secrets",
+]
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 _FIELD = re.compile(r"(\w+)=(\S+)")
@@ -61,10 +69,33 @@ class MaskSecrets(logging.Filter):
         return True
 
 
-def configure_logging(level: str, fmt: str) -> None:
-    """Send every logger's records to stderr, as text or JSON lines, credentials masked."""
+class QuietPeriodic(logging.Filter):
+    """Celery's own lines about periodic tasks (beat's "Sending due task", the worker's
+    "received" and "succeeded") below WARNING are dropped unless the level is DEBUG: three
+    lines every few seconds would bury the ones an operator needs. The tasks themselves
+    log when they did something (a rescue, an expiry)."""
+
+    _CELERY = ("celery.beat", "celery.worker.strategy", "celery.app.trace", "celery.worker.request")
+
+    def __init__(self, names: tuple[str, ...], level: str) -> None:
+        super().__init__()
+        self._names, self._debug = names, level == "DEBUG"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self._debug or record.levelno >= logging.WARNING or not record.name.startswith(self._CELERY):
+            return True
+        message = record.getMessage()
+        return not any(name in message for name in self._names)
+
+
+def configure_logging(level: str, fmt: str, quiet: tuple[str, ...] = ()) -> None:
+    """Send every logger's records to stderr, as text or JSON lines, credentials masked;
+    ``quiet``: names of periodic tasks (and their beat entries) Celery's routine lines
+    about are dropped (``QuietPeriodic``)."""
     handler = logging.StreamHandler()
     handler.addFilter(MaskSecrets())
+    if quiet:
+        handler.addFilter(QuietPeriodic(quiet, level))
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -19,7 +19,7 @@ from celery import signals
 
 from app import keys
 from app.bots import Bot, load_handler, make_bot
-from app.celery_config import GAUGES_TASK, SESSIONS_TASK, SWEEP_TASK, make_celery
+from app.celery_config import GAUGES_TASK, PERIODIC, SESSIONS_TASK, SWEEP_TASK, make_celery
 from app.chatwoot import Replier, make_replier
 from app.dispatcher import Dispatcher
 from app.drain import Drainer
@@ -228,4 +228,4 @@ def _forget_heartbeat(**_: object) -> None:
 
 @signals.setup_logging.connect
 def _setup_logging(**_: object) -> None:
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, quiet=PERIODIC)

@@ -1,7 +1,14 @@
 import json
 import logging
+import time
 
+import pytest
+
+from app import keys
+from app.celery_config import PERIODIC
 from app.logs import JsonFormatter, Sampled, mask_secrets
+from tests.conftest import base_env
+from tests.support import Worker
 
 
 def test_json_lines_carry_the_fields_of_the_message() -> None:
@@ -40,3 +47,27 @@ def test_mask_secrets_hides_url_credentials_and_token_queries() -> None:
     masked = mask_secrets(text)
     assert "s3cr3t" not in masked and "abc" not in masked and "zz" not in masked
     assert "https://***@bot.example/answer?token=REDACTED&x=1" in masked
+
+
+@pytest.mark.slow
+def test_an_idle_worker_writes_no_routine_lines_about_its_periodic_tasks(
+    redis_url: str, rdb, tmp_path
+) -> None:
+    """The sweep every 0.5 s, the gauges every second: in 6 idle seconds that was ~40 INFO
+    lines ("Sending due task", "received", "succeeded"); now none, and the tasks ran."""
+    env = base_env(
+        redis_url,
+        "http://127.0.0.1:9",
+        TEST_LOG_DIR=str(tmp_path),
+        SWEEP_INTERVAL_SECONDS="0.5",
+        GAUGES_INTERVAL_SECONDS="1",
+    )
+    worker = Worker(env, "quiet", beat=True).start(rdb)
+    try:
+        time.sleep(6)
+    finally:
+        worker.stop()
+    lines = worker.log().splitlines()
+    routine = [line for line in lines if " INFO " in line and any(n in line for n in PERIODIC)]
+    assert routine == [], routine[:5]
+    assert rdb.exists(keys.gauges("default"))  # the periodic tasks did run
