@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench bench-deps lint format system-deps clean
+.PHONY: run test bench bench-deps lint format system-deps test-deps clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,10 +24,22 @@ system-deps:
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
+# What only the tests use: promtool (the alert rules' unit tests; it comes with Debian's prometheus
+# package, whose service a container does not start) and openssl (the TLS Redis test's certificates).
+test-deps:
+	@missing=""; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
 run: $(STAMP) system-deps
 	PATH="$(CURDIR)/$(BIN):$$PATH" ./start.sh
 
-test: $(STAMP) system-deps
+test: $(STAMP) system-deps test-deps
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 
 # wrk (the ack benchmark's load client, in C so that it leaves the cores to the server)
