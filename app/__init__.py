@@ -44,10 +44,11 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         configure_logging(settings.log_level, settings.log_format)
     logging.getLogger("app").setLevel(settings.log_level)
 
-    from app import health, webhook
+    from app import health, status, webhook
 
     app.register_blueprint(webhook.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(status.bp)
     if app.extensions["gateway"].spool.waiting_files():  # left by a process that was stopped
         webhook.start_moving(app.extensions["gateway"])
 

@@ -110,6 +110,13 @@ def _one_of(choices: tuple[str, ...]) -> Callable[[str, str], str]:
     return parse
 
 
+def _user_password(name: str, raw: str) -> str:
+    user, _, password = raw.strip().partition(":")
+    if not user or not password:
+        raise ConfigError(f"{name} must look like user:password")
+    return raw.strip()
+
+
 def _checked_by(check: Callable[[str], object]) -> Callable[[str, str], str]:
     """A parser that keeps the text once ``check`` accepts it (its ValueError says why)."""
 
@@ -358,6 +365,7 @@ class Settings:
     data_dir: str = field(default="data", metadata={"parse": _str})
     spool_max_bytes: int = field(default=64 * 1024 * 1024, metadata={"parse": _positive_int})
     metrics_token: str | None = field(default=None, repr=False, metadata={"parse": _str})
+    status_basic_auth: str | None = field(default=None, repr=False, metadata={"parse": _user_password})
     gauges_interval_seconds: float = field(default=15.0, metadata={"parse": _positive_float})
     log_level: str = "INFO"
     log_format: str = "text"

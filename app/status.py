@@ -1,0 +1,274 @@
+"""GET /status: what an operator needs without Prometheus, on a phone, without JavaScript.
+
+Behind ``STATUS_BASIC_AUTH`` (``user:password``; the page answers 404 while it is
+unset). Every figure comes from the code behind /metrics and the command line:
+the stats hash and the worker-summed gauges (``app.ops.refresh_gauges``), the
+busiest conversations (``app.ops.busiest``), the dead letters
+(``app.dead_letters``) and the gap histogram (``app.analytics.report``), drawn
+as inline SVG. A dead letter can be replayed from the page: the form asks for a
+confirmation, refuses an ``ambiguous`` entry unless that is confirmed too, and
+carries a token derived from the password, so another site cannot post it with
+the browser's stored credentials.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from html import escape
+from typing import Any
+
+from flask import Blueprint, Response, abort, current_app, redirect, request, url_for
+
+from app import keys
+from app.analytics import SAME_BURST_SECONDS, GapReport, report
+from app.dead_letters import is_ambiguous
+from app.metrics import Stat
+from app.ops import busiest, conversation_state
+from app.redis_client import redis_now
+
+__all__ = ["bp"]
+
+bp = Blueprint("status", __name__)
+_STYLE = (
+    "body{font-family:system-ui,sans-serif;margin:1em;max-width:60em}table{border-collapse:collapse}"
+    "td,th{border-bottom:1px solid #ddd;padding:.25em .5em;text-align:left}.bad{color:#b00}"
+    "h2{margin-top:1.5em}form{display:inline}"
+)
+
+
+def _credentials() -> tuple[str, str] | None:
+    raw = current_app.extensions["gateway"].settings.status_basic_auth
+    if not raw:
+        return None
+    user, _, password = raw.partition(":")
+    return user, password
+
+
+def _token(password: str, company: str) -> str:
+    return hmac.new(password.encode(), f"replay:{company}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+@bp.before_request
+def _authenticate():  # type: ignore[no-untyped-def]
+    credentials = _credentials()
+    if credentials is None:
+        abort(404)
+    given = request.authorization
+    ok = (
+        given is not None
+        and given.type == "basic"
+        and hmac.compare_digest((given.username or "").encode(), credentials[0].encode())
+        and hmac.compare_digest((given.password or "").encode(), credentials[1].encode())
+    )
+    if not ok:
+        return Response(
+            "status page: credentials required (STATUS_BASIC_AUTH)",
+            401,
+            {"WWW-Authenticate": 'Basic realm="gateway status"'},
+        )
+    return None
+
+
+def _page(title: str, body: str) -> Response:
+    html = (
+        f"<!doctype html><html><head><meta charset=utf-8><meta name=viewport content='width=device-width'>"
+        f"<meta http-equiv=refresh content=30><title>{escape(title)}</title><style>{_STYLE}</style>"
+        f"</head><body><h1>{escape(title)}</h1>{body}</body></html>"
+    )
+    return Response(html, mimetype="text/html")
+
+
+def _table(rows: list[tuple[str, Any]]) -> str:
+    cells = "".join(f"<tr><th>{escape(k)}</th><td>{v}</td></tr>" for k, v in rows)
+    return f"<table>{cells}</table>"
+
+
+def _ago(seconds: float) -> str:
+    return f"{seconds:.0f} s ago" if seconds < 120 else f"{seconds / 60:.0f} min ago"
+
+
+@bp.get("/status")
+def status():  # type: ignore[no-untyped-def]
+    gateway = current_app.extensions["gateway"]
+    client, settings = gateway.redis, gateway.settings
+    now = redis_now(client)
+    heartbeats = client.zrange(keys.worker_heartbeats(), 0, -1, withscores=True)
+    max_age = settings.worker_heartbeat_max_age_seconds
+    workers = [
+        (name, f"<span class={'' if now - at <= max_age else 'bad'}>{_ago(now - at)}</span>")
+        for name, at in heartbeats
+    ]
+    body = [
+        "<h2>Workers</h2>",
+        _table(workers) if workers else "<p class=bad>no worker has ever reported</p>",
+    ]
+    body.append(_table([("spooled in this web process (Redis unreachable)", gateway.spool.backlog())]))
+    for company, config in settings.companies.items():
+        body.append(_company_section(client, company, config.batch_window_seconds, now))
+    return _page("Chatwoot gateway", "".join(body))
+
+
+def _company_section(client: Any, company: str, window: float, now: float) -> str:
+    stats = client.hgetall(keys.stats(company))
+    gauges = client.hgetall(keys.gauges(company))
+    age = now - float(gauges.get("at", now)) if gauges else None
+
+    def stat(name: Stat) -> int:
+        return int(stats.get(name.value, 0))
+
+    rows: list[tuple[str, Any]] = [
+        ("messages waiting or in flight", gauges.get("waiting", "not summed yet")),
+        ("oldest waiting message", f"{float(gauges.get('oldest_age_seconds', 0)):.0f} s" if gauges else "—"),
+        ("conversations with a live lease", gauges.get("live_leases", "—")),
+        ("those figures summed", _ago(age) if age is not None else "never (is the worker's beat running?)"),
+        ("dead letters waiting", client.llen(keys.dead_letters(company))),
+        (
+            "replies sent / failed (since the counters began)",
+            f"{stat(Stat.REPLIES_SENT)} / {stat(Stat.REPLIES_FAILED)}",
+        ),
+        (
+            "handed to humans: by the bot / by an agent's reply",
+            f"{stat(Stat.HANDOFFS)} / {stat(Stat.AGENT_TAKEOVERS)}",
+        ),
+    ]
+    parts = [f"<h2>{escape(company)}</h2>", _table(rows), "<h3>Busiest conversations</h3>"]
+    states = busiest(client, company, 10)
+    if states:
+        lines = "".join(
+            f"<tr><td><a href='{_link(company, s.conversation)}'>"
+            f"{escape(s.conversation)}</a></td><td>{s.waiting}</td><td>{s.in_flight}</td>"
+            f"<td>{escape(s.lease_holder or '')}</td><td>{(s.oldest_age_seconds or 0):.0f} s</td></tr>"
+            for s in states
+        )
+        parts.append(
+            "<table><tr><th>conversation</th><th>waiting</th><th>in flight</th><th>lease</th>"
+            f"<th>oldest</th></tr>{lines}</table>"
+        )
+    else:
+        parts.append("<p>none: every conversation is answered</p>")
+    parts.append(_dead_letters(client, company))
+    parts.append(_batching(report(client, company, window)))
+    return "".join(parts)
+
+
+def _dead_letters(client: Any, company: str) -> str:
+    raws = client.lrange(keys.dead_letters(company), 0, 49)
+    if not raws:
+        return "<h3>Dead letters</h3><p>none</p>"
+    _, password = _credentials() or ("", "")
+    token = _token(password, company)
+    action = url_for("status.replay", company=company)
+    rows = []
+    for index, raw in enumerate(raws):
+        try:
+            entry = json.loads(raw)
+        except ValueError:
+            entry = {"stage": "unreadable"}
+        ambiguous = is_ambiguous(entry)
+        form = (
+            f"<form method=post action='{action}'><input type=hidden name=index value={index}>"
+            f"<input type=hidden name=token value={token}>"
+            f"<label><input type=checkbox name=confirm value=yes required> sure</label>"
+            + (
+                "<label><input type=checkbox name=ambiguous value=yes required> it may already have"
+                " been answered</label>"
+                if ambiguous
+                else ""
+            )
+            + "<button>replay</button></form>"
+        )
+        rows.append(
+            f"<tr><td>{escape(str(entry.get('conversation_id', '?')))}</td>"
+            f"<td>{escape(str(entry.get('stage')))}</td>"
+            f"<td>{escape(str(entry.get('error', ''))[:200])}</td><td>{len(entry.get('messages') or [])}</td>"
+            f"<td>{'yes' if ambiguous else ''}</td><td>{form}</td></tr>"
+        )
+    return (
+        "<h3>Dead letters (oldest first)</h3><table><tr><th>conversation</th><th>stage</th><th>error</th>"
+        f"<th>messages</th><th>ambiguous</th><th></th></tr>{''.join(rows)}</table>"
+    )
+
+
+def _batching(result: GapReport) -> str:
+    """The gap histogram as inline SVG, the window and the 90/95/99 % lines, in words too."""
+    shown = [(b, c) for b, c in result.buckets if b <= SAME_BURST_SECONDS]
+    most = max((c for _, c in shown), default=0)
+    width, height, scale = 600, 200, 600 / SAME_BURST_SECONDS
+    bars, lower = [], 0.0
+    for bound, count in shown:
+        h = (count / most) * (height - 20) if most else 0
+        bars.append(
+            f"<rect x={lower * scale:.1f} y={height - h:.1f}"
+            f" width={max(1.0, (bound - lower) * scale - 1):.1f}"
+            f" height={h:.1f} fill='#4c72b0'><title>≤ {bound:g} s: {count}</title></rect>"
+        )
+        lower = bound
+    lines = [_vline(result.window * scale, height, "stroke='#c44e52'")]
+    words = [
+        f"current window {result.window:g} s merges"
+        f" {result.merged_same_burst_share():.0%} of same-burst pairs"
+    ]
+    for share in (0.90, 0.95, 0.99):
+        bound = result.window_for(share)
+        if bound is not None:
+            x = min(bound, SAME_BURST_SECONDS) * scale
+            lines.append(
+                f"<line x1={x:.1f} x2={x:.1f} y1=0 y2={height} stroke='#55a868' stroke-dasharray=4/>"
+            )
+            words.append(f"{share:.0%} of them: {bound:g} s")
+    svg = (
+        f"<svg viewBox='0 0 {width} {height}' width=100% role=img aria-label='gap histogram'>"
+        f"{''.join(bars)}{''.join(lines)}</svg>"
+    )
+    if not result.pairs:
+        return "<h3>Batching</h3><p>no fragment pairs recorded yet</p>"
+    title = f"<h3>Batching: gaps between fragments (up to {SAME_BURST_SECONDS:g} s)</h3>"
+    return f"{title}{svg}<p>{escape('; '.join(words))}</p>"
+
+
+def _vline(x: float, height: int, style: str) -> str:
+    return f"<line x1={x:.1f} x2={x:.1f} y1=0 y2={height} {style}/>"
+
+
+def _link(company: str, conversation: str) -> str:
+    return url_for("status.conversation", company=company, conversation=conversation)
+
+
+@bp.get("/status/<company>/conversations/<conversation>")
+def conversation(company: str, conversation: str):  # type: ignore[no-untyped-def]
+    gateway = current_app.extensions["gateway"]
+    if gateway.settings.company(company) is None or not conversation.isdecimal():
+        abort(404)
+    state = conversation_state(gateway.redis, company, conversation)
+    rows = [(k, escape(str(v))) for k, v in state.as_dict().items()]
+    back = f"<p><a href='{url_for('status.status')}'>back</a></p>"
+    return _page(f"{company}: conversation {conversation}", _table(rows) + back)
+
+
+@bp.post("/status/<company>/dead-letters/replay")
+def replay(company: str):  # type: ignore[no-untyped-def]
+    gateway = current_app.extensions["gateway"]
+    if gateway.settings.company(company) is None:
+        abort(404)
+    _, password = _credentials() or ("", "")
+    form = request.form
+    if not hmac.compare_digest(form.get("token", ""), _token(password, company)):
+        abort(403)
+    if form.get("confirm") != "yes" or not form.get("index", "").isdecimal():
+        return _page("Not replayed", "<p>tick “sure” to replay</p>"), 400
+    client = gateway.redis
+    raw = client.lindex(keys.dead_letters(company), int(form["index"]))
+    if raw is None:
+        return _page("Not replayed", "<p>that dead letter is gone (replayed or dropped meanwhile)</p>"), 409
+    entry = json.loads(raw)
+    if is_ambiguous(entry) and form.get("ambiguous") != "yes":
+        return _page("Not replayed", "<p>this one may already have been answered: confirm it</p>"), 400
+    messages = [str(m) for m in entry.get("messages") or []]
+    count = gateway.scripts.replay_dead_letter(
+        company, str(entry["conversation_id"]), raw, messages, gateway.settings.queue_ttl_seconds
+    ).run()
+    if count is None:
+        return _page("Not replayed", "<p>that dead letter is gone (replayed meanwhile)</p>"), 409
+    return redirect(url_for("status.status"), code=303)
