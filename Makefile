@@ -25,11 +25,14 @@ system-deps:
 	fi
 
 # What only the tests use: promtool (the alert rules' unit tests; it comes with Debian's prometheus
-# package, whose service a container does not start) and openssl (the TLS Redis test's certificates).
+# package, whose service a container does not start), openssl (the TLS Redis test's certificates),
+# chromium and its driver (the status page's test in a real browser).
 test-deps:
 	@missing=""; \
 	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
