@@ -13,6 +13,7 @@ __all__ = [
     "bot_calls_day",
     "bot_history",
     "conversation_index",
+    "counter_history",
     "dead_letters",
     "due",
     "gauges",
@@ -151,6 +152,13 @@ def bot_calls_day(company: str, day: str) -> str:
     """Integer + 2-day TTL: bot calls of one UTC day (``YYYY-MM-DD``, by Redis's clock),
     the spend ceiling's count (BOT_CALLS_PER_DAY)."""
     return f"{company}:webhook_bot_calls:{day}"
+
+
+def counter_history(company: str) -> str:
+    """List, newest first: ``{"at": t, "replies_sent": n, "replies_failed": n}`` snapshots
+    the gauges pass takes, about two hours' worth, so the status page can say "in the
+    last hour" from counters that only ever grow."""
+    return f"{company}:webhook_counter_history"
 
 
 def gauges(company: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import redis
 
 from app import keys
+from app.metrics import Stat
 from app.payload import received_at
 from app.redis_client import redis_now
 from app.scripts import Scripts
@@ -19,6 +21,7 @@ __all__ = [
     "busiest",
     "conversation_state",
     "conversation_states",
+    "in_the_last",
     "purge",
     "refresh_gauges",
 ]
@@ -38,6 +41,7 @@ class ConversationState:
         return asdict(self)
 
 
+HISTORY_KEPT = 600  # counter snapshots: two hours at the default GAUGES_INTERVAL_SECONDS (15)
 _FIELDS = 7  # values read per conversation, in the order of _read
 _CHUNK = 500
 
@@ -94,15 +98,38 @@ def refresh_gauges(client: redis.Redis, companies: Iterable[str]) -> None:
     so a scrape costs a few commands per company, however many conversations wait."""
     for company in companies:
         states = active_states(client, company)
+        now = redis_now(client)
         client.hset(
             keys.gauges(company),
             mapping={
                 "waiting": sum(s.waiting + s.in_flight for s in states),
                 "live_leases": sum(1 for s in states if s.lease_holder),
                 "oldest_age_seconds": max((s.oldest_age_seconds or 0.0 for s in states), default=0.0),
-                "at": redis_now(client),
+                "at": now,
             },
         )
+        sent, failed = client.hmget(keys.stats(company), Stat.REPLIES_SENT, Stat.REPLIES_FAILED)
+        snapshot = {"at": now, "replies_sent": int(sent or 0), "replies_failed": int(failed or 0)}
+        pipe = client.pipeline(transaction=False)
+        pipe.lpush(keys.counter_history(company), json.dumps(snapshot))
+        pipe.ltrim(keys.counter_history(company), 0, HISTORY_KEPT - 1)
+        pipe.expire(keys.counter_history(company), 3 * 3600)
+        pipe.execute()
+
+
+def in_the_last(
+    client: redis.Redis, company: str, seconds: float, now: float
+) -> tuple[dict[str, int], float] | None:
+    """How much each snapshotted counter grew over about the last ``seconds``, and over
+    how long exactly (from the newest snapshot at least that old, else the oldest kept);
+    None without two snapshots."""
+    history = [json.loads(raw) for raw in client.lrange(keys.counter_history(company), 0, -1)]
+    if len(history) < 2:
+        return None
+    latest = history[0]
+    then = next((h for h in history if now - h["at"] >= seconds), history[-1])
+    grown = {k: int(latest[k]) - int(then[k]) for k in ("replies_sent", "replies_failed")}
+    return grown, float(latest["at"]) - float(then["at"])
 
 
 def conversation_state(

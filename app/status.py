@@ -23,9 +23,9 @@ from flask import Blueprint, Response, abort, current_app, redirect, request, ur
 
 from app import keys
 from app.analytics import SAME_BURST_SECONDS, GapReport, report
-from app.dead_letters import is_ambiguous
+from app.dead_letters import is_ambiguous, replay_dead_letters
 from app.metrics import Stat
-from app.ops import busiest, conversation_state
+from app.ops import busiest, conversation_state, in_the_last
 from app.redis_client import redis_now
 
 __all__ = ["bp"]
@@ -124,10 +124,12 @@ def _company_section(client: Any, company: str, window: float, now: float) -> st
         ("conversations with a live lease", gauges.get("live_leases", "—")),
         ("those figures summed", _ago(age) if age is not None else "never (is the worker's beat running?)"),
         ("dead letters waiting", client.llen(keys.dead_letters(company))),
+        ("replies sent / failed in the last hour", _last_hour(client, company, now)),
         (
             "replies sent / failed (since the counters began)",
             f"{stat(Stat.REPLIES_SENT)} / {stat(Stat.REPLIES_FAILED)}",
         ),
+        ("conversations held by humans now", _held_by_humans(client, company)),
         (
             "handed to humans: by the bot / by an agent's reply",
             f"{stat(Stat.HANDOFFS)} / {stat(Stat.AGENT_TAKEOVERS)}",
@@ -151,6 +153,25 @@ def _company_section(client: Any, company: str, window: float, now: float) -> st
     parts.append(_dead_letters(client, company))
     parts.append(_batching(report(client, company, window)))
     return "".join(parts)
+
+
+def _last_hour(client: Any, company: str, now: float) -> str:
+    found = in_the_last(client, company, 3600, now)
+    if found is None:
+        return "— (the worker's gauges pass keeps the history)"
+    grown, span = found
+    over = "" if span >= 3500 else f" (over the last {span / 60:.0f} min: history is that short)"
+    return f"{grown['replies_sent']} / {grown['replies_failed']}{over}"
+
+
+def _held_by_humans(client: Any, company: str, most: int = 10_000) -> str:
+    """Handoff markers present now (a bot handoff or an agent's takeover), counted up to ``most``."""
+    count = 0
+    for _ in client.scan_iter(match=keys.handoff(company, "*"), count=1000):
+        count += 1
+        if count >= most:
+            return f"{most:,}+"
+    return str(count)
 
 
 def _dead_letters(client: Any, company: str) -> str:
@@ -185,8 +206,16 @@ def _dead_letters(client: Any, company: str) -> str:
             f"<td>{escape(str(entry.get('error', ''))[:200])}</td><td>{len(entry.get('messages') or [])}</td>"
             f"<td>{'yes' if ambiguous else ''}</td><td>{form}</td></tr>"
         )
+    everything = (
+        f"<form method=post action='{url_for('status.replay_all', company=company)}'>"
+        f"<input type=hidden name=token value={token}>"
+        "<label><input type=checkbox name=confirm value=yes required> sure</label>"
+        "<label><input type=checkbox name=ambiguous value=yes> the ambiguous ones too</label>"
+        "<button>replay all</button></form>"
+    )
     return (
-        "<h3>Dead letters (oldest first)</h3><table><tr><th>conversation</th><th>stage</th><th>error</th>"
+        f"<h3>Dead letters (oldest first)</h3><p>{everything}</p>"
+        "<table><tr><th>conversation</th><th>stage</th><th>error</th>"
         f"<th>messages</th><th>ambiguous</th><th></th></tr>{''.join(rows)}</table>"
     )
 
@@ -218,6 +247,9 @@ def _batching(result: GapReport) -> str:
                 f"<line x1={x:.1f} x2={x:.1f} y1=0 y2={height} stroke='#55a868' stroke-dasharray=4/>"
             )
             words.append(f"{share:.0%} of them: {bound:g} s")
+    advised = result.window_for(0.95)
+    if advised is not None and advised != result.window:
+        words.append(f"to merge 95 % of same-burst pairs, set BATCH_WINDOW_SECONDS to {advised:g}")
     svg = (
         f"<svg viewBox='0 0 {width} {height}' width=100% role=img aria-label='gap histogram'>"
         f"{''.join(bars)}{''.join(lines)}</svg>"
@@ -234,6 +266,26 @@ def _vline(x: float, height: int, style: str) -> str:
 
 def _link(company: str, conversation: str) -> str:
     return url_for("status.conversation", company=company, conversation=conversation)
+
+
+@bp.post("/status/<company>/dead-letters/replay-all")
+def replay_all(company: str):  # type: ignore[no-untyped-def]
+    gateway = current_app.extensions["gateway"]
+    if gateway.settings.company(company) is None:
+        abort(404)
+    _, password = _credentials() or ("", "")
+    if not hmac.compare_digest(request.form.get("token", ""), _token(password, company)):
+        abort(403)
+    if request.form.get("confirm") != "yes":
+        return _page("Not replayed", "<p>tick “sure” to replay</p>"), 400
+    replay_dead_letters(
+        gateway.redis,
+        gateway.scripts,
+        company,
+        gateway.settings.queue_ttl_seconds,
+        include_ambiguous=request.form.get("ambiguous") == "yes",
+    )
+    return redirect(url_for("status.status"), code=303)
 
 
 @bp.get("/status/<company>/conversations/<conversation>")

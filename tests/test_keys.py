@@ -23,6 +23,7 @@ def test_every_key_format_is_exact() -> None:
     assert keys.gauges("acme") == "acme:webhook_gauges"
     assert keys.paused("acme", 42) == "acme:webhook_paused:42"
     assert keys.away("acme", 42) == "acme:webhook_away:42"
+    assert keys.counter_history("acme") == "acme:webhook_counter_history"
     assert keys.bot_calls_day("acme", "2026-11-26") == "acme:webhook_bot_calls:2026-11-26"
     assert keys.gap_histogram("acme") == "acme:webhook_gaps"
     assert keys.last_fragment("acme") == "acme:webhook_last_fragment"

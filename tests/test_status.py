@@ -59,6 +59,7 @@ def test_the_page_shows_each_companys_queue_workers_dead_letters_and_batching(re
     assert "worker-1@host" in html and "dead letters waiting</th><td>1<" in html
     assert "/status/default/conversations/61" in html  # the busiest conversations link to their state
     assert "<svg" in html and "current window" in html  # the gap histogram and its reading
+    assert "set BATCH_WINDOW_SECONDS to" in html  # the recommendation, in words
     conversation = web.get("/status/default/conversations/61", headers=AUTH).get_data(as_text=True)
     assert "waiting</th><td>2<" in conversation
 
@@ -84,3 +85,37 @@ def test_a_dead_letter_is_replayed_from_the_page_only_when_confirmed(
     confirmed = {"index": "0", "token": token, "confirm": "yes", "ambiguous": "yes"}
     assert web.post(url, data=confirmed, headers=AUTH).status_code == 303
     assert rdb.llen(keys.dead_letters("default")) == 0 and rdb.llen(keys.queue("default", "72")) == 1
+
+
+def test_the_page_says_what_happened_in_the_last_hour_and_who_holds_conversations(
+    redis_url: str, rdb
+) -> None:
+    web = _web(redis_url)
+    rdb.hset(keys.stats("default"), mapping={"replies_sent": 10, "replies_failed": 1})
+    refresh_gauges(rdb, ["default"])  # the worker's pass keeps a snapshot of the counters
+    rdb.hset(keys.stats("default"), mapping={"replies_sent": 14, "replies_failed": 2})
+    refresh_gauges(rdb, ["default"])
+    for conversation in (81, 82):
+        rdb.set(keys.handoff("default", conversation), "agent")
+    html = web.get("/status", headers=AUTH).get_data(as_text=True)
+    assert re.search(r"replies sent / failed in the last hour</th><td>4 / 1 \(over the last 0 min", html)
+    assert "conversations held by humans now</th><td>2<" in html
+
+
+def test_replay_all_leaves_the_ambiguous_ones_unless_ticked(redis_url: str, rdb: redis.Redis) -> None:
+    web = _web(redis_url)
+    _dead_letter(rdb, "91", "one")
+    _dead_letter(rdb, "92", "maybe", ambiguous=True)
+    _dead_letter(rdb, "93", "two")
+    html = web.get("/status", headers=AUTH).get_data(as_text=True)
+    token = re.search(r"name=token value=(\w+)", html).group(1)  # type: ignore[union-attr]
+    url = "/status/default/dead-letters/replay-all"
+    assert web.post(url, data={"token": token}, headers=AUTH).status_code == 400  # not confirmed
+    assert web.post(url, data={"token": token, "confirm": "yes"}, headers=AUTH).status_code == 303
+    assert rdb.llen(keys.dead_letters("default")) == 1  # the ambiguous one stays
+    assert rdb.llen(keys.queue("default", "91")) == 1 and rdb.llen(keys.queue("default", "93")) == 1
+    assert (
+        web.post(url, data={"token": token, "confirm": "yes", "ambiguous": "yes"}, headers=AUTH).status_code
+        == 303
+    )
+    assert rdb.llen(keys.dead_letters("default")) == 0

@@ -95,8 +95,8 @@ def test_the_status_page_in_a_browser_shows_the_queue_and_replays_a_dead_letter(
         assert screenshot.stat().st_size > 10_000
 
         stand.bot_delay = 0.0
-        browser.find_element(By.CSS_SELECTOR, "input[name=confirm]").click()
-        browser.find_element(By.CSS_SELECTOR, "form button").click()
+        browser.find_element(By.CSS_SELECTOR, "table form input[name=confirm]").click()  # the entry's own
+        browser.find_element(By.CSS_SELECTOR, "table form button").click()
         wait_for(
             lambda: (
                 "Dead letters" in browser.page_source
