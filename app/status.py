@@ -268,14 +268,21 @@ def _link(company: str, conversation: str) -> str:
     return url_for("status.conversation", company=company, conversation=conversation)
 
 
-@bp.post("/status/<company>/dead-letters/replay-all")
-def replay_all(company: str):  # type: ignore[no-untyped-def]
+def _checked_post(company: str) -> Any:
+    """The gateway, for a replay form of a known company that carries the page's token
+    (else 404 or 403)."""
     gateway = current_app.extensions["gateway"]
     if gateway.settings.company(company) is None:
         abort(404)
     _, password = _credentials() or ("", "")
     if not hmac.compare_digest(request.form.get("token", ""), _token(password, company)):
         abort(403)
+    return gateway
+
+
+@bp.post("/status/<company>/dead-letters/replay-all")
+def replay_all(company: str):  # type: ignore[no-untyped-def]
+    gateway = _checked_post(company)
     if request.form.get("confirm") != "yes":
         return _page("Not replayed", "<p>tick “sure” to replay</p>"), 400
     replay_dead_letters(
@@ -301,13 +308,8 @@ def conversation(company: str, conversation: str):  # type: ignore[no-untyped-de
 
 @bp.post("/status/<company>/dead-letters/replay")
 def replay(company: str):  # type: ignore[no-untyped-def]
-    gateway = current_app.extensions["gateway"]
-    if gateway.settings.company(company) is None:
-        abort(404)
-    _, password = _credentials() or ("", "")
+    gateway = _checked_post(company)
     form = request.form
-    if not hmac.compare_digest(form.get("token", ""), _token(password, company)):
-        abort(403)
     if form.get("confirm") != "yes" or not form.get("index", "").isdecimal():
         return _page("Not replayed", "<p>tick “sure” to replay</p>"), 400
     client = gateway.redis
