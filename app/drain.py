@@ -409,7 +409,7 @@ class Drainer:
         """BOT_HOURS: outside the bot's hours (by Redis's clock) the batch is left to the
         humans, with AWAY_MESSAGE once per conversation while the business is closed."""
         config = self.company
-        if config.bot_hours == "always" or not config.business_hours:
+        if not config.keeps_hours:
             return None
         now = redis_now(self.client)
         if config.bot_on_duty(now):

@@ -25,10 +25,12 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlparse, urlunparse
+from zoneinfo import ZoneInfo
 
-from app.hours import local_time, parse_business_hours, parse_time_zone
+from app.hours import BusinessHours, local_time, parse_business_hours, parse_time_zone
 
 __all__ = ["CompanyConfig", "ConfigError", "Settings", "load_settings", "mask_url"]
 
@@ -296,21 +298,29 @@ class CompanyConfig:
                 return f"contact matches IGNORE_CONTACTS {pattern!r}"
         return None
 
-    def bot_on_duty(self, unix: float) -> bool:
-        """Does the bot answer at ``unix`` (BOT_HOURS against BUSINESS_HOURS)?"""
-        if self.bot_hours == "always" or not self.business_hours:
-            return True
-        local = local_time(unix, parse_time_zone(self.business_hours_tz))
-        return parse_business_hours(self.business_hours).is_open(local) == (self.bot_hours == "inside")
+    @property
+    def keeps_hours(self) -> bool:
+        """Does BOT_HOURS make the bot's answering depend on BUSINESS_HOURS?"""
+        return self.bot_hours != "always" and bool(self.business_hours)
+
+    @cached_property
+    def _opening(self) -> tuple[BusinessHours, ZoneInfo]:
+        """BUSINESS_HOURS and their time zone, parsed once (they were checked at load)."""
+        return parse_business_hours(self.business_hours), parse_time_zone(self.business_hours_tz)
 
     def is_business_open(self, unix: float) -> bool:
-        local = local_time(unix, parse_time_zone(self.business_hours_tz))
-        return parse_business_hours(self.business_hours).is_open(local)
+        hours, zone = self._opening
+        return hours.is_open(local_time(unix, zone))
+
+    def bot_on_duty(self, unix: float) -> bool:
+        """Does the bot answer at ``unix`` (BOT_HOURS against BUSINESS_HOURS)?"""
+        return not self.keeps_hours or self.is_business_open(unix) == (self.bot_hours == "inside")
 
     def seconds_until_hours_change(self, unix: float) -> float:
         """Until the business opens or closes next (how long an away message holds)."""
-        local = local_time(unix, parse_time_zone(self.business_hours_tz))
-        return (parse_business_hours(self.business_hours).next_change(local) - local).total_seconds()
+        hours, zone = self._opening
+        local = local_time(unix, zone)
+        return (hours.next_change(local) - local).total_seconds()
 
     def is_handoff_keyword(self, text: str) -> bool:
         """Is this message, whole, one of HANDOFF_KEYWORDS ("human", "atendente")?"""
