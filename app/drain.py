@@ -212,7 +212,7 @@ class Drainer:
             message = StoredMessage.from_json(raw)
         except (ValueError, TypeError, KeyError):
             return False
-        return message.is_text_only and self.company.is_handoff_keyword(message.content)
+        return self.company.asks_for_a_human(message)
 
     def _learned_window(self, first: str, queued: list[float]) -> float:
         """This contact's quiet period (``app.pace``), from what is known of how they type."""
@@ -449,7 +449,7 @@ class Drainer:
     def _keyword_handoff(self, segment: Segment) -> BotReply | None:
         """A contact message that is exactly one of HANDOFF_KEYWORDS hands the conversation
         to humans at once: no bot call; HANDOFF_MESSAGE (if set) is the reply."""
-        if not any(m.is_text_only and self.company.is_handoff_keyword(m.content) for m in segment.messages):
+        if not any(self.company.asks_for_a_human(m) for m in segment.messages):
             return None
         log.info("handoff keyword company=%s conversation=%s", self._cid, self.conversation)
         message = self.company.handoff_message

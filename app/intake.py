@@ -40,5 +40,5 @@ def accept(
 ) -> Accepted:
     """Make the message durable in its conversation's queue and schedule the conversation.
     ``ordered``: place it by its Chatwoot id (a message moved in from the local spool)."""
-    command = message.is_text_only and company.is_handoff_keyword(message.content)
+    command = company.asks_for_a_human(message)  # due at once: a command does not wait for the window
     return Accepted(scripts.enqueue(settings, company, message, delivery_id, ordered, due_now=command).run())

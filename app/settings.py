@@ -26,11 +26,14 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode, urlparse, urlunparse
 from zoneinfo import ZoneInfo
 
 from app.hours import BusinessHours, local_time, parse_business_hours, parse_time_zone
+
+if TYPE_CHECKING:
+    from app.payload import StoredMessage
 
 __all__ = ["CompanyConfig", "ConfigError", "Settings", "load_settings", "mask_url"]
 
@@ -322,9 +325,14 @@ class CompanyConfig:
         local = local_time(unix, zone)
         return (hours.next_change(local) - local).total_seconds()
 
-    def is_handoff_keyword(self, text: str) -> bool:
-        """Is this message, whole, one of HANDOFF_KEYWORDS ("human", "atendente")?"""
-        return bool(self.handoff_keywords) and text.strip().lower() in self.handoff_keywords
+    def asks_for_a_human(self, message: StoredMessage) -> bool:
+        """Is this message a text that is, whole, one of HANDOFF_KEYWORDS ("human",
+        "atendente")? Such a command skips the window and the bot."""
+        return (
+            bool(self.handoff_keywords)
+            and message.is_text_only
+            and message.content.strip().lower() in self.handoff_keywords
+        )
 
     def pausing_label(self, labels: tuple[str, ...] | None) -> str | None:
         """The first of PAUSE_LABELS the conversation carries, if any."""
