@@ -16,7 +16,14 @@ import redis
 from app import keys
 from app.scripts import Scripts
 
-__all__ = ["Replay", "is_ambiguous", "list_dead_letters", "replay_dead_letters"]
+__all__ = [
+    "Replay",
+    "is_ambiguous",
+    "list_dead_letters",
+    "read_dead_letter",
+    "replay_dead_letters",
+    "replay_one",
+]
 
 
 def list_dead_letters(client: redis.Redis, company: str, limit: int = 50) -> list[dict[str, Any]]:
@@ -56,16 +63,35 @@ def replay_dead_letters(
     for raw in client.lrange(keys.dead_letters(company), 0, -1):
         if limit is not None and letters >= limit:
             break
-        try:
-            entry = json.loads(raw)
-            conv, messages = str(entry["conversation_id"]), [str(m) for m in entry["messages"]]
-        except (ValueError, KeyError, TypeError):
-            raise ValueError(f"a dead letter in {keys.dead_letters(company)} is unreadable") from None
+        entry = read_dead_letter(company, raw)
         if is_ambiguous(entry) and not include_ambiguous:
             skipped += 1
             continue
-        count = scripts.replay_dead_letter(company, conv, raw, messages, queue_ttl).run()
+        count = replay_one(scripts, company, raw, entry, queue_ttl)
         if count is not None:
             messages_requeued += count
             letters += 1
     return Replay(letters, messages_requeued, skipped)
+
+
+def read_dead_letter(company: str, raw: str) -> dict[str, Any]:
+    """A dead letter as stored; ValueError when it cannot be replayed (no conversation,
+    no messages)."""
+    try:
+        entry = json.loads(raw)
+    except ValueError:
+        entry = None
+    if (
+        not isinstance(entry, dict)
+        or "conversation_id" not in entry
+        or not isinstance(entry.get("messages"), list)
+    ):
+        raise ValueError(f"a dead letter in {keys.dead_letters(company)} is unreadable")
+    return entry
+
+
+def replay_one(scripts: Scripts, company: str, raw: str, entry: dict[str, Any], queue_ttl: int) -> int | None:
+    """Re-queue one dead letter (``raw`` as read, ``entry`` its content): the messages
+    re-queued, or None when it had left the list meanwhile."""
+    messages = [str(m) for m in entry["messages"]]
+    return scripts.replay_dead_letter(company, str(entry["conversation_id"]), raw, messages, queue_ttl).run()

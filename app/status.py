@@ -23,7 +23,7 @@ from flask import Blueprint, Response, abort, current_app, redirect, request, ur
 
 from app import keys
 from app.analytics import SAME_BURST_SECONDS, GapReport, report
-from app.dead_letters import is_ambiguous, replay_dead_letters
+from app.dead_letters import is_ambiguous, read_dead_letter, replay_dead_letters, replay_one
 from app.metrics import Stat
 from app.ops import busiest, conversation_state, in_the_last
 from app.redis_client import redis_now
@@ -316,13 +316,13 @@ def replay(company: str):  # type: ignore[no-untyped-def]
     raw = client.lindex(keys.dead_letters(company), int(form["index"]))
     if raw is None:
         return _page("Not replayed", "<p>that dead letter is gone (replayed or dropped meanwhile)</p>"), 409
-    entry = json.loads(raw)
+    try:
+        entry = read_dead_letter(company, raw)
+    except ValueError as exc:
+        return _page("Not replayed", f"<p>{escape(str(exc))}</p>"), 400
     if is_ambiguous(entry) and form.get("ambiguous") != "yes":
         return _page("Not replayed", "<p>this one may already have been answered: confirm it</p>"), 400
-    messages = [str(m) for m in entry.get("messages") or []]
-    count = gateway.scripts.replay_dead_letter(
-        company, str(entry["conversation_id"]), raw, messages, gateway.settings.queue_ttl_seconds
-    ).run()
+    count = replay_one(gateway.scripts, company, raw, entry, gateway.settings.queue_ttl_seconds)
     if count is None:
         return _page("Not replayed", "<p>that dead letter is gone (replayed meanwhile)</p>"), 409
     return redirect(url_for("status.status"), code=303)
