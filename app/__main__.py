@@ -19,12 +19,13 @@ import redis
 from app.analytics import plot, report
 from app.bots import load_handler
 from app.dead_letters import is_ambiguous, list_dead_letters, replay_dead_letters
+from app.logs import mask_secrets
 from app.ops import busiest as busiest_states
 from app.ops import conversation_state
 from app.ops import purge as purge_conversation
 from app.redis_client import connect, fitness
 from app.scripts import Scripts
-from app.settings import CompanyConfig, ConfigError, Settings, load_settings, mask_url
+from app.settings import CompanyConfig, ConfigError, Settings, load_settings
 
 SECRET_FIELDS = (
     "chatwoot_api_token",
@@ -42,7 +43,7 @@ def _masked(config: CompanyConfig) -> dict[str, object]:
             data[name] = "***"
     for name, value in data.items():
         if name.endswith("_url") and isinstance(value, str):
-            data[name] = mask_url(value)
+            data[name] = mask_secrets(value)
     return data
 
 

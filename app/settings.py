@@ -31,11 +31,12 @@ from urllib.parse import parse_qs, urlencode, urlparse, urlunparse
 from zoneinfo import ZoneInfo
 
 from app.hours import BusinessHours, local_time, parse_business_hours, parse_time_zone
+from app.logs import mask_secrets
 
 if TYPE_CHECKING:
     from app.payload import StoredMessage
 
-__all__ = ["CompanyConfig", "ConfigError", "Settings", "load_settings", "mask_url"]
+__all__ = ["CompanyConfig", "ConfigError", "Settings", "load_settings"]
 
 BOT_BACKENDS = ("echo", "http", "openai", "python")
 INTEGRATIONS = ("agent_bot", "webhook")
@@ -59,14 +60,6 @@ def _url(name: str, raw: str) -> str:
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise ConfigError(f"{name} must be an http(s) URL, got {url!r}")
     return url
-
-
-def mask_url(url: str) -> str:
-    """``url`` with any ``user:password@`` replaced by ``***@`` (for logs and show-config)."""
-    parsed = urlparse(url)
-    if "@" not in parsed.netloc:
-        return url
-    return parsed._replace(netloc="***@" + parsed.netloc.rsplit("@", 1)[1]).geturl()
 
 
 def _is_loopback(url: str) -> bool:
@@ -358,7 +351,7 @@ class CompanyConfig:
             url = getattr(self, name)
             if url and urlparse(url).scheme == "http" and not _is_loopback(url):
                 found.append(
-                    f"{name.upper()} is plain http outside this machine ({mask_url(url)}):"
+                    f"{name.upper()} is plain http outside this machine ({mask_secrets(url)}):"
                     " tokens and messages cross the network unencrypted; use https"
                 )
         return found
