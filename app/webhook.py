@@ -119,9 +119,7 @@ def _conversation_event(gateway, config, parsed) -> str | None:  # type: ignore[
             f"conversation is {parsed.conversation_status}: the bot answers pending conversations"
             f" only ({mode}); open ones belong to humans"
         )
-    label = _track_pause(gateway, config, parsed.conversation_id, parsed.labels)
-    if label:
-        return f"conversation carries the label {label!r} (PAUSE_LABELS): the bot is paused"
+    _track_pause(gateway, config, parsed.conversation_id, parsed.labels)  # a label gone: resume
     if parsed.is_text_only and is_reset_keyword(config, parsed.content):
         reset_session(gateway.redis, gateway.scripts, cid, parsed.conversation_id)
         return "session reset"
@@ -157,21 +155,22 @@ def chatwoot(company: str):  # type: ignore[no-untyped-def]
         return _ignored(gateway, company, parsed.reason)
     if not config.serves_inbox(parsed.inbox_id):
         return _ignored(gateway, company, f"inbox {parsed.inbox_id} is not one of this company's INBOX_IDS")
-    paused = None
     if isinstance(parsed, StoredMessage):
         never = config.ignored_sender(parsed.contact, parsed.group)
         if never:
             return _ignored(gateway, company, never)
-        paused = config.pausing_label(parsed.labels)
-    # A spooled message forgets its labels: a paused one is decided here, not spooled.
-    paused_reason = f"conversation carries the label {paused!r} (PAUSE_LABELS): the bot is paused"
+        # Decided here, before any spooling (a spooled message forgets its labels).
+        label = config.pausing_label(parsed.labels)
+        if label:
+            try:
+                _track_pause(gateway, config, parsed.conversation_id, parsed.labels)
+            except redis.RedisError:
+                pass  # the next webhook of the conversation sets it
+            reason = f"conversation carries the label {label!r} (PAUSE_LABELS): the bot is paused"
+            return _ignored(gateway, company, reason)
     delivery = request.headers.get("X-Chatwoot-Delivery", "").strip()[:128] or None
     if gateway.spool.backlog():  # this process's spooled events go into Redis first: keep them in order
-        return (
-            _ignored(gateway, company, paused_reason)
-            if paused
-            else _spooled(gateway, config, parsed, delivery)
-        )
+        return _spooled(gateway, config, parsed, delivery)
     try:
         status, answer = handle(gateway, config, parsed, delivery)
     except redis.RedisError as exc:
@@ -181,11 +180,7 @@ def chatwoot(company: str):  # type: ignore[no-untyped-def]
             parsed.conversation_id,
             type(exc).__name__,
         )
-        return (
-            _answer(200, status="ignored", reason=paused_reason)
-            if paused
-            else _spooled(gateway, config, parsed, delivery)
-        )
+        return _spooled(gateway, config, parsed, delivery)
     return _answer(status, **answer)
 
 
