@@ -13,24 +13,10 @@ import redis
 from app import keys
 from app.hours import DAYS, parse_business_hours
 from tests import chatwoot_payloads as cw
-from tests.conftest import companies_env, make_client, post_webhook
+from tests.conftest import chatwoot_company, companies_env, make_client, post_webhook
 from tests.support import Stand, Worker, wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def _company(stand: Stand, name: str, **hours: str) -> dict[str, object]:
-    return {
-        "company_id": name,
-        "chatwoot_base_url": stand.url,
-        "chatwoot_api_token": "cw-token",
-        "chatwoot_webhook_secret": f"{name}-secret",
-        "bot_backend": "http",
-        "bot_url": f"{stand.url}/bot",
-        "batch_window_seconds": 0.3,
-        "batch_max_wait_seconds": 1,
-        **hours,
-    }
 
 
 @pytest.fixture(scope="module")
@@ -38,23 +24,23 @@ def env(redis_url: str, stand: Stand, tmp_path_factory: pytest.TempPathFactory) 
     now = datetime.fromtimestamp(redis.Redis.from_url(redis_url).time()[0], UTC)
     elsewhere = DAYS[(now.weekday() + 3) % 7]  # a day that is not today: closed now
     companies = [
-        _company(
-            stand,
+        chatwoot_company(
             "night",
+            stand,
             business_hours=f"{elsewhere} 09:00-10:00",
             bot_hours="inside",
             away_message="We are closed now; we answer from 9:00.",
         ),
-        _company(
-            stand,
+        chatwoot_company(
             "day",
+            stand,
             business_hours="mon-sun 00:00-24:00",
             bot_hours="outside",
             away_message="never sent: humans are in",
         ),
-        _company(
-            stand,
+        chatwoot_company(
             "open",
+            stand,
             business_hours="mon-sun 00:00-24:00",
             bot_hours="inside",
             business_hours_tz="Asia/Tokyo",

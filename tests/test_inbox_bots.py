@@ -8,24 +8,14 @@ import redis
 
 from app.settings import ConfigError, load_settings
 from tests import chatwoot_payloads as cw
-from tests.conftest import companies_env, make_client, post_webhook
+from tests.conftest import chatwoot_company, companies_env, make_client, post_webhook
 from tests.support import Stand, Worker, wait_for
 
 pytestmark = pytest.mark.slow
 
 
 def _clinic(stand: Stand, **inboxes: object) -> dict[str, object]:
-    return {
-        "company_id": "clinic",
-        "chatwoot_base_url": stand.url,
-        "chatwoot_api_token": "cw-token",
-        "chatwoot_webhook_secret": "clinic-secret",
-        "bot_backend": "http",
-        "bot_url": f"{stand.url}/bot",
-        "batch_window_seconds": 0.3,
-        "batch_max_wait_seconds": 1,
-        "inboxes": inboxes,
-    }
+    return chatwoot_company("clinic", stand, inboxes=inboxes)
 
 
 def test_an_inbox_with_its_own_bot_and_window(
