@@ -183,3 +183,29 @@ def test_poison_entry_is_dead_lettered_and_the_conversation_continues(
     assert stand.replies(74) == ["after the poison"]
     letter = rdb.lindex(keys.dead_letters("default"), 0)
     assert letter and '"stage": "parse"' in letter
+
+
+def test_a_run_whose_lease_was_taken_during_the_bot_call_writes_and_posts_nothing(
+    env, workers, rdb, stand: Stand
+) -> None:
+    """Invariant 2 at the scripts' own check: the lease goes to another run while the bot
+    thinks, between two renewals (so the run's proof of its lease is still fresh): the
+    answer is not stored, nothing is posted, the batch stays in processing for the holder."""
+    stand.bot_delay = 3.0
+    env = {**env, "LEASE_TTL_SECONDS": "20"}  # renewed every 5 s: the take-over lands between two
+    worker = start(workers, env, rdb, "stale")
+    web = make_client(env)
+    post_webhook(web, cw.message("who answers me?", 74))
+    wait_for(lambda: any(str(c["conversation_id"]) == "74" for c in stand.bot_calls), timeout=10)
+    time.sleep(1.0)
+    rdb.set(keys.lease("default", 74), "intruder#1", px=60_000)  # another run holds it now
+    time.sleep(stand.bot_delay + 2.0)
+    assert stand.replies(74) == []
+    assert [
+        StoredMessage.from_json(m).content for m in rdb.lrange(keys.processing("default", 74), 0, -1)
+    ] == ["who answers me?"]
+    assert not rdb.exists(keys.ledger("default", 74)) or not any(
+        f.startswith("answer:") for f in rdb.hkeys(keys.ledger("default", 74))
+    )
+    assert rdb.get(keys.lease("default", 74)) == "intruder#1"
+    assert "lease lost" in worker.log()
