@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 import redis
 
-from app.analytics import plot, report
+from app.analytics import plot, report, smart_estimate
 from app.bots import load_handler
 from app.dead_letters import is_ambiguous, list_dead_letters, replay_dead_letters
 from app.logs import mask_secrets
@@ -239,17 +239,26 @@ def purge(conversation: int, company: str | None, yes: bool) -> None:
 
 
 @cli.command()
-@company_option
+@click.option("--company", help="company id (default: every configured company)")
 @click.option("--png", type=click.Path(dir_okay=False), help="also draw the histogram into this PNG file")
 def analytics(company: str | None, png: str | None) -> None:
-    """The batching report: gaps, what the window merges, the windows for 90/95/99 %."""
+    """The batching report, per company: gaps, what the window merges, the windows for
+    90/95/99 %, and what the smart window would have merged and waited on the same
+    fragments (decide before setting BATCH_WINDOW_MODE=smart)."""
     settings = _settings()
-    cid = _company(settings, company)
-    result = report(connect(settings.redis_url), cid, settings.companies[cid].batch_window_seconds)
-    click.echo(result.text())
-    if png:
-        plot(result, png)
-        click.echo(f"histogram written to {png}")
+    chosen = [_company(settings, company)] if company else list(settings.companies)
+    if png and len(chosen) > 1:
+        click.echo("--png draws one company: pass --company too", err=True)
+        sys.exit(2)
+    client = connect(settings.redis_url)
+    for cid in chosen:
+        config = settings.companies[cid]
+        result = report(client, cid, config.batch_window_seconds)
+        click.echo(result.text())
+        click.echo(smart_estimate(client, config).text())
+        if png:
+            plot(result, png)
+            click.echo(f"histogram written to {png}")
 
 
 if __name__ == "__main__":

@@ -32,8 +32,8 @@ def close_at(first_at: float, last_at: float, window: float, max_wait: float) ->
 
 def due_at(mode: str, first_at: float, last_at: float, window: float, max_wait: float) -> float:
     """When a batch is due, by ``BATCH_WINDOW_MODE``: ``fixed`` counts the window from the
-    first fragment; ``sliding`` and ``learned`` (whose ``window`` is the contact's own)
-    from the latest, capped by the max wait. The ENQUEUE script applies the same rule
+    first fragment; ``sliding``, ``learned`` and ``smart`` (whose ``window`` is the
+    contact's own) from the latest, capped by the max wait. The ENQUEUE script applies the same rule
     when it schedules a batch (``app/scripts.py``)."""
     if mode == "fixed":
         return first_at + window

@@ -32,7 +32,7 @@ from enum import StrEnum
 import redis
 
 from app import keys
-from app.analytics import count_gaps, prior_window
+from app.analytics import Arrival, count_gaps, prior_window
 from app.batching import Segment, due_at, segments
 from app.bots import Bot, BotReply, ask_bot, bot_request
 from app.chatwoot import Replier
@@ -48,6 +48,7 @@ from app.redis_client import redis_now
 from app.replies import reply_parts
 from app.scripts import Call, RoundTrip, Scripts
 from app.settings import CompanyConfig, Settings
+from app.smart import Reading, read_message, smart_window
 from app.transcribe import with_transcripts
 from app.typing_indicator import Typing
 
@@ -72,6 +73,20 @@ class Outcome(StrEnum):
 def _arrivals(batch: list[str]) -> list[float]:
     # an unreadable entry is dead-lettered later; it has no arrival to count
     return [t for t in map(received_at, batch) if t is not None]
+
+
+def _reading(raw: str) -> Reading:
+    """How a stored message reads (``app.smart.read``); an unreadable one as plain."""
+    try:
+        message = StoredMessage.from_json(raw)
+    except (ValueError, TypeError, KeyError):
+        return Reading.PLAIN
+    return read_message(message.content, [a.file_type for a in message.attachments])
+
+
+def _readings(batch: list[str]) -> list[Arrival]:
+    """The batch's arrivals with how each reads, for the gap bookkeeping."""
+    return [Arrival(t, _reading(raw)) for raw in batch if (t := received_at(raw)) is not None]
 
 
 def _float_or_none(raw: str | None) -> float | None:
@@ -107,8 +122,8 @@ class Drainer:
     _ledger: Ledger | None = field(default=None, init=False)
     _state: LedgerState = field(default_factory=lambda: LedgerState({}), init=False)
     _started: float = field(default=0.0, init=False)  # monotonic start of the run
-    _previous: float | None = field(default=None, init=False)  # latest arrival counted for gaps
-    _pace: tuple[str, Pace] | None = field(default=None, init=False)  # (key, pace) in learned mode
+    _previous: Arrival | None = field(default=None, init=False)  # latest arrival counted for gaps
+    _pace: tuple[str, Pace] | None = field(default=None, init=False)  # (key, pace), learned/smart
     _handoff: bool | None = field(default=None, init=False)  # read with the claim, for its first unit
     _typing_shown: bool = field(default=False, init=False)  # "typing" went on during this batch
 
@@ -174,7 +189,7 @@ class Drainer:
         """(lease held, wait): wait is None when nothing waits, 0 when a batch is due
         (or left over), else the seconds until it is, by Redis's clock. ``start``
         (START_RUN) takes the lease in the same round trip."""
-        learned = self.company.batch_window_mode == "learned"
+        paced = self.company.paced
         batch = RoundTrip(self.client)
         if start:
             batch.add(start)
@@ -183,14 +198,16 @@ class Drainer:
         pipe.lindex(self._key(keys.queue), 0)
         pipe.lindex(self._key(keys.queue), -1)
         pipe.hget(keys.last_fragment(self._cid), self.conversation)
+        pipe.hget(keys.last_reading(self._cid), self.conversation)
         pipe.time()
-        if learned:
+        if paced:
             pipe.lrange(self._key(keys.queue), 0, self.settings.batch_max_messages - 1)
         results = batch.execute()
         held = results.pop(0) if start else True
-        leftover, first, last, previous, (seconds, micros), *queued = results
+        leftover, first, last, previous, reading, (seconds, micros), *queued = results
         now = seconds + micros / 1e6
-        self._previous = _float_or_none(previous)
+        at = _float_or_none(previous)
+        self._previous = None if at is None else Arrival.from_stored(at, reading)
         if leftover:
             return held, 0.0
         if first is None:
@@ -202,8 +219,8 @@ class Drainer:
             return held, 0.0  # a handoff keyword does not wait for the window
         config = self.company
         window = config.batch_window_seconds
-        if learned:
-            window = self._learned_window(first, [*_arrivals(queued[0]), last_at])
+        if paced:
+            window = self._paced_window(first, last, [*_arrivals(queued[0]), last_at])
         due = due_at(config.batch_window_mode, first_at, last_at, window, config.batch_max_wait_seconds)
         return held, max(0.0, due - now)
 
@@ -214,14 +231,16 @@ class Drainer:
             return False
         return self.company.asks_for_a_human(message)
 
-    def _learned_window(self, first: str, queued: list[float]) -> float:
-        """This contact's quiet period (``app.pace``), from what is known of how they type."""
+    def _paced_window(self, first: str, last: str, queued: list[float]) -> float:
+        """This contact's quiet period, from what is known of how they type (``app.pace``)
+        and, in smart mode, from what the latest fragment says (``app.smart``)."""
         config = self.company
         _, pace = self._pace_of(first)
         prior = prior_window(self.client, self._cid, config.batch_window_seconds)
-        return learned_window(
-            pace, queued, prior, config.batch_window_min_seconds, config.batch_window_max_seconds
-        )
+        low, high = config.batch_window_min_seconds, config.batch_window_max_seconds
+        if config.batch_window_mode == "smart":
+            return smart_window(pace, queued, _reading(last), prior, low, high)
+        return learned_window(pace, queued, prior, low, high)
 
     def _pace_of(self, raw: str) -> tuple[str, Pace]:
         """The key and pace of the contact who sent ``raw`` (read once per contact and run)."""
@@ -255,7 +274,7 @@ class Drainer:
         """Batch size, fragment gaps and the contact's pace, with (for a new batch) what
         processing it needs to know — is a human on it, what the ledger holds — in one
         round trip."""
-        arrivals = _arrivals(batch)
+        arrivals = _readings(batch)
         pipe = self.client.pipeline(transaction=False)
         if not append:
             pipe.exists(self._key(keys.handoff), self._key(keys.paused))
@@ -263,9 +282,9 @@ class Drainer:
             pipe.hincrby(keys.stats(self._cid), Stat.BATCHES, 1)
             count_into(pipe, self._cid, "gateway_batch_size_messages", len(batch))
         self._previous = count_gaps(pipe, self._cid, self.conversation, self._previous, arrivals)
-        if self.company.batch_window_mode == "learned" and arrivals:
+        if self.company.paced and arrivals:
             key, pace = self._pace_of(batch[0])
-            self._pace = (key, pace.observe(arrivals))
+            self._pace = (key, pace.observe(a.at for a in arrivals))
             pipe.set(key, self._pace[1].to_json(), ex=PACE_TTL_SECONDS)
         results = pipe.execute()
         if not append:

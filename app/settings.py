@@ -40,7 +40,7 @@ __all__ = ["CompanyConfig", "ConfigError", "Settings", "load_settings"]
 
 BOT_BACKENDS = ("echo", "http", "openai", "python")
 INTEGRATIONS = ("agent_bot", "webhook")
-WINDOW_MODES = ("fixed", "sliding", "learned")
+WINDOW_MODES = ("fixed", "sliding", "learned", "smart")
 _COMPANY_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _HANDLER = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
@@ -252,11 +252,17 @@ class CompanyConfig:
 
     @property
     def first_window(self) -> float:
-        """The quiet period the enqueue script schedules a batch with (learned: the
-        shortest; the drainer, which knows the contact's pace, defers it when later)."""
-        if self.batch_window_mode == "learned":
+        """The quiet period the enqueue script schedules a batch with (learned and smart:
+        the shortest; the drainer, which knows the contact's pace and reads the latest
+        fragment, defers it when later)."""
+        if self.paced:
             return min(self.batch_window_min_seconds, self.batch_max_wait_seconds)
         return self.batch_window_seconds
+
+    @property
+    def paced(self) -> bool:
+        """Does the window follow each contact's pace (``app.pace``), learned or smart?"""
+        return self.batch_window_mode in ("learned", "smart")
 
     @property
     def status_ttl_seconds(self) -> int:

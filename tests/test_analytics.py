@@ -39,7 +39,7 @@ def test_report_numbers(rdb: redis.Redis) -> None:
     assert result.merged_same_burst_share() == pytest.approx(5 / 7)
     assert "8 fragment pairs" in text and "merged by the current window: 62.5% of all pairs, 71.4%" in text
     assert "window merging 90% of same-burst pairs (gap <= 60 s): 17 s" in text
-    assert rdb.hget(keys.last_fragment("default"), "3") == "5020"
+    assert float(rdb.hget(keys.last_fragment("default"), "3")) == 5020
 
 
 def test_png_and_cli(rdb: redis.Redis, redis_url: str, tmp_path) -> None:
