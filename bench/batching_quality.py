@@ -1,27 +1,26 @@
-"""Batching quality: replay a seeded trace of contacts in simulated time.
+"""Batching quality: replay seeded traces of contacts in simulated time.
 
-    .venv/bin/python bench/batching_quality.py [--contacts 4000] [--seed 1]
+    .venv/bin/python bench/batching_quality.py [--contacts 4000] [--seeds 1 2] [--markdown]
 
-Trace (``trace``): each contact writes 1-8 bursts, a day apart. Contacts are of
-two kinds: one-message writers (70 %), who fragment 5 % of the time, and
-fragmenters (30 %), who fragment 60 % of the time; independently, half type
-fast (gaps of 1-3 s when they fragment) and half slowly (gaps of 5-17 s). A
-fragmented burst has 2-5 fragments. About 80 % of all bursts are then a single
-message (the script prints the exact share).
+The trace (``bench/trace.py``) has what each fragment says, in Portuguese,
+Spanish and English, tied to its place in the burst. It is replayed for every
+population the batching goal names: one-message writers fragmenting 2, 5, 10
+and 15 % of the time, fast/slow typist mixes 50/50 and 20/80, two seeds each.
 
 Each policy decides when a batch closes, with the gateway's own functions:
 ``app.batching.close_at`` (sliding window with max wait), ``app.pace``
-(learned window, with its state carried from burst to burst as the drainer
-keeps it in Redis); a fragment arriving after its batch closed starts a new
-batch. Reported per policy: the share of same-burst fragment pairs merged into
-one batch, bot calls per 100 messages, and the median / p90 wait added for
-single-message bursts (all of them, and those of first-time contacts).
+(learned window), ``app.smart`` (the smart window: the learned pace read with
+the latest fragment's text), their state carried from batch to batch as the
+drainer keeps it in Redis; a fragment arriving after its batch closed starts a
+new batch. Reported per policy and population: the share of same-burst
+fragment pairs merged into one batch, bot calls per 100 messages, the median
+and p90 wait added to single-message bursts (new contacts included), and the
+median wait after the last fragment of a fragmented burst.
 """
 
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import sys
 from collections.abc import Callable
@@ -33,9 +32,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from app.batching import close_at  # noqa: E402
 from app.pace import Pace, learned_window  # noqa: E402
+from app.smart import read, smart_window  # noqa: E402
+from bench.trace import Fragment, Population, trace  # noqa: E402
 
-DAY = 86400.0
-Contact = list[list[float]]  # bursts, each a list of absolute arrival times
+Contact = list[list[Fragment]]
+POPULATIONS = [Population(occasional, fast) for fast in (0.5, 0.2) for occasional in (0.02, 0.05, 0.10, 0.15)]
+MAX_WAIT = 30.0  # the default BATCH_MAX_WAIT_SECONDS (--max-wait)
+LOW, HIGH = 3.0, 30.0  # the default BATCH_WINDOW_MIN_SECONDS / _MAX_SECONDS
 
 
 @dataclass
@@ -45,92 +48,109 @@ class Result:
     messages: int = 0
     batches: int = 0
     single_waits: list[float] = field(default_factory=list)
-    first_single_waits: list[float] = field(default_factory=list)
+    end_waits: list[float] = field(default_factory=list)
 
-
-def trace(contacts: int, seed: int, occasional: float = 0.05) -> list[Contact]:
-    rng = random.Random(seed)
-    result = []
-    for _ in range(contacts):
-        fragments = 0.6 if rng.random() < 0.3 else occasional
-        low, high = (1.0, 3.0) if rng.random() < 0.5 else (5.0, 17.0)
-        bursts = []
-        for day in range(rng.randint(1, 8)):
-            times = [day * DAY + rng.uniform(0, 3600)]
-            if rng.random() < fragments:
-                for _ in range(rng.randint(1, 4)):
-                    times.append(times[-1] + rng.uniform(low, high))
-            bursts.append(times)
-        result.append(bursts)
-    return result
+    def row(self) -> tuple[float, float, float, float, float]:
+        return (
+            self.merged / self.pairs,
+            100 * self.batches / self.messages,
+            statistics.median(self.single_waits),
+            pct(self.single_waits, 0.9),
+            statistics.median(self.end_waits),
+        )
 
 
 class Policy:
     """Closes batches; ``observe`` sees each batch when it is claimed."""
 
-    def close(self, first: float, last: float, queued: list[float]) -> float:
+    def close(self, queued: list[Fragment]) -> float:
         raise NotImplementedError
 
-    def observe(self, batch: list[float]) -> None:
+    def observe(self, batch: list[Fragment]) -> None:
         pass
 
     def new_contact(self) -> None:
         pass
+
+
+class Bound(Policy):
+    """Knows where each burst ends (no rule can): the most the max wait lets any rule merge."""
+
+    def __init__(self, contacts: list[Contact], max_wait: float) -> None:
+        self.end = {id(f): burst[-1].at for bursts in contacts for burst in bursts for f in burst}
+        self.max_wait = max_wait
+
+    def close(self, queued: list[Fragment]) -> float:
+        return min(self.end[id(queued[-1])], queued[0].at + self.max_wait)
 
 
 class Stateless(Policy):
     def __init__(self, rule: Callable[[float, float], float]) -> None:
         self.rule = rule
 
-    def close(self, first: float, last: float, queued: list[float]) -> float:
-        return self.rule(first, last)
+    def close(self, queued: list[Fragment]) -> float:
+        return self.rule(queued[0].at, queued[-1].at)
 
 
-class Learned(Policy):
-    def __init__(self, prior: float, low: float, high: float, max_wait: float) -> None:
-        self.prior, self.low, self.high, self.max_wait = prior, low, high, max_wait
+class Paced(Policy):
+    """A policy that remembers the contact's pace, as the drainer does in ``<company>:webhook_pace:*``."""
+
+    def __init__(self, prior: float, max_wait: float) -> None:
+        self.prior, self.max_wait = prior, max_wait
         self.pace = Pace()
 
-    def close(self, first: float, last: float, queued: list[float]) -> float:
-        window = learned_window(self.pace, queued, self.prior, self.low, self.high)
-        return close_at(first, last, window, self.max_wait)
+    def window(self, queued: list[Fragment]) -> float:
+        raise NotImplementedError
 
-    def observe(self, batch: list[float]) -> None:
-        self.pace = self.pace.observe(batch)
+    def close(self, queued: list[Fragment]) -> float:
+        return close_at(queued[0].at, queued[-1].at, self.window(queued), self.max_wait)
+
+    def observe(self, batch: list[Fragment]) -> None:
+        self.pace = self.pace.observe(f.at for f in batch)
 
     def new_contact(self) -> None:
         self.pace = Pace()
+
+
+class Learned(Paced):
+    def window(self, queued: list[Fragment]) -> float:
+        return learned_window(self.pace, [f.at for f in queued], self.prior, LOW, HIGH)
+
+
+class Smart(Paced):
+    def window(self, queued: list[Fragment]) -> float:
+        last = queued[-1]
+        reading = read(last.text, last.attachment)
+        return smart_window(self.pace, [f.at for f in queued], reading, self.prior, LOW, HIGH)
 
 
 def replay(contacts: list[Contact], policy: Policy) -> Result:
     result = Result()
     for bursts in contacts:
         policy.new_contact()
-        for number, times in enumerate(bursts):
-            result.messages += len(times)
-            result.pairs += len(times) - 1
-            queued = [times[0]]
-            for arrival in times[1:]:
-                if arrival <= policy.close(queued[0], queued[-1], queued):
+        for burst in bursts:
+            result.messages += len(burst)
+            result.pairs += len(burst) - 1
+            queued = [burst[0]]
+            for fragment in burst[1:]:
+                if fragment.at <= policy.close(queued):
                     result.merged += 1
-                    queued.append(arrival)
+                    queued.append(fragment)
                 else:
                     policy.observe(queued)
                     result.batches += 1
-                    queued = [arrival]
-            if len(times) == 1:
-                wait = policy.close(times[0], times[0], queued) - times[0]
-                result.single_waits.append(wait)
-                if number == 0:
-                    result.first_single_waits.append(wait)
+                    queued = [fragment]
+            wait = policy.close(queued) - burst[-1].at
+            (result.single_waits if len(burst) == 1 else result.end_waits).append(max(0.0, wait))
             policy.observe(queued)
             result.batches += 1
     return result
 
 
 def prior_of(contacts: list[Contact], share: float = 0.95) -> float:
-    """What ``analytics`` would have learned: the window covering ``share`` of gaps, 0.5 s buckets."""
-    gaps = sorted(b - a for bursts in contacts for t in bursts for a, b in pairwise(t))
+    """What ``analytics.prior_window`` learns: the window covering ``share`` of same-burst gaps
+    (0.5 s buckets)."""
+    gaps = sorted(b.at - a.at for bursts in contacts for burst in bursts for a, b in pairwise(burst))
     exact = gaps[min(len(gaps) - 1, int(share * len(gaps)))]
     return (int(exact * 2) + 1) / 2
 
@@ -140,41 +160,55 @@ def pct(values: list[float], q: float) -> float:
     return ordered[int(q * (len(ordered) - 1))]
 
 
+def policies(contacts: list[Contact], max_wait: float = MAX_WAIT) -> dict[str, Policy]:
+    prior = prior_of(contacts)
+    return {
+        "fixed 3 s": Stateless(lambda first, last: first + 3),
+        "fixed 10 s": Stateless(lambda first, last: first + 10),
+        "sliding 10 s (default)": Stateless(lambda first, last: close_at(first, last, 10, max_wait)),
+        "learned": Learned(prior, max_wait),
+        "smart": Smart(prior, max_wait),
+        "bound (knows each burst's end)": Bound(contacts, max_wait),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--contacts", type=int, default=4000)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument(
-        "--occasional", type=float, default=0.05, help="how often one-message writers fragment (sensitivity)"
-    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--max-wait", type=float, default=MAX_WAIT, help="BATCH_MAX_WAIT_SECONDS")
+    parser.add_argument("--markdown", action="store_true", help="print docs/performance.md's table rows")
     args = parser.parse_args()
-    contacts = trace(args.contacts, args.seed, args.occasional)
-    bursts = [b for c in contacts for b in c]
-    singles = sum(len(b) == 1 for b in bursts) / len(bursts)
-    prior = prior_of(contacts)
-    policies: dict[str, Policy] = {
-        "fixed 3 s": Stateless(lambda first, last: first + 3),
-        "fixed 10 s": Stateless(lambda first, last: first + 10),
-        "sliding 10 s, max 30 s": Stateless(lambda first, last: close_at(first, last, 10, 30)),
-        "sliding 18 s, max 60 s": Stateless(lambda first, last: close_at(first, last, 18, 60)),
-        "learned 3-30 s, max 30 s": Learned(prior, 3, 30, 30),
-        "learned 3-30 s, max 60 s": Learned(prior, 3, 30, 60),
-    }
-    print(
-        f"contacts={args.contacts} seed={args.seed} occasional={args.occasional} bursts={len(bursts)}"
-        f" single-message bursts={singles:.1%} company prior (95 % of gaps)={prior:g} s"
-    )
-    print(
-        f"{'policy':25} {'pairs merged':>12} {'bot calls/100 msgs':>18}"
-        f" {'single wait p50':>15} {'p90':>6} {'new contact p50':>15}"
-    )
-    for name, policy in policies.items():
-        r = replay(contacts, policy)
-        print(
-            f"{name:25} {r.merged / r.pairs:12.1%} {100 * r.batches / r.messages:18.1f}"
-            f" {statistics.median(r.single_waits):14.1f}s {pct(r.single_waits, 0.9):5.1f}s"
-            f" {statistics.median(r.first_single_waits):14.1f}s"
-        )
+    goal = {"merged": 0.95, "p50": 3.0, "p90": 8.0}
+    if args.markdown:
+        columns = ["population", "seed", "policy", "pairs merged", "bot calls / 100 msgs"]
+        columns += ["single wait p50", "p90", "burst end wait p50"]
+        print("| " + " | ".join(columns) + " |")
+        print("|---" * len(columns) + "|")
+    for population in POPULATIONS:
+        for seed in args.seeds:
+            contacts = trace(args.contacts, seed, population)
+            bursts = [b for c in contacts for b in c]
+            singles = sum(len(b) == 1 for b in bursts) / len(bursts)
+            prior = prior_of(contacts)
+            if not args.markdown:
+                print(
+                    f"\n{population.name}, seed {seed}: {len(contacts)} contacts, {len(bursts)} bursts,"
+                    f" {singles:.1%} single-message, company prior {prior:g} s"
+                )
+            for name, policy in policies(contacts, args.max_wait).items():
+                merged, calls, p50, p90, end = replay(contacts, policy).row()
+                met = merged >= goal["merged"] and p50 <= goal["p50"] and p90 <= goal["p90"]
+                if args.markdown:
+                    print(
+                        f"| {population.name} | {seed} | {name} | {merged:.1%} | {calls:.1f}"
+                        f" | {p50:.1f} s | {p90:.1f} s | {end:.1f} s |" + (" goal met" if met else "")
+                    )
+                else:
+                    print(
+                        f"  {name:24} merged {merged:6.1%}  calls/100 {calls:5.1f}  single p50 {p50:5.1f}s"
+                        f"  p90 {p90:5.1f}s  burst end p50 {end:5.1f}s" + ("  GOAL" if met else "")
+                    )
 
 
 if __name__ == "__main__":
