@@ -54,8 +54,8 @@ bench-deps:
 # to docs/performance.md.
 bench: $(STAMP) system-deps bench-deps
 	$(BIN)/python bench/batching_quality.py
-	$(BIN)/python bench/batching_quality.py --seed 2
-	$(BIN)/python bench/batching_quality.py --occasional 0.10
+	$(BIN)/python bench/batching_quality.py --max-wait 60
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/batching_live.py
 	$(BIN)/python bench/e2e_overhead.py --messages 150 --window 0.5
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/webhook_ack.py --seconds 5 --connections 16 --rounds 3
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/drain_rate.py --conversations 1000

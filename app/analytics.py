@@ -5,19 +5,21 @@ window based on real message interval patterns"), made a tool.
 The worker records every gap between consecutive fragments of a conversation
 into a fixed-bucket histogram in Redis (bounded memory: one counter per
 bucket, whatever the traffic); batch sizes are already a histogram
-(``gateway_batch_size_messages``). In every window mode it also counts, by how
-each fragment reads (``app.smart.read``), what followed it: another fragment
-within 60 s (by gap bucket), the end of a fragmented burst, or nothing (a
-message sent alone). ``report`` reads them, with what the smart window
-(``BATCH_WINDOW_MODE=smart``) would have merged and waited on those same
-fragments, so an operator can decide before switching; ``plot`` draws the gaps.
+(``gateway_batch_size_messages``). ``report`` reads both; ``plot`` draws them.
+
+In every window mode the worker also keeps the company's latest fragments, as
+``<contact> <arrival> <reading>`` (how the fragment reads, ``app.smart.read``;
+never its text), in a capped list. ``smart_estimate`` replays them through the
+company's current policy and the smart one (``app.replay``, the simulator's
+engine), so an operator sees what ``BATCH_WINDOW_MODE=smart`` would have merged
+and waited on their own traffic before switching.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import pairwise
 from typing import TYPE_CHECKING
 
@@ -26,18 +28,23 @@ from prometheus_client.utils import floatToGoString
 
 from app import keys
 from app.metrics import HISTOGRAMS
-from app.pace import SAME_BURST_SECONDS, Pace
-from app.smart import Reading, smart_window
+from app.pace import SAME_BURST_SECONDS
+from app.replay import Result, bursts_of, company_policy, replay
+from app.smart import Reading
 
 if TYPE_CHECKING:
     from app.settings import CompanyConfig
 
 __all__ = [
+    "FRAGMENT_LOG_LENGTH",
     "GAP_BOUNDS",
-    "Arrival",
     "GapReport",
+    "LoggedFragment",
     "SmartEstimate",
+    "bucket",
     "count_gaps",
+    "learned_prior",
+    "log_fragments",
     "plot",
     "prior_window",
     "record_gaps",
@@ -64,74 +71,39 @@ LAST_FRAGMENT_MAX_AGE = 86400.0
 PRIOR_SHARE = 0.95
 PRIOR_MIN_GAPS = 50
 PRIOR_CACHE_SECONDS = 60.0
-READINGS = frozenset(r.value for r in Reading)
+FRAGMENT_LOG_LENGTH = 20_000  # latest fragments kept per company for smart_estimate (~1 MB)
 
 
-def _bucket(gap: float) -> str:
+def bucket(gap: float) -> str:
+    """The histogram bucket of a gap: its upper bound, as stored."""
     return repr(next((float(b) for b in GAP_BOUNDS if gap <= b), float("inf")))
-
-
-@dataclass(frozen=True)
-class Arrival:
-    """A claimed fragment, as the gap bookkeeping sees it."""
-
-    at: float
-    reading: str = ""  # app.smart.Reading value; '' when unknown (counted in the gaps only)
-    first: bool = True  # began its burst (nothing from the conversation in the 60 s before)
-
-    def stored(self) -> str:
-        return f"{self.reading} {'first' if self.first else 'later'}"
-
-    @classmethod
-    def from_stored(cls, at: float, raw: str | None) -> Arrival:
-        reading, _, place = (raw or "").partition(" ")
-        return cls(at, reading if reading in READINGS else "", place != "later")
 
 
 def count_gaps(
     pipe: redis.client.Pipeline,
     company: str,
     conversation: str,
-    previous: Arrival | None,
-    arrivals: Sequence[Arrival],
-) -> Arrival | None:
-    """Add to ``pipe`` the counting of the gaps after ``previous`` and between ``arrivals``
-    (one claimed batch, in order), and of what followed each fragment by how it reads;
+    previous: float | None,
+    arrivals: Sequence[float],
+) -> float | None:
+    """Add to ``pipe`` the counting of the gaps after ``previous`` and between ``arrivals``;
     return the latest arrival counted (what ``previous`` is for the next batch)."""
     if not arrivals:
         return previous
-    latest = previous
-    for arrival in arrivals:
-        if latest is None:
-            latest = arrival
-            continue
-        gap = arrival.at - latest.at
-        if gap < 0:
-            continue  # older than what is known: already counted
-        if gap <= LAST_FRAGMENT_MAX_AGE:
-            pipe.hincrby(keys.gap_histogram(company), _bucket(gap), 1)
-        same_burst = gap <= SAME_BURST_SECONDS
-        if latest.reading:
-            followed = _bucket(gap) if same_burst else "alone" if latest.first else "end"
-            pipe.hincrby(keys.reading_gaps(company), f"{latest.reading}:{followed}", 1)
-        latest = Arrival(arrival.at, arrival.reading, not same_burst)
-    pipe.hset(keys.last_fragment(company), conversation, repr(latest.at))
-    pipe.hset(keys.last_reading(company), conversation, latest.stored())
+    times = [previous, *arrivals] if previous is not None else list(arrivals)
+    for a, b in pairwise(times):
+        if 0 <= b - a <= LAST_FRAGMENT_MAX_AGE:
+            pipe.hincrby(keys.gap_histogram(company), bucket(b - a), 1)
+    latest = max(times)
+    pipe.hset(keys.last_fragment(company), conversation, repr(latest))
     return latest
 
 
-def record_gaps(
-    client: redis.Redis, company: str, conversation: str, arrivals: Sequence[Arrival | float]
-) -> None:
-    """Count the gaps before and between ``arrivals`` (one claimed batch, in order; a bare
-    time is a fragment whose reading is unknown)."""
+def record_gaps(client: redis.Redis, company: str, conversation: str, arrivals: Sequence[float]) -> None:
+    """Count the gaps before and between ``arrivals`` (one claimed batch, in order)."""
+    previous = client.hget(keys.last_fragment(company), conversation)
     pipe = client.pipeline(transaction=False)
-    pipe.hget(keys.last_fragment(company), conversation)
-    pipe.hget(keys.last_reading(company), conversation)
-    at, reading = pipe.execute()
-    previous = Arrival.from_stored(float(at), reading) if at else None
-    batch = [a if isinstance(a, Arrival) else Arrival(float(a)) for a in arrivals]
-    count_gaps(pipe, company, conversation, previous, batch)
+    count_gaps(pipe, company, conversation, float(previous) if previous else None, arrivals)
     pipe.execute()
 
 
@@ -149,12 +121,14 @@ def prior_window(client: redis.Redis, company: str, fallback: float) -> float:
     now = time.monotonic()
     cached = _priors.get(company)
     if cached is None or cached[0] < now:
-        cached = (now + PRIOR_CACHE_SECONDS, _learned_prior(_buckets(client, company)))
+        cached = (now + PRIOR_CACHE_SECONDS, learned_prior(_buckets(client, company)))
         _priors[company] = cached
     return fallback if cached[1] is None else cached[1]
 
 
-def _learned_prior(buckets: list[tuple[float, int]]) -> float | None:
+def learned_prior(buckets: list[tuple[float, int]]) -> float | None:
+    """The window merging ``PRIOR_SHARE`` of the same-burst gaps in ``buckets`` ((upper
+    bound, count) pairs), or None while fewer than ``PRIOR_MIN_GAPS`` are known."""
     result = GapReport("", 0.0, buckets, [])
     enough = sum(c for _, c in result.same_burst) >= PRIOR_MIN_GAPS
     return result.window_for(PRIOR_SHARE) if enough else None
@@ -263,111 +237,95 @@ def plot(result: GapReport, path: str) -> None:
     plt.close(fig)
 
 
-def _weighted(values: list[tuple[float, int]], q: float) -> float | None:
-    """The ``q`` quantile of values given with their counts."""
-    total = sum(c for _, c in values)
-    running = 0
-    for value, count in sorted(values):
-        running += count
-        if total and running >= q * total:
-            return value
-    return None
+@dataclass(frozen=True)
+class LoggedFragment:
+    """One entry of ``<company>:webhook_fragments``: who, when, how it read."""
+
+    subject: str  # the pace's subject: contact-<id>, or conversation-<id>
+    at: float
+    reading: str
+
+    def entry(self) -> str:
+        return f"{self.subject} {self.at:.3f} {self.reading}"
+
+    @classmethod
+    def parse(cls, entry: str) -> LoggedFragment | None:
+        try:
+            subject, at, reading = entry.split(" ")
+            return cls(subject, float(at), Reading(reading).value)
+        except ValueError:
+            return None
+
+
+def log_fragments(pipe: redis.client.Pipeline, company: str, fragments: Sequence[LoggedFragment]) -> None:
+    """Add to ``pipe`` the logging of claimed fragments (capped at ``FRAGMENT_LOG_LENGTH``)."""
+    if fragments:
+        pipe.rpush(keys.fragment_log(company), *(f.entry() for f in fragments))
+        pipe.ltrim(keys.fragment_log(company), -FRAGMENT_LOG_LENGTH, -1)
 
 
 @dataclass(frozen=True)
 class SmartEstimate:
-    """What the smart window would have merged and waited on this company's recorded
-    fragments, next to what the company's current mode does, as for contacts with no
-    history (a returning contact's pace only adjusts it; the figures are for deciding,
-    not a promise). A pair counts as merged when its gap is within the window after its
-    first fragment, the max wait aside."""
+    """The company's logged fragments replayed through its current policy and the smart
+    one. Every contact starts the log new (their older pace is not replayed), so for
+    companies with many regulars the smart figures are, if anything, pessimistic."""
 
     company: str
     mode: str
-    window: dict[str, float]  # reading -> the smart window after such a fragment
-    current: dict[str, float]  # reading -> the current mode's window
-    followed: dict[str, list[tuple[float, int]]]  # reading -> (gap bucket, count) within 60 s
-    ended: dict[str, int]  # reading -> fragmented bursts it ended
-    alone: dict[str, int]  # reading -> messages sent alone
-    max_wait: float
-    prior: float = field(default=0.0)
-
-    @property
-    def pairs(self) -> int:
-        return sum(c for counts in self.followed.values() for _, c in counts)
-
-    def merged(self, windows: dict[str, float]) -> float:
-        merged = sum(c for r, counts in self.followed.items() for b, c in counts if b <= windows[r])
-        return merged / self.pairs if self.pairs else 0.0
-
-    def waits(self, windows: dict[str, float], counts: dict[str, int], q: float) -> float | None:
-        return _weighted([(min(windows[r], self.max_wait), n) for r, n in counts.items() if n], q)
+    prior: float
+    fragments: int
+    contacts: int
+    span_seconds: float
+    current: Result
+    smart: Result
 
     def text(self) -> str:
-        def shown(value: float | None) -> str:
-            return "n/a" if value is None else f"{value:g} s"
-
         lines = [
-            f"company {self.company}: the smart window (BATCH_WINDOW_MODE=smart) on the recorded"
-            f" fragments, as for contacts with no history (prior {self.prior:g} s), against the"
-            f" current mode ({self.mode}):",
-            f"  {'reading':11} {'followed <=60 s':>15} {'ended a burst':>13} {'sent alone':>10}"
-            f" {'smart window':>12} {'current':>8}",
+            f"company {self.company}: the smart window (BATCH_WINDOW_MODE=smart) against the"
+            f" current mode ({self.mode}) on the latest {self.fragments} fragments"
+            f" ({self.contacts} contacts, {self.span_seconds / 3600:.1f} h);"
+            f" new-contact prior {self.prior:g} s",
         ]
-        for reading in Reading:
-            r = reading.value
-            lines.append(
-                f"  {r:11} {sum(c for _, c in self.followed.get(r, [])):>15} {self.ended.get(r, 0):>13}"
-                f" {self.alone.get(r, 0):>10} {self.window[r]:>10g} s {self.current[r]:>6g} s"
-            )
-        if not self.pairs and not sum(self.alone.values()):
-            lines.append("  nothing recorded yet: the worker counts fragments as it claims them")
+        if not self.fragments:
+            lines.append("  nothing recorded yet: the worker logs fragments as it claims them")
             return "\n".join(lines)
         lines.append(
-            f"  same-burst pairs merged: smart {self.merged(self.window):.1%},"
-            f" current {self.merged(self.current):.1%} ({self.pairs} pairs)"
+            f"  {'policy':10} {'pairs merged':>12} {'bot calls/100 msgs':>18} {'single wait p50':>15}"
+            f" {'p90':>6} {'burst end p50':>13}"
         )
-        for label, counts in (("a message sent alone", self.alone), ("a burst's last fragment", self.ended)):
-            smart = [shown(self.waits(self.window, counts, q)) for q in (0.5, 0.9)]
-            now = [shown(self.waits(self.current, counts, q)) for q in (0.5, 0.9)]
-            lines.append(
-                f"  wait after {label}: smart p50 {smart[0]} / p90 {smart[1]},"
-                f" current p50 {now[0]} / p90 {now[1]} ({sum(counts.values())} recorded)"
-            )
+        for name, result in (("current", self.current), ("smart", self.smart)):
+            merged, calls, p50, p90, end = result.row()
+            lines.append(f"  {name:10} {merged:12.1%} {calls:18.1f} {p50:14.1f}s {p90:5.1f}s {end:12.1f}s")
+        lines.append(
+            f"  ({self.current.pairs} same-burst pairs, {len(self.current.single_waits)} single messages)"
+        )
         return "\n".join(lines)
 
 
 def smart_estimate(client: redis.Redis, config: CompanyConfig) -> SmartEstimate:
-    """``SmartEstimate`` for one company, from what its workers recorded."""
-    from app.pace import learned_window
-
+    """``SmartEstimate`` for one company, from its logged fragments and gap histogram."""
     company = config.company_id
-    prior = _learned_prior(_buckets(client, company)) or config.batch_window_seconds
-    low, high = config.batch_window_min_seconds, config.batch_window_max_seconds
-    followed: dict[str, list[tuple[float, int]]] = {r.value: [] for r in Reading}
-    ended: dict[str, int] = {}
-    alone: dict[str, int] = {}
-    for name, count in client.hgetall(keys.reading_gaps(company)).items():
-        reading, _, what = name.partition(":")
-        if reading not in READINGS:
-            continue
-        if what == "end":
-            ended[reading] = ended.get(reading, 0) + int(count)
-        elif what == "alone":
-            alone[reading] = alone.get(reading, 0) + int(count)
-        else:
-            try:
-                followed[reading].append((float(what), int(count)))
-            except ValueError:
-                continue
-    smart = {r.value: smart_window(Pace(), [0.0], r, prior, low, high) for r in Reading}
-    if config.batch_window_mode == "smart":
-        current = dict(smart)
-    elif config.batch_window_mode == "learned":
-        current = dict.fromkeys(smart, learned_window(Pace(), [0.0], prior, low, high))
-    else:
-        current = dict.fromkeys(smart, config.batch_window_seconds)
+    logged = [f for f in map(LoggedFragment.parse, client.lrange(keys.fragment_log(company), 0, -1)) if f]
+    by_subject: dict[str, list[LoggedFragment]] = {}
+    for fragment in logged:
+        by_subject.setdefault(fragment.subject, []).append(fragment)
+    contacts = [bursts_of(fragments) for fragments in by_subject.values()]
+    prior = learned_prior(_buckets(client, company)) or config.batch_window_seconds
+    settings = (
+        config.batch_window_seconds,
+        config.batch_window_min_seconds,
+        config.batch_window_max_seconds,
+        config.batch_max_wait_seconds,
+        prior,
+    )
+    span = max((f.at for f in logged), default=0.0) - min((f.at for f in logged), default=0.0)
     return SmartEstimate(
-        company, config.batch_window_mode, smart, current, followed, ended, alone,
-        config.batch_max_wait_seconds, prior,
-    )  # fmt: skip
+        company,
+        config.batch_window_mode,
+        prior,
+        len(logged),
+        len(contacts),
+        span,
+        replay(contacts, company_policy(config.batch_window_mode, *settings)),
+        replay(contacts, company_policy("smart", *settings)),
+    )

@@ -32,7 +32,7 @@ from enum import StrEnum
 import redis
 
 from app import keys
-from app.analytics import Arrival, count_gaps, prior_window
+from app.analytics import LoggedFragment, count_gaps, log_fragments, prior_window
 from app.batching import Segment, due_at, segments
 from app.bots import Bot, BotReply, ask_bot, bot_request
 from app.chatwoot import Replier
@@ -75,18 +75,35 @@ def _arrivals(batch: list[str]) -> list[float]:
     return [t for t in map(received_at, batch) if t is not None]
 
 
-def _reading(raw: str) -> Reading:
-    """How a stored message reads (``app.smart.read``); an unreadable one as plain."""
+def _parsed(raw: str) -> StoredMessage | None:
     try:
-        message = StoredMessage.from_json(raw)
-    except (ValueError, TypeError, KeyError):
+        return StoredMessage.from_json(raw)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None  # an unreadable entry is dead-lettered when claimed
+
+
+def _reading(message: StoredMessage | None) -> Reading:
+    """How a stored message reads (``app.smart.read``); an unreadable one as plain."""
+    if message is None:
         return Reading.PLAIN
     return read_message(message.content, [a.file_type for a in message.attachments])
 
 
-def _readings(batch: list[str]) -> list[Arrival]:
-    """The batch's arrivals with how each reads, for the gap bookkeeping."""
-    return [Arrival(t, _reading(raw)) for raw in batch if (t := received_at(raw)) is not None]
+def _subject(message: StoredMessage | None, conversation: str) -> str:
+    """Whose pace a stored message tells: its contact's, else its conversation's."""
+    contact = message.contact.get("id") if message and isinstance(message.contact, dict) else None
+    return f"contact-{contact}" if contact is not None else f"conversation-{conversation}"
+
+
+def _logged(batch: list[str], conversation: str) -> list[LoggedFragment]:
+    """The batch as the fragment log keeps it: whose, when, how it reads."""
+    logged = []
+    for raw in batch:
+        at = received_at(raw)
+        if at is not None:
+            message = _parsed(raw)
+            logged.append(LoggedFragment(_subject(message, conversation), at, _reading(message).value))
+    return logged
 
 
 def _float_or_none(raw: str | None) -> float | None:
@@ -94,15 +111,6 @@ def _float_or_none(raw: str | None) -> float | None:
         return float(raw) if raw is not None else None
     except ValueError:
         return None
-
-
-def _pace_subject(raw: str, conversation: str) -> str:
-    """Whose pace a stored message tells: its contact's, else its conversation's."""
-    try:
-        contact = StoredMessage.from_json(raw).contact.get("id")
-    except (ValueError, TypeError, KeyError, AttributeError):
-        contact = None
-    return f"contact-{contact}" if contact is not None else f"conversation-{conversation}"
 
 
 @dataclass
@@ -122,7 +130,7 @@ class Drainer:
     _ledger: Ledger | None = field(default=None, init=False)
     _state: LedgerState = field(default_factory=lambda: LedgerState({}), init=False)
     _started: float = field(default=0.0, init=False)  # monotonic start of the run
-    _previous: Arrival | None = field(default=None, init=False)  # latest arrival counted for gaps
+    _previous: float | None = field(default=None, init=False)  # latest arrival counted for gaps
     _pace: tuple[str, Pace] | None = field(default=None, init=False)  # (key, pace), learned/smart
     _handoff: bool | None = field(default=None, init=False)  # read with the claim, for its first unit
     _typing_shown: bool = field(default=False, init=False)  # "typing" went on during this batch
@@ -198,16 +206,14 @@ class Drainer:
         pipe.lindex(self._key(keys.queue), 0)
         pipe.lindex(self._key(keys.queue), -1)
         pipe.hget(keys.last_fragment(self._cid), self.conversation)
-        pipe.hget(keys.last_reading(self._cid), self.conversation)
         pipe.time()
         if paced:
             pipe.lrange(self._key(keys.queue), 0, self.settings.batch_max_messages - 1)
         results = batch.execute()
         held = results.pop(0) if start else True
-        leftover, first, last, previous, reading, (seconds, micros), *queued = results
+        leftover, first, last, previous, (seconds, micros), *queued = results
         now = seconds + micros / 1e6
-        at = _float_or_none(previous)
-        self._previous = None if at is None else Arrival.from_stored(at, reading)
+        self._previous = _float_or_none(previous)
         if leftover:
             return held, 0.0
         if first is None:
@@ -239,12 +245,12 @@ class Drainer:
         prior = prior_window(self.client, self._cid, config.batch_window_seconds)
         low, high = config.batch_window_min_seconds, config.batch_window_max_seconds
         if config.batch_window_mode == "smart":
-            return smart_window(pace, queued, _reading(last), prior, low, high)
+            return smart_window(pace, queued, _reading(_parsed(last)), prior, low, high)
         return learned_window(pace, queued, prior, low, high)
 
     def _pace_of(self, raw: str) -> tuple[str, Pace]:
         """The key and pace of the contact who sent ``raw`` (read once per contact and run)."""
-        key = keys.pace(self._cid, _pace_subject(raw, self.conversation))
+        key = keys.pace(self._cid, _subject(_parsed(raw), self.conversation))
         if self._pace is None or self._pace[0] != key:
             self._pace = (key, Pace.from_json(self.client.get(key)))
         return self._pace
@@ -274,7 +280,7 @@ class Drainer:
         """Batch size, fragment gaps and the contact's pace, with (for a new batch) what
         processing it needs to know — is a human on it, what the ledger holds — in one
         round trip."""
-        arrivals = _readings(batch)
+        arrivals = _arrivals(batch)
         pipe = self.client.pipeline(transaction=False)
         if not append:
             pipe.exists(self._key(keys.handoff), self._key(keys.paused))
@@ -282,9 +288,10 @@ class Drainer:
             pipe.hincrby(keys.stats(self._cid), Stat.BATCHES, 1)
             count_into(pipe, self._cid, "gateway_batch_size_messages", len(batch))
         self._previous = count_gaps(pipe, self._cid, self.conversation, self._previous, arrivals)
+        log_fragments(pipe, self._cid, _logged(batch, self.conversation))
         if self.company.paced and arrivals:
             key, pace = self._pace_of(batch[0])
-            self._pace = (key, pace.observe(a.at for a in arrivals))
+            self._pace = (key, pace.observe(arrivals))
             pipe.set(key, self._pace[1].to_json(), ex=PACE_TTL_SECONDS)
         results = pipe.execute()
         if not append:

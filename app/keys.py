@@ -183,18 +183,10 @@ def last_fragment(company: str) -> str:
     return f"{company}:webhook_last_fragment"
 
 
-def reading_gaps(company: str) -> str:
-    """Hash: ``<reading>:<what followed>`` -> count, for ``python -m app analytics``: how
-    often a fragment that reads ``opening``/``unfinished``/``plain``/``complete``
-    (``app.smart.read``) was followed within 60 s (the gap's bucket upper bound), ended
-    a fragmented burst (``end``) or was a message sent alone (``alone``)."""
-    return f"{company}:webhook_gaps_by_reading"
-
-
-def last_reading(company: str) -> str:
-    """Hash: conversation -> how the latest fragment a drainer claimed reads, and whether
-    it began its burst (``opening first``, ``plain later``), for ``reading_gaps``."""
-    return f"{company}:webhook_last_reading"
+def fragment_log(company: str) -> str:
+    """List, capped: the company's latest claimed fragments as ``<contact> <arrival>
+    <reading>`` (never their text), replayed by ``python -m app analytics``."""
+    return f"{company}:webhook_fragments"
 
 
 def pace(company: str, contact: str) -> str:

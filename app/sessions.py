@@ -86,7 +86,6 @@ def _expire_one(
     human = client.get(keys.handoff(cid, conv)) == "agent"
     reset_session(client, scripts, cid, conv)
     client.hdel(keys.last_fragment(cid), conv)  # keeps the gap bookkeeping bounded
-    client.hdel(keys.last_reading(cid), conv)
     client.hincrby(keys.stats(cid), Stat.SESSIONS_EXPIRED, 1)
     log.info("session expired company=%s conversation=%s human=%s", cid, conv, human)
     if human or not company.session_expired_message or not account.isdigit():

@@ -7,7 +7,8 @@ Spanish and English, tied to its place in the burst. It is replayed for every
 population the batching goal names: one-message writers fragmenting 2, 5, 10
 and 15 % of the time, fast/slow typist mixes 50/50 and 20/80, two seeds each.
 
-Each policy decides when a batch closes, with the gateway's own functions:
+Each policy decides when a batch closes, with the gateway's own functions and
+replay engine (``app.replay``, which ``python -m app analytics`` uses too):
 ``app.batching.close_at`` (sliding window with max wait), ``app.pace``
 (learned window), ``app.smart`` (the smart window: the learned pace read with
 the latest fragment's text), their state carried from batch to batch as the
@@ -21,56 +22,22 @@ median wait after the last fragment of a fragmented burst.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections import Counter
 from itertools import pairwise
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from app.analytics import bucket, learned_prior  # noqa: E402
 from app.batching import close_at  # noqa: E402
-from app.pace import Pace, learned_window  # noqa: E402
-from app.smart import read, smart_window  # noqa: E402
+from app.replay import Learned, Policy, Smart, Stateless, replay  # noqa: E402
 from bench.trace import Fragment, Population, trace  # noqa: E402
 
 Contact = list[list[Fragment]]
 POPULATIONS = [Population(occasional, fast) for fast in (0.5, 0.2) for occasional in (0.02, 0.05, 0.10, 0.15)]
 MAX_WAIT = 30.0  # the default BATCH_MAX_WAIT_SECONDS (--max-wait)
 LOW, HIGH = 3.0, 30.0  # the default BATCH_WINDOW_MIN_SECONDS / _MAX_SECONDS
-
-
-@dataclass
-class Result:
-    pairs: int = 0
-    merged: int = 0
-    messages: int = 0
-    batches: int = 0
-    single_waits: list[float] = field(default_factory=list)
-    end_waits: list[float] = field(default_factory=list)
-
-    def row(self) -> tuple[float, float, float, float, float]:
-        return (
-            self.merged / self.pairs,
-            100 * self.batches / self.messages,
-            statistics.median(self.single_waits),
-            pct(self.single_waits, 0.9),
-            statistics.median(self.end_waits),
-        )
-
-
-class Policy:
-    """Closes batches; ``observe`` sees each batch when it is claimed."""
-
-    def close(self, queued: list[Fragment]) -> float:
-        raise NotImplementedError
-
-    def observe(self, batch: list[Fragment]) -> None:
-        pass
-
-    def new_contact(self) -> None:
-        pass
 
 
 class Bound(Policy):
@@ -84,80 +51,11 @@ class Bound(Policy):
         return min(self.end[id(queued[-1])], queued[0].at + self.max_wait)
 
 
-class Stateless(Policy):
-    def __init__(self, rule: Callable[[float, float], float]) -> None:
-        self.rule = rule
-
-    def close(self, queued: list[Fragment]) -> float:
-        return self.rule(queued[0].at, queued[-1].at)
-
-
-class Paced(Policy):
-    """A policy that remembers the contact's pace, as the drainer does in ``<company>:webhook_pace:*``."""
-
-    def __init__(self, prior: float, max_wait: float) -> None:
-        self.prior, self.max_wait = prior, max_wait
-        self.pace = Pace()
-
-    def window(self, queued: list[Fragment]) -> float:
-        raise NotImplementedError
-
-    def close(self, queued: list[Fragment]) -> float:
-        return close_at(queued[0].at, queued[-1].at, self.window(queued), self.max_wait)
-
-    def observe(self, batch: list[Fragment]) -> None:
-        self.pace = self.pace.observe(f.at for f in batch)
-
-    def new_contact(self) -> None:
-        self.pace = Pace()
-
-
-class Learned(Paced):
-    def window(self, queued: list[Fragment]) -> float:
-        return learned_window(self.pace, [f.at for f in queued], self.prior, LOW, HIGH)
-
-
-class Smart(Paced):
-    def window(self, queued: list[Fragment]) -> float:
-        last = queued[-1]
-        reading = read(last.text, last.attachment)
-        return smart_window(self.pace, [f.at for f in queued], reading, self.prior, LOW, HIGH)
-
-
-def replay(contacts: list[Contact], policy: Policy) -> Result:
-    result = Result()
-    for bursts in contacts:
-        policy.new_contact()
-        for burst in bursts:
-            result.messages += len(burst)
-            result.pairs += len(burst) - 1
-            queued = [burst[0]]
-            for fragment in burst[1:]:
-                if fragment.at <= policy.close(queued):
-                    result.merged += 1
-                    queued.append(fragment)
-                else:
-                    policy.observe(queued)
-                    result.batches += 1
-                    queued = [fragment]
-            wait = policy.close(queued) - burst[-1].at
-            (result.single_waits if len(burst) == 1 else result.end_waits).append(max(0.0, wait))
-            policy.observe(queued)
-            result.batches += 1
-    return result
-
-
-def prior_of(contacts: list[Contact], share: float = 0.95) -> float:
-    """What ``analytics.prior_window`` learns: the window covering ``share`` of same-burst gaps
-    (0.5 s buckets)."""
-    gaps = sorted(b.at - a.at for bursts in contacts for burst in bursts for a, b in pairwise(burst))
-    exact = gaps[min(len(gaps) - 1, int(share * len(gaps)))]
-    return (int(exact * 2) + 1) / 2
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values) or [0.0]
-    return ordered[int(q * (len(ordered) - 1))]
+def prior_of(contacts: list[Contact]) -> float:
+    """What ``analytics.prior_window`` learns from these gaps (the window covering 95 % of
+    the same-burst ones, in the histogram's buckets), by the analytics' own functions."""
+    gaps = Counter(float(bucket(b.at - a.at)) for c in contacts for burst in c for a, b in pairwise(burst))
+    return learned_prior(sorted(gaps.items())) or 10.0
 
 
 def policies(contacts: list[Contact], max_wait: float = MAX_WAIT) -> dict[str, Policy]:
@@ -166,8 +64,8 @@ def policies(contacts: list[Contact], max_wait: float = MAX_WAIT) -> dict[str, P
         "fixed 3 s": Stateless(lambda first, last: first + 3),
         "fixed 10 s": Stateless(lambda first, last: first + 10),
         "sliding 10 s (default)": Stateless(lambda first, last: close_at(first, last, 10, max_wait)),
-        "learned": Learned(prior, max_wait),
-        "smart": Smart(prior, max_wait),
+        "learned": Learned(prior, max_wait, LOW, HIGH),
+        "smart": Smart(prior, max_wait, LOW, HIGH),
         "bound (knows each burst's end)": Bound(contacts, max_wait),
     }
 

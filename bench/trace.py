@@ -26,11 +26,22 @@ classifier (``app/smart.py``), which never sees these lists.
 from __future__ import annotations
 
 import random
+import sys
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from app.smart import Reading, read
 
 __all__ = ["DAY", "KINDS", "TEXT", "Fragment", "Population", "trace"]
 
 DAY = 86400.0
+
+
+@lru_cache(maxsize=4096)
+def _read(text: str, attachment: str | None) -> Reading:
+    return read(text, attachment)
 
 
 @dataclass(frozen=True)
@@ -39,6 +50,11 @@ class Fragment:
     text: str  # the content ('' for media without a caption)
     kind: str  # the trace's own label (see KINDS), for reports only
     attachment: str | None = None  # "image" or "audio"
+
+    @property
+    def reading(self) -> str:
+        """How the gateway reads it (``app.smart.read``), as the drainer does."""
+        return _read(self.text, self.attachment).value
 
 
 Contact = list[list[Fragment]]  # bursts, oldest first

@@ -26,6 +26,7 @@ def test_every_key_format_is_exact() -> None:
     assert keys.counter_history("acme") == "acme:webhook_counter_history"
     assert keys.bot_calls_day("acme", "2026-11-26") == "acme:webhook_bot_calls:2026-11-26"
     assert keys.gap_histogram("acme") == "acme:webhook_gaps"
+    assert keys.fragment_log("acme") == "acme:webhook_fragments"
     assert keys.last_fragment("acme") == "acme:webhook_last_fragment"
     assert keys.pace("acme", "contact-7") == "acme:webhook_pace:contact-7"
     assert keys.worker_heartbeats() == "gateway:worker_heartbeats"

@@ -8,16 +8,18 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import redis
 
 from app import analytics, keys
-from app.analytics import Arrival, record_gaps, smart_estimate
+from app.analytics import LoggedFragment, log_fragments, smart_estimate
 from app.pace import MARGIN, SLACK, Pace
 from app.payload import StoredMessage
 from app.redis_client import redis_now
+from app.replay import Smart
 from app.settings import load_settings
 from app.smart import PLAIN_SECONDS, Reading, read, smart_window
 from tests import chatwoot_payloads as cw
@@ -143,76 +145,72 @@ def test_the_drainer_reads_the_latest_fragment(
     assert drainer._seconds_until_due()[1] == pytest.approx(expected - 995.0, abs=0.2)
 
 
-def test_the_drainer_records_what_followed_each_reading(redis_url: str, rdb: redis.Redis) -> None:
-    """In every mode (here the default, sliding), so the estimate is there before switching."""
+def test_the_drainer_logs_each_fragment_with_its_reading_in_every_mode(
+    redis_url: str, rdb: redis.Redis
+) -> None:
+    """Here the default mode, sliding: the estimate is there before anyone switches."""
     drainer = dry_run_drainer(redis_url, rdb, BATCH_WINDOW_SECONDS="1", BATCH_MAX_WAIT_SECONDS="5")
     queue(rdb, (960.0, "oi"), (964.0, "queria saber o preço"))
     assert drainer.run() == "released"
-    assert rdb.hgetall(keys.reading_gaps("default")) == {"opening:4.0": "1"}
-    assert rdb.hget(keys.last_reading("default"), "42") == "plain later"
+    logged = [LoggedFragment.parse(e) for e in rdb.lrange(keys.fragment_log("default"), 0, -1)]
+    assert [(f.subject, f.reading) for f in logged if f] == [("contact-7", "opening"), ("contact-7", "plain")]
+    assert logged[1].at - logged[0].at == pytest.approx(4.0, abs=0.01)
+    assert "oi" not in " ".join(rdb.lrange(keys.fragment_log("default"), 0, -1))  # never the text
 
 
-def test_the_estimate_of_the_smart_rule_on_recorded_fragments(rdb: redis.Redis) -> None:
-    # three messages sent alone (a question, a plain one, a greeting) and two bursts
-    record_gaps(rdb, "default", "1", [Arrival(0.0, COMPLETE)])
-    record_gaps(rdb, "default", "1", [Arrival(1000.0, PLAIN)])
-    record_gaps(rdb, "default", "1", [Arrival(2000.0, OPENING)])
-    record_gaps(
+def test_the_fragment_log_is_capped(rdb: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(analytics, "FRAGMENT_LOG_LENGTH", 5)
+    for at in range(8):
+        pipe = rdb.pipeline()
+        log_fragments(pipe, "default", [LoggedFragment("contact-1", float(at), "plain")])
+        pipe.execute()
+    kept = [LoggedFragment.parse(e) for e in rdb.lrange(keys.fragment_log("default"), 0, -1)]
+    assert [f.at for f in kept if f] == [3.0, 4.0, 5.0, 6.0, 7.0]
+    assert LoggedFragment.parse("contact-1 12.5 shouting") is None and LoggedFragment.parse("junk") is None
+
+
+def log(rdb: redis.Redis, company: str, *entries: tuple[int, float, Reading]) -> None:
+    pipe = rdb.pipeline()
+    log_fragments(pipe, company, [LoggedFragment(f"contact-{c}", at, r.value) for c, at, r in entries])
+    pipe.execute()
+
+
+def test_the_estimate_replays_the_logged_fragments_through_both_policies(rdb: redis.Redis) -> None:
+    log(
         rdb,
         "default",
-        "1",
-        [Arrival(3000.0, OPENING), Arrival(3012.0, UNFINISHED), Arrival(3014.0, COMPLETE)],
+        (1, 0.0, COMPLETE),  # alone: sliding waits 10 s, smart 3 s
+        (2, 100.0, OPENING),  # held by both (smart: the prior, 10 s while nothing is recorded)
+        (3, 200.0, COMPLETE),  # smart closes after 3 s: the plain fragment 5 s later is a new batch
+        (2, 108.0, COMPLETE),  # smart: inside a burst with an 8 s gap, 1.5 x 8 + 0.5 = 12.5 s
+        (3, 205.0, PLAIN),  # smart: max(6 s, the burst's 1.5 x 5 + 0.5) = 8 s
+        (4, 300.0, OPENING),  # alone: both wait 10 s
     )
-    record_gaps(rdb, "default", "1", [Arrival(4000.0, COMPLETE), Arrival(4005.0, COMPLETE)])
-    record_gaps(rdb, "default", "1", [Arrival(5000.0, PLAIN)])  # ends the second burst
-    counts = rdb.hgetall(keys.reading_gaps("default"))
-    assert counts == {
-        "complete:alone": "1",
-        "plain:alone": "1",
-        "opening:alone": "1",
-        "opening:12.0": "1",
-        "unfinished:2.0": "1",
-        "complete:end": "2",
-        "complete:5.0": "1",
-    }
     config = load_settings(
         {"REDIS_URL": "redis://x", "WEBHOOK_TOKEN": "t", "BATCH_WINDOW_SECONDS": "10"}
     ).companies["default"]
     estimate = smart_estimate(rdb, config)
-    assert estimate.window == {"opening": 10.0, "unfinished": 10.0, "plain": PLAIN_SECONDS, "complete": 3.0}
-    assert estimate.current == dict.fromkeys(estimate.window, 10.0)
-    # pairs: 12 s after an opening (lost by both: 10 s), 2 s after "unfinished" (merged by both),
-    # 5 s after a complete question (merged by 10 s, lost by the smart 3 s)
-    assert estimate.merged(estimate.window) == pytest.approx(1 / 3)
-    assert estimate.merged(estimate.current) == pytest.approx(2 / 3)
-    assert estimate.waits(estimate.window, estimate.alone, 0.5) == PLAIN_SECONDS  # 3, 6, 10
-    assert estimate.waits(estimate.current, estimate.alone, 0.5) == 10.0
+    assert (estimate.fragments, estimate.contacts, estimate.prior) == (6, 4, 10.0)
+    assert estimate.current.row() == pytest.approx((1.0, 4 / 6 * 100, 10.0, 10.0, 10.0))
+    assert estimate.smart.row() == pytest.approx((0.5, 5 / 6 * 100, 6.5, 3.0, 10.25))
     text = estimate.text()
-    assert "same-burst pairs merged: smart 33.3%, current 66.7% (3 pairs)" in text
-    assert "wait after a message sent alone: smart p50 6 s / p90 10 s, current p50 10 s / p90 10 s" in text
+    assert "current mode (sliding) on the latest 6 fragments (4 contacts" in text
+    assert "(2 same-burst pairs, 2 single messages)" in text
 
 
 def test_the_analytics_command_reports_every_company(
     rdb: redis.Redis, redis_url: str, tmp_path: Path
 ) -> None:
-    record_gaps(rdb, "acme", "1", [Arrival(0.0, COMPLETE)])
-    record_gaps(rdb, "acme", "1", [Arrival(1000.0, OPENING), Arrival(1004.0, COMPLETE)])
-    record_gaps(rdb, "acme", "1", [Arrival(3000.0, COMPLETE)])
+    log(rdb, "acme", (1, 0.0, COMPLETE), (2, 1000.0, OPENING), (2, 1004.0, COMPLETE), (3, 3000.0, COMPLETE))
     env = companies_env(
         redis_url, tmp_path, [{"company_id": "acme", "webhook_token": "a"}, {"company_id": "globex"}]
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "app", "analytics"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    command = [sys.executable, "-m", "app", "analytics"]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "company acme: the smart window" in out and "company globex: the smart window" in out
-    assert "same-burst pairs merged: smart 100.0%, current 100.0% (1 pairs)" in out
+    assert "(1 same-burst pairs, 2 single messages)" in out
     assert "nothing recorded yet" in out  # globex
 
 
@@ -256,8 +254,43 @@ def test_smart_mode_end_to_end_with_a_real_worker(
         # held by the greeting past 4 s, then closed at the burst's own pace after the question
         assert 4.0 + MARGIN * 4.0 + SLACK - 0.3 <= at[72] < 4.0 + MARGIN * 4.0 + SLACK + 1.5
         assert PLAIN_SECONDS - 0.1 <= at[73] < PLAIN_SECONDS + 1.5
-        counted = rdb.hgetall(keys.reading_gaps("default"))
-        assert {k for k in counted if k.startswith("opening:")} <= {"opening:4.0", "opening:4.5"}  # 4 s
-        assert sum(int(v) for k, v in counted.items() if k.startswith("opening:")) == 1
+        logged = [LoggedFragment.parse(e) for e in rdb.lrange(keys.fragment_log("default"), 0, -1)]
+        assert sorted(f.reading for f in logged if f) == ["complete", "complete", "opening", "plain"]
     finally:
         worker.stop()
+
+
+@dataclass(frozen=True)
+class _Fragment:
+    at: float
+    reading: str
+
+
+@pytest.mark.parametrize(
+    "fragments",
+    [
+        [(990.0, "oi"), (994.0, "queria saber")],
+        [(980.0, "Hello, one question"), (989.0, "Do you open on Sundays?")],
+        [(994.0, "👍")],
+        [(970.0, "my order"), (975.0, "never came"), (993.0, "and")],
+    ],
+)
+@pytest.mark.parametrize("history", [(), (0.0, 300.0, 600.0), (0.0, 14.0, 300.0, 309.0, 600.0)])
+def test_the_simulator_closes_a_batch_when_the_drainer_does(
+    redis_url: str, rdb: redis.Redis, fragments: list[tuple[float, str]], history: tuple[float, ...]
+) -> None:
+    """bench/batching_quality.py replays app.replay.Smart; the drainer schedules by the same
+    functions: for the same pace and fragments they agree on the due time."""
+    analytics._priors.clear()
+    drainer = dry_run_drainer(
+        redis_url, rdb, BATCH_WINDOW_MODE="smart", BATCH_WINDOW_SECONDS="10", BATCH_MAX_WAIT_SECONDS="30"
+    )
+    base = redis_now(rdb) - 995.0
+    pace = Pace().observe(base - 2 * DAY + t for t in history) if history else Pace()
+    rdb.set(keys.pace("default", "contact-7"), pace.to_json())
+    queue(rdb, *fragments)
+    policy = Smart(prior=10.0, max_wait=30.0, low=3.0, high=30.0)
+    policy.pace = pace
+    queued = [_Fragment(base + at, read(text).value) for at, text in fragments]
+    expected = max(0.0, policy.close(queued) - (base + 995.0))
+    assert drainer._seconds_until_due()[1] == pytest.approx(expected, abs=0.2)
