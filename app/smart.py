@@ -19,18 +19,25 @@ do you open on Saturday?" usually is. The rule, in one screen:
    plain       anything else: no final punctuation, an image alone          between
    =========== ========================================================== =========
 
-2. ``smart_window`` turns the reading into the quiet period after that fragment:
+2. ``smart_window`` turns the reading into the quiet period after that fragment,
+   with what the contact's pace says (``app.pace``: *known* is two finished
+   bursts remembered; a *one-message writer* is a known contact with at most
+   ``ONE_MESSAGE_SHARE`` of them fragmented):
 
-   * *hold*: what covers this contact's slowest gaps: the longest of the
-     company prior (the window that merged 95 % of its same-burst gaps), the
-     contact's learned window and ``MARGIN`` x the gap already shown in the
-     burst in progress, plus ``SLACK``;
-   * *close*: ``low`` (``BATCH_WINDOW_MIN_SECONDS``), or, inside a burst that
-     has shown gaps, a little over its longest gap (``COMPLETE_MARGIN``): a
-     question in the middle of a slow burst is often followed by more;
-   * *plain*: ``low`` for a contact whose history is one-message bursts; the
-     contact's learned window for a known fragmenter, or the burst's pace;
-     ``PLAIN_SECONDS`` for a contact with no history.
+   * *hold* (unfinished, or an opening from a known fragmenter): what covers
+     this contact's slowest gaps, the longest of: the company prior (the window
+     that merged 95 % of its same-burst gaps), the contact's learned window, and
+     ``MARGIN`` x the longest gap of the burst in progress + ``SLACK``;
+   * an opening from a contact with no history: the prior, at most
+     ``NEW_OPENING_SECONDS`` (a greeting alone is how many new contacts start,
+     and then they wait for an answer);
+   * *close* (complete): ``low`` (``BATCH_WINDOW_MIN_SECONDS``), or inside a
+     burst that has shown gaps, its pace (a question in the middle of a slow
+     burst is often followed by more);
+   * plain: ``PLAIN_SECONDS`` for a contact with no history, the learned window
+     for a known fragmenter, never below the burst's pace;
+   * a one-message writer: ``low`` (or the burst's pace), and ``PLAIN_SECONDS``
+     after an opening or an unfinished piece.
 
    The result is clamped to [``low``, ``high``]; ``BATCH_MAX_WAIT_SECONDS``
    still caps the batch (``app.batching.close_at``).
@@ -50,6 +57,7 @@ from app.pace import MARGIN, MIN_HISTORY, QUANTILE, SLACK, Pace, _quantile
 
 __all__ = [
     "LONG_CHARS",
+    "NEW_OPENING_SECONDS",
     "ONE_MESSAGE_SHARE",
     "PLAIN_SECONDS",
     "Reading",
@@ -61,6 +69,7 @@ __all__ = [
 LONG_CHARS = 120  # this much writing is a whole message
 PLAIN_SECONDS = 6.0  # a plain fragment from a contact with no history
 ONE_MESSAGE_SHARE = 1 / 3  # at most this share of a known contact's bursts were fragmented
+NEW_OPENING_SECONDS = 7.5  # a greeting from a contact with no history (many then wait for an answer)
 
 
 class Reading(StrEnum):
@@ -163,13 +172,17 @@ def smart_window(
     own = MARGIN * longest + SLACK if longest else 0.0  # the contact's learned window, 0 if none
     burst = MARGIN * now.current + SLACK if now.current else 0.0  # the burst in progress
     one_message_writer = known and sum(b > 0 for b in now.bursts) <= ONE_MESSAGE_SHARE * len(now.bursts)
-    if reading in (Reading.OPENING, Reading.UNFINISHED):
-        # from a contact who mostly writes one message, an opener alone is often all there is
-        window = max(PLAIN_SECONDS, burst) if one_message_writer else max(prior, own, burst)
+    if one_message_writer:  # most of their bursts were one message
+        hold = max(PLAIN_SECONDS, burst)  # an opener alone is often all they send
+        window = {Reading.OPENING: hold, Reading.UNFINISHED: hold}.get(reading, burst or low)
     elif reading is Reading.COMPLETE:
         window = burst or low
+    elif reading is Reading.UNFINISHED or (reading is Reading.OPENING and known):
+        window = max(prior, own, burst)
+    elif reading is Reading.OPENING:  # from a contact with no history
+        window = max(min(prior, NEW_OPENING_SECONDS), burst)
     elif known:
-        window = max(own, burst) or low
+        window = max(own, burst)
     else:
         window = max(PLAIN_SECONDS, burst)
     return min(max(window, low), high)

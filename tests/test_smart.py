@@ -21,7 +21,7 @@ from app.payload import StoredMessage
 from app.redis_client import redis_now
 from app.replay import Smart
 from app.settings import load_settings
-from app.smart import PLAIN_SECONDS, Reading, read, smart_window
+from app.smart import NEW_OPENING_SECONDS, PLAIN_SECONDS, Reading, read, smart_window
 from tests import chatwoot_payloads as cw
 from tests.conftest import base_env, companies_env, dry_run_drainer, make_client, post_webhook
 from tests.support import ROOT, Stand, Worker, wait_for
@@ -87,7 +87,9 @@ def test_a_new_contact_waits_by_what_the_fragment_says() -> None:
     new = Pace()
     assert smart_window(new, [100.0], COMPLETE, prior=16.0, low=3.0, high=30.0) == 3.0
     assert smart_window(new, [100.0], PLAIN, prior=16.0, low=3.0, high=30.0) == PLAIN_SECONDS
-    assert smart_window(new, [100.0], OPENING, prior=16.0, low=3.0, high=30.0) == 16.0
+    assert smart_window(new, [100.0], OPENING, prior=16.0, low=3.0, high=30.0) == NEW_OPENING_SECONDS
+    assert smart_window(new, [100.0], OPENING, prior=5.0, low=3.0, high=30.0) == 5.0
+    assert smart_window(new, [100.0], UNFINISHED, prior=16.0, low=3.0, high=30.0) == 16.0
     assert smart_window(new, [100.0], UNFINISHED, prior=40.0, low=3.0, high=30.0) == 30.0  # clamped
 
 
@@ -97,7 +99,11 @@ def test_the_pace_of_a_known_contact_shapes_the_window() -> None:
     now = [3 * DAY]
     # a one-message writer's opener alone is often all they send; their plain text closes soon
     assert smart_window(singles, now, OPENING, 16.0, 3.0, 30.0) == PLAIN_SECONDS
+    assert smart_window(singles, now, UNFINISHED, 16.0, 3.0, 30.0) == PLAIN_SECONDS
     assert smart_window(singles, now, PLAIN, 16.0, 3.0, 30.0) == 3.0
+    # one fragmented burst in three still counts as a one-message writer (plain text: the shortest)
+    mostly = Pace().observe([0.0, DAY, DAY + 12.0, 2 * DAY, 3 * DAY])
+    assert smart_window(mostly, [4 * DAY], PLAIN, 16.0, 3.0, 30.0) == 3.0
     # a slow fragmenter: plain text waits their own window, an opener the longer of it and the prior
     own = MARGIN * 12.0 + SLACK
     assert smart_window(slow, now, PLAIN, 16.0, 3.0, 30.0) == pytest.approx(own)
@@ -130,7 +136,8 @@ def queue(rdb: redis.Redis, *fragments: tuple[float, str], contact: int = 7) -> 
     [
         ([(994.0, "What time do you open on Saturday?")], 994.0 + 3.0),  # complete: the shortest
         ([(994.0, "do you deliver on sundays")], 994.0 + PLAIN_SECONDS),
-        ([(994.0, "bom dia")], 994.0 + 10.0),  # an opener: the prior (BATCH_WINDOW_SECONDS, nothing recorded)
+        ([(994.0, "bom dia")], 994.0 + NEW_OPENING_SECONDS),  # a new contact's greeting
+        ([(994.0, "eu queria saber")], 994.0 + 10.0),  # unfinished: the prior (BATCH_WINDOW_SECONDS)
         ([(985.0, "hola"), (994.0, "¿Aceptan tarjeta?")], 994.0 + MARGIN * 9.0 + SLACK),  # the burst's pace
     ],
 )
@@ -180,11 +187,11 @@ def test_the_estimate_replays_the_logged_fragments_through_both_policies(rdb: re
         rdb,
         "default",
         (1, 0.0, COMPLETE),  # alone: sliding waits 10 s, smart 3 s
-        (2, 100.0, OPENING),  # held by both (smart: the prior, 10 s while nothing is recorded)
+        (2, 100.0, OPENING),  # held by both (smart: a new contact's greeting, 7.5 s)
         (3, 200.0, COMPLETE),  # smart closes after 3 s: the plain fragment 5 s later is a new batch
-        (2, 108.0, COMPLETE),  # smart: inside a burst with an 8 s gap, 1.5 x 8 + 0.5 = 12.5 s
+        (2, 107.0, COMPLETE),  # smart: inside a burst with a 7 s gap, 1.5 x 7 + 0.5 = 11 s
         (3, 205.0, PLAIN),  # smart: max(6 s, the burst's 1.5 x 5 + 0.5) = 8 s
-        (4, 300.0, OPENING),  # alone: both wait 10 s
+        (4, 300.0, OPENING),  # alone: sliding waits 10 s, smart 7.5 s
     )
     config = load_settings(
         {"REDIS_URL": "redis://x", "WEBHOOK_TOKEN": "t", "BATCH_WINDOW_SECONDS": "10"}
@@ -192,7 +199,7 @@ def test_the_estimate_replays_the_logged_fragments_through_both_policies(rdb: re
     estimate = smart_estimate(rdb, config)
     assert (estimate.fragments, estimate.contacts, estimate.prior) == (6, 4, 10.0)
     assert estimate.current.row() == pytest.approx((1.0, 4 / 6 * 100, 10.0, 10.0, 10.0))
-    assert estimate.smart.row() == pytest.approx((0.5, 5 / 6 * 100, 6.5, 3.0, 10.25))
+    assert estimate.smart.row() == pytest.approx((0.5, 5 / 6 * 100, 5.25, 3.0, 9.5))
     text = estimate.text()
     assert "current mode (sliding) on the latest 6 fragments (4 contacts" in text
     assert "(2 same-burst pairs, 2 single messages)" in text
@@ -220,9 +227,9 @@ def test_smart_mode_end_to_end_with_a_real_worker(
 ) -> None:
     """One setting, three new contacts (BATCH_WINDOW_SECONDS 6 s is the prior while nothing
     is recorded): a complete question is answered after the shortest window; "bom dia"
-    then, 4 s later, a question is one bot call (the greeting held the batch open; the
-    burst's own pace closes it); "i want to book" without punctuation waits the plain
-    window."""
+    then, 4 s later, a question is one bot call (the greeting held the batch open, 6 s;
+    the burst's own pace closes it); "i want to book" without punctuation waits the
+    plain window."""
     stand.reset()
     env = base_env(
         redis_url,
