@@ -20,14 +20,17 @@ pieces and plain sentences in the middle, and ends with a request. Every kind
 can appear in every position (a greeting alone, a complete question that is
 followed by more, a burst that ends on "and"), so no position is given away by
 its text. The vocabulary is written here by hand, apart from the gateway's
-classifier (``app/smart.py``), which never sees these lists.
+classifier (``app/smart.py``), which never sees these lists — but by the same
+hand, so it reads them better than it will read real traffic (typos, slang,
+missing accents): ``Population.misread`` gives a share of fragments a random
+reading instead, to see what a worse reader costs.
 """
 
 from __future__ import annotations
 
 import random
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -50,11 +53,12 @@ class Fragment:
     text: str  # the content ('' for media without a caption)
     kind: str  # the trace's own label (see KINDS), for reports only
     attachment: str | None = None  # "image" or "audio"
+    misread: str | None = None  # a reading forced by ``Population.misread`` (a sensitivity check)
 
     @property
     def reading(self) -> str:
         """How the gateway reads it (``app.smart.read``), as the drainer does."""
-        return _read(self.text, self.attachment).value
+        return self.misread or _read(self.text, self.attachment).value
 
 
 Contact = list[list[Fragment]]  # bursts, oldest first
@@ -236,25 +240,31 @@ class Population:
     occasional: float = 0.05  # how often one-message writers fragment
     fast: float = 0.5  # share of fast typists
     fragmenters: float = 0.3
+    misread: float = 0.0  # share of fragments given a random reading instead of the classifier's
 
     @property
     def name(self) -> str:
-        return f"occasional {self.occasional:.0%}, fast/slow {self.fast:.0%}/{1 - self.fast:.0%}"
+        name = f"occasional {self.occasional:.0%}, fast/slow {self.fast:.0%}/{1 - self.fast:.0%}"
+        return name + (f", {self.misread:.0%} misread" if self.misread else "")
 
 
 def _pick(rng: random.Random, shares: dict) -> object:
     return rng.choices(list(shares), weights=list(shares.values()))[0]
 
 
-def _fragment(rng: random.Random, language: str, position: str, at: float) -> Fragment:
+def _fragment(rng: random.Random, language: str, position: str, at: float, misread: float) -> Fragment:
     kind = str(_pick(rng, KINDS[position]))
     words = TEXT[language]
     if kind != "media":
-        return Fragment(at, rng.choice(words[kind]), kind)
-    if rng.random() < 0.4:
-        return Fragment(at, "", kind, "audio")
-    caption = rng.choice(words["caption"]) if rng.random() < 0.5 else ""
-    return Fragment(at, caption, kind, "image")
+        fragment = Fragment(at, rng.choice(words[kind]), kind)
+    elif rng.random() < 0.4:
+        fragment = Fragment(at, "", kind, "audio")
+    else:
+        caption = rng.choice(words["caption"]) if rng.random() < 0.5 else ""
+        fragment = Fragment(at, caption, kind, "image")
+    if misread and rng.random() < misread:
+        return replace(fragment, misread=rng.choice(list(Reading)).value)
+    return fragment
 
 
 def trace(contacts: int, seed: int, population: Population = Population()) -> list[Contact]:
@@ -268,13 +278,18 @@ def trace(contacts: int, seed: int, population: Population = Population()) -> li
         for day in range(int(_pick(rng, VISITS))):
             start = day * DAY + rng.uniform(0, 3600)
             if rng.random() >= fragments:
-                bursts.append([_fragment(rng, language, "alone", start)])
+                bursts.append([_fragment(rng, language, "alone", start, population.misread)])
                 continue
             count = rng.randint(2, 5)
             times = [start]
             for _ in range(count - 1):
                 times.append(times[-1] + rng.uniform(low, high))
             positions = ["first", *["middle"] * (count - 2), "last"]
-            bursts.append([_fragment(rng, language, p, t) for p, t in zip(positions, times, strict=True)])
+            bursts.append(
+                [
+                    _fragment(rng, language, p, t, population.misread)
+                    for p, t in zip(positions, times, strict=True)
+                ]
+            )
         result.append(bursts)
     return result
