@@ -53,7 +53,7 @@ from bench.common import free_port, wait_http  # noqa: E402
 from bench.trace import Fragment, Population, trace  # noqa: E402
 from tests import chatwoot_payloads as cw  # noqa: E402
 from tests.conftest import SECRET, signed_headers  # noqa: E402
-from tests.support import BIN, RedisServer, Stand  # noqa: E402
+from tests.support import RedisServer, Stand, boot_start_sh  # noqa: E402
 
 START_SPREAD = 20.0  # the first live bursts begin within this many seconds
 SECOND_BURST_AFTER = 75.0  # seconds after a contact's first live burst ended
@@ -114,19 +114,6 @@ def webhook(p: Person, f: Fragment) -> bytes:
     return json.dumps(body).encode()
 
 
-def boot(env: dict[str, str], log: Path) -> subprocess.Popen:
-    full = {**env, "PATH": f"{BIN}:{os.environ['PATH']}", "HOME": os.environ.get("HOME", "/tmp")}
-    with open(log, "w") as out:
-        return subprocess.Popen(
-            ["bash", str(ROOT / "start.sh")],
-            cwd=ROOT,
-            env=full,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
 def stop(proc: subprocess.Popen) -> None:
     os.killpg(proc.pid, signal.SIGTERM)
     try:
@@ -146,10 +133,7 @@ def row(result: Result) -> str:
 
 def measure(persons: list[Person], sent: dict[tuple[int, int, int], float], stand: Stand) -> Result:
     """From the replies the local Chatwoot received (their times) and the webhooks' times."""
-    replies: dict[int, list[float]] = {}
-    for call in stand.calls("messages"):
-        conversation = int(call["path"].split("/conversations/")[1].split("/")[0])
-        replies.setdefault(conversation, []).append(call["at"])
+    replies = stand.message_times()
     result = Result()
     for p in persons:
         posted = sorted(replies.get(p.conversation, []))
@@ -194,7 +178,7 @@ def run_mode(
         "LOG_LEVEL": "WARNING",
     }
     client = redis.Redis.from_url(server.url, decode_responses=True)
-    proc = boot(env, folder / f"start-{mode}.log")
+    proc = boot_start_sh(env, folder / f"start-{mode}.log")
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", timeout=60)
         t0 = time.time() + 5.0

@@ -162,6 +162,20 @@ class Proxy:
                 pass
 
 
+def boot_start_sh(env: dict[str, str], log: Path) -> subprocess.Popen:
+    """start.sh as the container runs it, in its own session, its output into ``log``."""
+    env = {**env, "PATH": f"{BIN}:{os.environ['PATH']}", "HOME": os.environ.get("HOME", "/tmp")}
+    with open(log, "w") as out:
+        return subprocess.Popen(
+            ["bash", str(ROOT / "start.sh")],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 class Stand:
     """Chatwoot's REST API and an HTTP bot on one local port, recording everything.
 
@@ -236,6 +250,13 @@ class Stand:
                 and (r["json"].get("private") is True) == private
                 and (conversation is None or f"/conversations/{conversation}/" in r["path"])
             ]
+
+    def message_times(self) -> dict[int, list[float]]:
+        """Conversation -> when each message the gateway created there arrived, in order."""
+        times: dict[int, list[float]] = defaultdict(list)
+        for call in self.calls("messages"):
+            times[int(call["path"].split("/conversations/")[1].split("/")[0])].append(call["at"])
+        return dict(times)
 
     def calls(self, action: str) -> list[dict[str, Any]]:
         with self.lock:

@@ -227,10 +227,7 @@ def test_learned_mode_end_to_end_with_a_real_worker(
         body = cw.message("I want to book", 62, sender={**cw.CONTACT, "id": 502})
         assert post_webhook(web, body).status_code == 202
         wait_for(lambda: stand.replies(61) and stand.replies(62) and stand.replies(63), timeout=15)
-        at = {
-            int(c["path"].split("/conversations/")[1].split("/")[0]): c["at"] - sent
-            for c in stand.calls("messages")
-        }
+        at = {conversation: times[0] - sent for conversation, times in stand.message_times().items()}
         assert at[61] < 1.8  # shortest window (0.4 s) plus a task hop, not the 3 s prior
         assert 3.0 <= at[63] < 4.5  # new contact: the prior
         assert stand.replies(62) == ["hello I want to book"]  # one call: the learned 3.5 s window held

@@ -252,10 +252,7 @@ def test_smart_mode_end_to_end_with_a_real_worker(
         body = cw.message("¿Aceptan tarjeta?", 72, sender={**cw.CONTACT, "id": 672})
         assert post_webhook(web, body).status_code == 202
         wait_for(lambda: stand.replies(71) and stand.replies(72) and stand.replies(73), timeout=25)
-        at = {
-            int(c["path"].split("/conversations/")[1].split("/")[0]): c["at"] - sent
-            for c in stand.calls("messages")
-        }
+        at = {conversation: times[0] - sent for conversation, times in stand.message_times().items()}
         assert at[71] < 2.0  # the shortest window and a task hop, not the 6 s a sliding window waits
         assert stand.replies(72) == ["bom dia ¿Aceptan tarjeta?"]  # one call
         # held by the greeting past 4 s, then closed at the burst's own pace after the question

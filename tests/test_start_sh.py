@@ -21,21 +21,9 @@ import requests
 from tests import chatwoot_payloads as cw
 from tests.conftest import SECRET, signed_headers
 from tests.support import BIN, ROOT, Stand, free_port, wait_for
+from tests.support import boot_start_sh as _boot
 
 pytestmark = pytest.mark.slow
-
-
-def _boot(env: dict[str, str], log: Path) -> subprocess.Popen:
-    env = {**env, "PATH": f"{BIN}:{os.environ['PATH']}", "HOME": os.environ.get("HOME", "/tmp")}
-    with open(log, "w") as out:
-        return subprocess.Popen(
-            ["bash", str(ROOT / "start.sh")],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
 
 
 def _processes() -> list[tuple[int, int, int, str]]:
