@@ -9,10 +9,11 @@ bucket, whatever the traffic); batch sizes are already a histogram
 
 In every window mode the worker also keeps the company's latest fragments, as
 ``<contact> <arrival> <reading>`` (how the fragment reads, ``app.smart.read``;
-never its text), in a capped list. ``smart_estimate`` replays them through the
-company's current policy and the smart one (``app.replay``, the simulator's
-engine), so an operator sees what ``BATCH_WINDOW_MODE=smart`` would have merged
-and waited on their own traffic before switching.
+never its text), in a list capped at ``FRAGMENT_LOG_LENGTH`` entries.
+``smart_estimate`` replays them through the company's current policy and the
+smart one (``app.replay``, the simulator's engine), so an operator sees what
+``BATCH_WINDOW_MODE=smart`` would have merged and waited on their own traffic
+before switching.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
     from app.settings import CompanyConfig
 
 __all__ = [
-    "FRAGMENT_LOG_LENGTH",
     "GAP_BOUNDS",
     "GapReport",
     "LoggedFragment",
@@ -71,7 +71,6 @@ LAST_FRAGMENT_MAX_AGE = 86400.0
 PRIOR_SHARE = 0.95
 PRIOR_MIN_GAPS = 50
 PRIOR_CACHE_SECONDS = 60.0
-FRAGMENT_LOG_LENGTH = 20_000  # latest fragments kept per company for smart_estimate (~1 MB)
 
 
 def bucket(gap: float) -> str:
@@ -257,11 +256,14 @@ class LoggedFragment:
             return None
 
 
-def log_fragments(pipe: redis.client.Pipeline, company: str, fragments: Sequence[LoggedFragment]) -> None:
-    """Add to ``pipe`` the logging of claimed fragments (capped at ``FRAGMENT_LOG_LENGTH``)."""
-    if fragments:
+def log_fragments(
+    pipe: redis.client.Pipeline, company: str, fragments: Sequence[LoggedFragment], length: int
+) -> None:
+    """Add to ``pipe`` the logging of claimed fragments, keeping the latest ``length``
+    (``FRAGMENT_LOG_LENGTH``; 0 logs nothing)."""
+    if fragments and length > 0:
         pipe.rpush(keys.fragment_log(company), *(f.entry() for f in fragments))
-        pipe.ltrim(keys.fragment_log(company), -FRAGMENT_LOG_LENGTH, -1)
+        pipe.ltrim(keys.fragment_log(company), -length, -1)
 
 
 @dataclass(frozen=True)

@@ -288,7 +288,10 @@ class Drainer:
             pipe.hincrby(keys.stats(self._cid), Stat.BATCHES, 1)
             count_into(pipe, self._cid, "gateway_batch_size_messages", len(batch))
         self._previous = count_gaps(pipe, self._cid, self.conversation, self._previous, arrivals)
-        log_fragments(pipe, self._cid, _logged(batch, self.conversation))
+        if self.settings.fragment_log_length:
+            log_fragments(
+                pipe, self._cid, _logged(batch, self.conversation), self.settings.fragment_log_length
+            )
         if self.company.paced and arrivals:
             key, pace = self._pace_of(batch[0])
             self._pace = (key, pace.observe(arrivals))

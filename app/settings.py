@@ -379,6 +379,8 @@ class Settings:
     batch_max_attempts: int = field(default=3, metadata={"parse": _positive_int})
     run_max_seconds: float = field(default=300.0, metadata={"parse": _positive_float})
     dead_letter_max: int = field(default=10000, metadata={"parse": _positive_int})
+    # fragments kept per company for `python -m app analytics` (about 40 B each); 0: none
+    fragment_log_length: int = field(default=20000, metadata={"parse": _non_negative_int})
     data_dir: str = field(default="data", metadata={"parse": _str})
     spool_max_bytes: int = field(default=64 * 1024 * 1024, metadata={"parse": _positive_int})
     metrics_token: str | None = field(default=None, repr=False, metadata={"parse": _str})

@@ -165,11 +165,18 @@ def test_the_drainer_logs_each_fragment_with_its_reading_in_every_mode(
     assert "oi" not in " ".join(rdb.lrange(keys.fragment_log("default"), 0, -1))  # never the text
 
 
-def test_the_fragment_log_is_capped(rdb: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(analytics, "FRAGMENT_LOG_LENGTH", 5)
+def test_fragment_log_length_zero_logs_nothing(redis_url: str, rdb: redis.Redis) -> None:
+    drainer = dry_run_drainer(redis_url, rdb, BATCH_WINDOW_SECONDS="1", FRAGMENT_LOG_LENGTH="0")
+    queue(rdb, (960.0, "oi"))
+    assert drainer.run() == "released"
+    assert not rdb.exists(keys.fragment_log("default"))
+    assert rdb.hlen(keys.gap_histogram("default")) == 0 and rdb.hexists(keys.last_fragment("default"), "42")
+
+
+def test_the_fragment_log_is_capped(rdb: redis.Redis) -> None:
     for at in range(8):
         pipe = rdb.pipeline()
-        log_fragments(pipe, "default", [LoggedFragment("contact-1", float(at), "plain")])
+        log_fragments(pipe, "default", [LoggedFragment("contact-1", float(at), "plain")], length=5)
         pipe.execute()
     kept = [LoggedFragment.parse(e) for e in rdb.lrange(keys.fragment_log("default"), 0, -1)]
     assert [f.at for f in kept if f] == [3.0, 4.0, 5.0, 6.0, 7.0]
@@ -178,7 +185,8 @@ def test_the_fragment_log_is_capped(rdb: redis.Redis, monkeypatch: pytest.Monkey
 
 def log(rdb: redis.Redis, company: str, *entries: tuple[int, float, Reading]) -> None:
     pipe = rdb.pipeline()
-    log_fragments(pipe, company, [LoggedFragment(f"contact-{c}", at, r.value) for c, at, r in entries])
+    logged = [LoggedFragment(f"contact-{c}", at, r.value) for c, at, r in entries]
+    log_fragments(pipe, company, logged, length=100)
     pipe.execute()
 
 
