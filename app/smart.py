@@ -15,7 +15,8 @@ do you open on Saturday?" usually is. The rule, in one screen:
    unfinished  ends in , : ; ... - or a connective ("and", "para", "que")  hold
                or a verb waiting for its object ("queria saber", "ask")
    complete    ends in ? ! . (not a greeting), only emoji, a thank-you,    close
-               long writing (``LONG_CHARS``+), a voice note
+               laughter ("kkkk", "jaja"), long writing (``LONG_CHARS``+),
+               a voice note
    plain       anything else: no final punctuation, an image alone          between
    =========== ========================================================== =========
 
@@ -116,6 +117,7 @@ THANKS = _words(
 )  # fmt: skip
 UNFINISHED_MARKS = ",:;-\u2013\u2014"  # comma, colon, semicolon, hyphen, en and em dash
 COMPLETE_MARKS = "?!.\uff1f\uff01\u3002"  # and the full-width ? ! and the ideographic full stop
+_LAUGHTER = re.compile(r"k{2,}|(?:ha|he|ja|je|hi){2,}h?|(?:rs)+|lol")
 _WORDS = re.compile(r"[^\W\d_]+|\d+")
 _STRETCHED = re.compile(r"(.)\1+$")
 
@@ -141,10 +143,12 @@ def read(text: str, attachment: str | None = None) -> Reading:
             return Reading.COMPLETE  # a voice note says its piece whole
         return Reading.PLAIN  # an image alone: a caption or more images often follow
     words = _WORDS.findall(stripped.lower())
-    if not words:
-        return Reading.COMPLETE  # emoji or punctuation only: a reaction
+    if not words:  # emoji or punctuation only: a reaction, unless it trails off ("...")
+        return Reading.UNFINISHED if stripped.endswith(("...", "\u2026")) else Reading.COMPLETE
     if _only_greetings(words):
         return Reading.OPENING
+    if all(_LAUGHTER.fullmatch(w) for w in words):
+        return Reading.COMPLETE  # "kkkk", "jajaja", "haha", "rsrs": a reaction
     last = stripped.rstrip()[-1]
     if last in UNFINISHED_MARKS or stripped.endswith(("...", "\u2026")):
         return Reading.UNFINISHED

@@ -64,6 +64,12 @@ OPENING, UNFINISHED, PLAIN, COMPLETE = Reading
         ("ok gracias", COMPLETE),
         ("👍", COMPLETE),
         ("🙏🙏", COMPLETE),
+        ("kkkkk", COMPLETE),
+        ("jajaja", COMPLETE),
+        ("haha 😂", COMPLETE),
+        ("hi", OPENING),  # not laughter
+        ("...", UNFINISHED),  # trails off: more is coming
+        ("?", COMPLETE),
         ("a" * 30 + " " + "b" * 100, COMPLETE),
         # plain: no final punctuation, nothing that says more is coming
         ("qual o horário de vocês no sábado", PLAIN),
