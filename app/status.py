@@ -22,11 +22,12 @@ from typing import Any
 from flask import Blueprint, Response, abort, current_app, redirect, request, url_for
 
 from app import keys
-from app.analytics import SAME_BURST_SECONDS, GapReport, report
+from app.analytics import SAME_BURST_SECONDS, GapReport, SmartEstimate, report, smart_estimate
 from app.dead_letters import is_ambiguous, read_dead_letter, replay_dead_letters, replay_one
 from app.metrics import Stat
 from app.ops import busiest, conversation_state, in_the_last
 from app.redis_client import redis_now
+from app.settings import CompanyConfig
 
 __all__ = ["bp"]
 
@@ -105,12 +106,13 @@ def status():  # type: ignore[no-untyped-def]
         _table(workers) if workers else "<p class=bad>no worker has ever reported</p>",
     ]
     body.append(_table([("spooled in this web process (Redis unreachable)", gateway.spool.backlog())]))
-    for company, config in settings.companies.items():
-        body.append(_company_section(client, company, config.batch_window_seconds, now))
+    for config in settings.companies.values():
+        body.append(_company_section(client, config, now))
     return _page("Chatwoot gateway", "".join(body))
 
 
-def _company_section(client: Any, company: str, window: float, now: float) -> str:
+def _company_section(client: Any, config: CompanyConfig, now: float) -> str:
+    company, window = config.company_id, config.batch_window_seconds
     stats = client.hgetall(keys.stats(company))
     gauges = client.hgetall(keys.gauges(company))
     age = now - float(gauges.get("at", now)) if gauges else None
@@ -152,7 +154,28 @@ def _company_section(client: Any, company: str, window: float, now: float) -> st
         parts.append("<p>none: every conversation is answered</p>")
     parts.append(_dead_letters(client, company))
     parts.append(_batching(report(client, company, window)))
+    parts.append(_smart(smart_estimate(client, config)))
     return "".join(parts)
+
+
+def _smart(estimate: SmartEstimate) -> str:
+    """What BATCH_WINDOW_MODE=smart would do on the company's logged fragments, next to
+    its current mode (the end of ``python -m app analytics``)."""
+    if not estimate.fragments:
+        return ""
+    rows = []
+    for name, result in ((f"current ({estimate.mode})", estimate.current), ("smart", estimate.smart)):
+        merged, calls, p50, p90, end = result.row()
+        rows.append(
+            f"<tr><td>{escape(name)}</td><td>{merged:.1%}</td><td>{calls:.1f}</td>"
+            f"<td>{p50:.1f} s</td><td>{p90:.1f} s</td><td>{end:.1f} s</td></tr>"
+        )
+    return (
+        f"<h3>The smart window on the latest {estimate.fragments} fragments"
+        f" ({estimate.contacts} contacts)</h3><table><tr><th>mode</th><th>pairs merged</th>"
+        "<th>bot calls / 100 messages</th><th>single-message wait p50</th><th>p90</th>"
+        f"<th>burst end wait p50</th></tr>{''.join(rows)}</table>"
+    )
 
 
 def _last_hour(client: Any, company: str, now: float) -> str:

@@ -10,7 +10,7 @@ import time
 import redis
 
 from app import keys
-from app.analytics import record_gaps
+from app.analytics import LoggedFragment, log_fragments, record_gaps
 from app.ops import refresh_gauges
 from app.payload import StoredMessage
 from tests import chatwoot_payloads as cw
@@ -52,6 +52,10 @@ def test_the_page_shows_each_companys_queue_workers_dead_letters_and_batching(re
     rdb.zadd(keys.worker_heartbeats(), {"worker-1@host": rdb.time()[0]})
     _dead_letter(rdb, "63", "refused")
     record_gaps(rdb, "default", "64", [100.0, 102.5, 104.0, 130.0])
+    pipe = rdb.pipeline()
+    log_fragments(pipe, "default", [LoggedFragment("contact-1", 100.0, "opening")], length=100)
+    log_fragments(pipe, "default", [LoggedFragment("contact-1", 102.0, "complete")], length=100)
+    pipe.execute()
     page = web.get("/status", headers=AUTH)
     assert page.status_code == 200 and page.mimetype == "text/html"
     html = page.get_data(as_text=True)
@@ -60,6 +64,9 @@ def test_the_page_shows_each_companys_queue_workers_dead_letters_and_batching(re
     assert "/status/default/conversations/61" in html  # the busiest conversations link to their state
     assert "<svg" in html and "current window" in html  # the gap histogram and its reading
     assert "set BATCH_WINDOW_SECONDS to" in html  # the recommendation, in words
+    assert "The smart window on the latest 2 fragments (1 contacts)" in html  # analytics' estimate
+    # "oi", then 2 s later a question: the 1 s sliding window splits them, smart holds the greeting
+    assert "<td>current (sliding)</td><td>0.0%</td>" in html and "<td>smart</td><td>100.0%</td>" in html
     conversation = web.get("/status/default/conversations/61", headers=AUTH).get_data(as_text=True)
     assert "waiting</th><td>2<" in conversation
 
