@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from app.batching import close_at
+from app.batching import close_at, due_at
 from app.pace import SAME_BURST_SECONDS, Pace, learned_window
 from app.smart import Reading, smart_window
 
@@ -62,25 +62,15 @@ class Result:
     single_waits: list[float] = field(default_factory=list)
     end_waits: list[float] = field(default_factory=list)
 
-    @property
-    def merged_share(self) -> float:
-        return self.merged / self.pairs if self.pairs else 0.0
-
-    @property
-    def calls_per_100(self) -> float:
-        return 100 * self.batches / self.messages if self.messages else 0.0
-
-    def single(self, q: float) -> float:
-        return percentile(self.single_waits, q)
-
-    @property
-    def end_p50(self) -> float:
-        return statistics.median(self.end_waits) if self.end_waits else 0.0
-
     def row(self) -> tuple[float, float, float, float, float]:
         """(merged share, bot calls / 100 messages, single p50, single p90, burst end p50)."""
-        median = statistics.median(self.single_waits) if self.single_waits else 0.0
-        return self.merged_share, self.calls_per_100, median, self.single(0.9), self.end_p50
+        return (
+            self.merged / self.pairs if self.pairs else 0.0,
+            100 * self.batches / self.messages if self.messages else 0.0,
+            statistics.median(self.single_waits) if self.single_waits else 0.0,
+            percentile(self.single_waits, 0.9),
+            statistics.median(self.end_waits) if self.end_waits else 0.0,
+        )
 
 
 class Policy:
@@ -179,8 +169,6 @@ def company_policy(
     mode: str, window: float, low: float, high: float, max_wait: float, prior: float
 ) -> Policy:
     """The policy a company's settings (``BATCH_WINDOW_MODE`` and the rest) describe."""
-    if mode == "fixed":
-        return Stateless(lambda first, last: first + window)
-    if mode == "sliding":
-        return Stateless(lambda first, last: close_at(first, last, window, max_wait))
+    if mode in ("fixed", "sliding"):
+        return Stateless(lambda first, last: due_at(mode, first, last, window, max_wait))
     return (Smart if mode == "smart" else Learned)(prior, max_wait, low, high)

@@ -31,8 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from app.analytics import bucket, learned_prior  # noqa: E402
-from app.batching import close_at  # noqa: E402
-from app.replay import Learned, Policy, Smart, Stateless, replay  # noqa: E402
+from app.replay import Policy, company_policy, replay  # noqa: E402
 from bench.trace import Fragment, Population, trace  # noqa: E402
 
 Contact = list[list[Fragment]]
@@ -62,11 +61,11 @@ def prior_of(contacts: list[Contact]) -> float:
 def policies(contacts: list[Contact], max_wait: float = MAX_WAIT) -> dict[str, Policy]:
     prior = prior_of(contacts)
     return {
-        "fixed 3 s": Stateless(lambda first, last: first + 3),
-        "fixed 10 s": Stateless(lambda first, last: first + 10),
-        "sliding 10 s (default)": Stateless(lambda first, last: close_at(first, last, 10, max_wait)),
-        "learned": Learned(prior, max_wait, LOW, HIGH),
-        "smart": Smart(prior, max_wait, LOW, HIGH),
+        "fixed 3 s": company_policy("fixed", 3.0, LOW, HIGH, max_wait, prior),
+        "fixed 10 s": company_policy("fixed", 10.0, LOW, HIGH, max_wait, prior),
+        "sliding 10 s (default)": company_policy("sliding", 10.0, LOW, HIGH, max_wait, prior),
+        "learned": company_policy("learned", 10.0, LOW, HIGH, max_wait, prior),
+        "smart": company_policy("smart", 10.0, LOW, HIGH, max_wait, prior),
         "bound (knows each burst's end)": Bound(contacts, max_wait),
     }
 
