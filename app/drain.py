@@ -95,13 +95,15 @@ def _subject(message: StoredMessage | None, conversation: str) -> str:
     return f"contact-{contact}" if contact is not None else f"conversation-{conversation}"
 
 
-def _logged(batch: list[str], conversation: str) -> list[LoggedFragment]:
-    """The batch as the fragment log keeps it: whose, when, how it reads."""
+def _logged(
+    batch: list[str], messages: list[StoredMessage | None], conversation: str
+) -> list[LoggedFragment]:
+    """The batch (raw, and parsed by ``_parsed``) as the fragment log keeps it: whose,
+    when, how it reads."""
     logged = []
-    for raw in batch:
-        at = received_at(raw)
+    for raw, message in zip(batch, messages, strict=True):
+        at = message.received_at if message else received_at(raw)
         if at is not None:
-            message = _parsed(raw)
             logged.append(LoggedFragment(_subject(message, conversation), at, _reading(message).value))
     return logged
 
@@ -241,16 +243,16 @@ class Drainer:
         """This contact's quiet period, from what is known of how they type (``app.pace``)
         and, in smart mode, from what the latest fragment says (``app.smart``)."""
         config = self.company
-        _, pace = self._pace_of(first)
+        _, pace = self._pace_of(_subject(_parsed(first), self.conversation))
         prior = prior_window(self.client, self._cid, config.batch_window_seconds)
         low, high = config.batch_window_min_seconds, config.batch_window_max_seconds
         if config.batch_window_mode == "smart":
             return smart_window(pace, queued, _reading(_parsed(last)), prior, low, high)
         return learned_window(pace, queued, prior, low, high)
 
-    def _pace_of(self, raw: str) -> tuple[str, Pace]:
-        """The key and pace of the contact who sent ``raw`` (read once per contact and run)."""
-        key = keys.pace(self._cid, _subject(_parsed(raw), self.conversation))
+    def _pace_of(self, subject: str) -> tuple[str, Pace]:
+        """The key and pace of ``subject`` (``_subject``; read once per contact and run)."""
+        key = keys.pace(self._cid, subject)
         if self._pace is None or self._pace[0] != key:
             self._pace = (key, Pace.from_json(self.client.get(key)))
         return self._pace
@@ -288,12 +290,12 @@ class Drainer:
             pipe.hincrby(keys.stats(self._cid), Stat.BATCHES, 1)
             count_into(pipe, self._cid, "gateway_batch_size_messages", len(batch))
         self._previous = count_gaps(pipe, self._cid, self.conversation, self._previous, arrivals)
-        if self.settings.fragment_log_length:
-            log_fragments(
-                pipe, self._cid, _logged(batch, self.conversation), self.settings.fragment_log_length
-            )
-        if self.company.paced and arrivals:
-            key, pace = self._pace_of(batch[0])
+        length, paced = self.settings.fragment_log_length, self.company.paced
+        messages = [_parsed(raw) for raw in batch] if length or paced else []  # parsed once here
+        if length:
+            log_fragments(pipe, self._cid, _logged(batch, messages, self.conversation), length)
+        if paced and arrivals:
+            key, pace = self._pace_of(_subject(messages[0], self.conversation))
             self._pace = (key, pace.observe(arrivals))
             pipe.set(key, self._pace[1].to_json(), ex=PACE_TTL_SECONDS)
         results = pipe.execute()
