@@ -60,17 +60,33 @@ class ChatwootClient:
     def _url(self, account_id: int, conversation_id: str, action: str) -> str:
         return f"{self._base}/api/v1/accounts/{account_id}/conversations/{conversation_id}/{action}"
 
+    def _post(
+        self,
+        account_id: int,
+        conversation_id: str,
+        action: str,
+        body: dict[str, object],
+        *,
+        retries: int,
+        idempotent: bool = False,
+        timeout: float | None = None,
+    ) -> requests.Response:
+        """POST ``body`` to one of the conversation's endpoints, with this account's token."""
+        return post_json(
+            self._session,
+            self._url(account_id, conversation_id, action),
+            body,
+            error=ChatwootError,
+            timeout=self._timeout if timeout is None else timeout,
+            retries=retries,
+            headers=self._headers,
+            idempotent=idempotent,
+        )
+
     def create_message(self, account_id: int, conversation_id: str, content: str) -> int | None:
         """Post an outgoing reply; return the id Chatwoot gave it, if it said."""
-        response = post_json(
-            self._session,
-            self._url(account_id, conversation_id, "messages"),
-            {"content": content, "message_type": "outgoing", "private": False},
-            error=ChatwootError,
-            timeout=self._timeout,
-            retries=self._retries,
-            headers=self._headers,
-        )
+        body = {"content": content, "message_type": "outgoing", "private": False}
+        response = self._post(account_id, conversation_id, "messages", body, retries=self._retries)
         try:
             body = response.json()
         except ValueError:
@@ -110,56 +126,45 @@ class ChatwootClient:
     def typing(self, account_id: int, conversation_id: str, on: bool) -> None:
         """Best effort: one short attempt, failures only logged."""
         try:
-            post_json(
-                self._session,
-                self._url(account_id, conversation_id, "toggle_typing_status"),
-                {"typing_status": "on" if on else "off", "is_private": False},
-                error=ChatwootError,
-                timeout=TYPING_TIMEOUT_SECONDS,
+            body = {"typing_status": "on" if on else "off", "is_private": False}
+            self._post(
+                account_id,
+                conversation_id,
+                "toggle_typing_status",
+                body,
                 retries=0,
-                headers=self._headers,
                 idempotent=True,
+                timeout=TYPING_TIMEOUT_SECONDS,
             )
         except ChatwootError as exc:
             log.info("typing status not set conversation=%s error=%s", conversation_id, exc)
 
     def open_conversation(self, account_id: int, conversation_id: str) -> None:
         """Hand the conversation to humans (status ``open``)."""
-        post_json(
-            self._session,
-            self._url(account_id, conversation_id, "toggle_status"),
+        self._post(
+            account_id,
+            conversation_id,
+            "toggle_status",
             {"status": "open"},
-            error=ChatwootError,
-            timeout=self._timeout,
             retries=self._retries,
-            headers=self._headers,
             idempotent=True,
         )
 
     def assign_team(self, account_id: int, conversation_id: str, team_id: int) -> None:
         """Assign the conversation to a team (an agent-bot token may: ``assignments#create``)."""
-        post_json(
-            self._session,
-            self._url(account_id, conversation_id, "assignments"),
+        self._post(
+            account_id,
+            conversation_id,
+            "assignments",
             {"team_id": team_id},
-            error=ChatwootError,
-            timeout=self._timeout,
             retries=self._retries,
-            headers=self._headers,
             idempotent=True,
         )
 
     def add_note(self, account_id: int, conversation_id: str, content: str) -> None:
         """A private note for the agents (not sent to the contact)."""
-        post_json(
-            self._session,
-            self._url(account_id, conversation_id, "messages"),
-            {"content": content, "message_type": "outgoing", "private": True},
-            error=ChatwootError,
-            timeout=self._timeout,
-            retries=0,  # a create: never repeated blindly
-            headers=self._headers,
-        )
+        body = {"content": content, "message_type": "outgoing", "private": True}
+        self._post(account_id, conversation_id, "messages", body, retries=0)  # a create: never retried
 
 
 def _is_our_reply(message: object, content: str, since: float) -> bool:
