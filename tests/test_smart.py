@@ -158,6 +158,17 @@ def test_the_drainer_reads_the_latest_fragment(
     assert drainer._seconds_until_due()[1] == pytest.approx(expected - 995.0, abs=0.2)
 
 
+def test_the_max_wait_caps_a_batch_that_the_text_holds_open(redis_url: str, rdb: redis.Redis) -> None:
+    """Invariant 5 in smart mode: "oi" at 970 and "and" at 994 would hold the batch for the
+    prior after 994, but it closes BATCH_MAX_WAIT_SECONDS (30 s) after its first fragment."""
+    analytics._priors.clear()
+    drainer = dry_run_drainer(
+        redis_url, rdb, BATCH_WINDOW_MODE="smart", BATCH_WINDOW_SECONDS="16", BATCH_MAX_WAIT_SECONDS="30"
+    )
+    queue(rdb, (970.0, "oi"), (994.0, "my order and"))
+    assert drainer._seconds_until_due()[1] == pytest.approx(970.0 + 30.0 - 995.0, abs=0.2)
+
+
 def test_the_drainer_logs_each_fragment_with_its_reading_in_every_mode(
     redis_url: str, rdb: redis.Redis
 ) -> None:
