@@ -42,7 +42,7 @@ from app.ledger import Ledger, LedgerState, StoredAnswer
 from app.logs import mask_secrets
 from app.metrics import Stat, count_into
 from app.pace import PACE_TTL_SECONDS, Pace, learned_window
-from app.payload import StoredMessage, received_at
+from app.payload import StoredMessage, read_stored, received_at
 from app.posting import Poster
 from app.redis_client import redis_now
 from app.replies import reply_parts
@@ -75,13 +75,6 @@ def _arrivals(batch: list[str]) -> list[float]:
     return [t for t in map(received_at, batch) if t is not None]
 
 
-def _parsed(raw: str) -> StoredMessage | None:
-    try:
-        return StoredMessage.from_json(raw)
-    except (ValueError, TypeError, KeyError, AttributeError):
-        return None  # an unreadable entry is dead-lettered when claimed
-
-
 def _reading(message: StoredMessage | None) -> Reading:
     """How a stored message reads (``app.smart.read``); an unreadable one as plain."""
     if message is None:
@@ -98,7 +91,7 @@ def _subject(message: StoredMessage | None, conversation: str) -> str:
 def _logged(
     batch: list[str], messages: list[StoredMessage | None], conversation: str
 ) -> list[LoggedFragment]:
-    """The batch (raw, and parsed by ``_parsed``) as the fragment log keeps it: whose,
+    """The batch (raw, and as read by ``read_stored``) as the fragment log keeps it: whose,
     when, how it reads."""
     logged = []
     for raw, message in zip(batch, messages, strict=True):
@@ -223,31 +216,28 @@ class Drainer:
         first_at, last_at = received_at(first), received_at(last)
         if first_at is None or last_at is None:
             return held, 0.0  # unreadable entry: claim it now so it is dead-lettered
-        if self.company.handoff_keywords and self._is_command(last):
-            return held, 0.0  # a handoff keyword does not wait for the window
         config = self.company
+        smart = config.batch_window_mode == "smart"
+        latest = read_stored(last) if config.handoff_keywords or smart else None  # read once
+        if latest is not None and config.asks_for_a_human(latest):
+            return held, 0.0  # a handoff keyword does not wait for the window
         window = config.batch_window_seconds
         if paced:
-            window = self._paced_window(first, last, [*_arrivals(queued[0]), last_at])
+            window = self._paced_window(read_stored(first), latest, [*_arrivals(queued[0]), last_at])
         due = due_at(config.batch_window_mode, first_at, last_at, window, config.batch_max_wait_seconds)
         return held, max(0.0, due - now)
 
-    def _is_command(self, raw: str) -> bool:
-        try:
-            message = StoredMessage.from_json(raw)
-        except (ValueError, TypeError, KeyError):
-            return False
-        return self.company.asks_for_a_human(message)
-
-    def _paced_window(self, first: str, last: str, queued: list[float]) -> float:
+    def _paced_window(
+        self, first: StoredMessage | None, latest: StoredMessage | None, queued: list[float]
+    ) -> float:
         """This contact's quiet period, from what is known of how they type (``app.pace``)
         and, in smart mode, from what the latest fragment says (``app.smart``)."""
         config = self.company
-        _, pace = self._pace_of(_subject(_parsed(first), self.conversation))
+        _, pace = self._pace_of(_subject(first, self.conversation))
         prior = prior_window(self.client, self._cid, config.batch_window_seconds)
         low, high = config.batch_window_min_seconds, config.batch_window_max_seconds
         if config.batch_window_mode == "smart":
-            return smart_window(pace, queued, _reading(_parsed(last)), prior, low, high)
+            return smart_window(pace, queued, _reading(latest), prior, low, high)
         return learned_window(pace, queued, prior, low, high)
 
     def _pace_of(self, subject: str) -> tuple[str, Pace]:
@@ -291,7 +281,7 @@ class Drainer:
             count_into(pipe, self._cid, "gateway_batch_size_messages", len(batch))
         self._previous = count_gaps(pipe, self._cid, self.conversation, self._previous, arrivals)
         length, paced = self.settings.fragment_log_length, self.company.paced
-        messages = [_parsed(raw) for raw in batch] if length or paced else []  # parsed once here
+        messages = [read_stored(raw) for raw in batch] if length or paced else []  # parsed once here
         if length:
             log_fragments(pipe, self._cid, _logged(batch, messages, self.conversation), length)
         if paced and arrivals:

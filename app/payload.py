@@ -39,6 +39,7 @@ __all__ = [
     "StoredMessage",
     "decode_body",
     "parse_webhook",
+    "read_stored",
     "received_at",
 ]
 
@@ -188,6 +189,17 @@ class StoredMessage:
         data = json.loads(raw)
         data["attachments"] = tuple(Attachment(**a) for a in data.get("attachments") or ())
         return cls(**data)
+
+
+def read_stored(raw: str | bytes | None) -> StoredMessage | None:
+    """A stored message, or None when ``raw`` is absent or unreadable (where an
+    unreadable entry is dead-lettered later, when its batch is claimed)."""
+    if raw is None:
+        return None
+    try:
+        return StoredMessage.from_json(raw)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
 
 
 def received_at(raw: str | bytes | None) -> float | None:

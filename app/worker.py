@@ -26,7 +26,7 @@ from app.drain import Drainer
 from app.lease import DRAIN_TASK, stuck_runs
 from app.logs import configure_logging
 from app.ops import refresh_gauges
-from app.payload import StoredMessage
+from app.payload import read_stored
 from app.redis_client import connect, redis_now
 from app.scripts import Scripts
 from app.sessions import expire_idle_sessions
@@ -112,10 +112,8 @@ def _inbox_of(company: str, conversation: str) -> int | None:
     raw = client.lindex(keys.processing(company, conversation), 0) or client.lindex(
         keys.queue(company, conversation), 0
     )
-    try:
-        return StoredMessage.from_json(raw).inbox_id if raw else None
-    except (ValueError, TypeError, KeyError):
-        return None
+    message = read_stored(raw)
+    return message.inbox_id if message else None
 
 
 def _drain_one(company: str, conversation: str, task_id: str) -> str:
