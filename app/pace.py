@@ -98,6 +98,28 @@ class Pace:
             return cls()
         return cls(bursts, current, last)
 
+    @property
+    def known(self) -> bool:
+        """Enough finished bursts (``MIN_HISTORY``) for the contact's own window."""
+        return len(self.bursts) >= MIN_HISTORY
+
+    @property
+    def own_window(self) -> float:
+        """The contact's learned window: ``MARGIN`` x the ``QUANTILE`` of their finished
+        bursts' longest gaps + ``SLACK``; 0 while not ``known`` or never fragmented."""
+        return _covering(_quantile(self.bursts, QUANTILE)) if self.known else 0.0
+
+    @property
+    def burst_window(self) -> float:
+        """What covers the burst in progress: ``MARGIN`` x its longest gap + ``SLACK``;
+        0 before it has a gap."""
+        return _covering(self.current)
+
+
+def _covering(gap: float) -> float:
+    """A window that covers gaps like ``gap`` (the next one is rarely exactly as long); 0 for none."""
+    return MARGIN * gap + SLACK if gap else 0.0
+
 
 def _quantile(values: Iterable[float], q: float) -> float:
     ordered = sorted(values)
@@ -107,11 +129,5 @@ def _quantile(values: Iterable[float], q: float) -> float:
 def learned_window(pace: Pace, queued: Iterable[float], prior: float, low: float, high: float) -> float:
     """The quiet period for a contact with ``pace`` whose fragments ``queued`` wait."""
     now = pace.observe(queued)
-    if len(now.bursts) >= MIN_HISTORY:
-        longest = _quantile(now.bursts, QUANTILE)
-        window = MARGIN * longest + SLACK if longest else low
-    else:
-        window = prior
-    if now.current:
-        window = max(window, MARGIN * now.current + SLACK)
-    return min(max(window, low), high)
+    window = (now.own_window or low) if now.known else prior
+    return min(max(window, now.burst_window, low), high)

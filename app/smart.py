@@ -54,7 +54,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from enum import StrEnum
 
-from app.pace import MARGIN, MIN_HISTORY, QUANTILE, SLACK, Pace, _quantile
+from app.pace import Pace
 
 __all__ = [
     "LONG_CHARS",
@@ -149,7 +149,7 @@ def read(text: str, attachment: str | None = None) -> Reading:
         return Reading.OPENING
     if all(_LAUGHTER.fullmatch(w) for w in words):
         return Reading.COMPLETE  # "kkkk", "jajaja", "haha", "rsrs": a reaction
-    last = stripped.rstrip()[-1]
+    last = stripped[-1]
     if last in UNFINISHED_MARKS or stripped.endswith(("...", "\u2026")):
         return Reading.UNFINISHED
     if words[-1] in CONNECTIVES:
@@ -171,10 +171,7 @@ def smart_window(
     which reads ``reading``, for a contact with ``pace``; ``prior`` is the company's
     learned window for a new contact."""
     now = pace.observe(queued)
-    known = len(now.bursts) >= MIN_HISTORY
-    longest = _quantile(now.bursts, QUANTILE) if known else 0.0
-    own = MARGIN * longest + SLACK if longest else 0.0  # the contact's learned window, 0 if none
-    burst = MARGIN * now.current + SLACK if now.current else 0.0  # the burst in progress
+    known, own, burst = now.known, now.own_window, now.burst_window  # 0: no such window
     one_message_writer = known and sum(b > 0 for b in now.bursts) <= ONE_MESSAGE_SHARE * len(now.bursts)
     if one_message_writer:  # most of their bursts were one message
         hold = max(PLAIN_SECONDS, burst)  # an opener alone is often all they send
