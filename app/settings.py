@@ -533,7 +533,7 @@ def _companies_from_file(path: str) -> dict[str, CompanyConfig]:
     return companies
 
 
-_CERT_REQS = {"required": "required", "optional": "optional", "none": "none"}
+_CERT_REQS = ("required", "optional", "none")
 
 
 def _tls_verified(url: str) -> str:
@@ -548,7 +548,7 @@ def _tls_verified(url: str) -> str:
     given = query.get("ssl_cert_reqs", ["required"])[-1].strip().lower().removeprefix("cert_")
     if given not in _CERT_REQS:
         raise ConfigError(f"REDIS_URL's ssl_cert_reqs must be required, optional or none, got {given!r}")
-    query["ssl_cert_reqs"] = [_CERT_REQS[given]]
+    query["ssl_cert_reqs"] = [given]
     ca = query.get("ssl_ca_certs", [""])[-1]
     if ca and not os.path.isfile(ca):
         raise ConfigError(f"REDIS_URL's ssl_ca_certs file {ca!r} does not exist")

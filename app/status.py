@@ -245,6 +245,8 @@ def _dead_letters(client: Any, company: str) -> str:
 
 def _batching(result: GapReport) -> str:
     """The gap histogram as inline SVG, the window and the 90/95/99 % lines, in words too."""
+    if not result.pairs:
+        return "<h3>Batching</h3><p>no fragment pairs recorded yet</p>"
     shown = [(b, c) for b, c in result.buckets if b <= SAME_BURST_SECONDS]
     most = max((c for _, c in shown), default=0)
     width, height, scale = 600, 200, 600 / SAME_BURST_SECONDS
@@ -266,9 +268,7 @@ def _batching(result: GapReport) -> str:
         bound = result.window_for(share)
         if bound is not None:
             x = min(bound, SAME_BURST_SECONDS) * scale
-            lines.append(
-                f"<line x1={x:.1f} x2={x:.1f} y1=0 y2={height} stroke='#55a868' stroke-dasharray=4/>"
-            )
+            lines.append(_vline(x, height, "stroke='#55a868' stroke-dasharray=4"))
             words.append(f"{share:.0%} of them: {bound:g} s")
     advised = result.window_for(0.95)
     if advised is not None and advised != result.window:
@@ -277,8 +277,6 @@ def _batching(result: GapReport) -> str:
         f"<svg viewBox='0 0 {width} {height}' width=100% role=img aria-label='gap histogram'>"
         f"{''.join(bars)}{''.join(lines)}</svg>"
     )
-    if not result.pairs:
-        return "<h3>Batching</h3><p>no fragment pairs recorded yet</p>"
     title = f"<h3>Batching: gaps between fragments (up to {SAME_BURST_SECONDS:g} s)</h3>"
     return f"{title}{svg}<p>{escape('; '.join(words))}</p>"
 
