@@ -32,9 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from app.analytics import bucket, learned_prior  # noqa: E402
 from app.replay import Policy, company_policy, replay  # noqa: E402
-from bench.trace import Fragment, Population, trace  # noqa: E402
+from bench.trace import Contact, Fragment, Population, trace  # noqa: E402
 
-Contact = list[list[Fragment]]
 POPULATIONS = [Population(occasional, fast) for fast in (0.5, 0.2) for occasional in (0.02, 0.05, 0.10, 0.15)]
 MAX_WAIT = 30.0  # the default BATCH_MAX_WAIT_SECONDS (--max-wait)
 LOW, HIGH = 3.0, 30.0  # the default BATCH_WINDOW_MIN_SECONDS / _MAX_SECONDS
@@ -58,8 +57,8 @@ def prior_of(contacts: list[Contact]) -> float:
     return learned_prior(sorted(gaps.items())) or 10.0
 
 
-def policies(contacts: list[Contact], max_wait: float = MAX_WAIT) -> dict[str, Policy]:
-    prior = prior_of(contacts)
+def policies(contacts: list[Contact], prior: float, max_wait: float = MAX_WAIT) -> dict[str, Policy]:
+    """Every policy compared, with the company prior learned from ``contacts``' gaps."""
     return {
         "fixed 3 s": company_policy("fixed", 3.0, LOW, HIGH, max_wait, prior),
         "fixed 10 s": company_policy("fixed", 10.0, LOW, HIGH, max_wait, prior),
@@ -117,7 +116,7 @@ def main() -> None:
                     f"\n{population.name}, seed {seed}: {len(contacts)} contacts, {len(bursts)} bursts,"
                     f" {singles:.1%} single-message, company prior {prior:g} s"
                 )
-            for name, policy in policies(contacts, args.max_wait).items():
+            for name, policy in policies(contacts, prior, args.max_wait).items():
                 row = replay(contacts, policy).row()
                 results.setdefault((population.name, name), []).append(row)
                 if not args.markdown:

@@ -37,7 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from app.smart import Reading, read
 
-__all__ = ["DAY", "KINDS", "TEXT", "Fragment", "Population", "trace"]
+__all__ = ["DAY", "KINDS", "TEXT", "Contact", "Fragment", "Population", "trace"]
 
 DAY = 86400.0
 
