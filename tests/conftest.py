@@ -156,6 +156,21 @@ def make_client(env: dict[str, str], **config: Any) -> Any:
     return app.test_client()
 
 
+@pytest.fixture
+def web(env: dict[str, str], worker: Worker, rdb: redis.Redis, stand: Stand) -> Any:
+    """A test client of the module's ``env``, its module-scoped ``worker`` draining, Redis
+    flushed and the Chatwoot stand-in reset."""
+    stand.reset()
+    return make_client(env)
+
+
+def idle(rdb: redis.Redis, conversation: int, company: str = "default") -> bool:
+    """Nothing of the conversation waits, is in flight or holds its lease."""
+    return not any(
+        rdb.exists(key(company, conversation)) for key in (keys.queue, keys.processing, keys.lease)
+    )
+
+
 def signed_headers(
     body: bytes, *, secret: str = SECRET, timestamp: int | None = None, **extra: str
 ) -> dict[str, str]:

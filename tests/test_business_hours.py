@@ -13,7 +13,7 @@ import redis
 from app import keys
 from app.hours import DAYS, parse_business_hours
 from tests import chatwoot_payloads as cw
-from tests.conftest import chatwoot_company, companies_env, make_client, post_webhook
+from tests.conftest import chatwoot_company, companies_env, idle, make_client, post_webhook
 from tests.support import Stand, Worker, wait_for
 
 pytestmark = pytest.mark.slow
@@ -56,10 +56,6 @@ def worker(env: dict[str, str], redis_url: str) -> Iterator[Worker]:
     w.stop()
 
 
-def _idle(rdb: redis.Redis, company: str, conv: int) -> bool:
-    return not any(rdb.exists(k(company, conv)) for k in (keys.queue, keys.processing, keys.lease))
-
-
 def test_outside_its_hours_the_bot_is_silent_and_says_it_is_away_once(worker, env, rdb, stand: Stand) -> None:
     stand.reset()
     web = make_client(env)
@@ -67,12 +63,12 @@ def test_outside_its_hours_the_bot_is_silent_and_says_it_is_away_once(worker, en
         post_webhook(web, cw.message("hello?", 301), company="night", secret="night-secret").status_code
         == 202
     )
-    wait_for(lambda: _idle(rdb, "night", 301), timeout=10)
+    wait_for(lambda: idle(rdb, 301, "night"), timeout=10)
     assert (
         post_webhook(web, cw.message("anyone?", 301), company="night", secret="night-secret").status_code
         == 202
     )
-    wait_for(lambda: _idle(rdb, "night", 301), timeout=10)
+    wait_for(lambda: idle(rdb, 301, "night"), timeout=10)
     time.sleep(0.3)
     assert stand.bot_calls == []
     assert stand.replies(301) == ["We are closed now; we answer from 9:00."]  # once, not per message
@@ -83,7 +79,7 @@ def test_inside_business_hours_an_outside_bot_leaves_it_to_humans(worker, env, r
     stand.reset()
     web = make_client(env)
     assert post_webhook(web, cw.message("hi", 302), company="day", secret="day-secret").status_code == 202
-    wait_for(lambda: _idle(rdb, "day", 302), timeout=10)
+    wait_for(lambda: idle(rdb, 302, "day"), timeout=10)
     time.sleep(0.3)
     assert stand.bot_calls == [] and stand.replies(302) == []
 

@@ -10,7 +10,7 @@ import redis
 
 from app import keys
 from tests import chatwoot_payloads as cw
-from tests.conftest import companies_env, make_client, post_webhook
+from tests.conftest import companies_env, post_webhook
 from tests.support import ROOT, Stand, Worker, wait_for
 
 pytestmark = pytest.mark.slow
@@ -48,12 +48,6 @@ def worker(env: dict[str, str], redis_url: str) -> Iterator[Worker]:
     w = Worker(env, "companies", beat=True).start(redis.Redis.from_url(redis_url))
     yield w
     w.stop()
-
-
-@pytest.fixture
-def web(env, worker, rdb, stand: Stand):  # type: ignore[no-untyped-def]
-    stand.reset()
-    return make_client(env)
 
 
 def test_each_company_uses_its_own_secret_bot_and_replier(web, rdb, stand: Stand) -> None:

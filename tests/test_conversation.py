@@ -14,7 +14,7 @@ import redis
 
 from app import keys
 from tests import chatwoot_payloads as cw
-from tests.conftest import chatwoot_company, companies_env, make_client, post_webhook
+from tests.conftest import chatwoot_company, companies_env, post_webhook
 from tests.support import Stand, Worker, wait_for
 
 pytestmark = pytest.mark.slow
@@ -48,12 +48,6 @@ def worker(env: dict[str, str], redis_url: str) -> Iterator[Worker]:
     w = Worker(env, "conversation", beat=True).start(redis.Redis.from_url(redis_url))
     yield w
     w.stop()
-
-
-@pytest.fixture
-def web(env, worker, rdb, stand: Stand):  # type: ignore[no-untyped-def]
-    stand.reset()
-    return make_client(env)
 
 
 def send(web, cid: str, payload: dict[str, Any]):  # type: ignore[no-untyped-def]

@@ -12,7 +12,7 @@ import redis
 
 from app import keys
 from tests import chatwoot_payloads as cw
-from tests.conftest import base_env, make_client, post_webhook
+from tests.conftest import base_env, idle, post_webhook
 from tests.support import Stand, Worker, wait_for
 
 pytestmark = pytest.mark.slow
@@ -46,12 +46,6 @@ def worker(env: dict[str, str], redis_url: str) -> Iterator[Worker]:
     w.stop()
 
 
-@pytest.fixture
-def web(env: dict[str, str], worker: Worker, rdb: redis.Redis, stand: Stand):  # type: ignore[no-untyped-def]
-    stand.reset()
-    return make_client(env)
-
-
 def _labelled(body: dict[str, Any], *labels: str) -> dict[str, Any]:
     body["conversation"]["labels"] = list(labels)
     return body
@@ -63,10 +57,6 @@ def _labels_changed(conversation: int, *labels: str) -> dict[str, Any]:
     body["labels"] = list(labels)
     body["changed_attributes"] = [{"label_list": {"previous_value": [], "current_value": list(labels)}}]
     return body
-
-
-def _idle(rdb: redis.Redis, conv: int) -> bool:
-    return not any(rdb.exists(k("default", conv)) for k in (keys.queue, keys.processing, keys.lease))
 
 
 def test_a_pause_label_silences_the_bot_until_it_is_removed(web, stand: Stand, rdb: redis.Redis) -> None:
@@ -84,7 +74,7 @@ def test_a_label_added_while_fragments_wait_leaves_them_to_humans(
 ) -> None:
     assert post_webhook(web, cw.message("I want to book", 92)).status_code == 202  # window: 1 s
     assert post_webhook(web, _labels_changed(92, "humano")).status_code == 200  # an agent labels it
-    wait_for(lambda: _idle(rdb, 92), timeout=10)
+    wait_for(lambda: idle(rdb, 92), timeout=10)
     time.sleep(0.5)
     assert stand.bot_calls == [] and stand.replies(92) == []
     assert post_webhook(web, _labels_changed(92)).status_code == 200  # the label removed
@@ -127,7 +117,7 @@ def test_a_handoff_keyword_hands_off_at_once_without_a_bot_call(web, stand: Stan
     assert [c["json"] for c in stand.calls("assignments")] == [{"team_id": 3}]
     assert stand.calls("toggle_status")[0]["json"] == {"status": "open"}
     assert rdb.get(keys.handoff("default", 98)) == "bot"
-    wait_for(lambda: _idle(rdb, 98), timeout=10)
+    wait_for(lambda: idle(rdb, 98), timeout=10)
     assert post_webhook(web, cw.message("hello?", 98)).json["status"] == "ignored"  # humans have it
 
 

@@ -11,7 +11,7 @@ import redis
 
 from app import keys
 from tests import chatwoot_payloads as cw
-from tests.conftest import base_env, make_client, post_webhook
+from tests.conftest import base_env, idle, post_webhook
 from tests.support import Stand, Worker, wait_for
 
 pytestmark = pytest.mark.slow
@@ -31,16 +31,6 @@ def worker(env: dict[str, str], redis_url: str) -> Iterator[Worker]:
     w.stop()
 
 
-@pytest.fixture
-def web(env: dict[str, str], worker: Worker, rdb: redis.Redis, stand: Stand):  # type: ignore[no-untyped-def]
-    stand.reset()
-    return make_client(env)
-
-
-def _idle(rdb: redis.Redis, conv: int) -> bool:
-    return not any(rdb.exists(k("default", conv)) for k in (keys.queue, keys.processing, keys.lease))
-
-
 def test_burst_of_three_fragments_gives_one_reply_in_order(web, stand: Stand, rdb) -> None:
     started = time.time()
     for text in ("hi", "good morning", "I want to book for Tuesday"):
@@ -57,7 +47,7 @@ def test_burst_of_three_fragments_gives_one_reply_in_order(web, stand: Stand, rd
         "I want to book for Tuesday",
     ]
     assert elapsed >= 0.6 + WINDOW  # closed one window after the latest fragment
-    wait_for(lambda: _idle(rdb, 42))
+    wait_for(lambda: idle(rdb, 42))
     metrics = web.get("/metrics").get_data(as_text=True)
     assert 'gateway_batch_size_messages_bucket{company="default",le="2.0"} 0.0' in metrics
     assert 'gateway_batch_size_messages_bucket{company="default",le="3.0"} 1.0' in metrics
@@ -129,11 +119,11 @@ def test_duplicate_deliveries_give_one_reply(web, stand: Stand, rdb) -> None:
 
 def test_follow_up_after_idle_gets_its_own_reply(web, stand: Stand, rdb) -> None:
     assert post_webhook(web, cw.message("first question", 47)).status_code == 202
-    wait_for(lambda: stand.replies(47) and _idle(rdb, 47), timeout=10)
+    wait_for(lambda: stand.replies(47) and idle(rdb, 47), timeout=10)
     assert post_webhook(web, cw.message("second question", 47)).status_code == 202
     wait_for(lambda: len(stand.replies(47)) == 2, timeout=10)
     assert stand.replies(47) == ["first question", "second question"]
-    wait_for(lambda: _idle(rdb, 47))
+    wait_for(lambda: idle(rdb, 47))
 
 
 def test_not_for_the_bot_is_never_answered(web, stand: Stand, rdb) -> None:
@@ -217,7 +207,7 @@ def test_chatwoot_refusal_goes_to_dead_letters_and_conversation_moves_on(web, st
     assert '"stage": "chatwoot"' in letter and "422" in letter
     post_webhook(web, cw.message("next one", 53))
     wait_for(lambda: stand.replies(53) == ["next one"], timeout=10)
-    wait_for(lambda: _idle(rdb, 53))
+    wait_for(lambda: idle(rdb, 53))
 
 
 def test_dead_letters_are_listed_and_replayed_in_order_by_the_cli(web, stand: Stand, rdb, env) -> None:
@@ -260,7 +250,7 @@ def test_messages_waiting_behind_a_handoff_are_left_to_humans(web, stand: Stand,
     # Long fragments: three segments in one batch; the first hands off.
     for text in ("I need a person " + "a" * 420, "it is urgent " + "b" * 420, "hello? " + "c" * 420):
         post_webhook(web, cw.message(text, 55))
-    wait_for(lambda: stand.calls("toggle_status") and _idle(rdb, 55), timeout=10)
+    wait_for(lambda: stand.calls("toggle_status") and idle(rdb, 55), timeout=10)
     assert len(stand.bot_calls) == 1
     assert stand.replies(55) == ["Passing you to a colleague"]
 
