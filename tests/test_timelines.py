@@ -26,8 +26,16 @@ def env(redis_url: str, stand: Stand, tmp_path_factory: pytest.TempPathFactory) 
         chatwoot_company("bot", stand),  # an Agent Bot inbox (the default integration)
         chatwoot_company("hooks", stand, chatwoot_integration="webhook"),  # an account webhook
         chatwoot_company("scoped", stand, inbox_ids=[4]),  # one WhatsApp inbox of an account with more
+        # one burst posted in a row must be one batch even on a loaded machine: 2 s, not 0.3 s
+        chatwoot_company("burst", stand, batch_window_seconds=2, batch_max_wait_seconds=4),
         chatwoot_company(
-            "llm", stand, bot_backend="openai", openai_base_url=f"{stand.url}/v1", openai_model="test-model"
+            "llm",
+            stand,
+            bot_backend="openai",
+            openai_base_url=f"{stand.url}/v1",
+            openai_model="test-model",
+            batch_window_seconds=2,
+            batch_max_wait_seconds=4,
         ),
     ]
     return companies_env(redis_url, tmp_path_factory.mktemp("timelines"), companies)
@@ -155,7 +163,7 @@ def test_locations_contact_cards_and_voice_notes_reach_the_bot_with_what_they_ca
         cw.contact_card("Joao", "Lima", "+55 11 98888-7777", 506),
         cw.audio("and please call my husband", 506),
     ):
-        assert post_webhook(web, payload, company="bot", secret="bot-secret").status_code == 202
+        assert post_webhook(web, payload, company="burst", secret="burst-secret").status_code == 202
     wait_for(lambda: stand.replies(506), timeout=15)
     time.sleep(0.5)
     with stand.lock:
