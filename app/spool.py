@@ -7,18 +7,26 @@ while Redis is down the webhook appends each accepted event to a file under
 ``DATA_DIR/spool`` (append, flush, fsync: on disk before the 202) and a mover
 thread puts it into Redis once it is back.
 
-* **One file per web process** (``spool-<pid>-<token>.jsonl``), held under an
-  exclusive ``flock`` for the process's life. A file whose writer died (its lock
-  is free) is taken over by any web process of the container when it next runs.
+* **One file per web process at a time** (``spool-<pid>-<token>.jsonl``), held
+  under an exclusive ``flock`` from before its name is visible (it is created
+  under a hidden name, locked, then renamed) until after it is deleted, so
+  another process's mover never takes a live file for an orphan. A file whose
+  writer died (its lock is free) is taken over by any web process of the
+  container when it next runs.
 * **Order.** A process's events are moved in the order they were written, and
   while its spool is not empty new events are spooled behind them. Messages are
   put into their conversation's queue *by Chatwoot message id* (ids grow within
   a conversation), so messages spooled by two processes or two containers at
   once (a deploy overlap) come out in order, and before messages queued
   directly since Redis came back.
-* **Exactly once.** A file is deleted only after every line was moved; a
-  process killed in the middle leaves the whole file, and moving a line twice
-  is harmless: the enqueue script's de-duplication markers drop the repeat.
+* **The move never blocks the webhook.** The mover detaches the process's file
+  (a few microseconds under the append lock; new events go into a fresh file,
+  still behind it) and moves it without that lock.
+* **Once.** A file is deleted only after every line was moved; a move that
+  stops half way (Redis gone again) resumes after the last line delivered. A
+  process killed in the middle leaves the whole file: messages moved twice are
+  dropped by the enqueue script's de-duplication markers, and status events
+  carry their delivery id for the same purpose.
 * **Bounded.** Beyond ``SPOOL_MAX_BYTES`` (all files of the directory) the
   webhook answers 500 again: nothing is accepted that is not durable.
 """
@@ -33,6 +41,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +50,21 @@ __all__ = ["MOVE_INTERVAL_SECONDS", "Spool", "SpoolFull"]
 log = logging.getLogger(__name__)
 MOVE_INTERVAL_SECONDS = 0.5
 PREFIX, SUFFIX = "spool-", ".jsonl"
+Deliver = Callable[[dict[str, Any]], None]
 
 
 class SpoolFull(OSError):
     """The spool holds SPOOL_MAX_BYTES already."""
+
+
+@dataclass
+class _File:
+    """One of this process's spool files: open and locked until it is deleted."""
+
+    handle: Any
+    path: Path
+    lines: int = 0  # lines written
+    moved: int = 0  # lines delivered (a move that stopped resumes after them)
 
 
 class Spool:
@@ -53,10 +73,10 @@ class Spool:
     def __init__(self, data_dir: str | os.PathLike[str], max_bytes: int) -> None:
         self.directory = Path(data_dir) / "spool"
         self._max_bytes = max_bytes
-        self._lock = threading.RLock()  # appends and the move of our own file
-        self._handle: Any = None
-        self._path: Path | None = None
-        self._count = 0  # lines in our file
+        self._lock = threading.RLock()  # appends, and detaching the file being written
+        self._move_lock = threading.Lock()  # one move at a time in this process
+        self._own: _File | None = None  # the file appends go to
+        self._detached: list[_File] = []  # earlier files of ours, being moved (oldest first)
         self._mover: threading.Thread | None = None
 
     # -- writing -------------------------------------------------------------------
@@ -67,20 +87,22 @@ class Spool:
         with self._lock:
             if self._used_bytes() + len(line) > self._max_bytes:
                 raise SpoolFull(f"the local spool holds SPOOL_MAX_BYTES={self._max_bytes} already")
-            handle = self._own_file()
-            handle.write(line)
-            handle.flush()
-            os.fsync(handle.fileno())
-            self._count += 1
+            own = self._own_file()
+            own.handle.write(line)
+            own.handle.flush()
+            os.fsync(own.handle.fileno())
+            own.lines += 1
 
     def backlog(self) -> int:
         """Events in this process's spool, not yet moved into Redis."""
-        return self._count
+        with self._lock:
+            files = [*self._detached, *([self._own] if self._own else [])]
+            return sum(f.lines - f.moved for f in files)
 
     def waiting_files(self) -> list[Path]:
         try:
             return sorted(
-                p for p in self.directory.iterdir() if p.name.startswith(PREFIX) and p.suffix == ".jsonl"
+                p for p in self.directory.iterdir() if p.name.startswith(PREFIX) and p.suffix == SUFFIX
             )
         except FileNotFoundError:
             return []
@@ -94,37 +116,64 @@ class Spool:
                 continue
         return total
 
-    def _own_file(self) -> Any:
-        if self._handle is None:
+    def _own_file(self) -> _File:
+        """The file appends go to, made on first use: created under a hidden name,
+        locked, and only then given the name movers look for."""
+        if self._own is None:
             self.directory.mkdir(parents=True, exist_ok=True)
             path = self.directory / f"{PREFIX}{os.getpid()}-{secrets.token_hex(4)}{SUFFIX}"
-            handle = open(path, "ab")
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            self._handle, self._path, self._count = handle, path, 0
+            hidden = path.with_name(f".{path.name}.new")
+            handle = open(hidden, "ab")
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                os.rename(hidden, path)
+                _sync_directory(self.directory)
+            except BaseException:
+                handle.close()
+                hidden.unlink(missing_ok=True)
+                raise
+            self._own = _File(handle, path)
             log.warning("Redis unreachable: spooling accepted webhooks to %s", path)
-        return self._handle
+        return self._own
 
     # -- moving --------------------------------------------------------------------
 
-    def move(self, deliver: Callable[[dict[str, Any]], None]) -> int:
+    def move(self, deliver: Deliver) -> int:
         """Deliver every spooled entry this process can take, file by file, in order.
-        ``deliver`` raises (a Redis error) to stop; the file then stays for the next
-        try. Returns the entries delivered."""
+        ``deliver`` raises (a Redis error) to stop; what was not delivered stays for
+        the next try. Returns the entries delivered."""
         moved = 0
-        with self._lock:
-            if self._path is not None and self._count:
-                moved += self._move_file(self._path, deliver)
-                self._handle.close()
-                self._path.unlink(missing_ok=True)
-                self._handle = self._path = None
-                self._count = 0
-        for path in self.waiting_files():
-            if path == self._path:
-                continue
-            moved += self._move_orphan(path, deliver)
+        with self._move_lock:
+            while True:
+                with self._lock:  # detach the file being written: appends go on into a new one
+                    if self._own is not None and self._own.lines:
+                        self._detached.append(self._own)
+                        self._own = None
+                    if not self._detached:
+                        break
+                    current = self._detached[0]
+                moved += self._move_own(current, deliver)
+                with self._lock:
+                    self._detached.pop(0)
+            mine = {f.path for f in self._detached} | ({self._own.path} if self._own else set())
+            for path in self.waiting_files():
+                if path not in mine:
+                    moved += self._move_orphan(path, deliver)
         return moved
 
-    def _move_orphan(self, path: Path, deliver: Callable[[dict[str, Any]], None]) -> int:
+    def _move_own(self, spooled: _File, deliver: Deliver) -> int:
+        """Move one of our files from where its last move stopped, then delete it while
+        still holding its lock (a mover elsewhere never sees it unlocked)."""
+        before = spooled.moved
+        for entry in _entries(spooled.path, skip=spooled.moved):
+            if entry is not None:
+                deliver(entry)
+            spooled.moved += 1
+        spooled.path.unlink(missing_ok=True)
+        spooled.handle.close()
+        return spooled.moved - before
+
+    def _move_orphan(self, path: Path, deliver: Deliver) -> int:
         """A file whose writer is gone (its lock is free): take it, move it, delete it."""
         try:
             handle = open(path, "rb")
@@ -135,26 +184,18 @@ class Spool:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 return 0  # a live process writes it; it moves its own
-            moved = self._move_file(path, deliver)
+            if not path.exists():
+                return 0  # moved and deleted by another process between our open and lock
+            moved = 0
+            for entry in _entries(path):
+                if entry is not None:
+                    deliver(entry)
+                    moved += 1
             path.unlink(missing_ok=True)
             log.warning("spool of a stopped process moved into Redis file=%s entries=%d", path.name, moved)
             return moved
 
-    @staticmethod
-    def _move_file(path: Path, deliver: Callable[[dict[str, Any]], None]) -> int:
-        moved = 0
-        with open(path, "rb") as lines:
-            for raw in lines:
-                try:
-                    entry = json.loads(raw)
-                except ValueError:
-                    log.error("unreadable spool line skipped file=%s", path.name)  # a torn last write
-                    continue
-                deliver(entry)
-                moved += 1
-        return moved
-
-    def start_mover(self, ready: Callable[[], bool], deliver: Callable[[dict[str, Any]], None]) -> None:
+    def start_mover(self, ready: Callable[[], bool], deliver: Deliver) -> None:
         """Move the spool into Redis as soon as ``ready()`` says Redis answers (a thread
         that ends when nothing is left; started again by the next append)."""
         with self._lock:
@@ -165,8 +206,12 @@ class Spool:
             )
             self._mover.start()
 
-    def _run(self, ready: Callable[[], bool], deliver: Callable[[dict[str, Any]], None]) -> None:
-        while self._count or self.waiting_files():
+    def _run(self, ready: Callable[[], bool], deliver: Deliver) -> None:
+        while True:
+            with self._lock:  # decided under the append lock: an append now starts a new mover
+                if not self.backlog() and not self.waiting_files():
+                    self._mover = None
+                    return
             time.sleep(MOVE_INTERVAL_SECONDS)
             try:
                 if not ready():
@@ -177,3 +222,26 @@ class Spool:
                 continue
             if moved:
                 log.warning("spool moved into Redis entries=%d", moved)
+
+
+def _entries(path: Path, skip: int = 0) -> Any:
+    """The entries of a spool file after its first ``skip`` lines; None for a line that
+    cannot be read (a torn last write: logged and skipped)."""
+    with open(path, "rb") as lines:
+        for index, raw in enumerate(lines):
+            if index < skip:
+                continue
+            try:
+                yield json.loads(raw)
+            except ValueError:
+                log.error("unreadable spool line skipped file=%s", path.name)
+                yield None
+
+
+def _sync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (its entry, not only the file's data)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -39,21 +40,141 @@ def test_spool_appends_durably_and_moves_in_order(tmp_path: Path) -> None:
     assert seen == [0, 1, 2] and spool.backlog() == 0 and spool.waiting_files() == []
 
 
-def test_a_move_that_fails_half_way_keeps_the_whole_file(tmp_path: Path) -> None:
+def test_a_move_that_fails_half_way_keeps_the_file_and_resumes_after_the_last_delivered_line(
+    tmp_path: Path,
+) -> None:
+    """Redis goes away again in the middle of a move: the file stays (a killed process
+    would leave it whole), and the next move goes on from the first line not delivered:
+    a status event already applied is not applied a second time."""
     spool = Spool(tmp_path, max_bytes=10_000)
     for i in range(3):
         spool.append({"n": i})
+    seen: list[int] = []
 
     def redis_goes_away_at_the_second(entry: dict) -> None:
         if entry["n"] == 1:
             raise redis.ConnectionError("gone again")
+        seen.append(entry["n"])
 
     with pytest.raises(redis.ConnectionError):
         spool.move(redis_goes_away_at_the_second)
-    assert spool.backlog() == 3 and len(spool.waiting_files()) == 1  # moved again later, whole
-    seen: list[int] = []
+    assert spool.backlog() == 2 and len(spool.waiting_files()) == 1
     spool.move(lambda entry: seen.append(entry["n"]))
-    assert seen == [0, 1, 2]
+    assert seen == [0, 1, 2] and spool.backlog() == 0 and spool.waiting_files() == []
+
+
+def test_a_new_spool_file_is_never_seen_unlocked_by_another_processs_mover(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review finding 8: process A creates its spool file while B's mover passes by. Had the
+    file been visible before A locked it, B would take it for an orphan, move it and
+    unlink it, and A would append every later event to a file nothing ever moves."""
+    a, b = Spool(tmp_path, 1 << 20), Spool(tmp_path, 1 << 20)
+    delivered: list[tuple[str, int]] = []
+    real_flock = fcntl.flock
+    armed = [True]
+
+    def b_passes_by_as_a_locks(fd: int, operation: int) -> None:
+        if armed[0]:  # the first flock: A's new file
+            armed[0] = False
+            b.move(lambda entry: delivered.append(("B", entry["n"])))
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", b_passes_by_as_a_locks)
+    a.append({"n": 1})
+    monkeypatch.setattr(fcntl, "flock", real_flock)
+    a.append({"n": 2})
+    assert len(a.waiting_files()) == 1
+    assert a.move(lambda entry: delivered.append(("A", entry["n"]))) == 2
+    assert delivered == [("A", 1), ("A", 2)] and a.backlog() == 0 and a.waiting_files() == []
+
+
+def test_a_spool_file_is_deleted_before_its_lock_is_released(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review finding 9: A has moved its own file; another process's mover passing by just
+    before the file is deleted finds it still locked, so no event is applied twice (a stale
+    "pending" after a newer takeover)."""
+    a, b = Spool(tmp_path, 1 << 20), Spool(tmp_path, 1 << 20)
+    a.append({"kind": "status", "n": 1})
+    a.append({"kind": "agent_reply", "n": 2})
+    delivered: list[tuple[str, int]] = []
+    real_unlink = Path.unlink
+    armed = [True]
+
+    def b_passes_by_before_the_unlink(self: Path, missing_ok: bool = False) -> None:
+        if armed[0]:
+            armed[0] = False
+            b.move(lambda entry: delivered.append(("B", entry["n"])))
+        real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", b_passes_by_before_the_unlink)
+    a.move(lambda entry: delivered.append(("A", entry["n"])))
+    assert delivered == [("A", 1), ("A", 2)]
+
+
+def test_moving_a_large_spool_never_holds_up_a_new_webhook(tmp_path: Path) -> None:
+    """Review finding 10: while a web process moves its own spool, a webhook reaching that
+    process appends at once (into a new file, behind the one being moved) instead of
+    waiting for the whole move; its event is moved after the others."""
+    spool = Spool(tmp_path, 1 << 20)
+    for i in range(3):
+        spool.append({"n": i})
+    in_move, go_on = threading.Event(), threading.Event()
+    seen: list[int] = []
+
+    def slow_redis(entry: dict) -> None:
+        in_move.set()
+        go_on.wait(10)
+        seen.append(entry["n"])
+
+    mover = threading.Thread(target=spool.move, args=(slow_redis,))
+    mover.start()
+    assert in_move.wait(5)
+    started = time.monotonic()
+    spool.append({"n": 3})  # a webhook arriving during the move
+    waited = time.monotonic() - started
+    assert spool.backlog() == 4  # still spooled behind the move: order kept
+    go_on.set()
+    mover.join(10)
+    assert waited < 1.0, f"the append waited {waited:.1f} s for the move"
+    spool.move(lambda entry: seen.append(entry["n"]))
+    assert seen == [0, 1, 2, 3] and spool.backlog() == 0 and spool.waiting_files() == []
+
+
+def test_an_event_spooled_as_the_mover_finishes_is_moved_all_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review finding 13: the mover thread decides to stop (nothing left) just as a webhook
+    spools a new event and sees the thread still alive. The decision is taken under the
+    append lock, so the new event starts a mover of its own instead of waiting for the
+    next webhook of that process (hours, at night)."""
+    spool = Spool(tmp_path, 1 << 20)
+    delivered: list[int] = []
+    real_waiting = Spool.waiting_files
+    armed = [False]
+
+    def deliver(entry: dict) -> None:
+        delivered.append(entry["n"])
+        armed[0] = True  # the first entry is in: the mover's next look is its last
+
+    def webhook() -> None:
+        spool.append({"n": 2})
+        spool.start_mover(lambda: True, deliver)
+
+    def looking_as_a_webhook_arrives(self: Spool) -> list[Path]:
+        deciding = sys._getframe(1).f_code.co_name == "_run"  # the mover's "anything left?"
+        if armed[0] and deciding:
+            armed[0] = False
+            threading.Thread(target=webhook).start()
+            time.sleep(0.3)  # the webhook spools while the mover decides
+            return []
+        return real_waiting(self)
+
+    monkeypatch.setattr(Spool, "waiting_files", looking_as_a_webhook_arrives)
+    spool.append({"n": 1})
+    spool.start_mover(lambda: True, deliver)
+    wait_for(lambda: delivered == [1, 2], timeout=5)
 
 
 def test_the_spool_is_bounded(tmp_path: Path) -> None:
