@@ -46,6 +46,7 @@ class Stat(StrEnum):
     WEBHOOKS_DUPLICATE = "webhooks_duplicate"
     WEBHOOKS_IGNORED = "webhooks_ignored"
     WEBHOOKS_REJECTED_429 = "webhooks_rejected_429"
+    SPOOLED_OVER_CAP = "spooled_over_cap"
     BATCHES = "batches"
     BOT_CALLS = "bot_calls"
     BOT_FAILURES = "bot_failures"
@@ -73,6 +74,10 @@ STAT_HELP: dict[Stat, str] = {
     Stat.WEBHOOKS_DUPLICATE: "Redeliveries and re-sent messages ignored",
     Stat.WEBHOOKS_IGNORED: "Events and messages not for the bot",
     Stat.WEBHOOKS_REJECTED_429: "Messages refused: conversation queue full",
+    Stat.SPOOLED_OVER_CAP: (
+        "Messages moved in from the local spool beyond MAX_QUEUE_PER_CONVERSATION:"
+        " answered 202 already, so queued all the same"
+    ),
     Stat.BATCHES: "Batches claimed by a drainer",
     Stat.BOT_CALLS: "Calls made to the bot",
     Stat.BOT_FAILURES: "Bot calls that failed past their retries",

@@ -69,7 +69,9 @@ end
 # resolved ends a handoff)  ARGV[10] account id  ARGV[11] status TTL s
 # ARGV[12] the message id to place the message by (a message moved in from the
 # local spool goes before the first queued message with a higher Chatwoot id;
-# the stored JSON starts with {"id":N), or '' to append  ARGV[13] window mode
+# the stored JSON starts with {"id":N), or '' to append. Such a message was answered
+# 202 already: the queue's cap (ARGV[3]) never refuses it (it is counted instead).
+# ARGV[13] window mode
 # The message's conversation is (re)scheduled in KEYS[11] at its batch's due time;
 # the webhook publishes nothing: a dispatcher in the workers claims due entries.
 # Returns {status, queue length, lease holder or '', seconds until due}
@@ -90,8 +92,11 @@ if redis.call('EXISTS', KEYS[3]) == 1 or
 end
 local len = redis.call('LLEN', KEYS[1])
 if len >= tonumber(ARGV[3]) then
-  redis.call('HINCRBY', KEYS[6], @webhooks_rejected_429@, 1)
-  return {'full', len, '', '0'}
+  if ARGV[12] == '' then
+    redis.call('HINCRBY', KEYS[6], @webhooks_rejected_429@, 1)
+    return {'full', len, '', '0'}
+  end
+  redis.call('HINCRBY', KEYS[6], @spooled_over_cap@, 1)
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000

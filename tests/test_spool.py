@@ -230,6 +230,28 @@ def test_two_containers_spooling_one_conversation_at_once_come_out_in_message_id
         wait_for(lambda f=folder: not list((tmp_path / f / "spool").glob("*.jsonl")), timeout=5)
 
 
+def test_spooled_messages_beyond_the_queue_cap_are_queued_not_dropped(
+    stopped_redis: RedisServer, tmp_path: Path
+) -> None:
+    """Review finding 5: five fragments answered 202 while Redis was down, with a queue cap of
+    three. The 202 was a promise (Chatwoot will not send them again): once Redis is back all
+    five are queued, in order, and counted as over the cap; none is dropped."""
+    web = make_client(
+        base_env(
+            stopped_redis.url, "http://127.0.0.1:9", DATA_DIR=str(tmp_path), MAX_QUEUE_PER_CONVERSATION="3"
+        )
+    )
+    for message_id in range(1, 6):
+        answer = post_webhook(web, cw.message(f"fragment {message_id}", 420, message_id=message_id))
+        assert answer.status_code == 202 and answer.json["spooled"] is True
+    stopped_redis.start()
+    client = redis.Redis.from_url(stopped_redis.url, decode_responses=True)
+    wait_for(lambda: not list((tmp_path / "spool").glob("*.jsonl")), timeout=10)
+    assert queued_ids(client, 420) == [1, 2, 3, 4, 5]
+    assert client.hget(keys.stats("default"), "spooled_over_cap") == "2"
+    assert post_webhook(web, cw.message("a live one", 420)).status_code == 429  # the cap holds for live ones
+
+
 def test_a_spool_left_by_a_killed_process_is_moved_once(stopped_redis: RedisServer, tmp_path: Path) -> None:
     """The container was killed while moving its spool: the first message had reached
     Redis. The next web process moves the whole file again: nothing lost, nothing doubled."""
