@@ -21,11 +21,11 @@ from app.chatwoot import DryRunOutbox
 from app.drain import Drainer
 from app.ledger import ATTEMPTS, ERROR, Ledger
 from app.payload import StoredMessage
-from app.redis_client import redis_now
+from app.redis_client import fitness, redis_now
 from app.scripts import Scripts
 from tests import chatwoot_payloads as cw
 from tests.conftest import base_env, dry_run_drainer, make_client, post_webhook
-from tests.support import ROOT, RedisServer
+from tests.support import ROOT, RedisServer, wait_for
 
 CONV = "42"
 
@@ -222,6 +222,38 @@ def test_check_config_warns_when_redis_keeps_nothing_on_disk(redis_url: str, red
     done = check_config(redis_url)
     assert done.returncode == 0, done.stderr
     assert "persistence is off" in done.stderr
+
+
+def test_check_config_says_what_each_persistence_setting_can_lose(tmp_path: Path):
+    """Review finding 11: only an append-only file fsynced on every write keeps every message
+    answered 202 and every reply record through a crash; snapshots alone, or an AOF fsynced
+    every second or when the system likes, each get a warning saying what they lose."""
+    server = RedisServer(tmp_path)
+    server.start()
+    client = redis.Redis.from_url(server.url, decode_responses=True)
+    seen = {}
+    try:
+        for name, settings in [
+            ("nothing", {"appendonly": "no", "save": ""}),
+            ("snapshots", {"appendonly": "no", "save": "3600 1 300 100 60 10000"}),
+            ("everysec", {"save": "", "appendonly": "yes", "appendfsync": "everysec"}),
+            ("os", {"appendonly": "yes", "appendfsync": "no"}),
+            ("always", {"appendonly": "yes", "appendfsync": "always"}),
+        ]:
+            for key, value in settings.items():
+                client.config_set(key, value)
+            wait_for(lambda: client.info("persistence")["aof_rewrite_in_progress"] == 0)
+            seen[name] = fitness(client)
+    finally:
+        server.stop()
+    assert all(problems == [] for problems, _ in seen.values())
+    assert "persistence is off" in seen["nothing"][1][0]
+    assert (
+        "only snapshots" in seen["snapshots"][1][0] and "since the last snapshot" in seen["snapshots"][1][0]
+    )
+    assert "'everysec'" in seen["everysec"][1][0] and "about 2 s" in seen["everysec"][1][0]
+    assert "'no'" in seen["os"][1][0] and "answered 202" in seen["os"][1][0]
+    assert seen["always"] == ([], [])
 
 
 def test_a_posted_part_is_recorded_once_redis_answers_again_not_left_pending(tmp_path: Path):
