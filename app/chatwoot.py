@@ -40,7 +40,7 @@ class Replier(Protocol):
     def add_note(self, account_id: int, conversation_id: str, content: str) -> None: ...
 
     def find_replies(
-        self, account_id: int, conversation_id: str, content: str, since: float
+        self, account_id: int, conversation_id: str, content: str, after_id: int
     ) -> list[int] | None: ...
 
 
@@ -96,14 +96,17 @@ class ChatwootClient:
         return message_id if isinstance(message_id, int) else None
 
     def find_replies(
-        self, account_id: int, conversation_id: str, content: str, since: float
+        self, account_id: int, conversation_id: str, content: str, after_id: int
     ) -> list[int] | None:
-        """Ids of outgoing messages holding exactly ``content`` created at or after
-        ``since``; None when it cannot be told.
+        """Ids of outgoing messages holding exactly ``content`` created after the message
+        ``after_id``; None when it cannot be told.
 
         Reads the conversation's latest messages (``GET .../messages``). Only a
         user access token may: an agent-bot token is refused, and then the
-        answer is None (unknown), never a guess.
+        answer is None (unknown), never a guess. "After" is told by id, never by
+        clock: Chatwoot's message ids come from one sequence, so a reply created
+        after the contact's message ``after_id`` has a higher id, whatever the
+        two machines' clocks say.
         """
         url = self._url(account_id, conversation_id, "messages")
         try:
@@ -121,7 +124,7 @@ class ChatwootClient:
             return None
         if not isinstance(messages, list):
             return None
-        return [m["id"] for m in messages if _is_our_reply(m, content, since)]
+        return [m["id"] for m in messages if _is_our_reply(m, content, after_id)]
 
     def typing(self, account_id: int, conversation_id: str, on: bool) -> None:
         """Best effort: one short attempt, failures only logged."""
@@ -167,14 +170,13 @@ class ChatwootClient:
         self._post(account_id, conversation_id, "messages", body, retries=0)  # a create: never retried
 
 
-def _is_our_reply(message: object, content: str, since: float) -> bool:
+def _is_our_reply(message: object, content: str, after_id: int) -> bool:
     if not isinstance(message, dict) or message.get("private") is True:
         return False
-    created = message.get("created_at")
+    message_id = message.get("id")
     outgoing = message.get("message_type") in (1, "outgoing")
-    recent = isinstance(created, int | float) and created >= since - 5  # Chatwoot stores whole seconds
-    has_id = isinstance(message.get("id"), int) and not isinstance(message.get("id"), bool)
-    return outgoing and recent and has_id and message.get("content") == content
+    newer = isinstance(message_id, int) and not isinstance(message_id, bool) and message_id > after_id
+    return outgoing and newer and message.get("content") == content
 
 
 class DryRunOutbox:
@@ -212,7 +214,7 @@ class DryRunOutbox:
         return None
 
     def find_replies(
-        self, account_id: int, conversation_id: str, content: str, since: float
+        self, account_id: int, conversation_id: str, content: str, after_id: int
     ) -> list[int] | None:
         return None  # the outbox is a log, not a conversation: never skip a reply on its word
 

@@ -546,7 +546,7 @@ class Drainer:
             self._state,
             self._run.check,
         )
-        failed = poster.post(account, answer, clock=self.clock)
+        failed = poster.post(account, answer, after_id=max(m.id for m in segment.messages))
         self._typing_shown |= poster.typing_shown
         if failed is not None:
             index, exc = failed

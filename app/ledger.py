@@ -11,7 +11,8 @@ processing:
                            (``answer:<answer id>``): a resumed batch
                            posts that answer and never asks the bot again, however
                            what is left of the batch would be grouped now
-``part:<answer id>:<i>``   ``pending:<unix time>`` just before part i's POST,
+``part:<answer id>:<i>``   ``pending:<unix time>`` just before part i's POST (the
+                           time is for people; a read-back matches by id),
                            ``sent:<Chatwoot id>`` (or ``sent:``) after it
 ``attempts`` / ``error``   runs that started handling the batch; the last failure
 =========================  ====================================================
@@ -119,14 +120,9 @@ class LedgerState:
         self.fields[part_field(answer_id, index)] = state
 
 
-def pending_since(state: str | None) -> float | None:
-    """When a pending part's POST started; None unless the state is pending."""
-    if not state or not state.startswith(PENDING):
-        return None
-    try:
-        return float(state[len(PENDING) :])
-    except ValueError:
-        return None
+def is_pending(state: str | None) -> bool:
+    """Was the part being posted when its run stopped (its outcome unknown)?"""
+    return bool(state) and state.startswith(PENDING)
 
 
 def is_sent(state: str | None) -> bool:

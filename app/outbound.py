@@ -1,9 +1,12 @@
 """POST JSON with an explicit timeout and bounded retries with backoff.
 
 Retried: connection failures (nothing was sent), 429 (honouring Retry-After,
-capped) and 5xx. Not retried: other 4xx, and a read timeout on a call that is
-not idempotent (Chatwoot's message create): the request may have taken effect,
-so the error is raised with ``ambiguous=True`` instead of posting twice.
+capped) and, for an idempotent call, 5xx. Not retried: other 4xx; and, on a
+call that is not idempotent (Chatwoot's message create), a read timeout, a
+connection lost after the request went out, or a 5xx: the request may have
+taken effect (a proxy's 502/504 after the app created the message, a listener
+failing after the commit), so the error is raised with ``ambiguous=True``
+instead of posting twice. The caller settles it (read-back) or records it.
 
 A ``deadline`` bounds the whole call, retries and the body included: a
 server that sends its headers and then a byte a second is cut at the deadline
@@ -123,16 +126,19 @@ def post_json(
                 " (credentials would go with it); configure the final https address",
                 status=response.status_code,
             )
-        last = error(f"{_host(url)} answered {response.status_code}", status=response.status_code)
-        if response.status_code == 429:
+        status = response.status_code
+        if status >= 500 and not idempotent:
+            raise error(
+                f"{_host(url)} answered {status}: it may have taken effect", status=status, ambiguous=True
+            )
+        last = error(f"{_host(url)} answered {status}", status=status)
+        if status == 429:
             wait = _retry_after(response, attempt)
-        elif response.status_code >= 500:
+        elif status >= 500:
             wait = backoff_seconds(attempt)
         else:
             raise last
-        log.warning(
-            "outbound retry host=%s status=%s attempt=%d", _host(url), response.status_code, attempt + 1
-        )
+        log.warning("outbound retry host=%s status=%s attempt=%d", _host(url), status, attempt + 1)
     if last is None or (end is not None and time.monotonic() >= end - 0.05):
         raise error(f"{_host(url)} did not answer within {deadline:g} s", ambiguous=not idempotent)
     raise last

@@ -192,6 +192,8 @@ class Stand:
         self.in_flight: dict[str, int] = defaultdict(int)
         self.max_in_flight: dict[str, int] = defaultdict(int)
         self.fail_next: list[int] = []  # statuses to answer message creates with, first
+        self.fail_after_create: list[int] = []  # statuses to answer creates with *after* creating
+        self.clock_offset = 0.0  # Chatwoot's clock minus this machine's (its created_at)
         self.completions: list[dict[str, Any]] = []  # requests to /v1/chat/completions
         self.on_message_created: Callable[[], None] | None = None  # runs before the answer is sent
         self.message_delay = 0.0  # seconds before answering a message create (after recording it)
@@ -220,6 +222,8 @@ class Stand:
             self.in_flight.clear()
             self.max_in_flight.clear()
             self.fail_next.clear()
+            self.fail_after_create.clear()
+            self.clock_offset = 0.0
             self.completions.clear()
             self.on_message_created = None
             self.can_read = False
@@ -333,11 +337,16 @@ class Stand:
             self._next_id += 1
             self.requests.append({"path": path, "json": body, "at": time.time(), "id": self._next_id})
             created = {"id": self._next_id, "content": body.get("content"), "message_type": 1}
+            after = (
+                self.fail_after_create.pop(0) if path.endswith("/messages") and self.fail_after_create else 0
+            )
         hook = self.on_message_created
         if hook and path.endswith("/messages"):
             hook()
         if path.endswith("/messages"):
             time.sleep(self.message_delay)
+        if after:  # created, then the proxy in front of Chatwoot (or a listener) fails the request
+            return after, {"error": "Bad Gateway"}
         return 200, created
 
     def _list_messages(self, path: str) -> tuple[int, Any]:
@@ -352,7 +361,7 @@ class Stand:
                     "id": r["id"],  # the id the create answered with
                     "content": r["json"]["content"],
                     "message_type": 1,  # integer here, as messages/index.json.jbuilder renders it
-                    "created_at": int(r["at"]),  # unix seconds (created_at.to_i)
+                    "created_at": int(r["at"] + self.clock_offset),  # unix seconds, Chatwoot's clock
                     "private": False,
                     "conversation_id": int(conv),
                 }

@@ -67,7 +67,7 @@ def call(url: str, *, idempotent: bool = False, retries: int = 3, timeout: float
 def test_5xx_and_429_are_retried_with_backoff_and_retry_after() -> None:
     server = Scripted([(500, {}, 0), (429, {"Retry-After": "7"}, 0), (503, {}, 0)])
     try:
-        response, waits = call(server.url)
+        response, waits = call(server.url, idempotent=True)
         assert response.status_code == 200 and server.hits == 4
         assert waits[1] == 7.0  # Retry-After honoured
         assert 0.4 <= waits[0] <= 0.6 and 1.6 <= waits[2] <= 2.4  # exponential backoff with jitter
@@ -79,8 +79,31 @@ def test_retries_are_bounded() -> None:
     server = Scripted([(500, {}, 0)] * 10)
     try:
         with pytest.raises(ChatwootError, match="answered 500") as info:
-            call(server.url, retries=2)
+            call(server.url, retries=2, idempotent=True)
         assert server.hits == 3 and info.value.status == 500 and not info.value.ambiguous
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_a_5xx_on_a_create_is_ambiguous_and_never_re_posted(status: int) -> None:
+    """Review finding 3: a proxy's 502/504 after Chatwoot created the message, or a listener
+    failing after the commit, answers 5xx for a message that exists: posting again would
+    send it twice. The caller settles it by read-back or records it as ambiguous."""
+    server = Scripted([(status, {}, 0)] * 3)
+    try:
+        with pytest.raises(ChatwootError, match=f"answered {status}") as info:
+            call(server.url)
+        assert info.value.ambiguous and info.value.status == status and server.hits == 1
+    finally:
+        server.close()
+
+
+def test_a_429_on_a_create_is_retried_it_was_refused() -> None:
+    server = Scripted([(429, {"Retry-After": "1"}, 0)])
+    try:
+        response, waits = call(server.url)
+        assert response.status_code == 200 and server.hits == 2 and waits == [1.0]
     finally:
         server.close()
 
