@@ -344,9 +344,7 @@ class Drainer:
                     continue
                 if stored is None:
                     typing = typing or Typing(self.replier, account, self.conversation)
-                    answered = self._ask_and_store(segment, raws, superseded, raw_of)
-                    if answered is None:
-                        continue  # dead-lettered
+                    answered = self._ask_and_store(segment, superseded, raw_of)
                     if isinstance(answered, list):
                         # The contact kept typing while the bot thought: its answer is stale.
                         superseded += 1
@@ -477,25 +475,24 @@ class Drainer:
         return BotReply((message,) if message else (), handoff=True)
 
     def _ask_and_store(
-        self, segment: Segment, raws: list[str], superseded: int, raw_of: dict[int, str]
-    ) -> StoredAnswer | list[StoredMessage] | None:
+        self, segment: Segment, superseded: int, raw_of: dict[int, str]
+    ) -> StoredAnswer | list[StoredMessage]:
         """Ask the bot and store its answer in the ledger (lease-checked) before anything
-        is posted. Returns the stored answer; or the fragments that arrived meanwhile
-        (the answer is stale and not stored); or None when the bot failed (dead-lettered)."""
+        is posted (when the bot failed, the fallback in its place). Returns the stored
+        answer, or the fragments that arrived meanwhile (the answer is stale and not
+        stored)."""
         started = time.perf_counter()
         keyword = self._keyword_handoff(segment) or self._off_duty() or self._over_budget()
+        failure = ""
         try:
             reply = keyword or ask_bot(
                 self.bot, bot_request(self._cid, segment), self.company.bot_timeout_seconds
             )
         except BotError as exc:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.hincrby(keys.stats(self._cid), Stat.BOT_CALLS, 1)
-            pipe.hincrby(keys.stats(self._cid), Stat.BOT_FAILURES, 1)
-            pipe.execute()
-            self._send_fallback(segment)
-            self._dead_letter(raws, "bot", str(exc))
-            return None
+            # The gateway's fallback is stored in the answer's place, like any answer: posted
+            # once, marked as the gateway's own, and then the batch goes to the dead letters.
+            fallback = self.company.bot_fallback_message
+            reply, failure = BotReply((fallback,) if fallback else ()), mask_secrets(str(exc))[:500]
         latency = time.perf_counter() - started
         answer = StoredAnswer(
             segment.key,
@@ -503,15 +500,22 @@ class Drainer:
             reply.handoff,
             (reply.team or self.company.handoff_team_id) if reply.handoff else None,
             reply.note if reply.handoff else "",
+            failure,
         )
         counted = RoundTrip(self.client)  # the call's counters go in the store's round trip
         if keyword is None:
             counted.pipe.hincrby(keys.stats(self._cid), Stat.BOT_CALLS, 1)
-            count_into(counted.pipe, self._cid, "gateway_bot_latency_seconds", latency)
+            if failure:
+                counted.pipe.hincrby(keys.stats(self._cid), Stat.BOT_FAILURES, 1)
+            else:
+                count_into(counted.pipe, self._cid, "gateway_bot_latency_seconds", latency)
         self._proven()
         # A keyword handoff does not give way to newer fragments: the contact asked for a human.
         look = (
-            keyword is None and superseded < self.company.supersede_max and segment.messages[-1].is_text_only
+            keyword is None
+            and not failure
+            and superseded < self.company.supersede_max
+            and segment.messages[-1].is_text_only
         )
         assert self._ledger is not None
         message_ids = [m.id for m in segment.messages]
@@ -548,6 +552,18 @@ class Drainer:
         )
         failed = poster.post(account, answer, after_id=max(m.id for m in segment.messages))
         self._typing_shown |= poster.typing_shown
+        if answer.failure:  # the bot failed: its fallback (if any) is out, the batch is a dead letter
+            if failed is not None:
+                log.error(
+                    "fallback not sent company=%s conversation=%s error=%s",
+                    self._cid,
+                    self.conversation,
+                    failed[1],
+                )
+            elif answer.parts:
+                self.client.hincrby(keys.stats(self._cid), Stat.FALLBACKS_SENT, 1)
+            self._dead_letter(raws, "bot", answer.failure)
+            return
         if failed is not None:
             index, exc = failed
             self.client.hincrby(keys.stats(self._cid), Stat.REPLIES_FAILED, 1)
@@ -603,21 +619,6 @@ class Drainer:
             **extra,
         }
         self._complete(raws, letter)
-
-    def _send_fallback(self, segment: Segment) -> None:
-        """Tell the contact something went wrong (BOT_FALLBACK_MESSAGE), best effort."""
-        fallback = self.company.bot_fallback_message
-        if not fallback:
-            return
-        self._proven()
-        try:
-            self.replier.create_message(segment.messages[0].account_id, self.conversation, fallback)
-        except ChatwootError as exc:
-            log.error(
-                "fallback not sent company=%s conversation=%s error=%s", self._cid, self.conversation, exc
-            )
-            return
-        self.client.hincrby(keys.stats(self._cid), Stat.FALLBACKS_SENT, 1)
 
     def _leave_to_humans(self, raws: list[str]) -> None:
         """A human holds the conversation: the messages are theirs (Chatwoot shows them)."""

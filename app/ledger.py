@@ -6,7 +6,10 @@ processing:
 
 =========================  ====================================================
 ``answer:<answer id>``     the bot's answer, JSON ``{"parts": [...], "handoff": b}``,
-                           stored (lease-checked) before its first part is posted
+                           stored (lease-checked) before its first part is posted;
+                           when the bot failed, the gateway's fallback in its
+                           place with ``"failure"`` (the batch is dead-lettered
+                           once the fallback is posted)
 ``msg:<message id>``       the field of the answer that covers this message
                            (``answer:<answer id>``): a resumed batch
                            posts that answer and never asks the bot again, however
@@ -32,6 +35,7 @@ import redis
 
 from app import keys
 from app.logs import mask_secrets
+from app.own import OWN_PENDING_TTL_SECONDS, OWN_REPLY_TTL_SECONDS
 from app.scripts import RoundTrip, Scripts
 
 __all__ = [
@@ -47,8 +51,6 @@ __all__ = [
 
 ATTEMPTS, ERROR = keys.LEDGER_ATTEMPTS, keys.LEDGER_ERROR
 ANSWER, PENDING, SENT = "answer:", "pending:", "sent:"
-OWN_PENDING_TTL_SECONDS = 300
-OWN_REPLY_TTL_SECONDS = 24 * 3600
 RECORD_PATIENCE_SECONDS = 60.0  # how long a posted part's record waits for Redis to come back
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,7 @@ class StoredAnswer:
     handoff: bool
     team: int | None = None  # the team a handoff assigns (the bot's "team", else HANDOFF_TEAM_ID)
     note: str = ""  # a private note for the humans (the bot's "note")
+    failure: str = ""  # the bot failed: the parts are BOT_FALLBACK_MESSAGE, then a dead letter
 
     def to_json(self) -> str:
         data: dict[str, object] = {"parts": list(self.parts), "handoff": self.handoff}
@@ -80,6 +83,8 @@ class StoredAnswer:
             data["team"] = self.team
         if self.note:
             data["note"] = self.note
+        if self.failure:
+            data["failure"] = self.failure
         return json.dumps(data, ensure_ascii=False)
 
     @classmethod
@@ -92,6 +97,7 @@ class StoredAnswer:
             bool(data["handoff"]),
             team if isinstance(team, int) else None,
             str(data.get("note") or ""),
+            str(data.get("failure") or ""),
         )
 
 

@@ -25,8 +25,8 @@ from app.chatwoot import Replier
 from app.errors import ChatwootError
 from app.ledger import Ledger, LedgerState, StoredAnswer, is_pending, is_sent
 from app.metrics import Stat
+from app.own import content_digest
 from app.replies import typing_pause
-from app.sessions import content_digest
 from app.settings import CompanyConfig
 
 __all__ = ["AMBIGUOUS_CREATES", "AMBIGUOUS_SETTLE_SECONDS", "Poster"]

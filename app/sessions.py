@@ -13,7 +13,6 @@ took over (handoff marker ``agent``) stays with the human.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -24,19 +23,15 @@ from app import keys
 from app.chatwoot import Replier
 from app.errors import ChatwootError
 from app.metrics import Stat
+from app.own import post_own
 from app.scripts import Scripts
 from app.settings import CompanyConfig, Settings
 
-__all__ = ["content_digest", "expire_idle_sessions", "is_reset_keyword", "reset_session"]
+__all__ = ["expire_idle_sessions", "is_reset_keyword", "reset_session"]
 
 log = logging.getLogger(__name__)
 EXPIRE_BATCH = 10
 EXPIRE_BUDGET_SECONDS = 1.0
-
-
-def content_digest(content: str) -> str:
-    """Short digest of a reply's text, to recognise it when its webhook comes back."""
-    return hashlib.sha256(content.strip().encode()).hexdigest()[:24]
 
 
 def is_reset_keyword(company: CompanyConfig, content: str) -> bool:
@@ -91,6 +86,6 @@ def _expire_one(
     if human or not company.session_expired_message or not account.isdigit():
         return
     try:
-        replier_for(cid).create_message(int(account), conv, company.session_expired_message)
+        post_own(client, replier_for(cid), cid, int(account), conv, company.session_expired_message)
     except ChatwootError as exc:
         log.warning("session-expired message not sent company=%s conversation=%s error=%s", cid, conv, exc)

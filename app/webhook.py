@@ -13,6 +13,7 @@ from app import keys
 from app.intake import accept
 from app.logs import Sampled
 from app.metrics import SPOOLED, WEBHOOK_LATENCY, WEBHOOK_RESPONSES, WEBHOOKS_REFUSED, Stat
+from app.own import content_digest
 from app.payload import (
     AgentReply,
     Ignored,
@@ -23,7 +24,7 @@ from app.payload import (
     parse_webhook,
 )
 from app.scripts import Sender
-from app.sessions import content_digest, is_reset_keyword, reset_session
+from app.sessions import is_reset_keyword, reset_session
 from app.signature import AuthError, authenticate
 
 __all__ = ["bp", "handle", "start_moving"]

@@ -39,6 +39,7 @@ def env(redis_url: str, stand: Stand, tmp_path_factory: pytest.TempPathFactory) 
             session_reset_keywords="#reset, start over",
         ),
         chatwoot_company("stale", stand, supersede_max=2),
+        chatwoot_company("fallback", stand, bot_fallback_message="Sorry, one moment please."),
     ]
     return companies_env(redis_url, folder, companies)
 
@@ -112,6 +113,36 @@ def test_session_expiry_clears_a_bot_handoff_and_says_so_once(web, stand: Stand,
     stand.bot_answer = None
     assert send(web, "expiry", cw.message("new day", 204, status="open")).status_code == 202
     wait_for(lambda: stand.replies(204)[-1:] == ["new day"], timeout=10)
+
+
+def test_the_gateways_own_fallback_and_session_notice_never_silence_the_bot(web, stand: Stand, rdb) -> None:
+    """Review finding 1: with a user token Chatwoot sends every message the gateway posts back
+    as an outgoing message from a "user" (what an agent's reply looks like). The fallback
+    after a bot failure and the session-expired notice are the gateway's own, recognised by
+    the id Chatwoot gave them or, racing the POST's answer, by their text: no takeover, and
+    the bot answers the contact's next message."""
+    stand.bot_answer = lambda body: (422, {"error": "model overloaded"})  # the bot fails
+    assert send(web, "fallback", cw.message("hello?", 210)).status_code == 202
+    wait_for(lambda: stand.replies(210) == ["Sorry, one moment please."], timeout=10)
+    echo = cw.agent_reply("Sorry, one moment please.", 210)
+    echo["id"] = stand.calls("messages")[0]["id"]
+    assert "own reply" in send(web, "fallback", echo).json["reason"]
+    assert (
+        "own reply" in send(web, "fallback", cw.agent_reply("Sorry, one moment please.", 210)).json["reason"]
+    )
+    stand.bot_answer = None
+    assert send(web, "fallback", cw.message("are you there?", 210)).status_code == 202
+    wait_for(lambda: stand.replies(210) == ["Sorry, one moment please.", "are you there?"], timeout=10)
+    assert not rdb.exists(keys.handoff("fallback", 210))
+
+    send(web, "expiry", cw.message("good night", 211))
+    wait_for(lambda: stand.replies(211) == ["good night", "This chat has ended."], timeout=15)  # idle 3 s
+    notice = cw.agent_reply("This chat has ended.", 211)
+    notice["id"] = stand.calls("messages")[-1]["id"]
+    assert "own reply" in send(web, "expiry", notice).json["reason"]
+    assert not rdb.exists(keys.handoff("expiry", 211))
+    assert send(web, "expiry", cw.message("good morning", 211)).status_code == 202
+    wait_for(lambda: stand.replies(211)[-1:] == ["good morning"], timeout=10)
 
 
 def test_reset_keyword_clears_the_session_on_demand(web, stand: Stand, rdb) -> None:

@@ -19,6 +19,7 @@ from app import keys
 from app.bots import BotReply, EchoBot
 from app.chatwoot import DryRunOutbox
 from app.drain import Drainer
+from app.errors import BotError
 from app.ledger import ATTEMPTS, ERROR, Ledger
 from app.payload import StoredMessage
 from app.redis_client import fitness, redis_now
@@ -194,6 +195,43 @@ def test_a_bot_handoff_marker_expires(redis_url: str, rdb: redis.Redis):
     rdb.rpush(keys.queue("default", CONV), raw(1, "a human please", rdb=rdb))
     assert drainer.run() == "released"
     assert 30 * 86400 - 5 <= rdb.ttl(keys.handoff("default", CONV)) <= 30 * 86400
+
+
+class Killed(BaseException):
+    """The worker dies here (SIGKILL): nothing of the run's own handling runs."""
+
+
+class FailingBot:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def answer(self, request: dict[str, Any]) -> BotReply:
+        self.calls += 1
+        raise BotError("bot answered 503")
+
+
+def test_a_run_that_dies_after_posting_the_fallback_never_repeats_it(redis_url: str, rdb: redis.Redis):
+    """Review finding 12: the bot failed and BOT_FALLBACK_MESSAGE went out; the worker dies
+    before the batch is dead-lettered. The fallback is stored in the ledger in the answer's
+    place, so the run that resumes the batch neither asks the bot again nor repeats the
+    fallback: it only dead-letters the batch."""
+    drainer = dry_run_drainer(redis_url, rdb, BOT_FALLBACK_MESSAGE="Sorry, an agent will answer soon.")
+    bot = FailingBot()
+    drainer = dataclasses.replace(drainer, bot=bot)
+    rdb.rpush(keys.queue("default", CONV), raw(1, "are you open?", rdb=rdb))
+
+    def dies(*args: Any, **kwargs: Any) -> None:
+        raise Killed()
+
+    drainer._dead_letter = dies  # type: ignore[method-assign]
+    with pytest.raises(Killed):
+        drainer.run()
+    assert outbox(rdb) == ["Sorry, an agent will answer soon."] and bot.calls == 1
+    resumed = successor(drainer, rdb)
+    assert resumed.run() == "released"
+    assert outbox(rdb) == ["Sorry, an agent will answer soon."] and bot.calls == 1
+    (letter,) = [json.loads(e) for e in rdb.lrange(keys.dead_letters("default"), 0, -1)]
+    assert letter["stage"] == "bot" and "503" in letter["error"]
 
 
 def check_config(redis_url: str) -> subprocess.CompletedProcess[str]:
