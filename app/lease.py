@@ -5,9 +5,13 @@ holds the id of the one Celery task allowed to drain that conversation — once
 that task starts, the id of its run (task id + a token, so two deliveries of
 one task id are two runs and only one holds) — with a short TTL renewed by the
 running task. Its TTL is the liveness signal. ``AsyncResult`` of the id is
-consulted only to learn that a holder has *finished*: an id the backend never
-heard of and a task killed mid-run read PENDING or STARTED, so a state can
-never prove a holder alive.
+consulted only to learn that a holder has *finished*, and only for a holder
+that is still a bare task id (a task that never started a run): an id the
+backend never heard of and a task killed mid-run read PENDING or STARTED, so a
+state can never prove a holder alive; and a task's state says nothing of a run
+of it, since the same task id delivered twice is two runs (the second exits at
+once and the task reads SUCCESS while the first still drains). A run holder is
+left to its lease: renewed while it lives, expired within a TTL once it stops.
 
 **The heartbeat.** A run holds its conversation's lease under its own run id (``new_run_id``:
 task id + a random token), so a second delivery of the same task id is a
@@ -62,6 +66,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 DRAIN_TASK = "gateway.drain"
 FINISHED_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
+RUN_SEPARATOR = "#"
 
 
 def new_task_id() -> str:
@@ -87,12 +92,16 @@ def take_over_if_finished(
     holder: str,
     lease_px: int,
 ) -> str | None:
-    """Take the lease from a holder that has finished without releasing it.
+    """Take the lease from a published task that has finished without starting a run.
 
     Returns the new task id (already scheduled) or None when the holder may be
-    alive. The take-over is a compare-and-set on the holder's id.
+    alive. A run holder (``task#token``) is never taken: its task's state says
+    nothing of the run (see the module's docstring); it keeps the lease by
+    renewing it. The take-over is a compare-and-set on the holder's id.
     """
-    state = AsyncResult(task_of(holder), app=celery).state
+    if RUN_SEPARATOR in holder:
+        return None
+    state = AsyncResult(holder, app=celery).state
     if state not in FINISHED_STATES:
         return None
     fresh = new_task_id()
@@ -112,7 +121,6 @@ def take_over_if_finished(
 
 
 FRESH_FRACTION = 0.75  # a renewal older than this share of the TTL no longer proves the lease
-RUN_SEPARATOR = "#"
 
 
 def new_run_id(task_id: str) -> str:

@@ -3,6 +3,8 @@ tasks once, earliest first, for this process's free slots only."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import threading
 import time
 
@@ -10,10 +12,13 @@ import redis
 from celery import Celery
 
 from app import keys
+from app.bots import BotReply, EchoBot
 from app.dispatcher import Dispatcher
+from app.payload import StoredMessage
+from app.redis_client import redis_now
 from app.scripts import Scripts
 from app.settings import load_settings
-from tests.conftest import base_env, companies_env
+from tests.conftest import base_env, companies_env, dry_run_drainer
 
 
 def dispatcher(redis_url: str, rdb: redis.Redis) -> Dispatcher:
@@ -87,3 +92,49 @@ def test_two_dispatchers_at_once_never_dispatch_a_conversation_twice(
     everything = claimed[0] + claimed[1]
     assert sorted(everything, key=int) == [str(c) for c in range(300)]  # each once
     assert claimed[0] and claimed[1]  # both took part
+
+
+class HeldBot:
+    """A bot that thinks until the test lets it answer."""
+
+    def __init__(self) -> None:
+        self.asked, self.answer_now = threading.Event(), threading.Event()
+
+    def answer(self, request: dict) -> BotReply:
+        self.asked.set()
+        self.answer_now.wait(10)
+        return BotReply(("Open at 9.",))
+
+
+def test_a_live_run_is_never_taken_over_because_a_second_delivery_of_its_task_finished(
+    redis_url: str, rdb: redis.Redis
+) -> None:
+    """Review finding 4: task T is delivered twice. Its first delivery drains as run T#r1;
+    the second exits at once (not the holder) and Celery records T as SUCCESS. When run 1's
+    renewal is late and a new fragment makes the conversation due, the dispatcher must not
+    read T's SUCCESS as "the holder finished": the holder is a run, alive. Taking its lease
+    over would start a second drain of the conversation (a second bot call, a second reply)."""
+    first = dry_run_drainer(redis_url, rdb, LEASE_TTL_SECONDS="4")  # task T1, lease named T1
+    bot = HeldBot()
+    first = dataclasses.replace(first, bot=bot)
+    rdb.rpush(keys.queue("default", "42"), StoredMessage(1, "42", 1, "open?", redis_now(rdb) - 30).to_json())
+    outcome: list[str] = []
+    running = threading.Thread(target=lambda: outcome.append(first.run()))
+    running.start()
+    assert bot.asked.wait(5)
+    holder = rdb.get(keys.lease("default", "42"))
+    assert holder.startswith("T1#")
+    second = dataclasses.replace(first, bot=EchoBot())
+    assert second.run() == "not-holder"
+    celery = Celery(broker=redis_url, backend=redis_url)
+    celery.backend.store_result("T1", "not-holder", "SUCCESS")  # what the worker records for it
+    rdb.pexpire(keys.lease("default", "42"), 1000)  # run 1's renewal is late (under half its TTL)
+    rdb.zadd(keys.due("default"), {"42": redis_now(rdb)})  # a new fragment's batch is due
+    settings = load_settings(base_env(redis_url, "http://127.0.0.1:9", LEASE_TTL_SECONDS="4"))
+    Dispatcher(rdb, Scripts(rdb), celery, settings).claim()
+    assert rdb.get(keys.lease("default", "42")) == holder  # not handed to a fresh task
+    assert rdb.hget(keys.stats("default"), "lease_takeovers") is None
+    bot.answer_now.set()
+    running.join(10)
+    assert outcome == ["released"]
+    assert [json.loads(e)["content"] for e in rdb.lrange(keys.outbox("default"), 0, -1)] == ["Open at 9."]
