@@ -129,6 +129,7 @@ class Drainer:
     _pace: tuple[str, Pace] | None = field(default=None, init=False)  # (key, pace), learned/smart
     _handoff: bool | None = field(default=None, init=False)  # read with the claim, for its first unit
     _typing_shown: bool = field(default=False, init=False)  # "typing" went on during this batch
+    _claimed: bool = field(default=False, init=False)  # this run claimed a batch (counted an attempt)
 
     @property
     def _cid(self) -> str:
@@ -164,9 +165,32 @@ class Drainer:
                 self.task_id,
                 self.run_id,
             )
+            self._release_attempt()
             return Outcome.LEASE_LOST
+        except redis.RedisError:
+            self._release_attempt()
+            raise
         finally:
             keeper.drop(self._run)
+
+    def _release_attempt(self) -> None:
+        """The run stops for a reason that is not its batch's (Redis unreachable, its lease
+        taken): the attempt its claim counted is taken back, so Redis blips never
+        dead-letter a healthy batch as failing. A run past RUN_MAX_SECONDS keeps its
+        attempt: a batch that hangs every run is the batch's own doing."""
+        assert self._run is not None and self._ledger is not None
+        if not self._claimed or self._run.overran:
+            return
+        try:
+            self._ledger.release_attempt()
+        except redis.RedisError as exc:
+            log.error(
+                "attempt not taken back company=%s conversation=%s run=%s error=%s",
+                self._cid,
+                self.conversation,
+                self.run_id,
+                type(exc).__name__,
+            )
 
     def _drain(self, wait: float | None) -> Outcome:
         for _ in range(MAX_BATCHES_PER_RUN):
@@ -261,6 +285,7 @@ class Drainer:
 
     def _claim(self) -> tuple[list[str], int, str]:
         """(batch, attempts before this one, last error): a leftover batch or the next one."""
+        self._claimed = True  # before the call: its reply may be lost after it counted
         claimed = self.scripts.claim_batch(
             self._cid, self.conversation, self.run_id, self.settings.batch_max_messages
         ).run()
@@ -316,13 +341,13 @@ class Drainer:
                 attempts + 1,
                 limit,
             )
-            if attempts + 1 >= limit:
-                left = self.client.lrange(self._key(keys.processing), 0, -1)
-                self._dead_letter(left, "crash", error, attempts=attempts + 1)
-                return None
             assert self._ledger is not None
-            self._ledger.note_error(error)
-            return min(RETRY_CAP_SECONDS, 2.0 ** (attempts + 1))
+            attempts = self._ledger.note_error(error)  # progress made by this run resets them
+            if attempts >= limit:
+                left = self.client.lrange(self._key(keys.processing), 0, -1)
+                self._dead_letter(left, "crash", error, attempts=attempts)
+                return None
+            return min(RETRY_CAP_SECONDS, 2.0 ** max(1, attempts))
 
     def _process(self, batch: list[str]) -> None:
         raw_of: dict[int, str] = {}

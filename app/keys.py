@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "LEDGER_ATTEMPTS",
     "LEDGER_ERROR",
+    "LEDGER_RUN",
     "away",
     "bot_calls_day",
     "bot_history",
@@ -86,9 +87,10 @@ def ledger(company: str, conversation: str | int) -> str:
     return f"{company}:webhook_ledger:{conversation}"
 
 
-# Fields of the ledger hash that CLAIM_BATCH, NOTE_ERROR and COMPLETE write
-# (the rest of its layout: ``app.ledger``).
-LEDGER_ATTEMPTS, LEDGER_ERROR = "attempts", "error"
+# Fields of the ledger hash that CLAIM_BATCH, NOTE_ERROR, RELEASE_ATTEMPT and COMPLETE
+# write (the rest of its layout: ``app.ledger``); ``run:<run id>`` marks the runs whose
+# attempt is counted.
+LEDGER_ATTEMPTS, LEDGER_ERROR, LEDGER_RUN = "attempts", "error", "run:"
 
 
 def handoff(company: str, conversation: str | int) -> str:

@@ -147,6 +147,12 @@ class Run:
     def proven(self) -> bool:
         return not self.lost.is_set() and time.monotonic() - self.renewed_at < self.ttl * FRESH_FRACTION
 
+    @property
+    def overran(self) -> bool:
+        """Past ``RUN_MAX_SECONDS``: the run's own doing (a batch that hangs), unlike a
+        lease lost to Redis or to another run."""
+        return time.monotonic() > self.deadline
+
     def check(self) -> None:
         """Raise ``LeaseLost`` unless the lease is proven (call before every effect)."""
         if not self.proven():

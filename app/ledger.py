@@ -36,7 +36,7 @@ import redis
 from app import keys
 from app.logs import mask_secrets
 from app.own import OWN_PENDING_TTL_SECONDS, OWN_REPLY_TTL_SECONDS
-from app.scripts import RoundTrip, Scripts
+from app.scripts import Call, RoundTrip, Scripts
 
 __all__ = [
     "ATTEMPTS",
@@ -210,6 +210,18 @@ class Ledger:
             message_id,
             OWN_REPLY_TTL_SECONDS,
         )
+        return self._patiently(call, patience, "posted reply not recorded yet")
+
+    def release_attempt(self, patience: float = RECORD_PATIENCE_SECONDS) -> bool:
+        """Take back the attempt this run's claim counted: the run ends for a reason that is
+        not the batch's own (Redis unreachable, its lease taken), and a batch must not be
+        dead-lettered as failing for that. Needs no lease (it undoes only the run's own
+        count), so it waits for a Redis that stopped answering, up to ``patience``."""
+        call = self._scripts.release_attempt(self._company, self._conversation, self._run)
+        return self._patiently(call, patience, "attempt not taken back yet")
+
+    def _patiently(self, call: Call[bool], patience: float, what: str) -> bool:
+        """Run ``call``, retrying while Redis does not answer, up to ``patience`` seconds."""
         deadline, pause = time.monotonic() + patience, 0.05
         while True:
             try:
@@ -218,16 +230,15 @@ class Ledger:
                 if time.monotonic() + pause > deadline:
                     raise
                 log.warning(
-                    "posted reply not recorded yet conversation=%s error=%s: retrying",
-                    self._conversation,
-                    type(exc).__name__,
+                    "%s conversation=%s error=%s: retrying", what, self._conversation, type(exc).__name__
                 )
                 time.sleep(pause)
                 pause = min(1.0, pause * 2)
 
-    def note_error(self, error: str) -> None:
-        """Keep the batch's latest failure (for its dead letter, if it keeps failing)."""
-        self._scripts.note_error(
+    def note_error(self, error: str) -> int:
+        """Keep the batch's latest failure (for its dead letter, if it keeps failing); the
+        batch's attempts now (this run's included, unless its progress reset them)."""
+        return self._scripts.note_error(
             self._company, self._conversation, self._run, mask_secrets(error)[:500]
         ).run()
 

@@ -9,8 +9,10 @@ import logging
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 import redis
@@ -22,11 +24,12 @@ from app.drain import Drainer
 from app.errors import BotError
 from app.ledger import ATTEMPTS, ERROR, Ledger
 from app.payload import StoredMessage
-from app.redis_client import fitness, redis_now
+from app.redis_client import connect, fitness, redis_now
 from app.scripts import Scripts
+from app.settings import load_settings
 from tests import chatwoot_payloads as cw
 from tests.conftest import base_env, dry_run_drainer, make_client, post_webhook
-from tests.support import ROOT, RedisServer, wait_for
+from tests.support import ROOT, Proxy, RedisServer, wait_for
 
 CONV = "42"
 
@@ -232,6 +235,72 @@ def test_a_run_that_dies_after_posting_the_fallback_never_repeats_it(redis_url: 
     assert outbox(rdb) == ["Sorry, an agent will answer soon."] and bot.calls == 1
     (letter,) = [json.loads(e) for e in rdb.lrange(keys.dead_letters("default"), 0, -1)]
     assert letter["stage"] == "bot" and "503" in letter["error"]
+
+
+def test_redis_blips_during_the_bot_calls_never_dead_letter_a_healthy_batch(redis_url: str, rdb: redis.Redis):
+    """Review finding 2: three runs in a row lose their lease because their worker cannot
+    reach Redis while the bot thinks (longer than the lease's proof lasts). None of that is
+    the batch's fault: each run takes back the attempt its claim counted, and the fourth run
+    answers the batch instead of dead-lettering it as a "crash"."""
+    proxy = Proxy(urlparse(redis_url).port or 6379)
+    env = {**base_env(proxy.url(), "http://127.0.0.1:9", LEASE_TTL_SECONDS="1"), "CHATWOOT_BASE_URL": ""}
+    settings = load_settings(env)
+    client = connect(proxy.url())  # the worker's client, through the proxy
+    blips = [3]
+
+    class BotDuringABlip:
+        def answer(self, request: dict[str, Any]) -> BotReply:
+            if blips[0]:
+                blips[0] -= 1
+                proxy.cut()  # Redis unreachable from this worker while the bot thinks
+                time.sleep(1.3)
+                proxy.restore()
+            return BotReply(("Booked for 10:00.",))
+
+    rdb.rpush(keys.queue("default", CONV), raw(1, "book me at 10", rdb=rdb))
+    outcomes = []
+    for run in range(4):
+        task = f"task-{run}"
+        rdb.set(keys.lease("default", CONV), task, px=1000)  # what CLAIM_DUE writes
+        drainer = Drainer(
+            client,
+            Scripts(client),
+            settings,
+            settings.companies["default"],
+            CONV,
+            task,
+            BotDuringABlip(),
+            DryRunOutbox(rdb, "default"),
+        )
+        try:
+            outcomes.append(str(drainer.run()))
+        except redis.RedisError as exc:
+            outcomes.append(type(exc).__name__)
+        wait_for(lambda: not rdb.exists(keys.lease("default", CONV)), timeout=5)  # the sweeper's turn
+    assert outcomes[3] == "released", outcomes
+    assert outbox(rdb) == ["Booked for 10:00."]
+    assert rdb.llen(keys.dead_letters("default")) == 0
+
+
+def test_a_run_past_run_max_seconds_keeps_the_attempt_it_counted(redis_url: str, rdb: redis.Redis):
+    """A run that overruns RUN_MAX_SECONDS (here: a Chatwoot that takes a second per reply)
+    loses its lease by its own doing: its attempt stays counted, so a batch that hangs
+    every run is still dead-lettered after BATCH_MAX_ATTEMPTS, never retried forever."""
+
+    class SlowOutbox(DryRunOutbox):
+        def create_message(self, account_id: int, conversation_id: str, content: str) -> int | None:
+            time.sleep(1.0)
+            return super().create_message(account_id, conversation_id, content)
+
+    drainer = dry_run_drainer(
+        redis_url, rdb, LEASE_TTL_SECONDS="1", BOT_TIMEOUT_SECONDS="1", RUN_MAX_SECONDS="2.5"
+    )
+    four = type("FourReplies", (), {"answer": lambda self, request: BotReply(("a", "b", "c", "d"))})()
+    drainer = dataclasses.replace(drainer, bot=four, replier=SlowOutbox(rdb, "default"))
+    rdb.rpush(keys.queue("default", CONV), raw(1, "tell me everything", rdb=rdb))
+    assert drainer.run() == "lease-lost"
+    ledger = rdb.hgetall(keys.ledger("default", CONV))
+    assert ledger[ATTEMPTS] == "1" and f"run:{drainer.run_id}" in ledger
 
 
 def check_config(redis_url: str) -> subprocess.CompletedProcess[str]:

@@ -192,17 +192,39 @@ def complete(s: Scripts, r, run: str, letter: str, *raws: str, most: int = 100) 
 
 def test_complete_removes_only_with_the_lease_and_records_dead_letters(s: Scripts, r) -> None:
     r.rpush(keys.processing(C, CONV), "a", "b")
-    r.hset(keys.ledger(C, CONV), mapping={"part:1-1:0": "sent:9", ATTEMPTS: "2", ERROR: "x"})
+    r.hset(
+        keys.ledger(C, CONV),
+        mapping={"part:1-1:0": "sent:9", ATTEMPTS: "2", ERROR: "x", "run:r1": "1", "run:me": "1"},
+    )
     r.set(keys.lease(C, CONV), "me")
     with pytest.raises(LeaseLost):
         complete(s, r, "other", "", "a")
     assert complete(s, r, "me", "", "a") == 0
     assert r.lrange(keys.processing(C, CONV), 0, -1) == ["b"]
-    # progress resets the batch's attempts; the rest of its ledger stays while it is in processing
+    # progress resets the batch's attempts (and the marks of the runs counted in them); the
+    # rest of its ledger stays while it is in processing
     assert r.hgetall(keys.ledger(C, CONV)) == {"part:1-1:0": "sent:9"}
     assert complete(s, r, "me", '{"error":"x"}', "b") == 0
     assert r.lrange(keys.dead_letters(C), 0, -1) == ['{"error":"x"}']
     assert not r.exists(keys.ledger(C, CONV))
+
+
+def test_a_run_takes_back_its_own_counted_attempt_once_and_only_that(s: Scripts, r) -> None:
+    """RELEASE_ATTEMPT (review finding 2): a run that stops for a reason that is not the
+    batch's own takes back the attempt its claim counted; once; a late one after the batch
+    was completed, or after a newer run's claim, takes back nothing else."""
+    r.rpush(keys.queue(C, CONV), "a")
+    r.set(keys.lease(C, CONV), "r1")
+    assert claim(s, r, "r1", 5).attempts == 0
+    r.set(keys.lease(C, CONV), "r2")  # r1 lost its lease; r2 claims the leftover batch
+    assert claim(s, r, "r2", 5).attempts == 1
+    assert s.release_attempt(C, CONV, "r1").run() is True
+    assert r.hget(keys.ledger(C, CONV), ATTEMPTS) == "1"  # r2's attempt alone
+    assert s.release_attempt(C, CONV, "r1").run() is False  # once
+    assert r.hget(keys.ledger(C, CONV), ATTEMPTS) == "1"
+    complete(s, r, "r2", "", "a")  # answered: the ledger goes
+    assert s.release_attempt(C, CONV, "r2").run() is False
+    assert not r.exists(keys.ledger(C, CONV))  # no stray ledger left behind
 
 
 def test_the_dead_letter_list_keeps_the_newest_entries_and_counts_what_it_drops(s: Scripts, r) -> None:
