@@ -20,7 +20,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import redis
 import requests
@@ -30,9 +30,10 @@ from app.batching import Segment
 from app.errors import BotError
 from app.outbound import new_session, post_json
 from app.payload import Attachment
+from app.scripts import Scripts
 from app.settings import CompanyConfig, ConfigError
 
-__all__ = ["Bot", "BotReply", "ask_bot", "bot_request", "make_bot", "parse_bot_answer"]
+__all__ = ["Bot", "BotReply", "KeepsTurns", "ask_bot", "bot_request", "make_bot", "parse_bot_answer"]
 
 log = logging.getLogger(__name__)
 HANDOFF_MARKER = "[handoff]"
@@ -50,6 +51,15 @@ class BotReply:
 
 class Bot(Protocol):
     def answer(self, request: dict[str, Any]) -> BotReply: ...
+
+
+@runtime_checkable
+class KeepsTurns(Protocol):
+    """A bot that keeps the conversation's turns (openai): it is told what the contact
+    received, once it was posted, never what it merely answered (an answer superseded
+    by newer fragments, or lost with its run, never reached the contact)."""
+
+    def remember(self, conversation: str, answer_id: str, user_text: str, reply: str) -> None: ...
 
 
 def ask_bot(bot: Bot, request: dict[str, Any], timeout: float) -> BotReply:
@@ -211,8 +221,11 @@ def _user_content(request: dict[str, Any]) -> str | list[dict[str, Any]]:
 class OpenAIBot:
     """Chat completions with the conversation's recent turns kept in Redis.
 
-    The model hands the conversation to humans by including ``[handoff]`` in
-    its answer (say so in ``BOT_SYSTEM_PROMPT``); the marker is removed.
+    The turns kept are what the contact received: the drain calls ``remember``
+    once an answer is posted (``KeepsTurns``), so an answer the drain throws away
+    (newer fragments arrived) is never in the model's context. The model hands
+    the conversation to humans by including ``[handoff]`` in its answer (say so in
+    ``BOT_SYSTEM_PROMPT``); the marker is removed.
     """
 
     def __init__(
@@ -224,13 +237,14 @@ class OpenAIBot:
     ) -> None:
         self._config = config
         self._redis = client
+        self._scripts = Scripts(client)
         self._retries = retries
         self._session = session or new_session()
 
     def answer(self, request: dict[str, Any]) -> BotReply:
         config = self._config
         history_key = keys.bot_history(config.company_id, request["conversation_id"])
-        turns = [json.loads(t) for t in self._redis.lrange(history_key, -HISTORY_TURNS, -1)]
+        turns = [_turn(t) for t in self._redis.lrange(history_key, -HISTORY_TURNS, -1)]
         user_turn = {"role": "user", "content": _user_content(request)}
         messages = [{"role": "system", "content": config.bot_system_prompt}, *turns, user_turn]
         headers = {"Authorization": f"Bearer {config.openai_api_key}"} if config.openai_api_key else {}
@@ -248,17 +262,26 @@ class OpenAIBot:
         content = _completion_text(response)
         handoff = HANDOFF_MARKER in content
         content = content.replace(HANDOFF_MARKER, "").strip()
-        self._remember(history_key, _user_text(request), content)
         return BotReply((content,) if content else (), handoff)
 
-    def _remember(self, history_key: str, user_text: str, reply: str) -> None:
-        pipe = self._redis.pipeline()
-        pipe.rpush(history_key, json.dumps({"role": "user", "content": user_text}))
-        if reply:
-            pipe.rpush(history_key, json.dumps({"role": "assistant", "content": reply}))
-        pipe.ltrim(history_key, -HISTORY_TURNS, -1)
-        pipe.expire(history_key, int(self._config.session_idle_minutes * 60))
-        pipe.execute()
+    def remember(self, conversation: str, answer_id: str, user_text: str, reply: str) -> None:
+        """Keep one exchange the contact received, once (``REMEMBER_TURN``)."""
+        tag = {"answer": answer_id}
+        self._scripts.remember_turn(
+            self._config.company_id,
+            conversation,
+            json.dumps(tag)[1:-1],  # '"answer": "<id>"', as it appears in the stored turns
+            json.dumps({"role": "user", "content": user_text, **tag}),
+            json.dumps({"role": "assistant", "content": reply, **tag}),
+            HISTORY_TURNS,
+            max(1, int(self._config.session_idle_minutes * 60)),
+        ).run()
+
+
+def _turn(raw: str) -> dict[str, Any]:
+    """A kept turn as the model is given it (without the gateway's tag)."""
+    turn = json.loads(raw)
+    return {"role": turn["role"], "content": turn["content"]}
 
 
 def _completion_text(response: requests.Response) -> str:

@@ -34,7 +34,7 @@ import redis
 from app import keys
 from app.analytics import LoggedFragment, count_gaps, log_fragments, prior_window
 from app.batching import Segment, due_at, segments
-from app.bots import Bot, BotReply, ask_bot, bot_request
+from app.bots import Bot, BotReply, KeepsTurns, ask_bot, bot_request
 from app.chatwoot import Replier
 from app.errors import BotError, ChatwootError, LeaseLost
 from app.lease import Run, lease_keeper, new_run_id
@@ -526,6 +526,7 @@ class Drainer:
             (reply.team or self.company.handoff_team_id) if reply.handoff else None,
             reply.note if reply.handoff else "",
             failure,
+            gateway=keyword is not None,
         )
         counted = RoundTrip(self.client)  # the call's counters go in the store's round trip
         if keyword is None:
@@ -594,6 +595,8 @@ class Drainer:
             self.client.hincrby(keys.stats(self._cid), Stat.REPLIES_FAILED, 1)
             self._dead_letter(raws, "chatwoot", str(exc), ambiguous=exc.ambiguous, parts_posted=index)
             return
+        if answer.by_bot and isinstance(self.bot, KeepsTurns):
+            self.bot.remember(self.conversation, answer.answer_id, segment.text, "\n\n".join(answer.parts))
         if answer.handoff:
             self._hand_off(account, answer)
         self._complete(raws)

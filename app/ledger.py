@@ -76,6 +76,12 @@ class StoredAnswer:
     team: int | None = None  # the team a handoff assigns (the bot's "team", else HANDOFF_TEAM_ID)
     note: str = ""  # a private note for the humans (the bot's "note")
     failure: str = ""  # the bot failed: the parts are BOT_FALLBACK_MESSAGE, then a dead letter
+    gateway: bool = False  # the gateway's own words in the bot's place (keyword handoff, away, budget)
+
+    @property
+    def by_bot(self) -> bool:
+        """Did the bot say it (a bot that keeps turns remembers it once posted)?"""
+        return not (self.failure or self.gateway)
 
     def to_json(self) -> str:
         data: dict[str, object] = {"parts": list(self.parts), "handoff": self.handoff}
@@ -85,6 +91,8 @@ class StoredAnswer:
             data["note"] = self.note
         if self.failure:
             data["failure"] = self.failure
+        if self.gateway:
+            data["gateway"] = True
         return json.dumps(data, ensure_ascii=False)
 
     @classmethod
@@ -98,6 +106,7 @@ class StoredAnswer:
             team if isinstance(team, int) else None,
             str(data.get("note") or ""),
             str(data.get("failure") or ""),
+            data.get("gateway") is True,
         )
 
 

@@ -459,6 +459,24 @@ return 0
 """
 )
 
+# The openai backend's kept turns: append one exchange the contact received, once
+# (a run that resumes the batch and posts what was left remembers it again: the
+# tag, the answer's id, is already there).
+# KEYS[1] the conversation's kept turns
+# ARGV[1] the tag as it appears in a stored turn  ARGV[2] the user turn (JSON)
+# ARGV[3] the assistant turn (JSON)  ARGV[4] most turns kept  ARGV[5] TTL s
+# Returns 1 if appended, 0 if the exchange was kept already.
+REMEMBER_TURN = """
+for _, turn in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  if string.find(turn, ARGV[1], 1, true) then return 0 end
+end
+redis.call('RPUSH', KEYS[1], ARGV[2], ARGV[3])
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[4]), -1)
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+
+
 # Take up to ARGV[2] sessions idle for ARGV[1] seconds or more (by Redis's
 # clock) out of the sessions set, once each.
 # KEYS[1] sessions zset  KEYS[2] session accounts hash
@@ -640,6 +658,7 @@ class Scripts:
         self._agent_reply = _register(client, AGENT_REPLY)
         self._conversation_status = _register(client, CONVERSATION_STATUS)
         self._expire_sessions = _register(client, EXPIRE_SESSIONS)
+        self._remember_turn = _register(client, REMEMBER_TURN)
         self._purge = _register(client, PURGE)
         self._spend_bot_call = _register(client, SPEND_BOT_CALL)
 
@@ -943,6 +962,17 @@ class Scripts:
             [keys.dead_letters(company), keys.queue(company, conversation), keys.conversation_index(company)],
             [entry, conversation, queue_ttl, *messages],
             lambda raw: None if int(raw) < 0 else int(raw),
+        )
+
+    def remember_turn(
+        self, company: str, conversation: str, tag: str, user: str, assistant: str, most: int, ttl: int
+    ) -> Call[bool]:
+        """True when the exchange was appended (False: kept already)."""
+        return Call(
+            self._remember_turn,
+            [keys.bot_history(company, conversation)],
+            [tag, user, assistant, most, ttl],
+            _flag,
         )
 
     def expire_sessions(self, company: str, idle_seconds: int, most: int) -> Call[list[tuple[str, str]]]:

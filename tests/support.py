@@ -195,6 +195,7 @@ class Stand:
         self.fail_after_create: list[int] = []  # statuses to answer creates with *after* creating
         self.clock_offset = 0.0  # Chatwoot's clock minus this machine's (its created_at)
         self.completions: list[dict[str, Any]] = []  # requests to /v1/chat/completions
+        self.while_completing: Callable[[], None] | None = None  # runs once while the model "thinks"
         self.on_message_created: Callable[[], None] | None = None  # runs before the answer is sent
         self.message_delay = 0.0  # seconds before answering a message create (after recording it)
         self.api_token = "cw-token"  # the api_access_token this Chatwoot accepts
@@ -225,6 +226,7 @@ class Stand:
             self.fail_after_create.clear()
             self.clock_offset = 0.0
             self.completions.clear()
+            self.while_completing = None
             self.on_message_created = None
             self.can_read = False
             self.message_delay = 0.0
@@ -284,6 +286,9 @@ class Stand:
         """An OpenAI-compatible server: answers "you said: <last user text>"."""
         with self.lock:
             self.completions.append({"json": body, "authorization": headers.get("Authorization")})
+            hook, self.while_completing = self.while_completing, None
+        if hook:
+            hook()
         last = body["messages"][-1]["content"]
         text = last if isinstance(last, str) else next(p["text"] for p in last if p["type"] == "text")
         content = "[handoff] a human will call you" if "human" in text else f"you said: {text}"

@@ -89,11 +89,15 @@ def test_openai_keeps_recent_turns_in_redis_and_passes_images(rdb, stand: Stand)
     bot = OpenAIBot(config, rdb, retries=0)
     first = bot.answer(bot_request("acme", segment("hi", "I need a dentist")))
     assert first.replies == ("you said: hi I need a dentist",) and not first.handoff
+    assert rdb.llen(keys.bot_history("acme", "42")) == 0  # kept once posted, not when answered
+    bot.remember("42", "1-2", "hi I need a dentist", first.replies[0])
+    bot.remember("42", "1-2", "hi I need a dentist", first.replies[0])  # a resumed run: kept once
     second = bot.answer(bot_request("acme", segment("tuesday?")))
     assert second.replies == ("you said: tuesday?",)
     sent = stand.completions[1]["json"]
     assert sent["model"] == "test-model"
     assert [m["role"] for m in sent["messages"]] == ["system", "user", "assistant", "user"]
+    assert sent["messages"][1] == {"role": "user", "content": "hi I need a dentist"}  # no tag
     assert sent["messages"][0]["content"] == "Be brief."
     assert stand.completions[1]["authorization"] == "Bearer sk-test"
     assert 0 < rdb.ttl(keys.bot_history("acme", "42")) <= 60

@@ -5,6 +5,7 @@ for the behaviour under test."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -40,6 +41,9 @@ def env(redis_url: str, stand: Stand, tmp_path_factory: pytest.TempPathFactory) 
         ),
         chatwoot_company("stale", stand, supersede_max=2),
         chatwoot_company("fallback", stand, bot_fallback_message="Sorry, one moment please."),
+        chatwoot_company(
+            "stale-ai", stand, bot_backend="openai", openai_base_url=f"{stand.url}/v1", openai_model="m"
+        ),
     ]
     return companies_env(redis_url, folder, companies)
 
@@ -113,6 +117,27 @@ def test_session_expiry_clears_a_bot_handoff_and_says_so_once(web, stand: Stand,
     stand.bot_answer = None
     assert send(web, "expiry", cw.message("new day", 204, status="open")).status_code == 202
     wait_for(lambda: stand.replies(204)[-1:] == ["new day"], timeout=10)
+
+
+def test_the_models_kept_turns_hold_only_what_the_contact_received(web, stand: Stand, rdb) -> None:
+    """Review finding 6 (openai backend): the contact adds a fragment while the model thinks
+    about the first one. That first answer is thrown away (never posted), so it must not be
+    in the model's context, nor the first fragment as a turn of its own: the kept turns are
+    the one exchange the contact saw."""
+    stand.while_completing = lambda: time.sleep(1.2)  # the model thinks...
+    send(web, "stale-ai", cw.message("I want to book", 212))
+    wait_for(lambda: stand.completions, timeout=10)
+    send(web, "stale-ai", cw.message("a haircut tomorrow", 212))  # ...when a new fragment lands
+    wait_for(lambda: stand.replies(212), timeout=15)
+    wait_for(lambda: not rdb.exists(keys.processing("stale-ai", 212)), timeout=5)
+    assert stand.replies(212) == ["you said: I want to book a haircut tomorrow"]
+    second = stand.completions[1]["json"]["messages"]
+    assert [m["role"] for m in second] == ["system", "user"]  # no answer the contact never saw
+    kept = [json.loads(t) for t in rdb.lrange(keys.bot_history("stale-ai", 212), 0, -1)]
+    assert [(t["role"], t["content"]) for t in kept] == [
+        ("user", "I want to book a haircut tomorrow"),
+        ("assistant", "you said: I want to book a haircut tomorrow"),
+    ]
 
 
 def test_the_gateways_own_fallback_and_session_notice_never_silence_the_bot(web, stand: Stand, rdb) -> None:
