@@ -41,6 +41,7 @@ from app.lease import Run, lease_keeper, new_run_id
 from app.ledger import Ledger, LedgerState, StoredAnswer
 from app.logs import mask_secrets
 from app.metrics import Stat, count_into
+from app.ownership import Seen
 from app.pace import PACE_TTL_SECONDS, Pace, learned_window
 from app.payload import StoredMessage, read_stored, received_at
 from app.posting import Poster
@@ -56,6 +57,7 @@ __all__ = ["MAX_BATCHES_PER_RUN", "Drainer", "Outcome"]
 
 log = logging.getLogger(__name__)
 MAX_BATCHES_PER_RUN = 20
+BOT_OPENS = "open"  # the status a handoff gives the conversation (Chatwoot's toggle_status)
 RETRY_CAP_SECONDS = 30.0
 
 Unit = tuple[Segment, StoredAnswer | None]  # messages, and the answer stored for them if any
@@ -670,7 +672,7 @@ class Drainer:
         if answer.team is not None:
             team = answer.team
             steps.append(("team", lambda: self.replier.assign_team(account, self.conversation, team)))
-        steps.append(("handoff", lambda: self.replier.open_conversation(account, self.conversation)))
+        steps.append(("handoff", lambda: self._open(account)))
         for what, step in steps:
             try:
                 step()
@@ -679,3 +681,10 @@ class Drainer:
                     "%s not sent company=%s conversation=%s error=%s", what, self._cid, self.conversation, exc
                 )
         log.info("conversation handed to humans company=%s conversation=%s", self._cid, self.conversation)
+
+    def _open(self, account: int) -> None:
+        """``toggle_status`` open, and the status recorded as seen: the gateway's own change
+        counts like one from Chatwoot, whose ``conversation_opened`` may never arrive
+        (then a later ``pending`` is still told apart as a change)."""
+        self.replier.open_conversation(account, self.conversation)
+        self.scripts.observe(self.company, self.conversation, Seen(BOT_OPENS, status_changed=True)).run()

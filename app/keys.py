@@ -10,6 +10,7 @@ __all__ = [
     "LEDGER_ATTEMPTS",
     "LEDGER_ERROR",
     "LEDGER_RUN",
+    "assignee",
     "away",
     "bot_calls_day",
     "bot_history",
@@ -107,6 +108,13 @@ def paused(company: str, conversation: str | int) -> str:
     """String + TTL: the conversation carries one of ``PAUSE_LABELS``; the bot is silent
     until a webhook shows it without (its queued messages are left to humans)."""
     return f"{company}:webhook_paused:{conversation}"
+
+
+def assignee(company: str, conversation: str | int) -> str:
+    """String + TTL: who the conversation was assigned to as the gateway last saw it
+    (``app.ownership.assignee_of``), to tell an assignment *change* from an assignee
+    merely shown again."""
+    return f"{company}:webhook_assignee:{conversation}"
 
 
 def status(company: str, conversation: str | int) -> str:

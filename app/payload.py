@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+from app.ownership import Seen, assignee_of
 from app.replies import encodable
 
 __all__ = [
@@ -47,7 +48,16 @@ _ATTACHMENT_TEXT_FIELDS = ("file_type", "data_url", "thumb_url", "fallback_title
 _CONTACT_FIELDS = ("id", "name", "phone_number", "email", "identifier")
 _CARD_NAME_FIELDS = ("firstName", "lastName", "formattedName")
 BOT_SENDER_TYPES = ("user", "agent_bot", "captain_assistant")
-STATUS_EVENTS = ("conversation_status_changed", "conversation_updated", "conversation_opened")
+# Conversation events that carry its status and assignee (Conversation#webhook_data):
+# each is a status change but conversation_updated, which is one only when its
+# changed_attributes name the status.
+STATUS_EVENTS = (
+    "conversation_status_changed",
+    "conversation_opened",
+    "conversation_resolved",
+    "conversation_updated",
+)
+ASSIGNEE_ATTRIBUTES = ("assignee_id", "assignee_agent_bot_id")
 
 
 class InvalidPayload(ValueError):
@@ -56,26 +66,38 @@ class InvalidPayload(ValueError):
 
 @dataclass(frozen=True)
 class Ignored:
-    """An event or message that is not for the bot, with the reason."""
+    """An event or message that is not for the bot, with the reason (and, for a message,
+    what it says of its conversation: who holds it is observed all the same)."""
 
     reason: str
     conversation_id: str | None = None
     status: str | None = None
     inbox_id: int | None = None
+    assignee: str | None = None  # app.ownership.assignee_of; None when the payload does not say
+
+    @property
+    def seen(self) -> Seen:
+        return Seen(self.status or "", False, self.assignee or "")
 
 
 @dataclass(frozen=True)
 class StatusChange:
-    """A conversation event carrying its status (``conversation_status_changed``,
-    ``conversation_updated``, ``conversation_opened``). ``explicit``: the event *is*
-    a status change (the first and the last); ``conversation_updated`` only reports
-    the current status."""
+    """A conversation event carrying its status and assignee (``STATUS_EVENTS``).
+    ``explicit``: the event *is* a status change; ``conversation_updated`` is one only
+    when its ``changed_attributes`` name the status, else it reports the current one.
+    ``assignee_changed``: its ``changed_attributes`` name the assignee."""
 
     conversation_id: str
     status: str
     explicit: bool = True
     inbox_id: int | None = None
     labels: tuple[str, ...] | None = field(default=None, compare=False)  # when the event says
+    assignee: str | None = None
+    assignee_changed: bool = False
+
+    @property
+    def seen(self) -> Seen:
+        return Seen(self.status, self.explicit, self.assignee or "", self.assignee_changed)
 
 
 @dataclass(frozen=True)
@@ -89,6 +111,11 @@ class AgentReply:
     status: str | None = None
     inbox_id: int | None = None
     via_phone: bool = False
+    assignee: str | None = None
+
+    @property
+    def seen(self) -> Seen:
+        return Seen(self.status or "", False, self.assignee or "")
 
 
 @dataclass(frozen=True)
@@ -141,10 +168,16 @@ class StoredMessage:
     contact: dict[str, Any] = field(default_factory=dict)
     conversation_status: str | None = None
     # Read from the webhook for the decisions made there, not stored: the
-    # conversation's labels (None: the payload did not say) and, for a group
-    # conversation, its identifiers (group source id, title).
+    # conversation's labels (None: the payload did not say), for a group
+    # conversation its identifiers (group source id, title), and its assignee.
     labels: tuple[str, ...] | None = field(default=None, compare=False)
     group: tuple[str, ...] | None = field(default=None, compare=False)
+    assignee: str | None = field(default=None, compare=False)
+
+    @property
+    def seen(self) -> Seen:
+        """What the message says of who holds its conversation (app.ownership)."""
+        return Seen(self.conversation_status or "", False, self.assignee or "")
 
     @property
     def is_text_only(self) -> bool:
@@ -301,6 +334,24 @@ def _contact(sender: dict[str, Any]) -> dict[str, Any]:
     return {k: sender[k] for k in _CONTACT_FIELDS if isinstance(sender.get(k), str | int)}
 
 
+def _assignee(conversation: dict[str, Any]) -> str | None:
+    """The conversation's assignee (``meta.assignee``: a user, an agent bot, nobody), as
+    ``app.ownership.assignee_of`` keeps it; None when the payload does not say."""
+    meta = conversation.get("meta")
+    if not isinstance(meta, dict) or "assignee" not in meta:
+        return None
+    return assignee_of(meta["assignee"])
+
+
+def _changed(body: dict[str, Any]) -> set[str]:
+    """The attributes a conversation event's ``changed_attributes`` name
+    (``[{"status": {"previous_value": …, "current_value": …}}, …]``)."""
+    changes = body.get("changed_attributes")
+    if not isinstance(changes, list):
+        return set()
+    return {str(name) for change in changes if isinstance(change, dict) for name in change}
+
+
 def _message(body: dict[str, Any], received_at: float) -> StoredMessage | Ignored:
     conversation = _dict(body.get("conversation"))
     if "id" not in conversation or "id" not in body:
@@ -309,25 +360,30 @@ def _message(body: dict[str, Any], received_at: float) -> StoredMessage | Ignore
     message_id = _int(body["id"], "id")
     status = conversation.get("status") if isinstance(conversation.get("status"), str) else None
     inbox_id = _inbox_id(body, conversation)
+    assignee = _assignee(conversation)
     message_type = body.get("message_type")
     sender = _dict(body.get("sender"))
     content = encodable(body.get("content")) if isinstance(body.get("content"), str) else ""
     public = body.get("private") is not True
+
+    def ignored(reason: str) -> Ignored:
+        return Ignored(reason, conversation_id, status, inbox_id, assignee)
+
     if message_type == "outgoing" and public and body.get("sender") is None:
         if _dict(body.get("content_attributes")).get("external_echo") is True:
-            return AgentReply(conversation_id, message_id, content, status, inbox_id, via_phone=True)
-        return Ignored("automation message (no sender, not a phone echo)", conversation_id, status, inbox_id)
+            return AgentReply(conversation_id, message_id, content, status, inbox_id, True, assignee)
+        return ignored("automation message (no sender, not a phone echo)")
     if message_type == "outgoing" and public and sender.get("type") == "user":
-        return AgentReply(conversation_id, message_id, content, status, inbox_id)
+        return AgentReply(conversation_id, message_id, content, status, inbox_id, False, assignee)
     if message_type != "incoming":
-        return Ignored(f"message_type is {message_type!r}, not incoming", conversation_id, status, inbox_id)
+        return ignored(f"message_type is {message_type!r}, not incoming")
     if not public:
-        return Ignored("private note", conversation_id, status, inbox_id)
+        return ignored("private note")
     if sender.get("type") in BOT_SENDER_TYPES:
-        return Ignored(f"sent by {sender['type']}", conversation_id, status, inbox_id)
+        return ignored(f"sent by {sender['type']}")
     attachments = _attachments(body.get("attachments"))
     if not content.strip() and not attachments:
-        return Ignored("empty message", conversation_id, status, inbox_id)
+        return ignored("empty message")
     account = _dict(body.get("account"))
     account_id = _int(account.get("id", conversation.get("account_id")), "account.id")
     return StoredMessage(
@@ -343,6 +399,27 @@ def _message(body: dict[str, Any], received_at: float) -> StoredMessage | Ignore
         conversation_status=status,
         labels=_labels(conversation),
         group=_group(conversation, sender),
+        assignee=assignee,
+    )
+
+
+def _conversation_event(event: str, body: dict[str, Any]) -> StatusChange | None:
+    """A conversation event (``STATUS_EVENTS``, ``Conversation#webhook_data``) as what it
+    says of the conversation; None when it carries no status."""
+    status = body.get("status")
+    conversation_id = body.get("id")
+    if not isinstance(status, str) or conversation_id is None:
+        return None
+    changed = _changed(body)
+    explicit = event != "conversation_updated" or "status" in changed
+    return StatusChange(
+        str(_int(conversation_id, "id")),
+        status[:32],
+        explicit,
+        _optional_int(body.get("inbox_id")),
+        _labels(body),
+        _assignee(body),
+        bool(changed & set(ASSIGNEE_ATTRIBUTES)),
     )
 
 
@@ -354,12 +431,9 @@ def parse_webhook(body: Any, received_at: float) -> StoredMessage | StatusChange
     if event == "message_created":
         return _message(body, received_at)
     if event in STATUS_EVENTS:
-        status = body.get("status")
-        conversation_id = body.get("id")
-        if isinstance(status, str) and conversation_id is not None:
-            explicit = event != "conversation_updated"
-            inbox = _optional_int(body.get("inbox_id"))
-            return StatusChange(str(_int(conversation_id, "id")), status[:32], explicit, inbox, _labels(body))
+        found = _conversation_event(event, body)
+        if found is not None:
+            return found
     return Ignored(f"event {str(event)[:64]!r} is not for the bot")
 
 

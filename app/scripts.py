@@ -20,6 +20,7 @@ from redis.exceptions import NoScriptError
 from app import keys
 from app.errors import LeaseLost
 from app.metrics import render_counters
+from app.ownership import Event, Holder, Seen, holder_of, lua_tables
 
 if TYPE_CHECKING:
     from app.payload import StoredMessage
@@ -38,19 +39,60 @@ __all__ = [
     "Sender",
 ]
 
-# Shared by the scripts that see a conversation's status (ENQUEUE, AGENT_REPLY,
-# CONVERSATION_STATUS): record it, and tell whether the conversation has just
-# gone back to the bot. Only a status *change* to pending or resolved does: an
-# agent's reply leaves an Agent Bot conversation pending, and Chatwoot then
-# repeats "pending" on every event, which must not end the human's takeover.
-# explicit = '1' for an event that is itself a status change.
-_BACK_TO_BOT = """
-local function back_to_bot(key, status, explicit, ttl)
-  if status == '' then return false end
-  local last = redis.call('GET', key)
-  redis.call('SET', key, status, 'EX', ttl)
-  if status ~= 'pending' and status ~= 'resolved' then return false end
-  return explicit == '1' or (last ~= false and last ~= status)
+# Shared by the scripts that see who holds a conversation (app/ownership.py): the
+# transition table rendered from Python (NEXT, STATUS_EVENT, MARKER, EVENT, ASSIGNEE),
+# ``move`` to apply one event to the holder's marker, and ``observe`` to record the
+# status and assignee a payload carries and apply the events their changes make.
+# A payload's status: '' when it does not say; explicit '1' when the event is itself
+# a status change. Its assignee: '' when it does not say, else as
+# ownership.assignee_of writes it; explicit '1' when the event says it changed.
+# Assignment events apply only where the bot owns pending conversations
+# (assignments '1': an Agent Bot inbox). Each returns the holder's marker after.
+_OWNERSHIP = """
+@ownership@
+local function move(handoff, stats, event, ttl)
+  local marker = redis.call('GET', handoff) or MARKER.BOT
+  local after = NEXT[marker .. '|' .. event]
+  if after == nil or after == marker then return marker end
+  if after == MARKER.BOT then
+    redis.call('DEL', handoff)
+    redis.call('HINCRBY', stats, @takeovers_ended@, 1)
+  else
+    redis.call('SET', handoff, after, 'EX', ttl)
+    if after == MARKER.HUMAN then redis.call('HINCRBY', stats, @agent_takeovers@, 1) end
+  end
+  return after
+end
+
+local function observe(status_key, assignee_key, handoff, stats, status, explicit,
+                       assignee, assignee_explicit, assignments, keep_ttl, ttl)
+  local events = {}
+  local current = status
+  if status ~= '' then
+    local last = redis.call('GET', status_key)
+    redis.call('SET', status_key, status, 'EX', keep_ttl)
+    if STATUS_EVENT[status] and (explicit == '1' or (last and last ~= status)) then
+      table.insert(events, STATUS_EVENT[status])
+    end
+  else
+    current = redis.call('GET', status_key) or ''
+  end
+  if assignee ~= '' then
+    local last = redis.call('GET', assignee_key)
+    redis.call('SET', assignee_key, assignee, 'EX', keep_ttl)
+    if assignments == '1' and (assignee_explicit == '1' or (last and last ~= assignee)) then
+      if string.sub(assignee, 1, #ASSIGNEE.HUMAN) == ASSIGNEE.HUMAN then
+        table.insert(events, EVENT.HUMAN_ASSIGNED)
+      elseif string.sub(assignee, 1, #ASSIGNEE.BOT) == ASSIGNEE.BOT then
+        table.insert(events, EVENT.BOT_ASSIGNED)
+      elseif assignee == ASSIGNEE.NOBODY and current == ASSIGNEE.BOTS_STATUS then
+        table.insert(events, EVENT.UNASSIGNED_PENDING)
+      end
+    end
+  end
+  local marker = redis.call('GET', handoff) or MARKER.BOT
+  for _, event in ipairs(events) do marker = move(handoff, stats, event, ttl) end
+  return marker
 end
 """
 
@@ -60,28 +102,31 @@ end
 # KEYS[1] queue  KEYS[2] lease  KEYS[3] seen message  KEYS[4] seen delivery
 # KEYS[5] conversation index  KEYS[6] stats hash  KEYS[7] handoff marker
 # KEYS[8] sessions zset  KEYS[9] session accounts hash  KEYS[10] last seen status
-# KEYS[11] due schedule (sorted set)
+# KEYS[11] due schedule (sorted set)  KEYS[12] last seen assignee
 # ARGV[1] stored message, open (see above)  ARGV[2] queue TTL s  ARGV[3] max queue length
 # ARGV[4] quiet window s  ARGV[5] max wait s (ARGV[13] "fixed": the window counts from the
 # batch's first fragment; else it slides, capped by the max wait)  ARGV[6] seen TTL s
 # ARGV[7] conversation id  ARGV[8] "1" if KEYS[4] is a real delivery id
-# ARGV[9] the conversation's status in the payload (a change to pending or
-# resolved ends a handoff)  ARGV[10] account id  ARGV[11] status TTL s
+# ARGV[9] the conversation's status in the payload  ARGV[10] account id
+# ARGV[11] how long the last seen status and assignee are kept (s)
 # ARGV[12] the message id to place the message by (a message moved in from the
 # local spool goes before the first queued message with a higher Chatwoot id;
 # the stored JSON starts with {"id":N), or '' to append. Such a message was answered
 # 202 already: the queue's cap (ARGV[3]) never refuses it (it is counted instead).
-# ARGV[13] window mode
+# ARGV[13] window mode  ARGV[14] the assignee in the payload  ARGV[15] '1' where
+# assignments count (observe, above)  ARGV[16] how long a handoff marker lasts (s)
+# Who holds the conversation is observed first (_OWNERSHIP): a message the bot does
+# not hold is counted as ignored and answered "handoff".
 # The message's conversation is (re)scheduled in KEYS[11] at its batch's due time;
 # the webhook publishes nothing: a dispatcher in the workers claims due entries.
 # Returns {status, queue length, lease holder or '', seconds until due}
 # where status is "queued", "duplicate", "full" or "handoff".
 ENQUEUE = (
-    _BACK_TO_BOT
+    _OWNERSHIP
     + """
-if back_to_bot(KEYS[10], ARGV[9], '0', ARGV[11]) then
-  redis.call('DEL', KEYS[7])
-elseif redis.call('EXISTS', KEYS[7]) == 1 then
+local holder = observe(KEYS[10], KEYS[12], KEYS[7], KEYS[6], ARGV[9], '0', ARGV[14], '0', ARGV[15],
+                       ARGV[11], ARGV[16])
+if holder ~= MARKER.BOT then
   redis.call('HINCRBY', KEYS[6], @webhooks_ignored@, 1)
   return {'handoff', 0, '', '0'}
 end
@@ -171,17 +216,16 @@ end
 return 0
 """
 
-# Compare-and-delete: remove a key only while it holds the expected value:
-# a bot-requested handoff marker ("bot", never a human's "agent") on a reset.
-# KEYS[1] the key  ARGV[1] expected value
-# Returns 1 if deleted, 0 if the key holds something else (or nothing).
-DELETE_IF_EQUALS = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  return 1
-end
-return 0
+# One event that no payload carries (a reset keyword, a session expiring) applied to
+# who holds the conversation, by the table (app/ownership.py).
+# KEYS[1] handoff marker  KEYS[2] stats hash  ARGV[1] event  ARGV[2] marker TTL s
+# Returns the marker after ('' while the bot holds it).
+APPLY_EVENT = (
+    _OWNERSHIP
+    + """
+return move(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
 """
+)
 
 # Move the next batch into processing, unless a leftover batch is there, and
 # count the attempt: every run that starts handling a batch counts one, so a
@@ -290,18 +334,20 @@ redis.call('HINCRBY', KEYS[3], @batch_failures@, 1)
 return tonumber(redis.call('HGET', KEYS[2], ARGV[4]) or '0')
 """
 
-# The bot asked for a human: mark the conversation handed off ("bot", which a
-# reset keyword may undo; a human's takeover is "agent") and count it, only
-# while the run holds the lease.
+# The bot asked for a human: the conversation is handed off (a reset keyword may
+# undo it; a human's takeover may not) and counted, only while the run holds the lease.
 # KEYS[1] lease  KEYS[2] handoff marker  KEYS[3] stats hash
 # ARGV[1] run id  ARGV[2] TTL s
 # Returns 1 if marked, false without the lease.
-MARK_HANDOFF = """
+MARK_HANDOFF = (
+    _OWNERSHIP
+    + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
-redis.call('SET', KEYS[2], 'bot', 'EX', ARGV[2])
+move(KEYS[2], KEYS[3], EVENT.BOT_HANDED_OFF, ARGV[2])
 redis.call('HINCRBY', KEYS[3], @handoffs@, 1)
 return 1
 """
+)
 
 # Messages whose reply was sent (or that were dead-lettered) leave processing.
 # Progress resets the batch's attempts (and the markers of the runs counted in
@@ -423,39 +469,49 @@ return #ARGV - 3
 """
 
 
-# An agent's public reply: the gateway's own reply coming back, or a takeover.
+# An agent's public reply: the gateway's own message coming back (app/own.py), or a
+# human taking over. What the payload says of the status and assignee is observed
+# first (_OWNERSHIP).
 # KEYS[1] own-reply marker of the message id  KEYS[2] own pending digests
 # KEYS[3] handoff marker  KEYS[4] stats hash  KEYS[5] last seen status
-# ARGV[1] digest of the content  ARGV[2] how long the takeover lasts (s, > 0)
-# ARGV[3] the conversation's status in the payload  ARGV[4] status TTL s
+# KEYS[6] last seen assignee
+# ARGV[1] digest of the content  ARGV[2] how long a handoff marker lasts (s, > 0)
+# ARGV[3] the conversation's status in the payload  ARGV[4] how long the last seen
+# status and assignee are kept (s)  ARGV[5] the assignee in the payload
+# ARGV[6] '1' where assignments count
 # Returns "own" or "takeover".
 AGENT_REPLY = (
-    _BACK_TO_BOT
+    _OWNERSHIP
     + """
-back_to_bot(KEYS[5], ARGV[3], '0', ARGV[4])
+observe(KEYS[5], KEYS[6], KEYS[3], KEYS[4], ARGV[3], '0', ARGV[5], '0', ARGV[6], ARGV[4], ARGV[2])
 if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then
   return 'own'
 end
-redis.call('SET', KEYS[3], 'agent', 'EX', ARGV[2])
-redis.call('HINCRBY', KEYS[4], @agent_takeovers@, 1)
+move(KEYS[3], KEYS[4], EVENT.HUMAN_REPLIED, ARGV[2])
 return 'takeover'
 """
 )
 
-# A conversation event with its status: a change to pending or resolved ends a
-# human takeover or a bot handoff.
-# KEYS[1] last seen status  KEYS[2] handoff marker  KEYS[3] stats hash
-# ARGV[1] status  ARGV[2] "1" if the event is itself a status change  ARGV[3] status TTL s
-# Returns 1 if a takeover or handoff ended, else 0.
-CONVERSATION_STATUS = (
-    _BACK_TO_BOT
+# Any other payload that says something of a conversation — a status event, a
+# conversation_updated, a message the gateway ignores (an open conversation's, a
+# private note, the bot's own reply) — observed: its status and assignee recorded,
+# the events their changes make applied (_OWNERSHIP); the gateway's own
+# toggle_status too. Optionally counted as an ignored webhook.
+# KEYS[1] last seen status  KEYS[2] last seen assignee  KEYS[3] handoff marker
+# KEYS[4] stats hash
+# ARGV[1] status  ARGV[2] '1' if the event is itself a status change  ARGV[3] assignee
+# ARGV[4] '1' if the event says the assignee changed  ARGV[5] '1' where assignments
+# count  ARGV[6] how long the last seen status and assignee are kept (s)
+# ARGV[7] how long a handoff marker lasts (s)  ARGV[8] '1' to count an ignored webhook
+# Returns {marker before, marker after} ('' while the bot holds it).
+OBSERVE = (
+    _OWNERSHIP
     + """
-if back_to_bot(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then
-  local ended = redis.call('DEL', KEYS[2])
-  if ended == 1 then redis.call('HINCRBY', KEYS[3], @takeovers_ended@, 1) end
-  return ended
-end
-return 0
+local before = redis.call('GET', KEYS[3]) or MARKER.BOT
+local after = observe(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5],
+                      ARGV[6], ARGV[7])
+if ARGV[8] == '1' then redis.call('HINCRBY', KEYS[4], @webhooks_ignored@, 1) end
+return {before, after}
 """
 )
 
@@ -548,6 +604,10 @@ def _flag(result: Any) -> bool:
     return bool(result)
 
 
+def _bit(value: bool) -> str:
+    return "1" if value else "0"
+
+
 @dataclass(frozen=True)
 class Call(Generic[T]):
     """One script call, ready to run on its own (``run``) or in a ``RoundTrip``."""
@@ -628,8 +688,12 @@ class Sender(StrEnum):
 
 
 def _register(client: redis.Redis, source: str) -> Script:
-    """Register a script, its ``@counter@`` names rendered from ``app.metrics.Stat``."""
-    return client.register_script(render_counters(source))
+    """Register a script, its ``@counter@`` names rendered from ``app.metrics.Stat`` and
+    ``@ownership@`` from ``app.ownership`` (the transition table)."""
+    return client.register_script(render_counters(source.replace("@ownership@", _OWNERSHIP_TABLES)))
+
+
+_OWNERSHIP_TABLES = lua_tables()
 
 
 class Scripts:
@@ -641,7 +705,7 @@ class Scripts:
         self._hand_over = _register(client, HAND_OVER)
         self._start_run = _register(client, START_RUN)
         self._renew = _register(client, RENEW)
-        self._delete_if_equals = _register(client, DELETE_IF_EQUALS)
+        self._apply_event = _register(client, APPLY_EVENT)
         self._claim_batch = _register(client, CLAIM_BATCH)
         self._release_attempt = _register(client, RELEASE_ATTEMPT)
         self._store_answer = _register(client, STORE_ANSWER)
@@ -656,7 +720,7 @@ class Scripts:
         self._defer = _register(client, DEFER)
         self._replay_dead_letter = _register(client, REPLAY_DEAD_LETTER)
         self._agent_reply = _register(client, AGENT_REPLY)
-        self._conversation_status = _register(client, CONVERSATION_STATUS)
+        self._observe = _register(client, OBSERVE)
         self._expire_sessions = _register(client, EXPIRE_SESSIONS)
         self._remember_turn = _register(client, REMEMBER_TURN)
         self._purge = _register(client, PURGE)
@@ -676,6 +740,7 @@ class Scripts:
         """``due_now``: the batch is due at once (a command such as a handoff keyword
         does not wait for the window)."""
         cid, conv = company.company_id, message.conversation_id
+        seen = message.seen
         return Call(
             self._enqueue,
             [
@@ -690,6 +755,7 @@ class Scripts:
                 keys.session_accounts(cid),
                 keys.status(cid, conv),
                 keys.due(cid),
+                keys.assignee(cid, conv),
             ],
             [
                 message.open_json(),
@@ -700,29 +766,43 @@ class Scripts:
                 settings.seen_ttl_seconds,
                 conv,
                 "1" if delivery_id else "0",
-                message.conversation_status or "",
+                seen.status,
                 message.account_id,
                 company.status_ttl_seconds,
                 str(message.id) if ordered else "",
                 company.batch_window_mode,
+                seen.assignee,
+                _bit(company.bot_owns_pending),
+                company.handoff_ttl_seconds,
             ],
             EnqueueResult.decode,
         )
 
-    def conversation_status(
-        self, company: CompanyConfig, conversation: str, status: str, explicit: bool
-    ) -> Call[bool]:
-        """True when a takeover or handoff ended."""
+    def observe(
+        self, company: CompanyConfig, conversation: str, seen: Seen, count_ignored: bool = False
+    ) -> Call[tuple[Holder, Holder]]:
+        """(holder before, holder after) the payload that said ``seen``."""
         cid = company.company_id
         return Call(
-            self._conversation_status,
-            [keys.status(cid, conversation), keys.handoff(cid, conversation), keys.stats(cid)],
-            [status, "1" if explicit else "0", company.status_ttl_seconds],
-            _flag,
+            self._observe,
+            [
+                keys.status(cid, conversation),
+                keys.assignee(cid, conversation),
+                keys.handoff(cid, conversation),
+                keys.stats(cid),
+            ],
+            [
+                *seen.args(),
+                _bit(company.bot_owns_pending),
+                company.status_ttl_seconds,
+                company.handoff_ttl_seconds,
+                _bit(count_ignored),
+            ],
+            lambda raw: (holder_of(raw[0]), holder_of(raw[1])),
         )
 
     def agent_reply(
-        self, company: CompanyConfig, conversation: str, message_id: int | str, digest: str, status: str
+        self, company: CompanyConfig, conversation: str, message_id: int | str, digest: str, seen: Seen
     ) -> Call[Sender]:
         cid = company.company_id
         return Call(
@@ -733,14 +813,27 @@ class Scripts:
                 keys.handoff(cid, conversation),
                 keys.stats(cid),
                 keys.status(cid, conversation),
+                keys.assignee(cid, conversation),
             ],
-            [digest, company.handoff_ttl_seconds, status, company.status_ttl_seconds],
+            [
+                digest,
+                company.handoff_ttl_seconds,
+                seen.status,
+                company.status_ttl_seconds,
+                seen.assignee,
+                _bit(company.bot_owns_pending),
+            ],
             Sender,
         )
 
-    def end_bot_handoff(self, company: str, conversation: str) -> Call[bool]:
-        """Delete a bot-requested handoff marker ("bot"), never a human's ("agent")."""
-        return Call(self._delete_if_equals, [keys.handoff(company, conversation)], ["bot"], _flag)
+    def apply_event(self, company: str, conversation: str, event: Event, ttl: int) -> Call[Holder]:
+        """Who holds the conversation after ``event`` (app/ownership.py's table)."""
+        return Call(
+            self._apply_event,
+            [keys.handoff(company, conversation), keys.stats(company)],
+            [event.name, ttl],
+            holder_of,
+        )
 
     # -- the lease -------------------------------------------------------------
 

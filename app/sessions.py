@@ -24,6 +24,7 @@ from app.chatwoot import Replier
 from app.errors import ChatwootError
 from app.metrics import Stat
 from app.own import post_own
+from app.ownership import Event, Holder
 from app.scripts import Scripts
 from app.settings import CompanyConfig, Settings
 
@@ -38,11 +39,14 @@ def is_reset_keyword(company: CompanyConfig, content: str) -> bool:
     return content.strip().lower() in company.session_reset_keywords
 
 
-def reset_session(client: redis.Redis, scripts: Scripts, company: str, conversation: str) -> None:
-    """Forget the kept turns and a bot-requested handoff (never a human's)."""
-    client.delete(keys.bot_history(company, conversation))
-    # Compare-and-delete in one script: an agent taking over meanwhile keeps the conversation.
-    scripts.end_bot_handoff(company, conversation).run()
+def reset_session(
+    client: redis.Redis, scripts: Scripts, company: CompanyConfig, conversation: str, event: Event
+) -> Holder:
+    """Forget the kept turns and a bot-requested handoff (never a human's: ``event`` is a
+    reset keyword or the session's expiry, app.ownership's table); who holds it now."""
+    client.delete(keys.bot_history(company.company_id, conversation))
+    # One script: an agent taking over meanwhile keeps the conversation.
+    return scripts.apply_event(company.company_id, conversation, event, company.handoff_ttl_seconds).run()
 
 
 def expire_idle_sessions(
@@ -78,8 +82,7 @@ def _expire_one(
     replier_for: Callable[[str], Replier],
 ) -> None:
     cid = company.company_id
-    human = client.get(keys.handoff(cid, conv)) == "agent"
-    reset_session(client, scripts, cid, conv)
+    human = reset_session(client, scripts, company, conv, Event.SESSION_EXPIRED) is Holder.HUMAN
     client.hdel(keys.last_fragment(cid), conv)  # keeps the gap bookkeeping bounded
     client.hincrby(keys.stats(cid), Stat.SESSIONS_EXPIRED, 1)
     log.info("session expired company=%s conversation=%s human=%s", cid, conv, human)

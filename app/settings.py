@@ -278,6 +278,13 @@ class CompanyConfig:
             return self.bot_only_pending
         return self.chatwoot_integration == "agent_bot"
 
+    @property
+    def bot_owns_pending(self) -> bool:
+        """Does the bot own pending conversations (an Agent Bot inbox)? Then assigning a
+        human takes a conversation over and assigning the bot hands it back; through an
+        account webhook assignment is routine (auto-assignment) and no takeover."""
+        return self.chatwoot_integration == "agent_bot"
+
     def for_inbox(self, inbox_id: int | None) -> CompanyConfig:
         """The settings a conversation of this inbox is served with."""
         return self.inboxes.get(inbox_id, self) if inbox_id is not None else self

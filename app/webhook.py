@@ -14,6 +14,7 @@ from app.intake import accept
 from app.logs import Sampled
 from app.metrics import SPOOLED, WEBHOOK_LATENCY, WEBHOOK_RESPONSES, WEBHOOKS_REFUSED, Stat
 from app.own import content_digest
+from app.ownership import Event, Holder
 from app.payload import (
     AgentReply,
     Ignored,
@@ -63,18 +64,17 @@ def _ignored(gateway, company: str, reason: str):  # type: ignore[no-untyped-def
 
 
 def _status_event(gateway, config, parsed: StatusChange) -> str:  # type: ignore[no-untyped-def]
-    """A status change to pending or resolved gives the conversation back to the bot
-    (docs/conversation.md); a status merely repeated does not."""
-    cid = config.company_id
-    ended = gateway.scripts.conversation_status(
-        config, parsed.conversation_id, parsed.status, parsed.explicit
-    ).run()
-    if ended:
-        log.info(
-            "takeover ended company=%s conversation=%s status=%s", cid, parsed.conversation_id, parsed.status
-        )
-        return f"conversation status is now {parsed.status}: the bot answers it again"
-    return f"conversation status is now {parsed.status}"
+    """A conversation event: what it says of the status and assignee is observed, and may
+    give the conversation back to the bot or to a human (app.ownership)."""
+    cid, conversation = config.company_id, parsed.conversation_id
+    before, after = gateway.scripts.observe(config, conversation, parsed.seen, count_ignored=True).run()
+    reason = f"conversation status is now {parsed.status}"
+    if after is before:
+        return reason
+    log.info("conversation holder company=%s conversation=%s now=%r", cid, conversation, after.value)
+    if after is Holder.BOT:
+        return f"{reason}: the bot answers it again"
+    return f"{reason}: {after.value}, the bot is silent in this conversation"
 
 
 def _agent_reply(gateway, config, parsed: AgentReply) -> str:  # type: ignore[no-untyped-def]
@@ -82,8 +82,9 @@ def _agent_reply(gateway, config, parsed: AgentReply) -> str:  # type: ignore[no
     unless it is the gateway's own reply coming back."""
     cid = config.company_id
     who = gateway.scripts.agent_reply(
-        config, parsed.conversation_id, parsed.message_id, content_digest(parsed.content), parsed.status or ""
+        config, parsed.conversation_id, parsed.message_id, content_digest(parsed.content), parsed.seen
     ).run()
+    gateway.redis.hincrby(keys.stats(cid), Stat.WEBHOOKS_IGNORED, 1)
     if who is Sender.OWN:
         return "the gateway's own reply"
     where = "from the WhatsApp phone" if parsed.via_phone else "in Chatwoot"
@@ -107,14 +108,19 @@ def _track_pause(gateway, config, conversation: str, labels: tuple[str, ...] | N
 
 
 def _conversation_event(gateway, config, parsed) -> str | None:  # type: ignore[no-untyped-def]
-    """Handle what changes the bot's state rather than reaching it; the reason, or None."""
+    """Handle what changes the bot's state rather than reaching it; the reason, or None.
+    Whatever a payload says of who holds its conversation is observed, the payloads
+    the bot ignores included (docs/conversation.md: no single event can be relied on)."""
+    if isinstance(parsed, Ignored):
+        gateway.scripts.observe(config, parsed.conversation_id, parsed.seen, count_ignored=True).run()
+        return parsed.reason
     if isinstance(parsed, StatusChange):
         _track_pause(gateway, config, parsed.conversation_id, parsed.labels)
         return _status_event(gateway, config, parsed)
     if isinstance(parsed, AgentReply):
         return _agent_reply(gateway, config, parsed)
-    cid = config.company_id
     if config.answers_only_pending and parsed.conversation_status != "pending":
+        gateway.scripts.observe(config, parsed.conversation_id, parsed.seen, count_ignored=True).run()
         mode = "BOT_ONLY_PENDING" if config.bot_only_pending else f"{config.chatwoot_integration} mode"
         return (
             f"conversation is {parsed.conversation_status}: the bot answers pending conversations"
@@ -122,7 +128,8 @@ def _conversation_event(gateway, config, parsed) -> str | None:  # type: ignore[
         )
     _track_pause(gateway, config, parsed.conversation_id, parsed.labels)  # a label gone: resume
     if parsed.is_text_only and is_reset_keyword(config, parsed.content):
-        reset_session(gateway.redis, gateway.scripts, cid, parsed.conversation_id)
+        gateway.scripts.observe(config, parsed.conversation_id, parsed.seen, count_ignored=True).run()
+        reset_session(gateway.redis, gateway.scripts, config, parsed.conversation_id, Event.RESET_KEYWORD)
         return "session reset"
     return None
 
@@ -152,8 +159,8 @@ def chatwoot(company: str):  # type: ignore[no-untyped-def]
     except (ValueError, RecursionError) as exc:
         reason = str(exc) if isinstance(exc, InvalidPayload) else "body is not valid JSON"
         return _answer(400, error="bad_request", reason=reason)
-    if isinstance(parsed, Ignored):
-        return _ignored(gateway, company, parsed.reason)
+    if isinstance(parsed, Ignored) and parsed.conversation_id is None:
+        return _ignored(gateway, company, parsed.reason)  # not about a conversation
     if not config.serves_inbox(parsed.inbox_id):
         return _ignored(gateway, company, f"inbox {parsed.inbox_id} is not one of this company's INBOX_IDS")
     if isinstance(parsed, StoredMessage):
@@ -168,7 +175,9 @@ def chatwoot(company: str):  # type: ignore[no-untyped-def]
             except redis.RedisError:
                 pass  # the next webhook of the conversation sets it
             reason = f"conversation carries the label {label!r} (PAUSE_LABELS): the bot is paused"
-            return _ignored(gateway, company, reason)
+            parsed = Ignored(
+                reason, parsed.conversation_id, parsed.conversation_status, parsed.inbox_id, parsed.assignee
+            )
     delivery = request.headers.get("X-Chatwoot-Delivery", "").strip()[:128] or None
     if gateway.spool.backlog():  # this process's spooled events go into Redis first: keep them in order
         return _spooled(gateway, config, parsed, delivery)
@@ -192,7 +201,6 @@ def handle(gateway, config, parsed, delivery: str | None, ordered: bool = False)
     company = config.company_id
     early = _conversation_event(gateway, config, parsed)
     if early is not None:
-        gateway.redis.hincrby(keys.stats(company), Stat.WEBHOOKS_IGNORED, 1)
         return 200, {"status": "ignored", "reason": early}
     served_as = config.for_inbox(parsed.inbox_id)  # an inbox may have its own window
     accepted = accept(gateway.redis, gateway.scripts, gateway.settings, served_as, parsed, delivery, ordered)
@@ -232,14 +240,14 @@ def handle(gateway, config, parsed, delivery: str | None, ordered: bool = False)
 
 # -- the local spool (app/spool.py) ------------------------------------------------
 
-_KINDS = {"status": StatusChange, "agent_reply": AgentReply}
+_KINDS = {"status": StatusChange, "agent_reply": AgentReply, "ignored": Ignored}
 
 
 def _spool_entry(company: str, parsed, delivery: str | None) -> dict:  # type: ignore[no-untyped-def]
     entry: dict = {"company": company, "delivery": delivery}
     if isinstance(parsed, StoredMessage):
         return {**entry, "kind": "message", "message": parsed.to_json()}
-    kind = "status" if isinstance(parsed, StatusChange) else "agent_reply"
+    kind = next(name for name, cls in _KINDS.items() if isinstance(parsed, cls))
     return {**entry, "kind": kind, "event": dataclasses.asdict(parsed)}
 
 

@@ -59,9 +59,13 @@ def test_incoming_with_null_sender_is_for_the_bot() -> None:
 
 
 def test_status_change_and_other_events() -> None:
-    assert parse_webhook(cw.status_changed(42, "pending"), 0) == StatusChange("42", "pending", True, 4)
+    assert parse_webhook(cw.status_changed(42, "pending"), 0) == StatusChange(
+        "42", "pending", True, 4, assignee="none"
+    )
     # conversation_updated reports the current status; it is not itself a change of it
-    assert parse_webhook(cw.conversation_updated(42), 0) == StatusChange("42", "pending", False, 4)
+    assert parse_webhook(cw.conversation_updated(42), 0) == StatusChange(
+        "42", "pending", False, 4, assignee="none"
+    )
     widget = parse_webhook(cw.webwidget_triggered(), 0)
     assert isinstance(widget, Ignored) and "webwidget_triggered" in widget.reason
 

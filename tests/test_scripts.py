@@ -14,6 +14,7 @@ import redis
 from app import keys
 from app.errors import LeaseLost
 from app.ledger import ATTEMPTS, ERROR
+from app.ownership import Event, Holder, Seen
 from app.scripts import (
     ClaimedBatch,
     Dispatch,
@@ -49,6 +50,7 @@ def company(mode: str = "sliding") -> SimpleNamespace:
         status_ttl_seconds=600,
         batch_window_mode=mode,
         handoff_ttl_seconds=600,
+        bot_owns_pending=True,
     )
 
 
@@ -64,9 +66,14 @@ class Message:
     conversation_status: str = ""
     conversation_id: str = CONV
     account_id: int = 1
+    assignee: str = ""
 
     def open_json(self) -> str:
         return open_json(self.name)
+
+    @property
+    def seen(self) -> Seen:
+        return Seen(self.conversation_status, False, self.assignee)
 
 
 def enqueue(
@@ -152,17 +159,18 @@ def test_enqueue_ignores_a_handed_off_conversation_until_its_status_changes_to_p
 
 def test_a_status_event_ends_a_takeover_only_on_a_change_to_pending_or_resolved(s: Scripts, r) -> None:
     def event(status: str, explicit: str) -> bool:
-        return s.conversation_status(company(), CONV, status, explicit == "1").run()  # type: ignore[arg-type]
+        before, after = s.observe(company(), CONV, Seen(status, explicit == "1")).run()  # type: ignore[arg-type]
+        return before is not Holder.BOT and after is Holder.BOT
 
     r.set(keys.handoff(C, CONV), "agent")
-    assert event("pending", "0") == 0  # conversation_updated, nothing seen before
-    assert event("pending", "0") == 0  # conversation_updated, pending again
-    assert event("snoozed", "1") == 0
+    assert event("pending", "0") is False  # conversation_updated, nothing seen before
+    assert event("pending", "0") is False  # conversation_updated, pending again
+    assert event("snoozed", "1") is False
     assert r.exists(keys.handoff(C, CONV))
-    assert event("pending", "1") == 1  # conversation_status_changed to pending
+    assert event("pending", "1") is True  # conversation_status_changed to pending
     assert not r.exists(keys.handoff(C, CONV)) and r.hget(keys.stats(C), "takeovers_ended") == "1"
     r.set(keys.handoff(C, CONV), "agent")
-    assert event("resolved", "0") == 1  # a different status than the last seen: resolved
+    assert event("resolved", "0") is True  # a different status than the last seen: resolved
 
 
 def claim(s: Scripts, r, run: str, most: int) -> ClaimedBatch:  # type: ignore[no-untyped-def]
@@ -297,9 +305,11 @@ def test_renew_hand_over_and_delete_are_compare_and_set(s: Scripts, r) -> None:
     assert s.hand_over(lease, "a#1", "c", 9000).run() is True
     assert r.get(lease) == "c" and r.pttl(lease) > 8000
     r.set(keys.handoff(C, CONV), "agent")  # a human's takeover: a reset keyword keeps it
-    assert s.end_bot_handoff(C, CONV).run() is False and r.exists(keys.handoff(C, CONV))
+    assert s.apply_event(C, CONV, Event.RESET_KEYWORD, 60).run() is Holder.HUMAN
+    assert r.exists(keys.handoff(C, CONV))
     r.set(keys.handoff(C, CONV), "bot")
-    assert s.end_bot_handoff(C, CONV).run() is True and not r.exists(keys.handoff(C, CONV))
+    assert s.apply_event(C, CONV, Event.RESET_KEYWORD, 60).run() is Holder.BOT
+    assert not r.exists(keys.handoff(C, CONV))
 
 
 def store(s: Scripts, r, run: str, look: int, *message_fields: str) -> list[str]:  # type: ignore[no-untyped-def]
@@ -379,7 +389,7 @@ def test_enqueue_records_the_session(s: Scripts, r) -> None:
 
 def test_agent_reply_tells_own_replies_from_a_takeover(s: Scripts, r) -> None:
     def reply(message_id: int, digest: str) -> Sender:
-        return s.agent_reply(company(), CONV, message_id, digest, "pending").run()  # type: ignore[arg-type]
+        return s.agent_reply(company(), CONV, message_id, digest, Seen("pending")).run()  # type: ignore[arg-type]
 
     r.sadd(keys.own_pending(C, CONV), "digest-of-our-reply")
     assert reply(77, "digest-of-our-reply") is Sender.OWN
