@@ -58,6 +58,7 @@ __all__ = ["MAX_BATCHES_PER_RUN", "Drainer", "Outcome"]
 log = logging.getLogger(__name__)
 MAX_BATCHES_PER_RUN = 20
 BOT_OPENS = "open"  # the status a handoff gives the conversation (Chatwoot's toggle_status)
+CHATWOOT_TRANSCRIBES = "chatwoot"  # TRANSCRIBE_BACKEND: Chatwoot's own transcripts, waited for
 RETRY_CAP_SECONDS = 30.0
 
 Unit = tuple[Segment, StoredAnswer | None]  # messages, and the answer stored for them if any
@@ -101,6 +102,13 @@ def _logged(
         if at is not None:
             logged.append(LoggedFragment(_subject(message, conversation), at, _reading(message).value))
     return logged
+
+
+def _untranscribed(message: StoredMessage | None) -> bool:
+    """Does the message hold a voice note Chatwoot has not transcribed yet?"""
+    return message is not None and any(
+        a.file_type == "audio" and not a.transcribed_text for a in message.attachments
+    )
 
 
 def _float_or_none(raw: str | None) -> float | None:
@@ -219,6 +227,7 @@ class Drainer:
         (or left over), else the seconds until it is, by Redis's clock. ``start``
         (START_RUN) takes the lease in the same round trip."""
         paced = self.company.paced
+        transcripts = self.company.transcribe_backend == CHATWOOT_TRANSCRIBES  # wait for Chatwoot's
         batch = RoundTrip(self.client)
         if start:
             batch.add(start)
@@ -228,7 +237,7 @@ class Drainer:
         pipe.lindex(self._key(keys.queue), -1)
         pipe.hget(keys.last_fragment(self._cid), self.conversation)
         pipe.time()
-        if paced:
+        if paced or transcripts:
             pipe.lrange(self._key(keys.queue), 0, self.settings.batch_max_messages - 1)
         results = batch.execute()
         held = results.pop(0) if start else True
@@ -251,6 +260,10 @@ class Drainer:
         if paced:
             window = self._paced_window(read_stored(first), latest, [*_arrivals(queued[0]), last_at])
         due = due_at(config.batch_window_mode, first_at, last_at, window, config.batch_max_wait_seconds)
+        if transcripts and any(_untranscribed(read_stored(raw)) for raw in queued[0]):
+            # Chatwoot's transcript arrives as message_updated (it replaces the note in the
+            # queue and makes the batch due again); never past the max wait: then without text.
+            due = max(due, first_at + config.batch_max_wait_seconds)
         return held, max(0.0, due - now)
 
     def _paced_window(

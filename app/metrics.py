@@ -47,6 +47,7 @@ class Stat(StrEnum):
     WEBHOOKS_IGNORED = "webhooks_ignored"
     WEBHOOKS_REJECTED_429 = "webhooks_rejected_429"
     SPOOLED_OVER_CAP = "spooled_over_cap"
+    MESSAGES_UPDATED = "messages_updated"
     BATCHES = "batches"
     BOT_CALLS = "bot_calls"
     BOT_FAILURES = "bot_failures"
@@ -74,6 +75,10 @@ STAT_HELP: dict[Stat, str] = {
     Stat.WEBHOOKS_DUPLICATE: "Redeliveries and re-sent messages ignored",
     Stat.WEBHOOKS_IGNORED: "Events and messages not for the bot",
     Stat.WEBHOOKS_REJECTED_429: "Messages refused: conversation queue full",
+    Stat.MESSAGES_UPDATED: (
+        "Messages changed while they waited in their batch (message_updated: an edit, Chatwoot's"
+        " transcript of a voice note, a deletion)"
+    ),
     Stat.SPOOLED_OVER_CAP: (
         "Messages moved in from the local spool beyond MAX_QUEUE_PER_CONVERSATION:"
         " answered 202 already, so queued all the same"

@@ -36,6 +36,8 @@ __all__ = [
     "Attachment",
     "Ignored",
     "InvalidPayload",
+    "MessageUpdate",
+    "Parsed",
     "StatusChange",
     "StoredMessage",
     "decode_body",
@@ -116,6 +118,28 @@ class AgentReply:
     @property
     def seen(self) -> Seen:
         return Seen(self.status or "", False, self.assignee or "")
+
+
+@dataclass(frozen=True)
+class MessageUpdate:
+    """``message_updated`` for a contact's message: an edit, Chatwoot's own transcript of a
+    voice note arriving, or a deletion (``deleted``). Never a new message: it changes the
+    message while it waits in its batch, and nothing once the message was taken."""
+
+    message: StoredMessage
+    deleted: bool = False
+
+    @property
+    def conversation_id(self) -> str:
+        return self.message.conversation_id
+
+    @property
+    def inbox_id(self) -> int | None:
+        return self.message.inbox_id
+
+    @property
+    def seen(self) -> Seen:
+        return self.message.seen
 
 
 @dataclass(frozen=True)
@@ -423,13 +447,34 @@ def _conversation_event(event: str, body: dict[str, Any]) -> StatusChange | None
     )
 
 
-def parse_webhook(body: Any, received_at: float) -> StoredMessage | StatusChange | AgentReply | Ignored:
+Parsed = StoredMessage | StatusChange | AgentReply | MessageUpdate | Ignored
+
+
+def _update(body: dict[str, Any], received_at: float) -> MessageUpdate | Ignored:
+    """``message_updated``: the same ``Message#webhook_data`` as ``message_created``."""
+    found = _message(body, received_at)
+    if isinstance(found, StoredMessage):
+        return MessageUpdate(found, _dict(body.get("content_attributes")).get("deleted") is True)
+    if isinstance(found, AgentReply):  # an agent edited or deleted a reply: no new takeover
+        return Ignored(
+            "an agent's message was updated",
+            found.conversation_id,
+            found.status,
+            found.inbox_id,
+            found.assignee,
+        )
+    return found
+
+
+def parse_webhook(body: Any, received_at: float) -> Parsed:
     """Classify a decoded webhook body; raise ``InvalidPayload`` when unusable."""
     if not isinstance(body, dict):
         raise InvalidPayload("body must be a JSON object")
     event = body.get("event")
     if event == "message_created":
         return _message(body, received_at)
+    if event == "message_updated":
+        return _update(body, received_at)
     if event in STATUS_EVENTS:
         found = _conversation_event(event, body)
         if found is not None:

@@ -23,7 +23,7 @@ from app.metrics import render_counters
 from app.ownership import Event, Holder, Seen, holder_of, lua_tables
 
 if TYPE_CHECKING:
-    from app.payload import StoredMessage
+    from app.payload import MessageUpdate, StoredMessage
     from app.settings import CompanyConfig, Settings
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "RoundTrip",
     "Scripts",
     "Sender",
+    "Updated",
 ]
 
 # Shared by the scripts that see who holds a conversation (app/ownership.py): the
@@ -178,6 +179,39 @@ redis.call('ZADD', KEYS[11], due, ARGV[7])
 return {'queued', len, redis.call('GET', KEYS[2]) or '', string.format('%.3f', due - now)}
 """
 )
+
+# A contact's message changed (message_updated: an edit, Chatwoot's own transcript of a
+# voice note, a deletion) while it may still wait in its batch: replace it there,
+# keeping its arrival time, or remove it; and have the batch looked at again now (the
+# drainer decides when it closes). A message no longer queued — taken into a batch,
+# answered, or never queued — is left alone: an update never starts a second turn.
+# KEYS[1] queue  KEYS[2] due schedule  KEYS[3] stats hash
+# ARGV[1] message id  ARGV[2] the updated stored message, open (ENQUEUE's form), or ''
+# to remove it  ARGV[3] conversation id
+# Returns 'replaced', 'removed' or 'gone'.
+UPDATE_QUEUED = """
+local prefix = '{"id":' .. ARGV[1] .. ','
+for index, item in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  if string.sub(item, 1, #prefix) == prefix then
+    local result = 'removed'
+    if ARGV[2] == '' then
+      redis.call('LREM', KEYS[1], 1, item)
+    else
+      local at = string.match(item, '"received_at":([%d%.]+)}$') or '0'
+      redis.call('LSET', KEYS[1], index - 1, ARGV[2] .. at .. '}')
+      result = 'replaced'
+    end
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+    local due = redis.call('ZSCORE', KEYS[2], ARGV[3])
+    if not due or tonumber(due) > now then redis.call('ZADD', KEYS[2], now, ARGV[3]) end
+    redis.call('HINCRBY', KEYS[3], @messages_updated@, 1)
+    return result
+  end
+end
+redis.call('HINCRBY', KEYS[3], @webhooks_ignored@, 1)
+return 'gone'
+"""
 
 # Compare-and-set of the lease: hand it from one holder to another.
 # KEYS[1] lease  ARGV[1] expected holder  ARGV[2] new holder  ARGV[3] TTL ms
@@ -682,6 +716,12 @@ class Rescue(StrEnum):
     EMPTY = "empty"  # nothing to do: out of the conversation index
 
 
+class Updated(StrEnum):
+    REPLACED = "replaced"  # the edit or the transcript: the bot sees the message as it is now
+    REMOVED = "removed"  # deleted before its batch was taken
+    GONE = "gone"  # not waiting (taken, answered, never queued): nothing changes
+
+
 class Sender(StrEnum):
     OWN = "own"  # the gateway's own reply coming back
     TAKEOVER = "takeover"  # a human replied: the bot is silent
@@ -702,6 +742,7 @@ class Scripts:
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
         self._enqueue = _register(client, ENQUEUE)
+        self._update_queued = _register(client, UPDATE_QUEUED)
         self._hand_over = _register(client, HAND_OVER)
         self._start_run = _register(client, START_RUN)
         self._renew = _register(client, RENEW)
@@ -776,6 +817,16 @@ class Scripts:
                 company.handoff_ttl_seconds,
             ],
             EnqueueResult.decode,
+        )
+
+    def update_queued(self, company: str, update: MessageUpdate) -> Call[Updated]:
+        """Apply a ``message_updated`` to its message while it waits in its batch."""
+        message, conv = update.message, update.conversation_id
+        return Call(
+            self._update_queued,
+            [keys.queue(company, conv), keys.due(company), keys.stats(company)],
+            [message.id, "" if update.deleted else message.open_json(), conv],
+            Updated,
         )
 
     def observe(

@@ -227,7 +227,9 @@ class CompanyConfig:
     business_hours_tz: str = field(default="UTC", metadata={"parse": _checked_by(parse_time_zone)})
     bot_hours: str = field(default="always", metadata={"parse": _one_of(("always", "outside", "inside"))})
     away_message: str = field(default="", metadata={"parse": _str})
-    transcribe_backend: str = field(default="none", metadata={"parse": _one_of(("none", "openai"))})
+    transcribe_backend: str = field(
+        default="none", metadata={"parse": _one_of(("none", "openai", "chatwoot"))}
+    )
     transcribe_base_url: str | None = field(default=None, metadata={"parse": _url})
     transcribe_api_key: str | None = field(default=None, repr=False, metadata={"parse": _str})
     transcribe_model: str = field(default="whisper-1", metadata={"parse": _str})

@@ -10,7 +10,9 @@ posts it to an OpenAI-compatible ``/audio/transcriptions``
 transcript then joins the burst in its place (``StoredMessage.bot_text``).
 A note that cannot be fetched or transcribed reaches the bot as an audio
 attachment without text: it is never dropped, and the batch never waits longer
-than the timeout for it.
+than the timeout for it. Its media may answer 404 or 403 for a moment after
+``message_created`` (the upload is not finished): that is asked again, with
+backoff, within the same timeout.
 """
 
 from __future__ import annotations
@@ -31,6 +33,14 @@ from app.settings import CompanyConfig
 __all__ = ["Transcriber", "with_transcripts"]
 
 log = logging.getLogger(__name__)
+NOT_READY_STATUSES = (403, 404)  # the storage does not have the upload yet
+NOT_READY_FIRST_PAUSE_SECONDS = 0.25
+
+
+class _NotReady(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
 
 
 class Transcriber:
@@ -77,10 +87,26 @@ class Transcriber:
         return text.strip()
 
     def _fetch(self, media_url: str, end: float) -> tuple[bytes, str]:
+        """The voice note's bytes. Chatwoot sends ``message_created`` before its storage
+        has the upload, so a 404 or 403 is asked again, with backoff, until ``end``."""
         if urlparse(media_url).scheme not in ("http", "https"):
             raise TranscriptionError("the voice note has no http(s) address")
+        pause = NOT_READY_FIRST_PAUSE_SECONDS
+        while True:
+            try:
+                return self._fetch_once(media_url, end)
+            except _NotReady as exc:
+                if time.monotonic() + pause >= end:
+                    raise TranscriptionError(f"fetching the voice note answered {exc.status}") from None
+                log.info("voice note not ready yet status=%s: asking again in %.2f s", exc.status, pause)
+                time.sleep(pause)
+                pause *= 2
+
+    def _fetch_once(self, media_url: str, end: float) -> tuple[bytes, str]:
         try:
             with self._session.get(media_url, stream=True, timeout=(3.05, self._timeout)) as response:
+                if response.status_code in NOT_READY_STATUSES:
+                    raise _NotReady(response.status_code)
                 if response.status_code != 200:
                     raise TranscriptionError(f"fetching the voice note answered {response.status_code}")
                 declared = response.headers.get("Content-Length")

@@ -19,12 +19,13 @@ from app.payload import (
     AgentReply,
     Ignored,
     InvalidPayload,
+    MessageUpdate,
     StatusChange,
     StoredMessage,
     decode_body,
     parse_webhook,
 )
-from app.scripts import Sender
+from app.scripts import Sender, Updated
 from app.sessions import is_reset_keyword, reset_session
 from app.signature import AuthError, authenticate
 
@@ -92,6 +93,29 @@ def _agent_reply(gateway, config, parsed: AgentReply) -> str:  # type: ignore[no
     return f"a human agent replied {where}: the bot is silent in this conversation"
 
 
+_UPDATES = {
+    Updated.REPLACED: "message updated while it waited in its batch: the bot sees it as it is now",
+    Updated.REMOVED: "message deleted while it waited in its batch: the bot will not see it",
+    Updated.GONE: "message updated after it was taken into a batch (or never queued): nothing changes",
+}
+
+
+def _message_update(gateway, config, parsed: MessageUpdate) -> str:  # type: ignore[no-untyped-def]
+    """``message_updated`` (an edit, Chatwoot's transcript arriving, a deletion): applied
+    to the message while it waits in its batch; never a new message, never a second turn."""
+    gateway.scripts.observe(config, parsed.conversation_id, parsed.seen).run()
+    updated = gateway.scripts.update_queued(config.company_id, parsed).run()
+    log.info(
+        "message updated company=%s conversation=%s message=%s deleted=%s result=%s",
+        config.company_id,
+        parsed.conversation_id,
+        parsed.message.id,
+        parsed.deleted,
+        updated.value,
+    )
+    return _UPDATES[updated]
+
+
 def _track_pause(gateway, config, conversation: str, labels: tuple[str, ...] | None) -> str | None:  # type: ignore[no-untyped-def]
     """Keep ``<company>:webhook_paused:<conversation>`` in step with the conversation's
     labels (PAUSE_LABELS): set while it carries one, gone once a webhook shows it
@@ -119,6 +143,8 @@ def _conversation_event(gateway, config, parsed) -> str | None:  # type: ignore[
         return _status_event(gateway, config, parsed)
     if isinstance(parsed, AgentReply):
         return _agent_reply(gateway, config, parsed)
+    if isinstance(parsed, MessageUpdate):
+        return _message_update(gateway, config, parsed)
     if config.answers_only_pending and parsed.conversation_status != "pending":
         gateway.scripts.observe(config, parsed.conversation_id, parsed.seen, count_ignored=True).run()
         mode = "BOT_ONLY_PENDING" if config.bot_only_pending else f"{config.chatwoot_integration} mode"
@@ -245,15 +271,27 @@ _KINDS = {"status": StatusChange, "agent_reply": AgentReply, "ignored": Ignored}
 
 def _spool_entry(company: str, parsed, delivery: str | None) -> dict:  # type: ignore[no-untyped-def]
     entry: dict = {"company": company, "delivery": delivery}
-    if isinstance(parsed, StoredMessage):
-        return {**entry, "kind": "message", "message": parsed.to_json()}
+    if isinstance(parsed, StoredMessage):  # the assignee too: who holds the conversation is observed
+        return {**entry, "kind": "message", "message": parsed.to_json(), "assignee": parsed.assignee}
+    if isinstance(parsed, MessageUpdate):
+        message = parsed.message
+        return {
+            **entry,
+            "kind": "update",
+            "message": message.to_json(),
+            "assignee": message.assignee,
+            "deleted": parsed.deleted,
+        }
     kind = next(name for name, cls in _KINDS.items() if isinstance(parsed, cls))
     return {**entry, "kind": kind, "event": dataclasses.asdict(parsed)}
 
 
 def _from_spool(entry: dict):  # type: ignore[no-untyped-def]
-    if entry["kind"] == "message":
-        return StoredMessage.from_json(entry["message"])
+    if entry["kind"] in ("message", "update"):
+        message = dataclasses.replace(
+            StoredMessage.from_json(entry["message"]), assignee=entry.get("assignee")
+        )
+        return message if entry["kind"] == "message" else MessageUpdate(message, bool(entry.get("deleted")))
     return _KINDS[entry["kind"]](**entry["event"])
 
 

@@ -78,9 +78,10 @@ class Runtime:
         return self._bots[key]
 
     def transcriber(self, company: str) -> Callable[[str], str] | None:
-        """The company's voice-note transcription (TRANSCRIBE_BACKEND), or None."""
+        """The company's voice-note transcription (TRANSCRIBE_BACKEND=openai), or None (none;
+        chatwoot: Chatwoot's own transcripts, which the drainer waits for)."""
         config = self.settings.companies[company]
-        if config.transcribe_backend == "none":
+        if config.transcribe_backend != "openai":
             return None
         if company not in self._transcribers:
             self._transcribers[company] = Transcriber(config).transcribe

@@ -24,9 +24,22 @@ Built from Chatwoot's own code, not from what seems plausible:
   services); audio may carry ``transcribed_text``.
 * ``conversation_status_changed`` / ``conversation_updated``: the
   conversation's ``webhook_data`` with ``changed_attributes`` and ``event``
-  (``lib/webhooks/trigger.rb``, ``app/listeners/webhook_listener.rb``). An
+  (``lib/webhooks/trigger.rb``, ``app/listeners/webhook_listener.rb``,
+  ``app/listeners/agent_bot_listener.rb``); ``changed_attributes`` is
+  ``BaseListener#extract_changed_attributes``: ``[{attr: {previous_value,
+  current_value}}, …]`` of the model's ``previous_changes`` (for
+  ``conversation_status_changed`` only ``status``). ``conversation_opened`` and
+  ``conversation_resolved`` carry the ``webhook_data`` and ``event`` alone. An
   agent's reply in an Agent Bot inbox leaves the conversation ``pending`` and is
   followed by ``conversation_updated`` with status ``pending``.
+* ``meta.assignee`` is ``Conversation#assigned_entity`` (``assignee_agent_bot ||
+  assignee``) as push data: a user's ``{id, name, available_name, avatar_url,
+  type: "user", availability_status, thumbnail}``, an agent bot's ``{id, name,
+  avatar_url, type: "agent_bot"}``, or null; ``meta.assignee_type`` "User",
+  "AgentBot" or null (``Conversations::EventDataPresenter#push_meta``).
+  ``Conversations::AssignmentService``: assigning a user to a pending conversation
+  the bot owns opens it and clears the bot (the dashboard's "Take over");
+  assigning the agent bot clears the user and sets ``pending``.
 """
 
 from __future__ import annotations
@@ -67,11 +80,25 @@ CONTACT_PUSH = {
 }
 AGENT = {"id": 7, "name": "Ana (agent)", "email": "ana@example.com", "type": "user"}  # User#webhook_data
 AGENT_BOT = {"id": 3, "name": "Gateway bot", "type": "agent_bot"}  # AgentBot#webhook_data
+# User#push_event_data and AgentBot#push_event_data: what meta.assignee holds.
+AGENT_PUSH = {
+    "id": 7,
+    "name": "Ana (agent)",
+    "available_name": "Ana",
+    "avatar_url": "",
+    "type": "user",
+    "availability_status": "online",
+    "thumbnail": "",
+}
+AGENT_BOT_PUSH = {"id": 3, "name": "Gateway bot", "avatar_url": "", "type": "agent_bot"}
+_ASSIGNEE_TYPES = {"user": "User", "agent_bot": "AgentBot"}
 CREATED_AT = "2026-11-24T10:00:00.000Z"
 CREATED_AT_UNIX = 1795514400
 
 
-def conversation(conversation_id: int, status: str = "pending", inbox_id: int = 4) -> dict[str, Any]:
+def conversation(
+    conversation_id: int, status: str = "pending", inbox_id: int = 4, assignee: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Conversation#webhook_data (EventDataPresenter#push_data + account_id)."""
     return {
         "additional_attributes": {},
@@ -84,8 +111,8 @@ def conversation(conversation_id: int, status: str = "pending", inbox_id: int = 
         "labels": [],
         "meta": {
             "sender": CONTACT_PUSH,
-            "assignee": None,
-            "assignee_type": None,
+            "assignee": assignee,
+            "assignee_type": _ASSIGNEE_TYPES.get(assignee["type"]) if assignee else None,
             "team": None,
             "hmac_verified": False,
         },
@@ -118,6 +145,7 @@ def message(
     status: str = "pending",
     content_attributes: dict[str, Any] | None = None,
     inbox_id: int = 4,
+    assignee: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Message#webhook_data with the event name."""
     body: dict[str, Any] = {
@@ -126,7 +154,7 @@ def message(
         "content_attributes": content_attributes or {},
         "content_type": "text",
         "content": content,
-        "conversation": conversation(conversation_id, status, inbox_id),
+        "conversation": conversation(conversation_id, status, inbox_id, assignee),
         "created_at": CREATED_AT,
         "id": message_id if message_id is not None else next(_ids),
         "inbox": {"id": inbox_id, "name": INBOX["name"] if inbox_id == 4 else f"Inbox {inbox_id}"},
@@ -233,22 +261,44 @@ def bot_own_reply(content: str, conversation_id: int = 42) -> dict[str, Any]:
     return message(content, conversation_id, message_type="outgoing", sender=AGENT_BOT)
 
 
-def status_changed(conversation_id: int, status: str, previous: str = "open") -> dict[str, Any]:
-    body = conversation(conversation_id, status)
+def status_changed(
+    conversation_id: int, status: str, previous: str = "open", assignee: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    body = conversation(conversation_id, status, assignee=assignee)
     body["event"] = "conversation_status_changed"
     body["changed_attributes"] = [{"status": {"previous_value": previous, "current_value": status}}]
     return body
 
 
-def conversation_updated(conversation_id: int, status: str = "pending") -> dict[str, Any]:
-    """What follows an agent's reply (first_reply_created_at, waiting_since changed)."""
-    body = conversation(conversation_id, status)
+def status_event(
+    event: str, conversation_id: int, status: str, assignee: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """conversation_opened / conversation_resolved: the webhook_data and the event alone."""
+    body = conversation(conversation_id, status, assignee=assignee)
+    body["event"] = event
+    return body
+
+
+def conversation_updated(
+    conversation_id: int,
+    status: str = "pending",
+    changed: list[dict[str, Any]] | None = None,
+    assignee: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """By default what follows an agent's reply (first_reply_created_at, waiting_since
+    changed); ``changed``: the changed_attributes of another update."""
+    body = conversation(conversation_id, status, assignee=assignee)
     body["event"] = "conversation_updated"
-    body["changed_attributes"] = [
+    body["changed_attributes"] = changed or [
         {"first_reply_created_at": {"previous_value": None, "current_value": CREATED_AT}},
         {"waiting_since": {"previous_value": CREATED_AT, "current_value": None}},
     ]
     return body
+
+
+def changed(attribute: str, previous: Any, current: Any) -> dict[str, Any]:
+    """One entry of changed_attributes (BaseListener#extract_changed_attributes)."""
+    return {attribute: {"previous_value": previous, "current_value": current}}
 
 
 def webwidget_triggered() -> dict[str, Any]:
@@ -262,3 +312,25 @@ def webwidget_triggered() -> dict[str, Any]:
         "event": "webwidget_triggered",
         "event_info": {"initiated_at": {"timestamp": "2026-11-24T10:00:00Z"}, "referer": "https://x"},
     }
+
+
+def message_updated(created: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """The same message's Message#webhook_data again, as ``message_updated``, with
+    ``changes`` (an edit's content, Chatwoot's transcript in its attachments...)."""
+    body = {**created, **changes, "event": "message_updated"}
+    return body
+
+
+def message_deleted(created: dict[str, Any]) -> dict[str, Any]:
+    """What a deletion makes of a message (Api::V1::Accounts::Conversations::MessagesController
+    #destroy): its content replaced, content_type text, content_attributes {deleted: true},
+    its attachments destroyed."""
+    body = {
+        **created,
+        "content": "This message was deleted",
+        "content_type": "text",
+        "content_attributes": {"deleted": True},
+        "event": "message_updated",
+    }
+    body.pop("attachments", None)
+    return body

@@ -3,6 +3,7 @@ the local Chatwoot and bot): pause by label, ignore lists."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -36,6 +37,7 @@ def env(redis_url: str, stand: Stand, tmp_path_factory: pytest.TempPathFactory) 
         TRANSCRIBE_BASE_URL=f"{stand.url}/v1",
         TRANSCRIBE_API_KEY="sk-transcribe",
         TRANSCRIBE_MAX_BYTES="1000",
+        TRANSCRIBE_TIMEOUT_SECONDS="3",  # a missing file is asked again until then
     )
 
 
@@ -164,6 +166,19 @@ def test_a_voice_note_is_transcribed_and_joins_its_burst_in_order(
     assert stand.transcriptions == [
         {"model": "whisper-1", "authorization": "Bearer sk-transcribe", "bytes": 16}
     ]
+
+
+def test_a_voice_note_whose_upload_is_not_finished_is_fetched_once_it_is(web, stand: Stand, rdb) -> None:
+    """Chatwoot sends message_created before its storage has the upload: the media answers
+    404 for a moment. It is asked again, with backoff, within TRANSCRIBE_TIMEOUT_SECONDS."""
+    assert post_webhook(web, _voice_note(stand, 114, "voice-114.ogg", None)).status_code == 202
+    uploaded = threading.Timer(3.5, lambda: stand.media.update({"voice-114.ogg": b"see you at noon"}))
+    uploaded.start()  # the window is 3 s: the first fetch finds nothing
+    wait_for(lambda: stand.replies(114), timeout=15)
+    uploaded.join()
+    (call,) = stand.bot_calls
+    assert call["messages"][0]["attachments"][0]["transcribed_text"] == "see you at noon"
+    assert rdb.hget(keys.stats("default"), "transcriptions_failed") is None
 
 
 def test_a_voice_note_that_cannot_be_transcribed_still_reaches_the_bot(web, stand: Stand, rdb) -> None:

@@ -341,3 +341,25 @@ def test_redis_stopped_under_traffic_loses_doubles_and_reorders_nothing(stand: S
     finally:
         worker.stop()
         server.stop()
+
+
+def test_every_kind_of_event_survives_the_spool_as_it_was() -> None:
+    """While Redis is down every event is spooled, not only messages: what a status event,
+    an agent's reply, an ignored message or a message_updated says of the conversation is
+    applied once Redis is back (who holds it must come out right from whatever arrived)."""
+    from app.payload import MessageUpdate, parse_webhook
+    from app.webhook import _from_spool, _spool_entry
+
+    for payload in (
+        cw.message("hi", 42),
+        cw.status_changed(42, "pending"),
+        cw.agent_reply("Ana here", 42),
+        cw.private_note("call her", 42),
+        cw.message_deleted(cw.message("oops", 42)),
+    ):
+        parsed = parse_webhook(payload, 1.5)
+        entry = json.loads(json.dumps(_spool_entry("default", parsed, "delivery-1")))
+        back = _from_spool(entry)
+        assert back == parsed and back.seen == parsed.seen, payload["event"]
+    update = parse_webhook(cw.message_deleted(cw.message("oops", 42)), 1.5)
+    assert isinstance(update, MessageUpdate) and update.deleted
