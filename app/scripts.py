@@ -727,10 +727,15 @@ class Sender(StrEnum):
     TAKEOVER = "takeover"  # a human replied: the bot is silent
 
 
+def render(source: str) -> str:
+    """A script as registered: its ``@counter@`` names rendered from ``app.metrics.Stat``
+    and ``@ownership@`` from ``app.ownership`` (the transition table)."""
+    return render_counters(source.replace("@ownership@", _OWNERSHIP_TABLES))
+
+
 def _register(client: redis.Redis, source: str) -> Script:
-    """Register a script, its ``@counter@`` names rendered from ``app.metrics.Stat`` and
-    ``@ownership@`` from ``app.ownership`` (the transition table)."""
-    return client.register_script(render_counters(source.replace("@ownership@", _OWNERSHIP_TABLES)))
+    """Register a script as ``render`` makes it."""
+    return client.register_script(render(source))
 
 
 _OWNERSHIP_TABLES = lua_tables()
