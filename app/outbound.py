@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import requests
+import requests.adapters
 from urllib3.exceptions import NewConnectionError, ProtocolError, ReadTimeoutError
 
 from app.errors import OutboundError
@@ -37,13 +38,21 @@ RETRY_AFTER_CAP_SECONDS = 30.0
 MAX_ANSWER_BYTES = 1024 * 1024
 
 
+POOL_CONNECTIONS = 128  # kept-alive connections per host: a worker's threads share one session
+
+
 def new_session() -> requests.Session:
-    """A keep-alive session for one remote.
+    """A keep-alive session for one remote, shared by a worker's threads.
 
     requests re-reads proxy variables, ``.netrc`` and CA-bundle variables from
     the environment on every call (about a millisecond each, the largest cost
-    of a local POST). When none of them is set, it is told not to look."""
+    of a local POST). When none of them is set, it is told not to look. Its
+    connection pool keeps ``POOL_CONNECTIONS`` per host (requests keeps 10: the
+    rest of a busy pool's connections were closed after each call)."""
     session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_maxsize=POOL_CONNECTIONS)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
     names = {name.lower() for name in os.environ}
     if not any(n.endswith("_proxy") for n in names) and not names & {"requests_ca_bundle", "curl_ca_bundle"}:
         session.trust_env = False
@@ -145,9 +154,13 @@ def post_json(
 
 
 def _read_body(response: requests.Response, end: float, error: type[OutboundError], url: str) -> None:
-    """Read the body before ``end`` (monotonic), or raise ``requests.ReadTimeout``."""
+    """Read the body before ``end`` (monotonic), or raise ``requests.ReadTimeout``.
+
+    The socket's timeout is set before each read, and only while the response still
+    holds its connection: once the body is read, urllib3 hands the connection back to
+    the session's pool, where another thread may take it, or closes it (the pool is
+    full), so a socket captured before the loop may be someone else's, or gone."""
     raw = response.raw
-    sock = getattr(getattr(raw, "connection", None), "sock", None)
     chunks: list[bytes] = []
     size = 0
     try:
@@ -155,6 +168,7 @@ def _read_body(response: requests.Response, end: float, error: type[OutboundErro
             remaining = end - time.monotonic()
             if remaining <= 0:
                 raise requests.ReadTimeout(f"{_host(url)} still sending its answer at the deadline")
+            sock = getattr(getattr(raw, "connection", None), "sock", None)
             if sock is not None:
                 sock.settimeout(remaining)
             try:

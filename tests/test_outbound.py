@@ -194,3 +194,34 @@ def test_error_messages_name_the_host_never_credentials() -> None:
             retries=0,
         )
     assert "127.0.0.1" in str(caught.value) and "pa55word" not in str(caught.value)
+
+
+def test_many_threads_sharing_one_session_each_get_their_answer(stand) -> None:  # type: ignore[no-untyped-def]
+    """A worker's threads share one keep-alive session (CELERY_POOL=threads). A connection
+    goes back to the session's pool as soon as its answer is read, where another thread
+    takes it or, the pool being full, it is closed: the deadline's reader must not touch
+    its socket after that (it did: "Bad file descriptor", a failed bot call)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from app.errors import BotError
+
+    stand.reset()
+    stand.bot_delay = 0.05
+    session = requests.Session()  # requests' own pool: 10 connections per host
+
+    def ask(number: int) -> str:
+        response = post_json(
+            session,
+            f"{stand.url}/bot",
+            {"conversation_id": number, "text": f"question {number}"},
+            error=BotError,
+            timeout=5,
+            retries=0,
+            idempotent=True,
+            deadline=5,
+        )
+        return response.json()["reply"]
+
+    with ThreadPoolExecutor(40) as pool:
+        answers = list(pool.map(ask, range(200)))
+    assert answers == [f"question {n}" for n in range(200)]
