@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Container entrypoint: [embedded redis-server] + Celery worker (with the
-# sweeper) + [Flower] + gunicorn on loopback + Caddy on $PORT. Forwards
+# Container entrypoint: [embedded redis-server] + Celery worker (with its
+# housekeeping: sweeper, gauges, session expiry) + [Flower] + gunicorn on loopback
+# + Caddy on $PORT. Forwards
 # SIGTERM/SIGINT to every child and exits as soon as any child dies, so the
 # platform restarts it.
 set -uo pipefail
@@ -13,8 +14,12 @@ umask 077
 PORT="${PORT:-8080}"
 DATA_DIR="${DATA_DIR:-$PWD/data}"
 export DATA_DIR  # the web processes keep their spool there while Redis is unreachable
-CELERY_POOL="${CELERY_POOL:-solo}"
-CELERY_CONCURRENCY="${CELERY_CONCURRENCY:-1}"
+# A threads pool: a bot call is I/O, and with one slot (solo) every conversation waits
+# for the one before it (docs/performance.md, "Many conversations at once"). The lease
+# keeps each conversation to one drain at a time whatever the pool.
+CELERY_POOL="${CELERY_POOL:-threads}"
+if [ "$CELERY_POOL" = solo ]; then default_concurrency=1; else default_concurrency=64; fi
+CELERY_CONCURRENCY="${CELERY_CONCURRENCY:-$default_concurrency}"
 # Tasks a worker reserves per pool slot. With 1, a threads pool that frees a
 # slot waits for the broker's next one-second poll: 4 keeps slots busy.
 if [ "$CELERY_POOL" = threads ]; then default_prefetch=4; else default_prefetch=1; fi
@@ -80,8 +85,8 @@ python -m app check-config || exit 2
 
 # Each child runs in its own process group (setsid) so that whatever it leaves
 # behind (the worker's embedded beat process, say) can be stopped with it.
-setsid celery -A app.worker worker -B -E --pool="$CELERY_POOL" --concurrency="$CELERY_CONCURRENCY" \
-  --prefetch-multiplier="$CELERY_PREFETCH_MULTIPLIER" --loglevel=INFO --schedule="$DATA_DIR/celerybeat-schedule" &
+setsid celery -A app.worker worker -E --pool="$CELERY_POOL" --concurrency="$CELERY_CONCURRENCY" \
+  --prefetch-multiplier="$CELERY_PREFETCH_MULTIPLIER" --loglevel=INFO &
 app_pids+=($!)
 
 # prometheus-client multiprocess mode: every gunicorn worker writes its figures

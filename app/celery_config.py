@@ -21,17 +21,10 @@ from celery import Celery
 
 from app.settings import Settings
 
-__all__ = ["GAUGES_TASK", "PERIODIC", "SESSIONS_TASK", "SWEEP_TASK", "make_celery"]
-
-SWEEP_TASK = "gateway.sweep"
-SESSIONS_TASK = "gateway.expire_sessions"
-GAUGES_TASK = "gateway.gauges"
-# The beat entries; Celery's routine lines about them and their tasks are quiet (``PERIODIC``).
-SWEEP_ENTRY, SESSIONS_ENTRY, GAUGES_ENTRY = "sweep-conversations", "expire-sessions", "refresh-gauges"
-PERIODIC = (SWEEP_TASK, SESSIONS_TASK, GAUGES_TASK, SWEEP_ENTRY, SESSIONS_ENTRY, GAUGES_ENTRY)
+__all__ = ["make_celery", "sessions_interval"]
 
 
-def _sessions_interval(settings: Settings) -> float:
+def sessions_interval(settings: Settings) -> float:
     """Look for idle sessions four times per the shortest idle limit, 1 to 60 s apart."""
     shortest = min(c.session_idle_minutes * 60 for c in settings.companies.values())
     return min(60.0, max(1.0, shortest / 4))
@@ -57,22 +50,5 @@ def make_celery(settings: Settings) -> Celery:
         # Flower's task list is built from the worker's events (received, started,
         # succeeded...); a task-sent event is a second publish per task for nothing.
         task_send_sent_event=False,
-        beat_schedule={
-            SWEEP_ENTRY: {
-                "task": SWEEP_TASK,
-                "schedule": settings.sweep_interval_seconds,
-                "options": {"expires": settings.sweep_interval_seconds * 2},
-            },
-            GAUGES_ENTRY: {
-                "task": GAUGES_TASK,
-                "schedule": settings.gauges_interval_seconds,
-                "options": {"expires": settings.gauges_interval_seconds * 2},
-            },
-            SESSIONS_ENTRY: {
-                "task": SESSIONS_TASK,
-                "schedule": _sessions_interval(settings),
-                "options": {"expires": _sessions_interval(settings) * 2},
-            },
-        },
     )
     return celery

@@ -93,6 +93,16 @@ class RedisCollector:
             "Age of the oldest waiting or in-flight message",
             labels=["company"],
         )
+        slots = GaugeMetricFamily(
+            "gateway_conversations_waiting_for_a_slot",
+            "Conversations whose batch is due but not taken: every worker slot is busy (or no worker runs)",
+            labels=["company"],
+        )
+        slot_wait = GaugeMetricFamily(
+            "gateway_slot_wait_seconds",
+            "How long the earliest of those has waited for a free slot",
+            labels=["company"],
+        )
         age = GaugeMetricFamily(
             "gateway_gauges_age_seconds",
             "How long ago the worker last summed the conversations into the gauges above",
@@ -120,12 +130,14 @@ class RedisCollector:
                 waiting.add_metric([company], float(summed.get("waiting", 0)))
                 leases.add_metric([company], float(summed.get("live_leases", 0)))
                 oldest.add_metric([company], max(0.0, float(summed.get("oldest_age_seconds", 0))))
+                slots.add_metric([company], float(summed.get("waiting_for_slot", 0)))
+                slot_wait.add_metric([company], max(0.0, float(summed.get("slot_wait_seconds", 0))))
                 age.add_metric([company], max(0.0, now - float(summed.get("at", now))))
             dead.add_metric([company], self._redis.llen(keys.dead_letters(company)))
         workers = GaugeMetricFamily("gateway_workers_alive", "Workers with a fresh heartbeat")
         workers.add_metric([], live_workers(self._redis, self._settings.worker_heartbeat_max_age_seconds))
         yield from counters.values()
-        yield from (waiting, leases, dead, oldest, age, workers, calls, ceiling)
+        yield from (waiting, leases, dead, oldest, slots, slot_wait, age, workers, calls, ceiling)
         yield from redis_histograms(self._redis, self._settings.companies)
 
 

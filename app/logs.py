@@ -19,7 +19,6 @@ __all__ = [
     "TEXT_FORMAT",
     "JsonFormatter",
     "MaskSecrets",
-    "QuietPeriodic",
     "Sampled",
     "configure_logging",
     "mask_secrets",
@@ -69,33 +68,12 @@ class MaskSecrets(logging.Filter):
         return True
 
 
-class QuietPeriodic(logging.Filter):
-    """Celery's own lines about periodic tasks (beat's "Sending due task", the worker's
-    "received" and "succeeded") below WARNING are dropped unless the level is DEBUG: three
-    lines every few seconds would bury the ones an operator needs. The tasks themselves
-    log when they did something (a rescue, an expiry)."""
-
-    _CELERY = ("celery.beat", "celery.worker.strategy", "celery.app.trace", "celery.worker.request")
-
-    def __init__(self, names: tuple[str, ...], level: str) -> None:
-        super().__init__()
-        self._names, self._debug = names, level == "DEBUG"
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self._debug or record.levelno >= logging.WARNING or not record.name.startswith(self._CELERY):
-            return True
-        message = record.getMessage()
-        return not any(name in message for name in self._names)
-
-
-def configure_logging(level: str, fmt: str, quiet: tuple[str, ...] = ()) -> None:
-    """Send every logger's records to stderr, as text or JSON lines, credentials masked;
-    ``quiet``: names of periodic tasks (and their beat entries) Celery's routine lines
-    about are dropped (``QuietPeriodic``)."""
+def configure_logging(level: str, fmt: str) -> None:
+    """Send every logger's records to stderr, as text or JSON lines, credentials masked.
+    (The periodic work runs on threads of the worker, app.housekeeping, not as Celery
+    tasks: Celery writes no routine lines about it.)"""
     handler = logging.StreamHandler()
     handler.addFilter(MaskSecrets())
-    if quiet:
-        handler.addFilter(QuietPeriodic(quiet, level))
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]

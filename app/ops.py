@@ -24,6 +24,7 @@ __all__ = [
     "in_the_last",
     "purge",
     "refresh_gauges",
+    "waiting_for_a_slot",
 ]
 
 
@@ -42,6 +43,7 @@ class ConversationState:
 
 
 HISTORY_KEPT = 600  # counter snapshots: two hours at the default GAUGES_INTERVAL_SECONDS (15)
+SLOT_GRACE_SECONDS = 1.0  # a due conversation not taken by then waits for a free pool slot
 _FIELDS = 7  # values read per conversation, in the order of _read
 _CHUNK = 500
 
@@ -99,12 +101,15 @@ def refresh_gauges(client: redis.Redis, companies: Iterable[str]) -> None:
     for company in companies:
         states = active_states(client, company)
         now = redis_now(client)
+        waiting_for_slot, slot_wait = waiting_for_a_slot(client, company, now)
         client.hset(
             keys.gauges(company),
             mapping={
                 "waiting": sum(s.waiting + s.in_flight for s in states),
                 "live_leases": sum(1 for s in states if s.lease_holder),
                 "oldest_age_seconds": max((s.oldest_age_seconds or 0.0 for s in states), default=0.0),
+                "waiting_for_slot": waiting_for_slot,
+                "slot_wait_seconds": slot_wait,
                 "at": now,
             },
         )
@@ -115,6 +120,21 @@ def refresh_gauges(client: redis.Redis, companies: Iterable[str]) -> None:
         pipe.ltrim(keys.counter_history(company), 0, HISTORY_KEPT - 1)
         pipe.expire(keys.counter_history(company), 3 * 3600)
         pipe.execute()
+
+
+def waiting_for_a_slot(client: redis.Redis, company: str, now: float) -> tuple[int, float]:
+    """(conversations whose batch is due but no drain has taken, how long the earliest of
+    them has waited): the dispatcher takes a due conversation within milliseconds while a
+    pool slot is free, so these wait for one (every slot on a slow bot call), or for a
+    worker at all."""
+    overdue = now - SLOT_GRACE_SECONDS
+    pipe = client.pipeline(transaction=False)
+    pipe.zcount(keys.due(company), "-inf", overdue)
+    pipe.zrange(keys.due(company), 0, 0, withscores=True)
+    count, earliest = pipe.execute()
+    if not count or not earliest:
+        return 0, 0.0
+    return int(count), round(max(0.0, now - float(earliest[0][1])), 1)
 
 
 def in_the_last(

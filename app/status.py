@@ -124,7 +124,17 @@ def _company_section(client: Any, config: CompanyConfig, now: float) -> str:
         ("messages waiting or in flight", gauges.get("waiting", "not summed yet")),
         ("oldest waiting message", f"{float(gauges.get('oldest_age_seconds', 0)):.0f} s" if gauges else "—"),
         ("conversations with a live lease", gauges.get("live_leases", "—")),
-        ("those figures summed", _ago(age) if age is not None else "never (is the worker's beat running?)"),
+        (
+            "waiting for a free worker slot",
+            f"{gauges.get('waiting_for_slot', 0)} conversation(s), the earliest for"
+            f" {float(gauges.get('slot_wait_seconds', 0)):.0f} s"
+            if gauges
+            else "—",
+        ),
+        (
+            "those figures summed",
+            _ago(age) if age is not None else "never (is a worker's housekeeping running?)",
+        ),
         ("dead letters waiting", client.llen(keys.dead_letters(company))),
         ("replies sent / failed in the last hour", _last_hour(client, company, now)),
         (

@@ -14,15 +14,17 @@ import time
 from collections.abc import Callable
 from functools import cached_property
 
+import click
 import redis
-from celery import signals
+from celery import bootsteps, signals
 
 from app import keys
 from app.bots import Bot, load_handler, make_bot
-from app.celery_config import GAUGES_TASK, PERIODIC, SESSIONS_TASK, SWEEP_TASK, make_celery
+from app.celery_config import make_celery, sessions_interval
 from app.chatwoot import Replier, make_replier
 from app.dispatcher import Dispatcher
 from app.drain import Drainer
+from app.housekeeping import Periodic
 from app.lease import DRAIN_TASK, stuck_runs
 from app.logs import configure_logging
 from app.ops import refresh_gauges
@@ -163,21 +165,52 @@ def drain(self, company: str, conversation: str) -> str:  # type: ignore[no-unty
         dispatcher.task_finished()
 
 
-@celery.task(name=SWEEP_TASK, ignore_result=True)
-def sweep_task() -> int:
-    return sweep(runtime.redis, runtime.scripts, celery, settings)
+def housekeeping() -> list[Periodic]:
+    """The periodic work of a worker (app.housekeeping): the sweeper, the gauges, sessions."""
+    return [
+        Periodic(
+            "sweeper",
+            settings.sweep_interval_seconds,
+            lambda: sweep(runtime.redis, runtime.scripts, celery, settings),
+        ),
+        Periodic(
+            "gauges",
+            settings.gauges_interval_seconds,
+            lambda: refresh_gauges(runtime.redis, settings.companies),
+        ),
+        Periodic(
+            "session-expiry",
+            sessions_interval(settings),
+            lambda: expire_idle_sessions(
+                runtime.redis,
+                runtime.scripts,
+                settings,
+                lambda company: runtime.replier(company, notice=True),
+            ),
+        ),
+    ]
 
 
-@celery.task(name=GAUGES_TASK, ignore_result=True)
-def gauges_task() -> None:
-    refresh_gauges(runtime.redis, settings.companies)
+class Housekeeping(bootsteps.StartStopStep):
+    """``--housekeeping`` (the default; ``--no-housekeeping`` leaves it to other workers)."""
+
+    def __init__(self, worker: object, housekeeping: bool = True, **options: object) -> None:
+        self.enabled = bool(housekeeping)
+        super().__init__(worker, **options)
+
+    def start(self, worker: object) -> None:
+        for job in housekeeping():
+            job.start()
 
 
-@celery.task(name=SESSIONS_TASK, ignore_result=True)
-def expire_sessions_task() -> int:
-    return expire_idle_sessions(
-        runtime.redis, runtime.scripts, settings, lambda company: runtime.replier(company, notice=True)
+celery.user_options["worker"].add(
+    click.Option(
+        ("--housekeeping/--no-housekeeping",),
+        default=True,
+        help="Run the sweeper, the gauges and session expiry on threads of this worker (app.housekeeping).",
     )
+)
+celery.steps["worker"].add(Housekeeping)
 
 
 def _heartbeat_loop(name: str) -> None:
@@ -227,4 +260,4 @@ def _forget_heartbeat(**_: object) -> None:
 
 @signals.setup_logging.connect
 def _setup_logging(**_: object) -> None:
-    configure_logging(settings.log_level, settings.log_format, quiet=PERIODIC)
+    configure_logging(settings.log_level, settings.log_format)

@@ -5,7 +5,7 @@
 
 For each mode: a fresh redis-server, the local Chatwoot stand-in, and start.sh
 booted as the container runs it (Caddy on $PORT, gunicorn, one solo Celery worker
-with beat), with the echo bot and the default window settings (window 10 s, max
+with its housekeeping), with the echo bot and the default window settings (window 10 s, max
 wait 30 s, min 3 s, max 30 s) but ``BATCH_WINDOW_MODE``.
 
 The contacts are the simulator's (``bench/trace.py``, same population and seed).

@@ -102,19 +102,17 @@ def main() -> None:
             return
 
         gunicorn_pids = [web.pid, *children(web.pid)]
-        worker = Worker(stack.env, "footprint", beat=True).start(client)  # -B, as start.sh runs it
+        worker = Worker(stack.env, "footprint", housekeeping=True).start(client)  # as start.sh runs it
         try:
             time.sleep(2)
-            beat = children(worker.proc.pid)
             rest = {"worker": rss_mb(worker.proc.pid), **{f"web {p}": rss_mb(p) for p in gunicorn_pids}}
-            rest.update({f"beat {p}": rss_mb(p) for p in beat})
             peak = dict(rest)
             done = threading.Event()
 
             def sample() -> None:
                 while not done.is_set():
                     named = [("worker", worker.proc.pid), *((f"web {p}", p) for p in gunicorn_pids)]
-                    for name, pid in named + [(f"beat {p}", p) for p in beat]:
+                    for name, pid in named:
                         peak[name] = max(peak[name], rss_mb(pid))
                     time.sleep(0.05)
 
@@ -134,7 +132,6 @@ def main() -> None:
     print(f"{'process':16} {'RSS at rest':>12} {'RSS peak under load':>20}")
     for name in rest:
         label = {"worker": "worker (solo)", f"web {web.pid}": "gunicorn master"}.get(name, "gunicorn worker")
-        label = "worker's beat" if name.startswith("beat") else label
         print(f"{label:16} {rest[name]:10.1f} MB {peak[name]:18.1f} MB")
 
 

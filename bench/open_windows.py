@@ -39,7 +39,7 @@ def main() -> None:
     args = parser.parse_args()
     with local_stack(BATCH_WINDOW_SECONDS="600", BATCH_MAX_WAIT_SECONDS="1200") as stack:
         client = connect(stack.env["REDIS_URL"])
-        worker = Worker(stack.env, "windows", beat=True).start(stack.client)
+        worker = Worker(stack.env, "windows", housekeeping=True).start(stack.client)
         try:
             time.sleep(3)
             at_rest = rss_mb(worker.proc.pid)

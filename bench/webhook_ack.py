@@ -135,7 +135,7 @@ def main() -> None:
                 "PYTHONPATH": str(ROOT),
             }
             worker = (
-                Worker(env, f"ack-{name}-{rnd}", beat=True).start(server_client(server))
+                Worker(env, f"ack-{name}-{rnd}", housekeeping=True).start(server_client(server))
                 if name == "gateway"
                 else None
             )

@@ -187,6 +187,7 @@ class Stand:
         self.lock = threading.Lock()
         self.requests: list[dict[str, Any]] = []
         self.bot_calls: list[dict[str, Any]] = []
+        self.bot_spans: list[tuple[str, float, float]] = []  # (conversation, started, answered) per call
         self.bot_delay = 0.0
         self.bot_answer: Callable[[dict[str, Any]], Any] | None = None
         self.in_flight: dict[str, int] = defaultdict(int)
@@ -220,6 +221,7 @@ class Stand:
         with self.lock:
             self.requests.clear()
             self.bot_calls.clear()
+            self.bot_spans.clear()
             self.in_flight.clear()
             self.max_in_flight.clear()
             self.fail_next.clear()
@@ -270,6 +272,7 @@ class Stand:
 
     def _bot(self, body: dict[str, Any]) -> tuple[int, Any]:
         conv = str(body.get("conversation_id"))
+        started = time.time()
         with self.lock:
             self.in_flight[conv] += 1
             self.max_in_flight[conv] = max(self.max_in_flight[conv], self.in_flight[conv])
@@ -280,6 +283,7 @@ class Stand:
         finally:
             with self.lock:
                 self.in_flight[conv] -= 1
+                self.bot_spans.append((conv, started, time.time()))
         return answer if isinstance(answer, tuple) else (200, answer)
 
     def _completion(self, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, Any]:
@@ -448,11 +452,12 @@ class Worker:
         env: dict[str, str],
         name: str,
         pool: str = "solo",
-        beat: bool = False,
+        housekeeping: bool = False,
         concurrency: int = 1,
         prefetch: int = 1,
     ) -> None:
-        self.env, self.name, self.pool, self.beat, self.concurrency = env, name, pool, beat, concurrency
+        self.env, self.name, self.pool, self.concurrency = env, name, pool, concurrency
+        self.housekeeping = housekeeping  # the sweeper, gauges and session expiry (app.housekeeping)
         self.prefetch = prefetch  # start.sh's CELERY_PREFETCH_MULTIPLIER
         self.proc: subprocess.Popen | None = None
         self.log_path = Path(env.get("TEST_LOG_DIR", "/tmp")) / f"worker-{name}-{os.getpid()}.log"
@@ -471,8 +476,8 @@ class Worker:
             "--without-mingle",
             "--without-gossip",
         ]
-        if self.beat:
-            args += ["-B", f"--schedule={self.log_path.with_suffix('.beat')}"]
+        if not self.housekeeping:
+            args.append("--no-housekeeping")
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             args, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
@@ -488,7 +493,7 @@ class Worker:
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # the embedded beat process too
+            os.killpg(self.proc.pid, signal.SIGKILL)  # whatever it started, too
             self.proc.wait(timeout=10)
 
     def stop(self) -> None:

@@ -74,7 +74,7 @@ def crash_inside_create(
 ) -> threading.Event:
     """Start a worker that is SIGKILLed once Chatwoot has created the ``number``-th reply,
     before the worker hears back."""
-    victim = Worker(env, f"victim-{number}", beat=True).start(rdb)
+    victim = Worker(env, f"victim-{number}", housekeeping=True).start(rdb)
     workers.append(victim)
     fired = threading.Event()
     created = [0]
@@ -106,7 +106,7 @@ def test_sigkill_inside_a_reply_post_posts_the_stored_answer_and_never_asks_the_
             post_webhook(web, message(f"c{conv} m{i} " + "w" * 420, conv, message_id))
         wait_for(fired.is_set, timeout=15)
         llm_stand.on_message_created = None
-        workers.append(Worker(env, f"heir-{round_}", beat=True).start(rdb))
+        workers.append(Worker(env, f"heir-{round_}", housekeeping=True).start(rdb))
         wait_for(lambda c=conv, i=ids: set(answers_per_message(llm_stand, c)) == set(i), timeout=20)
         time.sleep(0.8)
         workers[-1].stop()  # the next round's victim must be the only worker
@@ -137,7 +137,7 @@ def test_a_resumed_batch_grouped_differently_answers_no_message_twice(
         post_webhook(web, message("x" * size, conv, message_id))
     wait_for(fired.is_set, timeout=15)
     llm_stand.on_message_created = None
-    workers.append(Worker(env, "heir", beat=True).start(rdb))
+    workers.append(Worker(env, "heir", housekeeping=True).start(rdb))
     wait_for(lambda: set(answers_per_message(llm_stand, conv)) == set(ids), timeout=20)
     time.sleep(0.8)
     assert answers_per_message(llm_stand, conv) == Counter(ids)
@@ -158,7 +158,7 @@ def test_two_identical_short_replies_a_lost_second_post_is_not_taken_for_the_fir
     stand.bot_answer = lambda body: {"reply": "OK, noted."}
     stand.stall_at = {2: 1.5}  # the second create: no answer within the timeout, nothing created
     env = fault_env(redis_url, stand, tmp_path, CHATWOOT_TIMEOUT_SECONDS="0.5")
-    workers.append(Worker(env, "identical", beat=True).start(rdb))
+    workers.append(Worker(env, "identical", housekeeping=True).start(rdb))
     web = make_client(env)
     post_webhook(web, message("first request " + "a" * 420, 220, 2201))
     post_webhook(web, message("second request " + "b" * 420, 220, 2202))
@@ -177,7 +177,7 @@ def test_a_lone_surrogate_in_the_bot_answer_is_replaced_and_the_conversation_mov
     answers = iter([b'{"reply": "here you are \\ud83d"}'])
     stand.bot_answer = lambda body: next(answers, {"reply": body["text"]})
     env = fault_env(redis_url, stand, tmp_path)
-    workers.append(Worker(env, "surrogate", beat=True).start(rdb))
+    workers.append(Worker(env, "surrogate", housekeeping=True).start(rdb))
     web = make_client(env)
     post_webhook(web, message("send me a flower", 230, 2301))
     wait_for(lambda: stand.replies(230), timeout=15)
@@ -195,7 +195,7 @@ def test_a_trickling_http_bot_is_cut_at_bot_timeout_and_other_conversations_are_
     stand.reset()
     stand.trickle = {"240": 1.0}  # headers at once, then a byte a second (~20 s for the body)
     env = fault_env(redis_url, stand, tmp_path, BOT_TIMEOUT_SECONDS="2", BOT_FALLBACK_MESSAGE="one moment")
-    workers.append(Worker(env, "trickle", beat=True).start(rdb))
+    workers.append(Worker(env, "trickle", housekeeping=True).start(rdb))
     web = make_client(env)
     post_webhook(web, message("slow bot", 240, 2401))
     wait_for(lambda: stand.bot_calls, timeout=10)
@@ -222,7 +222,7 @@ def test_a_python_handler_that_never_returns_is_given_up_at_bot_timeout(
         BOT_TIMEOUT_SECONDS="1.5",
         PYTHONPATH=str(ROOT),
     )
-    workers.append(Worker(env, "hanging", beat=True).start(rdb))
+    workers.append(Worker(env, "hanging", housekeeping=True).start(rdb))
     web = make_client(env)
     post_webhook(web, message("please hang", 250, 2501))
     time.sleep(0.5)
@@ -243,7 +243,7 @@ def test_a_paused_drainer_posts_nothing_after_its_lease_was_taken_over(
     it posts nothing."""
     llm_stand.bot_delay = 1.5
     env = fault_env(redis_url, llm_stand, tmp_path)
-    frozen = Worker(env, "frozen").start(rdb)  # no beat: the rescuer's sweeper does the rescue
+    frozen = Worker(env, "frozen").start(rdb)  # no housekeeping: the rescuer's sweeper does the rescue
     workers.append(frozen)
     web = make_client(env)
     post_webhook(web, message("are you there", 260, 2601))
@@ -251,7 +251,7 @@ def test_a_paused_drainer_posts_nothing_after_its_lease_was_taken_over(
     assert frozen.proc is not None
     frozen.proc.send_signal(signal.SIGSTOP)
     try:
-        workers.append(Worker(env, "rescuer", beat=True).start(rdb))
+        workers.append(Worker(env, "rescuer", housekeeping=True).start(rdb))
         wait_for(lambda: llm_stand.replies(260), timeout=20)  # rescued after the lease ran out
     finally:
         frozen.proc.send_signal(signal.SIGCONT)
@@ -288,7 +288,7 @@ def test_a_drainer_cut_off_from_redis_during_the_bot_call_posts_nothing_once_res
     wait_for(first_call.is_set, timeout=10)
     proxy.cut()
     try:
-        workers.append(Worker(env, "rescuer", beat=True).start(rdb))
+        workers.append(Worker(env, "rescuer", housekeeping=True).start(rdb))
         wait_for(lambda: stand.replies(265), timeout=15)  # the rescuer's answer
     finally:
         proxy.restore()
@@ -303,7 +303,9 @@ def test_the_same_task_id_delivered_twice_drains_once(redis_url, rdb, llm_stand:
     queues one task id twice; on a threads pool both deliveries start at once."""
     llm_stand.bot_delay = 1.0
     env = fault_env(redis_url, llm_stand, tmp_path)
-    workers.append(Worker(env, "twice", pool="threads", concurrency=4, prefetch=4, beat=True).start(rdb))
+    workers.append(
+        Worker(env, "twice", pool="threads", concurrency=4, prefetch=4, housekeeping=True).start(rdb)
+    )
     web = make_client(env)
     post_webhook(web, message("book me in", 270, 2701))
     wait_for(lambda: llm_stand.bot_calls, timeout=10)  # the dispatched task is at the bot
@@ -318,7 +320,7 @@ def test_the_same_task_id_delivered_twice_drains_once(redis_url, rdb, llm_stand:
 def test_a_web_clock_ten_minutes_ahead_changes_no_due_time(redis_url, rdb, stand: Stand, workers, tmp_path):
     stand.reset()
     env = fault_env(redis_url, stand, tmp_path)
-    workers.append(Worker(env, "clocks", beat=True).start(rdb))
+    workers.append(Worker(env, "clocks", housekeeping=True).start(rdb))
     ahead = 600.0
     web = make_client(env, clock=lambda: time.time() + ahead)
     sent = time.monotonic()
@@ -346,7 +348,7 @@ def test_a_run_stuck_past_run_max_seconds_is_taken_over_and_readyz_says_so(
         CHATWOOT_TIMEOUT_SECONDS="10",
         WORKER_HEARTBEAT_MAX_AGE_SECONDS="5",
     )
-    workers.append(Worker(env, "stuck", beat=True).start(rdb))
+    workers.append(Worker(env, "stuck", housekeeping=True).start(rdb))
     web = make_client(env)
     post_webhook(web, message("slow chatwoot", 290, 2901))
     wait_for(lambda: stand.replies(290), timeout=10)  # created; the POST has not answered
@@ -372,7 +374,7 @@ def test_expiring_5000_sessions_never_holds_a_drain(redis_url, rdb, stand: Stand
     old = time.time() - 3600
     rdb.zadd(keys.sessions("default"), {str(10_000 + i): old for i in range(5000)})
     rdb.hset(keys.session_accounts("default"), mapping={str(10_000 + i): "1" for i in range(5000)})
-    workers.append(Worker(env, "sessions", beat=True).start(rdb))
+    workers.append(Worker(env, "sessions", housekeeping=True).start(rdb))
     web = make_client(env)
     wait_for(lambda: stand.calls("messages"), timeout=10)  # the expiry is under way
     sent = time.monotonic()

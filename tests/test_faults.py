@@ -65,14 +65,14 @@ def test_kill_during_the_window_is_recovered_by_the_sweeper(
     redis_url, rdb, stand_reset: Stand, workers, tmp_path
 ):
     env = fault_env(redis_url, stand_reset, tmp_path, BATCH_WINDOW_SECONDS="1.5", BATCH_MAX_WAIT_SECONDS="3")
-    victim = Worker(env, "victim", beat=True).start(rdb)
+    victim = Worker(env, "victim", housekeeping=True).start(rdb)
     workers.append(victim)
     web = make_client(env)
     assert post_webhook(web, cw.message("before the claim", 100)).status_code == 202
     time.sleep(0.3)  # the countdown task sits unacknowledged in the victim's memory
     victim.kill()
     killed = time.time()
-    workers.append(Worker(env, "heir", beat=True).start(rdb))
+    workers.append(Worker(env, "heir", housekeeping=True).start(rdb))
     wait_for(lambda: stand_reset.replies(100), timeout=20)
     recovery = time.time() - killed
     time.sleep(1)
@@ -92,7 +92,7 @@ def crash_inside_the_first_reply_post(
 ) -> list[str]:
     """Kill the worker once Chatwoot has created the first reply, before it answers;
     start another worker; return the texts, all answered by then."""
-    victim = Worker(env, "victim", beat=True).start(rdb)
+    victim = Worker(env, "victim", housekeeping=True).start(rdb)
     workers.append(victim)
     fired = threading.Event()
 
@@ -108,7 +108,7 @@ def crash_inside_the_first_reply_post(
         post_webhook(web, cw.message(text, conv))
     wait_for(fired.is_set, timeout=10)
     assert rdb.llen(keys.processing("default", conv)) == 3  # the batch is still in processing
-    workers.append(Worker(env, "heir", beat=True).start(rdb))
+    workers.append(Worker(env, "heir", housekeeping=True).start(rdb))
     wait_for(lambda: set(stand.replies(conv)) == set(texts), timeout=20)
     time.sleep(1)
     return texts
@@ -126,7 +126,7 @@ def test_kill_after_chatwoot_created_the_reply_repeats_it_at_most_once(
 
 def test_sigterm_lets_the_running_batch_finish(redis_url, rdb, stand_reset: Stand, workers, tmp_path):
     env = fault_env(redis_url, stand_reset, tmp_path)
-    worker = Worker(env, "draining", beat=True).start(rdb)
+    worker = Worker(env, "draining", housekeeping=True).start(rdb)
     workers.append(worker)
     stand_reset.bot_delay = 1.5
     web = make_client(env)
@@ -140,7 +140,7 @@ def test_sigterm_lets_the_running_batch_finish(redis_url, rdb, stand_reset: Stan
     shutdown = time.time() - stopped_at
     assert stand_reset.replies(102) == ["in flight at SIGTERM"]  # finished, not abandoned
     stand_reset.bot_delay = 0
-    workers.append(Worker(env, "next", beat=True).start(rdb))
+    workers.append(Worker(env, "next", housekeeping=True).start(rdb))
     wait_for(lambda: stand_reset.replies(103), timeout=20)
     figures = tally(
         {102: ["in flight at SIGTERM"], 103: ["arrives during shutdown"]},
@@ -163,7 +163,7 @@ def test_random_worker_kills_under_traffic_lose_and_reorder_nothing(
     sent: dict[int, list[str]] = {c: [] for c in conversations}
     acknowledged = 0
     web = make_client(env)
-    current = Worker(env, "chaos-0", beat=True).start(rdb)
+    current = Worker(env, "chaos-0", housekeeping=True).start(rdb)
     workers.append(current)
     done = threading.Event()
 
@@ -186,7 +186,7 @@ def test_random_worker_kills_under_traffic_lose_and_reorder_nothing(
         time.sleep(rng.uniform(0.4, 1.6))
         current.kill()
         kills += 1
-        current = Worker(env, f"chaos-{kills}", beat=True).start(rdb)
+        current = Worker(env, f"chaos-{kills}", housekeeping=True).start(rdb)
         workers.append(current)
         if kills >= 8:
             break
@@ -203,7 +203,7 @@ def test_chatwoot_read_timeout_is_never_re_posted_and_is_dead_lettered_as_ambigu
     redis_url, rdb, stand_reset: Stand, workers, tmp_path
 ):
     env = fault_env(redis_url, stand_reset, tmp_path, CHATWOOT_TIMEOUT_SECONDS="0.5")
-    workers.append(Worker(env, "timeouts", beat=True).start(rdb))
+    workers.append(Worker(env, "timeouts", housekeeping=True).start(rdb))
     stand_reset.message_delay = 1.5  # Chatwoot creates the message but answers too late
     web = make_client(env)
     post_webhook(web, cw.message("slow chatwoot", 120))
@@ -221,7 +221,9 @@ def test_a_slow_bot_blocks_no_other_conversation_beyond_the_pool_size(
 ):
     env = fault_env(redis_url, stand_reset, tmp_path)
     # prefetch 4, as start.sh runs a threads pool: with 1, a freed slot waits for the broker's poll
-    workers.append(Worker(env, "threads", pool="threads", concurrency=4, prefetch=4, beat=True).start(rdb))
+    workers.append(
+        Worker(env, "threads", pool="threads", concurrency=4, prefetch=4, housekeeping=True).start(rdb)
+    )
     slow = {"130", "131"}
     stand_reset.bot_answer = lambda body: (
         time.sleep(4) if body["conversation_id"] in slow else None,
@@ -263,7 +265,7 @@ def test_with_a_user_token_an_ambiguous_timeout_is_settled_by_read_back(
 ):
     env = fault_env(redis_url, stand_reset, tmp_path, CHATWOOT_TIMEOUT_SECONDS="0.5")
     stand_reset.can_read = True
-    workers.append(Worker(env, "timeouts", beat=True).start(rdb))
+    workers.append(Worker(env, "timeouts", housekeeping=True).start(rdb))
     stand_reset.message_delay = 1.0  # created, but answered after the gateway gave up waiting
     web = make_client(env)
     post_webhook(web, cw.message("slow but readable", 122))
@@ -277,3 +279,36 @@ def _busy(rdb, conv: int) -> bool:  # type: ignore[no-untyped-def]
     return bool(
         rdb.exists(keys.queue("default", conv), keys.processing("default", conv), keys.lease("default", conv))
     )
+
+
+def test_the_housekeeping_keeps_its_schedule_while_every_slot_waits_on_a_slow_bot(
+    redis_url, rdb, stand_reset: Stand, workers, tmp_path
+):
+    """Invariant 13: both slots of a threads pool wait on a slow bot, and a conversation is
+    stranded meanwhile (its worker died). The sweeper still rescues it within its interval,
+    and the gauges are summed on time: they run on the worker's own threads, not in the pool."""
+    env = fault_env(
+        redis_url, stand_reset, tmp_path, SWEEP_INTERVAL_SECONDS="0.5", GAUGES_INTERVAL_SECONDS="1"
+    )
+    busy = Worker(env, "busy", pool="threads", concurrency=2, prefetch=4, housekeeping=True)
+    workers.append(busy.start(rdb))
+    stand_reset.bot_delay = 6.0
+    web = make_client(env)
+    for conv in (140, 141):
+        post_webhook(web, cw.message(f"slow {conv}", conv))
+    wait_for(lambda: len(stand_reset.bot_calls) == 2, timeout=10)  # every slot on a bot call
+    stranded = cw.message("stranded", 142)
+    rdb.rpush(keys.queue("default", 142), json.dumps({**_stored(stranded), "received_at": time.time()}))
+    rdb.sadd(keys.conversation_index("default"), "142")
+    summed_before = float(rdb.hget(keys.gauges("default"), "at") or 0)
+    wait_for(lambda: rdb.zscore(keys.due("default"), "142") is not None, timeout=2)  # rescued on time
+    wait_for(lambda: float(rdb.hget(keys.gauges("default"), "at") or 0) > summed_before, timeout=2)
+    assert sum(stand_reset.in_flight.values()) == 2  # ... while both bot calls still run
+    assert rdb.hget(keys.stats("default"), "sweeper_rescues") == "1"
+    wait_for(lambda: stand_reset.replies(142) == ["stranded"], timeout=15)
+
+
+def _stored(payload: dict) -> dict:
+    from app.payload import parse_webhook
+
+    return json.loads(parse_webhook(payload, 0.0).to_json())  # type: ignore[union-attr]

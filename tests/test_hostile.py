@@ -45,7 +45,7 @@ def secured(stand: Stand, tmp_path) -> Iterator[tuple[dict[str, str], redis.Redi
 
 def test_secrets_and_message_bodies_never_reach_the_logs_at_info(secured, stand: Stand, caplog) -> None:
     env, client = secured
-    worker = Worker(env, "audit", beat=True).start(client)
+    worker = Worker(env, "audit", housekeeping=True).start(client)
     caplog.set_level(logging.INFO)
     try:
         web = make_client(env)
@@ -71,7 +71,7 @@ def test_secrets_and_message_bodies_never_reach_the_logs_at_info(secured, stand:
 
 def test_a_100_kb_message_is_answered_and_a_2_mib_body_refused(secured, stand: Stand) -> None:
     env, client = secured
-    worker = Worker(env, "big", beat=True).start(client)
+    worker = Worker(env, "big", housekeeping=True).start(client)
     try:
         web = make_client(env)
         text = ("All work and no play makes Jack a dull boy. " * 2400)[:100_000]

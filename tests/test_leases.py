@@ -43,16 +43,23 @@ def workers(env, redis_url: str, rdb) -> Iterator[list[Worker]]:  # type: ignore
 
 
 def start(
-    workers: list[Worker], env: dict[str, str], rdb: redis.Redis, name: str, beat: bool = False
+    workers: list[Worker],
+    env: dict[str, str],
+    rdb: redis.Redis,
+    name: str,
+    housekeeping: bool = False,
+    pool: str = "solo",
 ) -> Worker:
-    w = Worker(env, name, beat=beat).start(rdb)
+    threads = {"concurrency": 8, "prefetch": 4} if pool == "threads" else {}  # as start.sh runs one
+    w = Worker(env, name, pool=pool, housekeeping=housekeeping, **threads).start(rdb)
     workers.append(w)
     return w
 
 
-def test_two_deployments_never_drain_one_conversation_at_once(env, workers, rdb, stand: Stand) -> None:
-    start(workers, env, rdb, "w1")
-    start(workers, env, rdb, "w2", beat=True)
+@pytest.mark.parametrize("pool", ["solo", "threads"])
+def test_two_deployments_never_drain_one_conversation_at_once(env, workers, rdb, stand: Stand, pool) -> None:  # type: ignore[no-untyped-def]
+    start(workers, env, rdb, "w1", pool=pool)
+    start(workers, env, rdb, "w2", housekeeping=True, pool=pool)
     stand.bot_delay = 0.15
     stand.bot_answer = lambda body: {"replies": [m["content"] for m in body["messages"]]}
     webs = [make_client(env), make_client(env)]  # two deployments: two web apps, two workers
@@ -95,10 +102,10 @@ def test_two_deployments_never_drain_one_conversation_at_once(env, workers, rdb,
 
 def test_a_bot_call_longer_than_the_lease_keeps_it_alive(env, workers, rdb, stand: Stand) -> None:
     """The heartbeat: a live drainer's lease is renewed while the bot thinks, so neither the
-    sweeper (beat runs here) nor a second worker starts a second drainer of the conversation."""
+    sweeper (housekeeping runs here) nor a second worker starts a second drainer of the conversation."""
     stand.bot_delay = LEASE_TTL * 2.5
     env = {**env, "BOT_TIMEOUT_SECONDS": str(stand.bot_delay * 2)}  # the whole call fits its deadline
-    start(workers, env, rdb, "thinker", beat=True)
+    start(workers, env, rdb, "thinker", housekeeping=True)
     start(workers, env, rdb, "idle")
     web = make_client(env)
     post_webhook(web, cw.message("take your time", 71))
@@ -109,8 +116,11 @@ def test_a_bot_call_longer_than_the_lease_keeps_it_alive(env, workers, rdb, stan
     assert int(rdb.hget(keys.stats("default"), "sweeper_rescues") or 0) == 0
 
 
-def test_lease_of_a_killed_worker_is_taken_over_and_nothing_lost(env, workers, rdb, stand: Stand) -> None:
-    victim = start(workers, env, rdb, "victim")
+@pytest.mark.parametrize("pool", ["solo", "threads"])
+def test_lease_of_a_killed_worker_is_taken_over_and_nothing_lost(
+    env, workers, rdb, stand: Stand, pool
+) -> None:  # type: ignore[no-untyped-def]
+    victim = start(workers, env, rdb, "victim", pool=pool)
     stand.bot_delay = 2.0
     web = make_client(env)
     post_webhook(web, cw.message("are you there", 70))
@@ -119,7 +129,7 @@ def test_lease_of_a_killed_worker_is_taken_over_and_nothing_lost(env, workers, r
     assert rdb.llen(keys.processing("default", 70)) == 1  # the claimed batch survives the crash
     killed_at = time.time()
     stand.bot_delay = 0.0
-    start(workers, env, rdb, "rescuer", beat=True)
+    start(workers, env, rdb, "rescuer", housekeeping=True, pool=pool)
     wait_for(lambda: stand.replies(70), timeout=20)
     recovered_in = time.time() - killed_at
     time.sleep(1)
@@ -132,7 +142,7 @@ def test_lease_of_a_killed_worker_is_taken_over_and_nothing_lost(env, workers, r
 def test_lease_naming_a_task_the_backend_never_heard_of_expires_and_is_rescued(
     env, workers, rdb, stand: Stand
 ) -> None:
-    start(workers, env, rdb, "w", beat=True)
+    start(workers, env, rdb, "w", housekeeping=True)
     ghost = str(uuid.uuid4())
     rdb.set(keys.lease("default", 71), ghost, px=3000)
     web = make_client(env)
@@ -148,7 +158,7 @@ def test_finished_holder_is_taken_over_at_once_by_the_dispatcher(env, workers, r
     """A lease whose holder has finished without releasing it (its result says SUCCESS):
     the dispatcher finds the batch due, the holder late, and takes over at once — not
     after the lease runs out."""
-    start(workers, env, rdb, "w")  # no beat: not the sweeper's doing
+    start(workers, env, rdb, "w")  # no housekeeping: not the sweeper's doing
     finished = str(uuid.uuid4())
     celery = Celery(broker=env["REDIS_URL"], backend=env["REDIS_URL"])
     celery.backend.store_result(finished, "released", "SUCCESS")
@@ -161,7 +171,7 @@ def test_finished_holder_is_taken_over_at_once_by_the_dispatcher(env, workers, r
 
 
 def test_sweeper_rescues_a_queue_with_no_lease(env, workers, rdb, stand: Stand) -> None:
-    start(workers, env, rdb, "w", beat=True)
+    start(workers, env, rdb, "w", housekeeping=True)
     message = StoredMessage(
         id=5001, conversation_id="73", account_id=1, content="stranded", received_at=time.time()
     )
@@ -175,7 +185,7 @@ def test_sweeper_rescues_a_queue_with_no_lease(env, workers, rdb, stand: Stand) 
 def test_poison_entry_is_dead_lettered_and_the_conversation_continues(
     env, workers, rdb, stand: Stand
 ) -> None:
-    start(workers, env, rdb, "w", beat=True)
+    start(workers, env, rdb, "w", housekeeping=True)
     rdb.rpush(keys.queue("default", 74), "{not json")
     rdb.sadd(keys.conversation_index("default"), "74")
     post_webhook(make_client(env), cw.message("after the poison", 74))

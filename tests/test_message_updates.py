@@ -38,7 +38,7 @@ def env(redis_url: str, stand: Stand, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture(scope="module")
 def worker(env: dict[str, str], redis_url: str) -> Iterator[Worker]:
-    w = Worker(env, "updates", beat=True).start(redis.Redis.from_url(redis_url))
+    w = Worker(env, "updates", housekeeping=True).start(redis.Redis.from_url(redis_url))
     yield w
     w.stop()
 

@@ -165,7 +165,7 @@ def env(redis_url: str, stand: Stand, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture(scope="module")
 def worker(env: dict[str, str], redis_url: str) -> Iterator[Worker]:
-    w = Worker(env, "ownership", beat=True).start(redis.Redis.from_url(redis_url))
+    w = Worker(env, "ownership", housekeeping=True).start(redis.Redis.from_url(redis_url))
     yield w
     w.stop()
 

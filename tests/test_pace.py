@@ -216,7 +216,7 @@ def test_learned_mode_end_to_end_with_a_real_worker(
     slow = Pace().observe([now - 3 * DAY, now - 3 * DAY + 2.0, now - 2 * DAY, now - 2 * DAY + 1.5, now - DAY])
     rdb.set(keys.pace("default", "contact-501"), singles.to_json())
     rdb.set(keys.pace("default", "contact-502"), slow.to_json())
-    worker = Worker(env, "learned", beat=True).start(rdb)
+    worker = Worker(env, "learned", housekeeping=True).start(rdb)
     try:
         web = make_client(env)
         sent = time.time()

@@ -26,7 +26,7 @@ def env(redis_url: str, stand: Stand, tmp_path_factory: pytest.TempPathFactory) 
 @pytest.fixture(scope="module")
 def worker(env: dict[str, str], redis_url: str) -> Iterator[Worker]:
     client = redis.Redis.from_url(redis_url)
-    w = Worker(env, "pipeline", beat=True).start(client)
+    w = Worker(env, "pipeline", housekeeping=True).start(client)
     yield w
     w.stop()
 

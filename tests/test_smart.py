@@ -266,7 +266,7 @@ def test_smart_mode_end_to_end_with_a_real_worker(
         TEST_LOG_DIR=str(tmp_path),
     )
     analytics._priors.clear()
-    worker = Worker(env, "smart", beat=True).start(rdb)
+    worker = Worker(env, "smart", housekeeping=True).start(rdb)
     try:
         web = make_client(env)
         sent = time.time()

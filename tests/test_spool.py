@@ -298,7 +298,7 @@ def test_redis_stopped_under_traffic_loses_doubles_and_reorders_nothing(stand: S
         LEASE_TTL_SECONDS="2",
         SWEEP_INTERVAL_SECONDS="0.5",
     )
-    worker = Worker(env, "outage", beat=True).start(client)
+    worker = Worker(env, "outage", housekeeping=True).start(client)
     web = make_client(env)
     conversations = list(range(420, 424))
     sent: dict[int, list[str]] = {c: [] for c in conversations}

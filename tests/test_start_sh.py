@@ -120,7 +120,9 @@ def test_start_sh_serves_a_webhook_to_a_reply_and_stops_every_child(redis_url, r
         assert proc.poll() is None, log.read_text()
         mine = _groups(proc.pid)
         workers = [args for _, _, pgid, args in _processes() if pgid in mine and "app.worker worker" in args]
-        assert workers and all("--pool=solo --concurrency=1 --prefetch-multiplier=1" in a for a in workers)
+        assert workers and all(
+            "--pool=threads --concurrency=64 --prefetch-multiplier=4" in a for a in workers
+        )
         for text in ("hello", "from start.sh"):
             body = json.dumps(cw.message(text, 80)).encode()
             response = requests.post(
@@ -142,6 +144,41 @@ def test_start_sh_serves_a_webhook_to_a_reply_and_stops_every_child(redis_url, r
     answered = [e for e in events if e["message"].startswith("batch answered")]  # and the worker's
     assert queued and queued[0]["company"] == "default" and queued[0]["conversation"] == "80"
     assert answered and answered[0]["task"]
+
+
+def test_the_default_container_answers_conversations_at_once_each_in_order_and_once(
+    redis_url, rdb, stand: Stand, tmp_path
+):
+    """With the container's defaults and a slow bot, conversations do not wait on each other
+    (invariant 13): their bot calls overlap, while each conversation is still drained by one
+    run at a time, in FIFO order, and every message is answered once."""
+    stand.reset()
+    stand.bot_delay = 1.5  # a fast LLM
+    env, port = _container_env(redis_url, stand, tmp_path, BOT_BACKEND="http", BOT_URL=f"{stand.url}/bot")
+    log = tmp_path / "start.log"
+    proc = _boot(env, log)
+    url = f"http://127.0.0.1:{port}"
+    sent = {c: [f"c{c} question {i} " + "w" * 420 for i in range(3)] for c in (91, 92, 93)}  # long:
+    try:  # one bot call per message, so a conversation's order shows in its replies
+        wait_for(lambda: _ready(url) or proc.poll() is not None, timeout=40)
+        assert proc.poll() is None, log.read_text()
+        for i in range(3):
+            for conversation, texts in sent.items():
+                body = json.dumps(cw.message(texts[i], conversation)).encode()
+                response = requests.post(
+                    f"{url}/webhook/chatwoot/default", data=body, headers=signed_headers(body), timeout=5
+                )
+                assert response.status_code == 202, response.text
+        wait_for(lambda: all(len(stand.replies(c)) >= 3 for c in sent), timeout=30)
+        time.sleep(0.5)
+    finally:
+        _stop(proc, log)
+    for conversation, texts in sent.items():
+        assert stand.replies(conversation) == texts  # in order, each once
+        assert stand.max_in_flight[str(conversation)] == 1  # one run at a time per conversation
+    spans = stand.bot_spans
+    overlapping = max(sum(1 for _, s, e in spans if s <= start < e) for _, start, _ in spans)
+    assert overlapping >= 2, spans  # several conversations' bot calls at once
 
 
 def _kill_child_and_expect_the_container_to_stop(
