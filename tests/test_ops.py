@@ -175,3 +175,23 @@ def test_replay_leaves_ambiguous_dead_letters_unless_asked(redis_url: str, rdb: 
     everything = cli(env, "replay-dead-letters", "--yes", "--include-ambiguous")
     assert "re-queued 1 message(s) of 1 dead letter(s)" in everything.stdout
     assert rdb.llen(keys.dead_letters("default")) == 0 and rdb.llen(keys.queue("default", "62")) == 1
+
+
+def test_conversations_waiting_for_a_free_slot_are_counted_with_the_longest_wait(
+    rdb: redis.Redis, redis_url: str
+) -> None:
+    """Due entries no drain has taken a second after their time wait for a free worker slot:
+    the gauges count them and say how long the earliest has waited; /metrics reports both."""
+    from app.ops import refresh_gauges
+    from app.redis_client import redis_now
+    from tests.conftest import make_client
+
+    now = redis_now(rdb)
+    rdb.zadd(keys.due("default"), {"1": now - 12, "2": now - 3, "3": now - 0.2, "4": now + 30})
+    refresh_gauges(rdb, ["default"])
+    gauges = rdb.hgetall(keys.gauges("default"))
+    assert gauges["waiting_for_slot"] == "2"  # 3 is due, but within the dispatcher's second; 4 is not due
+    assert 11.5 < float(gauges["slot_wait_seconds"]) < 13
+    text = make_client(base_env(redis_url, "http://127.0.0.1:9")).get("/metrics").get_data(as_text=True)
+    assert 'gateway_conversations_waiting_for_a_slot{company="default"} 2.0' in text
+    assert 'gateway_slot_wait_seconds{company="default"} 12' in text
