@@ -29,7 +29,7 @@ from prometheus_client.utils import floatToGoString
 
 from app import keys
 from app.metrics import HISTOGRAMS
-from app.pace import SAME_BURST_SECONDS
+from app.pace import SAME_BURST_SECONDS, spans_a_turn
 from app.replay import Result, bursts_of, company_policy, replay
 from app.smart import Reading
 
@@ -84,14 +84,16 @@ def count_gaps(
     conversation: str,
     previous: float | None,
     arrivals: Sequence[float],
+    turn_at: float | None = None,
 ) -> float | None:
-    """Add to ``pipe`` the counting of the gaps after ``previous`` and between ``arrivals``;
-    return the latest arrival counted (what ``previous`` is for the next batch)."""
+    """Add to ``pipe`` the counting of the gaps after ``previous`` and between ``arrivals``
+    (not one across a turn, ``turn_at``: the contact answering is no fragment gap); return
+    the latest arrival counted (what ``previous`` is for the next batch)."""
     if not arrivals:
         return previous
     times = [previous, *arrivals] if previous is not None else list(arrivals)
     for a, b in pairwise(times):
-        if 0 <= b - a <= LAST_FRAGMENT_MAX_AGE:
+        if 0 <= b - a <= LAST_FRAGMENT_MAX_AGE and not spans_a_turn(a, b, turn_at):
             pipe.hincrby(keys.gap_histogram(company), bucket(b - a), 1)
     latest = max(times)
     pipe.hset(keys.last_fragment(company), conversation, repr(latest))

@@ -136,6 +136,7 @@ class Drainer:
     _state: LedgerState = field(default_factory=lambda: LedgerState({}), init=False)
     _started: float = field(default=0.0, init=False)  # monotonic start of the run
     _previous: float | None = field(default=None, init=False)  # latest arrival counted for gaps
+    _turn_at: float | None = field(default=None, init=False)  # latest outgoing message (app.pace)
     _pace: tuple[str, Pace] | None = field(default=None, init=False)  # (key, pace), learned/smart
     _handoff: bool | None = field(default=None, init=False)  # read with the claim, for its first unit
     _typing_shown: bool = field(default=False, init=False)  # "typing" went on during this batch
@@ -236,14 +237,15 @@ class Drainer:
         pipe.lindex(self._key(keys.queue), 0)
         pipe.lindex(self._key(keys.queue), -1)
         pipe.hget(keys.last_fragment(self._cid), self.conversation)
+        pipe.hget(keys.turns(self._cid), self.conversation)
         pipe.time()
         if paced or transcripts:
             pipe.lrange(self._key(keys.queue), 0, self.settings.batch_max_messages - 1)
         results = batch.execute()
         held = results.pop(0) if start else True
-        leftover, first, last, previous, (seconds, micros), *queued = results
+        leftover, first, last, previous, turn_at, (seconds, micros), *queued = results
         now = seconds + micros / 1e6
-        self._previous = _float_or_none(previous)
+        self._previous, self._turn_at = _float_or_none(previous), _float_or_none(turn_at)
         if leftover:
             return held, 0.0
         if first is None:
@@ -275,9 +277,10 @@ class Drainer:
         _, pace = self._pace_of(_subject(first, self.conversation))
         prior = prior_window(self.client, self._cid, config.batch_window_seconds)
         low, high = config.batch_window_min_seconds, config.batch_window_max_seconds
+        turn = self._turn_at
         if config.batch_window_mode == "smart":
-            return smart_window(pace, queued, _reading(latest), prior, low, high)
-        return learned_window(pace, queued, prior, low, high)
+            return smart_window(pace, queued, _reading(latest), prior, low, high, turn)
+        return learned_window(pace, queued, prior, low, high, turn)
 
     def _pace_of(self, subject: str) -> tuple[str, Pace]:
         """The key and pace of ``subject`` (``_subject``; read once per contact and run)."""
@@ -319,14 +322,16 @@ class Drainer:
             pipe.hgetall(self._key(keys.ledger))
             pipe.hincrby(keys.stats(self._cid), Stat.BATCHES, 1)
             count_into(pipe, self._cid, "gateway_batch_size_messages", len(batch))
-        self._previous = count_gaps(pipe, self._cid, self.conversation, self._previous, arrivals)
+        self._previous = count_gaps(
+            pipe, self._cid, self.conversation, self._previous, arrivals, self._turn_at
+        )
         length, paced = self.settings.fragment_log_length, self.company.paced
         messages = [read_stored(raw) for raw in batch] if length or paced else []  # parsed once here
         if length:
             log_fragments(pipe, self._cid, _logged(batch, messages, self.conversation), length)
         if paced and arrivals:
             key, pace = self._pace_of(_subject(messages[0], self.conversation))
-            self._pace = (key, pace.observe(arrivals))
+            self._pace = (key, pace.observe(arrivals, self._turn_at))
             pipe.set(key, self._pace[1].to_json(), ex=PACE_TTL_SECONDS)
         results = pipe.execute()
         if not append:

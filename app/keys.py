@@ -36,6 +36,7 @@ __all__ = [
     "sessions",
     "stats",
     "status",
+    "turns",
     "worker_heartbeats",
     "workers_stuck",
 ]
@@ -191,6 +192,13 @@ def gap_histogram(company: str) -> str:
 def last_fragment(company: str) -> str:
     """Hash: conversation -> arrival time of the latest fragment a drainer claimed."""
     return f"{company}:webhook_last_fragment"
+
+
+def turns(company: str) -> str:
+    """Hash: conversation -> when an outgoing message last went to the contact (the
+    gateway's answer, an agent's reply; Redis's clock): a gap across it is a turn, never
+    a fragment gap (``app.pace``)."""
+    return f"{company}:webhook_turns"
 
 
 def fragment_log(company: str) -> str:

@@ -10,6 +10,14 @@ contact from how that contact has typed:
   longest gap of the burst in progress, and the arrival of their latest
   fragment. Gaps up to ``SAME_BURST_SECONDS`` belong to one burst; a longer
   silence starts the next one. It is a few dozen bytes per contact.
+* **Only gaps between fragments of one burst teach it** (invariant 12). A gap
+  across a *turn* — an outgoing message between the two fragments: the
+  gateway's answer, an agent's reply — is the contact answering, never a
+  fragment gap: it ends the burst instead, uncounted. Counted, it held the
+  gateway's own window plus the bot's time plus the contact's reply, so a
+  contact who answered the bot soon after each reply got a longer window every
+  turn (3, 6, 10, 16, 26 s). The quiet that closed a batch is not a gap either
+  (it is censored: only fragments that did arrive count).
 * ``learned_window`` takes the ``QUANTILE`` of those bursts' longest gaps,
   times ``MARGIN`` plus ``SLACK`` (a contact's next gap is rarely exactly the
   longest one seen), and never less than what the burst in progress has
@@ -42,6 +50,7 @@ __all__ = [
     "SLACK",
     "Pace",
     "learned_window",
+    "spans_a_turn",
 ]
 
 SAME_BURST_SECONDS = 60.0  # a longer silence ends a burst
@@ -59,17 +68,18 @@ class Pace:
     current: float = 0.0  # longest gap so far in the burst in progress
     last_at: float | None = None  # arrival of the latest fragment folded in
 
-    def observe(self, arrivals: Iterable[float]) -> Pace:
-        """This pace after the fragments that arrived at ``arrivals``."""
+    def observe(self, arrivals: Iterable[float], turn_at: float | None = None) -> Pace:
+        """This pace after the fragments that arrived at ``arrivals``; ``turn_at``: when an
+        outgoing message (the gateway's answer, an agent's) last went to the contact."""
         bursts, current, last = list(self.bursts), self.current, self.last_at
         for at in sorted(arrivals):
             if last is not None:
                 gap = at - last
                 if gap < 0:
                     continue  # older than what is known: already counted
-                if gap <= SAME_BURST_SECONDS:
+                if gap <= SAME_BURST_SECONDS and not spans_a_turn(last, at, turn_at):
                     current = max(current, gap)
-                else:
+                else:  # a long silence, or the contact answering: the burst ended
                     bursts.append(current)
                     current = 0.0
             last = at
@@ -116,6 +126,11 @@ class Pace:
         return _covering(self.current)
 
 
+def spans_a_turn(before: float, after: float, turn_at: float | None) -> bool:
+    """Did an outgoing message go to the contact between two of their fragments?"""
+    return turn_at is not None and before < turn_at <= after
+
+
 def _covering(gap: float) -> float:
     """A window that covers gaps like ``gap`` (the next one is rarely exactly as long); 0 for none."""
     return MARGIN * gap + SLACK if gap else 0.0
@@ -126,8 +141,11 @@ def _quantile(values: Iterable[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
 
 
-def learned_window(pace: Pace, queued: Iterable[float], prior: float, low: float, high: float) -> float:
-    """The quiet period for a contact with ``pace`` whose fragments ``queued`` wait."""
-    now = pace.observe(queued)
+def learned_window(
+    pace: Pace, queued: Iterable[float], prior: float, low: float, high: float, turn_at: float | None = None
+) -> float:
+    """The quiet period for a contact with ``pace`` whose fragments ``queued`` wait
+    (``turn_at``: the latest outgoing message, ``Pace.observe``)."""
+    now = pace.observe(queued, turn_at)
     window = (now.own_window or low) if now.known else prior
     return min(max(window, now.burst_window, low), high)

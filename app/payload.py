@@ -76,6 +76,7 @@ class Ignored:
     status: str | None = None
     inbox_id: int | None = None
     assignee: str | None = None  # app.ownership.assignee_of; None when the payload does not say
+    turn: bool = False  # an outgoing message to the contact (not the gateway's own): app.pace
 
     @property
     def seen(self) -> Seen:
@@ -390,8 +391,12 @@ def _message(body: dict[str, Any], received_at: float) -> StoredMessage | Ignore
     content = encodable(body.get("content")) if isinstance(body.get("content"), str) else ""
     public = body.get("private") is not True
 
+    # An outgoing message the contact sees (an automation's, a template, Captain's; the
+    # gateway's own replies note their turn when posted) makes the contact's next one an answer.
+    turn = message_type in ("outgoing", "template") and public and sender.get("type") != "agent_bot"
+
     def ignored(reason: str) -> Ignored:
-        return Ignored(reason, conversation_id, status, inbox_id, assignee)
+        return Ignored(reason, conversation_id, status, inbox_id, assignee, turn)
 
     if message_type == "outgoing" and public and body.get("sender") is None:
         if _dict(body.get("content_attributes")).get("external_echo") is True:

@@ -340,12 +340,15 @@ return 1
 
 # Just after a reply part's POST: record it sent, only over the pending value
 # this run wrote (compare-and-set; true whether or not the run still holds the
-# lease, since the part *was* posted), and mark its Chatwoot id as ours.
-# KEYS[1] ledger  KEYS[2] own-reply marker of the id  KEYS[3] stats hash
+# lease, since the part *was* posted), mark its Chatwoot id as ours, and note the
+# turn (an outgoing message: the contact's next message answers it, app/pace.py).
+# KEYS[1] ledger  KEYS[2] own-reply marker of the id  KEYS[3] stats hash  KEYS[4] turns
 # ARGV[1] part field  ARGV[2] expected pending value  ARGV[3] sent value
-# ARGV[4] own-reply marker TTL s, or '' when Chatwoot gave no id
+# ARGV[4] own-reply marker TTL s, or '' when Chatwoot gave no id  ARGV[5] conversation id
 # Returns 1 if recorded, 0 if the part's state had changed.
 RECORD_SENT = """
+local t = redis.call('TIME')
+redis.call('HSET', KEYS[4], ARGV[5], string.format('%d.%06d', t[1], t[2]))
 if ARGV[4] ~= '' then redis.call('SET', KEYS[2], '1', 'EX', ARGV[4]) end
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
@@ -508,11 +511,12 @@ return #ARGV - 3
 # first (_OWNERSHIP).
 # KEYS[1] own-reply marker of the message id  KEYS[2] own pending digests
 # KEYS[3] handoff marker  KEYS[4] stats hash  KEYS[5] last seen status
-# KEYS[6] last seen assignee
+# KEYS[6] last seen assignee  KEYS[7] turns
 # ARGV[1] digest of the content  ARGV[2] how long a handoff marker lasts (s, > 0)
 # ARGV[3] the conversation's status in the payload  ARGV[4] how long the last seen
 # status and assignee are kept (s)  ARGV[5] the assignee in the payload
-# ARGV[6] '1' where assignments count
+# ARGV[6] '1' where assignments count  ARGV[7] conversation id
+# A human's reply is a turn too (app/pace.py); the gateway's own noted its turn when posted.
 # Returns "own" or "takeover".
 AGENT_REPLY = (
     _OWNERSHIP
@@ -521,6 +525,8 @@ observe(KEYS[5], KEYS[6], KEYS[3], KEYS[4], ARGV[3], '0', ARGV[5], '0', ARGV[6],
 if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then
   return 'own'
 end
+local t = redis.call('TIME')
+redis.call('HSET', KEYS[7], ARGV[7], string.format('%d.%06d', t[1], t[2]))
 move(KEYS[3], KEYS[4], EVENT.HUMAN_REPLIED, ARGV[2])
 return 'takeover'
 """
@@ -532,11 +538,13 @@ return 'takeover'
 # the events their changes make applied (_OWNERSHIP); the gateway's own
 # toggle_status too. Optionally counted as an ignored webhook.
 # KEYS[1] last seen status  KEYS[2] last seen assignee  KEYS[3] handoff marker
-# KEYS[4] stats hash
+# KEYS[4] stats hash  KEYS[5] turns
 # ARGV[1] status  ARGV[2] '1' if the event is itself a status change  ARGV[3] assignee
 # ARGV[4] '1' if the event says the assignee changed  ARGV[5] '1' where assignments
 # count  ARGV[6] how long the last seen status and assignee are kept (s)
 # ARGV[7] how long a handoff marker lasts (s)  ARGV[8] '1' to count an ignored webhook
+# ARGV[9] '1' if the payload is an outgoing message to the contact (a turn,
+# app/pace.py: an automation's, a template)  ARGV[10] conversation id
 # Returns {marker before, marker after} ('' while the bot holds it).
 OBSERVE = (
     _OWNERSHIP
@@ -545,6 +553,10 @@ local before = redis.call('GET', KEYS[3]) or MARKER.BOT
 local after = observe(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5],
                       ARGV[6], ARGV[7])
 if ARGV[8] == '1' then redis.call('HINCRBY', KEYS[4], @webhooks_ignored@, 1) end
+if ARGV[9] == '1' then
+  local t = redis.call('TIME')
+  redis.call('HSET', KEYS[5], ARGV[10], string.format('%d.%06d', t[1], t[2]))
+end
 return {before, after}
 """
 )
@@ -835,9 +847,15 @@ class Scripts:
         )
 
     def observe(
-        self, company: CompanyConfig, conversation: str, seen: Seen, count_ignored: bool = False
+        self,
+        company: CompanyConfig,
+        conversation: str,
+        seen: Seen,
+        count_ignored: bool = False,
+        turn: bool = False,
     ) -> Call[tuple[Holder, Holder]]:
-        """(holder before, holder after) the payload that said ``seen``."""
+        """(holder before, holder after) the payload that said ``seen``; ``turn``: the
+        payload is an outgoing message to the contact."""
         cid = company.company_id
         return Call(
             self._observe,
@@ -846,6 +864,7 @@ class Scripts:
                 keys.assignee(cid, conversation),
                 keys.handoff(cid, conversation),
                 keys.stats(cid),
+                keys.turns(cid),
             ],
             [
                 *seen.args(),
@@ -853,6 +872,8 @@ class Scripts:
                 company.status_ttl_seconds,
                 company.handoff_ttl_seconds,
                 _bit(count_ignored),
+                _bit(turn),
+                conversation,
             ],
             lambda raw: (holder_of(raw[0]), holder_of(raw[1])),
         )
@@ -870,6 +891,7 @@ class Scripts:
                 keys.stats(cid),
                 keys.status(cid, conversation),
                 keys.assignee(cid, conversation),
+                keys.turns(cid),
             ],
             [
                 digest,
@@ -878,6 +900,7 @@ class Scripts:
                 company.status_ttl_seconds,
                 seen.assignee,
                 _bit(company.bot_owns_pending),
+                conversation,
             ],
             Sender,
         )
@@ -1021,8 +1044,8 @@ class Scripts:
         own = keys.own_reply(company, message_id if message_id is not None else "unknown")
         return Call(
             self._record_sent,
-            [keys.ledger(company, conversation), own, keys.stats(company)],
-            [part_field, pending, sent, own_ttl if message_id is not None else ""],
+            [keys.ledger(company, conversation), own, keys.stats(company), keys.turns(company)],
+            [part_field, pending, sent, own_ttl if message_id is not None else "", conversation],
             _flag,
         )
 

@@ -84,6 +84,7 @@ def _expire_one(
     cid = company.company_id
     human = reset_session(client, scripts, company, conv, Event.SESSION_EXPIRED) is Holder.HUMAN
     client.hdel(keys.last_fragment(cid), conv)  # keeps the gap bookkeeping bounded
+    client.hdel(keys.turns(cid), conv)
     client.hincrby(keys.stats(cid), Stat.SESSIONS_EXPIRED, 1)
     log.info("session expired company=%s conversation=%s human=%s", cid, conv, human)
     if human or not company.session_expired_message or not account.isdigit():

@@ -165,12 +165,19 @@ def read_message(content: str, attachment_types: Sequence[str]) -> Reading:
 
 
 def smart_window(
-    pace: Pace, queued: Iterable[float], reading: Reading, prior: float, low: float, high: float
+    pace: Pace,
+    queued: Iterable[float],
+    reading: Reading,
+    prior: float,
+    low: float,
+    high: float,
+    turn_at: float | None = None,
 ) -> float:
     """The quiet period after the latest of the fragments ``queued`` (arrival times),
     which reads ``reading``, for a contact with ``pace``; ``prior`` is the company's
-    learned window for a new contact."""
-    now = pace.observe(queued)
+    learned window for a new contact; ``turn_at``: the latest outgoing message to the
+    contact (``Pace.observe``)."""
+    now = pace.observe(queued, turn_at)
     known, own, burst = now.known, now.own_window, now.burst_window  # 0: no such window
     one_message_writer = known and sum(b > 0 for b in now.bursts) <= ONE_MESSAGE_SHARE * len(now.bursts)
     if one_message_writer:  # most of their bursts were one message

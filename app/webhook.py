@@ -136,7 +136,8 @@ def _conversation_event(gateway, config, parsed) -> str | None:  # type: ignore[
     Whatever a payload says of who holds its conversation is observed, the payloads
     the bot ignores included (docs/conversation.md: no single event can be relied on)."""
     if isinstance(parsed, Ignored):
-        gateway.scripts.observe(config, parsed.conversation_id, parsed.seen, count_ignored=True).run()
+        seen, turn = parsed.seen, parsed.turn
+        gateway.scripts.observe(config, parsed.conversation_id, seen, count_ignored=True, turn=turn).run()
         return parsed.reason
     if isinstance(parsed, StatusChange):
         _track_pause(gateway, config, parsed.conversation_id, parsed.labels)

@@ -31,5 +31,6 @@ def test_every_key_format_is_exact() -> None:
     assert keys.gap_histogram("acme") == "acme:webhook_gaps"
     assert keys.fragment_log("acme") == "acme:webhook_fragments"
     assert keys.last_fragment("acme") == "acme:webhook_last_fragment"
+    assert keys.turns("acme") == "acme:webhook_turns"
     assert keys.pace("acme", "contact-7") == "acme:webhook_pace:contact-7"
     assert keys.worker_heartbeats() == "gateway:worker_heartbeats"

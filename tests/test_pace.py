@@ -49,6 +49,26 @@ def test_pace_folds_batch_by_batch_like_all_at_once() -> None:
     assert pace == whole and pace.current == 20.0
 
 
+def test_a_gap_across_a_turn_ends_the_burst_and_is_never_counted() -> None:
+    """Invariant 12: the contact answers the bot 0.5 s after its reply, 3.5 s after their last
+    message: that is a turn, not a 3.5 s fragment gap. The burst ends, nothing is learned
+    from that gap; fragments after the turn start a burst of their own."""
+    pace = Pace().observe([100.0, 102.0])  # a burst with a 2 s gap
+    answered = pace.observe([105.5], turn_at=105.0)  # the reply went out at 105
+    assert answered.bursts == (2.0,) and answered.current == 0.0 and answered.last_at == 105.5
+    assert answered.observe([107.0], turn_at=105.0).current == 1.5  # after the turn: fragment gaps again
+    window = learned_window(Pace().observe([100.0]), [103.5], prior=10.0, low=3.0, high=30.0, turn_at=103.0)
+    assert window == 10.0  # the prior of a new contact, not 1.5 x 3.5 s + 0.5
+
+
+def test_gaps_across_a_turn_are_not_counted_into_the_companys_prior(rdb: redis.Redis) -> None:
+    pipe = rdb.pipeline(transaction=False)
+    analytics.count_gaps(pipe, "default", "7", 100.0, [102.0, 110.0, 111.0], turn_at=105.0)
+    pipe.execute()
+    counted = {float(b): int(c) for b, c in rdb.hgetall(keys.gap_histogram("default")).items()}
+    assert counted == {2.0: 1, 1.0: 1}  # 100->102 and 110->111; 102->110 spans the answer at 105
+
+
 def test_pace_ignores_what_it_already_counted_and_forgets_old_bursts() -> None:
     pace = Pace().observe(bursts(*[(float(i),) for i in range(1, HISTORY + 4)]))
     assert len(pace.bursts) == HISTORY and pace.bursts[-1] == HISTORY + 2

@@ -438,3 +438,25 @@ def test_spend_bot_call_takes_from_the_days_budget_until_it_is_used_up(s: Script
     assert 0 < r.ttl(keys.bot_calls_day(C, "2026-11-26")) <= 2 * 24 * 3600
     assert s.spend_bot_call(C, "2026-11-27", 2).run() == 1  # a new day, a new budget
     assert [s.spend_bot_call(C, "2026-11-28", 0).run() for _ in range(3)] == [1, 2, 3]  # 0: no ceiling
+
+
+def test_every_outgoing_message_to_the_contact_notes_a_turn(s: Scripts, r) -> None:
+    """The gateway's posted reply (RECORD_SENT), a human's reply (AGENT_REPLY) and an
+    automation's message (OBSERVE, turn) each note when the contact was last answered:
+    their next message is an answer, not a fragment (app/pace.py). The gateway's own
+    reply coming back notes nothing more."""
+    turns = keys.turns(C)
+    s.record_sent(C, CONV, "part:1-1:0", "pending:1", "sent:9", 9, 60).run()
+    first = float(r.hget(turns, CONV))
+    assert abs(first - time.time()) < 2
+    r.hdel(turns, CONV)
+    r.set(keys.own_reply(C, 9), "1")
+    assert s.agent_reply(company(), CONV, 9, "d", Seen("pending")).run() is Sender.OWN  # type: ignore[arg-type]
+    assert r.hget(turns, CONV) is None
+    assert s.agent_reply(company(), CONV, 10, "d", Seen("pending")).run() is Sender.TAKEOVER  # type: ignore[arg-type]
+    assert r.hget(turns, CONV) is not None
+    r.hdel(turns, CONV)
+    s.observe(company(), "43", Seen("pending"), turn=False).run()  # type: ignore[arg-type]
+    assert r.hget(turns, "43") is None
+    s.observe(company(), "43", Seen("pending"), turn=True).run()  # type: ignore[arg-type]
+    assert r.hget(turns, "43") is not None
