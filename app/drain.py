@@ -42,10 +42,11 @@ from app.ledger import Ledger, LedgerState, StoredAnswer
 from app.logs import mask_secrets
 from app.metrics import Stat, count_into
 from app.ownership import Seen
-from app.pace import PACE_TTL_SECONDS, Pace, learned_window
+from app.pace import PACE_TTL_SECONDS, Pace, learned_window, spans_a_turn
 from app.payload import StoredMessage, read_stored, received_at
 from app.posting import Poster
 from app.redis_client import redis_now
+from app.replay import TURN
 from app.replies import reply_parts
 from app.scripts import Call, RoundTrip, Scripts
 from app.settings import CompanyConfig, Settings
@@ -92,15 +93,24 @@ def _subject(message: StoredMessage | None, conversation: str) -> str:
 
 
 def _logged(
-    batch: list[str], messages: list[StoredMessage | None], conversation: str
+    batch: list[str],
+    messages: list[StoredMessage | None],
+    conversation: str,
+    previous: float | None,
+    turn_at: float | None,
 ) -> list[LoggedFragment]:
     """The batch (raw, and as read by ``read_stored``) as the fragment log keeps it: whose,
-    when, how it reads."""
+    when, how it reads; and the turn before it (an answer went out after ``previous``, the
+    latest fragment logged), so a replay of the log splits the burst there too."""
     logged = []
     for raw, message in zip(batch, messages, strict=True):
         at = message.received_at if message else received_at(raw)
-        if at is not None:
-            logged.append(LoggedFragment(_subject(message, conversation), at, _reading(message).value))
+        if at is None:
+            continue
+        subject = _subject(message, conversation)
+        if not logged and previous is not None and spans_a_turn(previous, at, turn_at):
+            logged.append(LoggedFragment(subject, turn_at, TURN))  # type: ignore[arg-type]
+        logged.append(LoggedFragment(subject, at, _reading(message).value))
     return logged
 
 
@@ -322,13 +332,15 @@ class Drainer:
             pipe.hgetall(self._key(keys.ledger))
             pipe.hincrby(keys.stats(self._cid), Stat.BATCHES, 1)
             count_into(pipe, self._cid, "gateway_batch_size_messages", len(batch))
+        previous = self._previous
         self._previous = count_gaps(
             pipe, self._cid, self.conversation, self._previous, arrivals, self._turn_at
         )
         length, paced = self.settings.fragment_log_length, self.company.paced
         messages = [read_stored(raw) for raw in batch] if length or paced else []  # parsed once here
         if length:
-            log_fragments(pipe, self._cid, _logged(batch, messages, self.conversation), length)
+            logged = _logged(batch, messages, self.conversation, previous, self._turn_at)
+            log_fragments(pipe, self._cid, logged, length)
         if paced and arrivals:
             key, pace = self._pace_of(_subject(messages[0], self.conversation))
             self._pace = (key, pace.observe(arrivals, self._turn_at))

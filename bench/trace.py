@@ -1,17 +1,24 @@
-"""A seeded trace of contacts writing in bursts, with what each fragment says.
+"""A seeded trace of contacts chatting in turns, writing each turn in bursts, with what
+each fragment says.
 
 Shared by the simulator (``bench/batching_quality.py``) and the live check
 (``bench/batching_live.py``), so both replay the same people.
 
 Who writes (``Population``): contacts are one-message writers, who fragment a
-burst ``occasional`` of the time, or fragmenters (30 %), who fragment 60 % of
+turn ``occasional`` of the time, or fragmenters (30 %), who fragment 60 % of
 the time; independently, a ``fast`` share types its fragments 1-3 s apart and
-the rest 5-17 s apart. A fragmented burst has 2-5 fragments. How often a
-contact comes back is skewed to few visits, as in real inboxes: 1 burst (35 %),
-2 (25 %), 3 (15 %), 4 (10 %), 5-8 (15 %), a day apart.
+the rest 5-17 s apart. A fragmented turn has 2-5 fragments. How often a
+contact comes back is skewed to few visits, as in real inboxes: 1 visit (35 %),
+2 (25 %), 3 (15 %), 4 (10 %), 5-8 (15 %), a day apart. **A visit is a chat**:
+1 turn (35 %), 2 (25 %), 3 (20 %), 4 (10 %) or 5 (10 %); each turn after the first
+is written 1-10 s after the bot's answer to the one before (``Turn.think``: the
+timeline is the policy's, as live, ``app.replay.converse``). A contact who
+answers the bot soon after its reply is the common case, and the one a window
+learned from turns gets wrong.
 
 What they write (``TEXT``, in Portuguese, Spanish and English; each contact keeps
-one language): the kind of a fragment is drawn from its position in the burst,
+one language; ``text=bench.heldout.TEXT`` takes it from the held-out corpus
+instead): the kind of a fragment is drawn from its position in the burst,
 with the shares of ``KINDS``. The assumption, stated once: a message sent alone
 is mostly a complete request (with or without final punctuation), sometimes a
 bare greeting that waits for an answer, a thank-you, a long message or media;
@@ -35,9 +42,10 @@ from functools import lru_cache
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from app.replay import Turn, Visit
 from app.smart import Reading, read
 
-__all__ = ["DAY", "KINDS", "TEXT", "Contact", "Fragment", "Population", "trace"]
+__all__ = ["DAY", "KINDS", "TEXT", "TURNS", "Contact", "Fragment", "Population", "bursts", "trace"]
 
 DAY = 86400.0
 
@@ -61,7 +69,7 @@ class Fragment:
         return self.misread or _read(self.text, self.attachment).value
 
 
-Contact = list[list[Fragment]]  # bursts, oldest first
+Contact = list[Visit]  # visits, oldest first
 
 # Shares of each kind by position: alone (a one-message burst), first, middle, last of a burst.
 KINDS: dict[str, dict[str, float]] = {
@@ -233,6 +241,8 @@ TEXT: dict[str, dict[str, tuple[str, ...]]] = {
 }
 LANGUAGES = {"pt": 0.5, "es": 0.25, "en": 0.25}
 VISITS = {1: 0.35, 2: 0.25, 3: 0.15, 4: 0.10, 5: 0.05, 6: 0.04, 7: 0.03, 8: 0.03}
+TURNS = {1: 0.35, 2: 0.25, 3: 0.20, 4: 0.10, 5: 0.10}
+THINK = (1.0, 10.0)  # seconds between the bot's answer and the contact's next turn
 
 
 @dataclass(frozen=True)
@@ -252,9 +262,10 @@ def _pick(rng: random.Random, shares: dict) -> object:
     return rng.choices(list(shares), weights=list(shares.values()))[0]
 
 
-def _fragment(rng: random.Random, language: str, position: str, at: float, misread: float) -> Fragment:
+def _fragment(
+    rng: random.Random, words: dict[str, tuple[str, ...]], position: str, at: float, misread: float
+) -> Fragment:
     kind = str(_pick(rng, KINDS[position]))
-    words = TEXT[language]
     if kind != "media":
         fragment = Fragment(at, rng.choice(words[kind]), kind)
     elif rng.random() < 0.4:
@@ -267,29 +278,60 @@ def _fragment(rng: random.Random, language: str, position: str, at: float, misre
     return fragment
 
 
-def trace(contacts: int, seed: int, population: Population = Population()) -> list[Contact]:
+def _turn(
+    rng: random.Random,
+    words: dict[str, tuple[str, ...]],
+    fragments: float,
+    gaps: tuple[float, float],
+    misread: float,
+) -> list[Fragment]:
+    """One turn's fragments, ``at`` counted from its first."""
+    if rng.random() >= fragments:
+        return [_fragment(rng, words, "alone", 0.0, misread)]
+    count = rng.randint(2, 5)
+    times = [0.0]
+    for _ in range(count - 1):
+        times.append(times[-1] + rng.uniform(*gaps))
+    positions = ["first", *["middle"] * (count - 2), "last"]
+    return [_fragment(rng, words, p, t, misread) for p, t in zip(positions, times, strict=True)]
+
+
+def trace(
+    contacts: int,
+    seed: int,
+    population: Population = Population(),
+    text: dict[str, dict[str, tuple[str, ...]]] = TEXT,
+) -> list[Contact]:
     rng = random.Random(seed)
     result = []
     for _ in range(contacts):
         fragments = 0.6 if rng.random() < population.fragmenters else population.occasional
-        low, high = (1.0, 3.0) if rng.random() < population.fast else (5.0, 17.0)
-        language = str(_pick(rng, LANGUAGES))
-        bursts = []
+        gaps = (1.0, 3.0) if rng.random() < population.fast else (5.0, 17.0)
+        words = text[str(_pick(rng, LANGUAGES))]
+        visits = []
         for day in range(int(_pick(rng, VISITS))):
-            start = day * DAY + rng.uniform(0, 3600)
-            if rng.random() >= fragments:
-                bursts.append([_fragment(rng, language, "alone", start, population.misread)])
-                continue
-            count = rng.randint(2, 5)
-            times = [start]
-            for _ in range(count - 1):
-                times.append(times[-1] + rng.uniform(low, high))
-            positions = ["first", *["middle"] * (count - 2), "last"]
-            bursts.append(
-                [
-                    _fragment(rng, language, p, t, population.misread)
-                    for p, t in zip(positions, times, strict=True)
-                ]
-            )
-        result.append(bursts)
+            turns = [
+                Turn(
+                    0.0 if number == 0 else rng.uniform(*THINK),
+                    _turn(rng, words, fragments, gaps, population.misread),
+                )
+                for number in range(int(_pick(rng, TURNS)))
+            ]
+            visits.append(Visit(day * DAY + rng.uniform(0, 3600), turns))
+        result.append(visits)
     return result
+
+
+def bursts(contact: Contact, answer_after: float = 1.0) -> list[list[Fragment]]:
+    """A contact's turns as bursts at fixed times: each turn begins ``think`` after the one
+    before ended plus ``answer_after`` (a bot's answer), as a contact answered by a batch
+    closing at once would see it (the company prior is learned from these gaps; a live
+    check stores them as history)."""
+    found = []
+    for visit in contact:
+        at = visit.start
+        for turn in visit.turns:
+            at += turn.think
+            found.append([replace(f, at=at + f.at) for f in turn.fragments])
+            at = found[-1][-1].at + answer_after
+    return found

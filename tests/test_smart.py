@@ -227,7 +227,7 @@ def test_the_estimate_replays_the_logged_fragments_through_both_policies(rdb: re
     assert estimate.smart.row() == pytest.approx((0.5, 5 / 6 * 100, 5.25, 3.0, 9.5))
     text = estimate.text()
     assert "current mode (sliding) on the latest 6 fragments (4 contacts" in text
-    assert "(2 same-burst pairs, 2 single messages)" in text
+    assert "(2 same-burst pairs, 2 single messages; a pair the current mode split" in text
 
 
 def test_the_analytics_command_reports_every_company(
@@ -242,7 +242,7 @@ def test_the_analytics_command_reports_every_company(
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "company acme: the smart window" in out and "company globex: the smart window" in out
-    assert "(1 same-burst pairs, 2 single messages)" in out
+    assert "(1 same-burst pairs, 2 single messages;" in out
     assert "nothing recorded yet" in out  # globex
 
 

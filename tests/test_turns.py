@@ -12,6 +12,9 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from app import keys
+from app.analytics import LoggedFragment
+from app.replay import TURN, bursts_of
 from tests import chatwoot_payloads as cw
 from tests.conftest import chatwoot_company, companies_env, make_client, post_webhook
 from tests.support import Stand, Worker, wait_for
@@ -81,3 +84,10 @@ def test_a_contact_who_chats_gets_no_longer_window_turn_after_turn(env, worker, 
     learned = waits["learned"]
     assert all(w <= 6 + 0.5 for w in learned), learned
     assert all(w <= LOW + 0.5 for w in learned[2:]), learned
+    # the fragment log keeps the turns, so the analytics' replay sees five one-message
+    # bursts, not one burst of five (which would teach a 4-pair, ~4 s-gap burst)
+    for company in ("smart", "learned"):
+        logged = [LoggedFragment.parse(e) for e in rdb.lrange(keys.fragment_log(company), 0, -1)]
+        fragments = [f for f in logged if f]
+        assert [f.reading for f in fragments].count(TURN) == 4, fragments
+        assert [len(b) for b in bursts_of(fragments)] == [1] * 5
