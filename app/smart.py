@@ -22,8 +22,11 @@ do you open on Saturday?" usually is. The rule, in one screen:
 
 2. ``smart_window`` turns the reading into the quiet period after that fragment,
    with what the contact's pace says (``app.pace``: *known* is two finished
-   bursts remembered; a *one-message writer* is a known contact with at most
-   ``ONE_MESSAGE_SHARE`` of them fragmented):
+   bursts remembered; a *one-message writer* is a known contact none of whose
+   remembered bursts had a second fragment. Since the pace learns from fragment
+   gaps only and every turn ends a burst, a contact's bursts are mostly their
+   turns: one fragmented turn among the last ``HISTORY`` is a contact who
+   fragments, and their openings are held for the prior):
 
    * *hold* (unfinished, or an opening from a known fragmenter): what covers
      this contact's slowest gaps, the longest of: the company prior (the window
@@ -59,7 +62,6 @@ from app.pace import Pace
 __all__ = [
     "LONG_CHARS",
     "NEW_OPENING_SECONDS",
-    "ONE_MESSAGE_SHARE",
     "PLAIN_SECONDS",
     "Reading",
     "read",
@@ -69,7 +71,6 @@ __all__ = [
 
 LONG_CHARS = 120  # this much writing is a whole message
 PLAIN_SECONDS = 6.0  # a plain fragment from a contact with no history
-ONE_MESSAGE_SHARE = 1 / 3  # at most this share of a known contact's bursts were fragmented
 NEW_OPENING_SECONDS = 7.5  # a greeting from a contact with no history (many then wait for an answer)
 
 
@@ -179,8 +180,8 @@ def smart_window(
     contact (``Pace.observe``)."""
     now = pace.observe(queued, turn_at)
     known, own, burst = now.known, now.own_window, now.burst_window  # 0: no such window
-    one_message_writer = known and sum(b > 0 for b in now.bursts) <= ONE_MESSAGE_SHARE * len(now.bursts)
-    if one_message_writer:  # most of their bursts were one message
+    one_message_writer = known and not any(now.bursts)
+    if one_message_writer:  # every burst remembered was one message
         hold = max(PLAIN_SECONDS, burst)  # an opener alone is often all they send
         window = {Reading.OPENING: hold, Reading.UNFINISHED: hold}.get(reading, burst or low)
     elif reading is Reading.COMPLETE:

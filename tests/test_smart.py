@@ -107,9 +107,12 @@ def test_the_pace_of_a_known_contact_shapes_the_window() -> None:
     assert smart_window(singles, now, OPENING, 16.0, 3.0, 30.0) == PLAIN_SECONDS
     assert smart_window(singles, now, UNFINISHED, 16.0, 3.0, 30.0) == PLAIN_SECONDS
     assert smart_window(singles, now, PLAIN, 16.0, 3.0, 30.0) == 3.0
-    # one fragmented burst in three still counts as a one-message writer (plain text: the shortest)
-    mostly = Pace().observe([0.0, DAY, DAY + 12.0, 2 * DAY, 3 * DAY])
-    assert smart_window(mostly, [4 * DAY], PLAIN, 16.0, 3.0, 30.0) == 3.0
+    # one fragmented burst (turn) in three is a contact who fragments: no longer a one-message
+    # writer, their plain text waits what covers their gaps, an opener at least the prior
+    once = Pace().observe([0.0, DAY, DAY + 12.0, 2 * DAY, 3 * DAY])
+    assert smart_window(once, [4 * DAY], PLAIN, 16.0, 3.0, 30.0) == pytest.approx(MARGIN * 12.0 + SLACK)
+    assert smart_window(once, [4 * DAY], OPENING, 16.0, 3.0, 30.0) == pytest.approx(MARGIN * 12.0 + SLACK)
+    assert smart_window(once, [4 * DAY], COMPLETE, 16.0, 3.0, 30.0) == 3.0
     # a slow fragmenter: plain text waits their own window, an opener the longer of it and the prior
     own = MARGIN * 12.0 + SLACK
     assert smart_window(slow, now, PLAIN, 16.0, 3.0, 30.0) == pytest.approx(own)
