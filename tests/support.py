@@ -57,6 +57,15 @@ def ensure_redis_server() -> str:
     return path
 
 
+class Listener(ThreadingHTTPServer):
+    """A test server with a real server's accept backlog: socketserver's default of 5
+    refuses connections when forty client threads connect at once (Chatwoot behind nginx
+    and a bot behind its proxy accept hundreds)."""
+
+    request_queue_size = 1024
+    daemon_threads = True
+
+
 class RedisServer:
     """A redis-server on a free port that a test may stop and start again."""
 
@@ -208,8 +217,7 @@ class Stand:
         self.transcribe_status = 200
         self._creates = 0
         self._next_id = 100000
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
+        self.server = Listener(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 

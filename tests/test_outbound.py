@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 import requests
 
 from app.errors import ChatwootError
 from app.outbound import post_json
-from tests.support import free_port
+from tests.support import Listener, free_port
 
 
 class Scripted:
@@ -39,8 +39,7 @@ class Scripted:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = Listener(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/x"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
