@@ -53,15 +53,20 @@ bench-deps:
 # Benchmarks (not part of `make test`; about 12 minutes on 2 cores); figures go
 # to docs/performance.md.
 bench: $(STAMP) system-deps bench-deps
+	$(BIN)/python bench/reader_confusion.py
 	$(BIN)/python bench/batching_quality.py
+	$(BIN)/python bench/batching_quality.py --cold
+	$(BIN)/python bench/batching_quality.py --text lists
 	$(BIN)/python bench/batching_quality.py --max-wait 60
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/batching_live.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/batching_live.py --cold --modes smart learned
 	$(BIN)/python bench/e2e_overhead.py --messages 150 --window 0.5
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/webhook_ack.py --seconds 5 --connections 16 --rounds 3
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/drain_rate.py --conversations 1000
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/scale_out.py --conversations 200
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/footprint.py
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/open_windows.py --conversations 100000
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/concurrency.py --contacts 100 --bot-seconds 3 --spread 3 --settings default solo threads-32
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

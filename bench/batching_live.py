@@ -16,9 +16,11 @@ by default. Each contact's last visit is played live **as a chat**: its first tu
 begins within the run's first 20 s; every later turn is written ``think`` (1-10 s)
 after the gateway's answer to the turn before reached Chatwoot, so the timeline is
 the gateway's, as it is for real people. The earlier visits are the contact's
-history, stored as the drainer would have stored it (``<company>:webhook_pace:<contact>``,
-and the company's gap counts, from which the prior is learned); ``--cold`` stores
-none (a new deployment: the prior is ``BATCH_WINDOW_SECONDS``). Every fragment is a
+history: played through the mode in the simulator and stored as the drainer would
+have stored it had the company run that mode all along
+(``<company>:webhook_pace:<contact>``), and counted in the company's gap histogram,
+from which the prior is learned; ``--cold`` stores none (a new deployment: the prior
+is ``BATCH_WINDOW_SECONDS`` until 50 gaps are recorded). Every fragment is a
 signed ``message_created`` webhook with the trace's text (an image with or without
 its caption, a voice note), sent at its time.
 
@@ -45,7 +47,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from pathlib import Path
 
@@ -55,8 +57,8 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from app import analytics, keys  # noqa: E402
-from app.pace import PACE_TTL_SECONDS, Pace  # noqa: E402
-from app.replay import Result, Visit, company_policy, converse, percentile  # noqa: E402
+from app.pace import PACE_TTL_SECONDS  # noqa: E402
+from app.replay import Paced, Result, Visit, company_policy, converse, percentile  # noqa: E402
 from bench import heldout  # noqa: E402
 from bench.batching_quality import Bound  # noqa: E402
 from bench.common import free_port, wait_http  # noqa: E402
@@ -88,20 +90,29 @@ def people(count: int, population: Population, seed: int, text: dict) -> list[Pe
     ]
 
 
-def seed_history(client: redis.Redis, persons: list[Person], others: list[list[Visit]], t0: float) -> None:
-    """What the drainer would have stored: each contact's pace (every turn of their earlier
-    visits begins after an answer), and the company's gaps (theirs and the population's)."""
-    for p in persons:
-        shift = t0 + p.begins - p.live.start  # the history keeps its distance to the live visit
-        pace = Pace()
-        for burst in bursts(p.history):
-            times = [f.at + shift for f in burst]
-            pace = pace.observe(times, times[0])  # an answer went out just before it
-        if pace.bursts or pace.last_at:
-            client.set(keys.pace("default", f"contact-{p.contact}"), pace.to_json(), ex=PACE_TTL_SECONDS)
+def record_gaps(client: redis.Redis, persons: list[Person], others: list[list[Visit]]) -> None:
+    """The company's gap counts, from which the prior is learned: the earlier visits of the
+    live contacts and the population's other contacts."""
     histories = [b for p in persons for b in bursts(p.history)] + [b for c in others for b in bursts(c)]
     for number, burst in enumerate(histories):
         analytics.record_gaps(client, "default", f"history-{number}", [f.at for f in burst])
+
+
+def seed_paces(
+    client: redis.Redis, persons: list[Person], mode: str, prior: float, t0: float, bot: float
+) -> None:
+    """Each contact's pace as the drainer would have stored it had the company run ``mode``
+    all along: their earlier visits played turn by turn (``converse``, as the simulator
+    plays them; a fragment that came after an answer sent too early was a turn to the
+    mode, as live)."""
+    for p in persons:
+        policy = company_policy(mode, 10.0, 3.0, 30.0, MAX_WAIT, prior)
+        if not isinstance(policy, Paced) or not p.history:
+            continue
+        converse([p.history], policy, bot)
+        shift = t0 + p.begins - p.live.start  # the history keeps its distance to the live visit
+        pace = replace(policy.pace, last_at=(policy.pace.last_at or 0.0) + shift)
+        client.set(keys.pace("default", f"contact-{p.contact}"), pace.to_json(), ex=PACE_TTL_SECONDS)
 
 
 def webhook(p: Person, f: Fragment) -> bytes:
@@ -283,9 +294,11 @@ def run_mode(
         wait_http(f"http://127.0.0.1:{port}/healthz", timeout=60)
         t0 = time.time() + 5.0
         if not args.cold:
-            seed_history(client, persons, others, t0)
+            record_gaps(client, persons, others)
         analytics._priors.clear()
         prior = analytics.prior_window(client, "default", 10.0)
+        if not args.cold:
+            seed_paces(client, persons, mode, prior, t0, args.bot_seconds)
         url = f"http://127.0.0.1:{port}/webhook/chatwoot/default"
         played: dict[int, Played] = {}
 
