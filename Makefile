@@ -4,13 +4,25 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench bench-deps lint format system-deps test-deps clean
+.PHONY: run test bench bench-deps lint format system-deps test-deps clean lock audit
 
-$(STAMP): requirements.txt requirements-dev.txt
+# What runs in production comes from requirements.lock (every package, transitive ones
+# included, pinned with its hashes: `make lock` writes it from requirements.txt); the
+# tools only the tests use come from requirements-dev.txt.
+$(STAMP): requirements.lock requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt -r requirements-dev.txt
+	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
+
+lock: $(STAMP)
+	$(BIN)/uv pip compile requirements.txt --generate-hashes --python-version 3.11 \
+	  --python-platform x86_64-unknown-linux-gnu -o requirements.lock
+
+# Known vulnerabilities in the locked packages (OSV's database; needs api.osv.dev).
+audit: $(STAMP)
+	$(BIN)/pip-audit -r requirements.lock --require-hashes --disable-pip -s osv --progress-spinner off
 
 # redis-server (embedded Redis, tests) and caddy (the public port when Flower
 # is enabled) come from the system's packages.

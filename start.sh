@@ -49,8 +49,27 @@ start_embedded_redis() {
   [ -s "$password_file" ] || python -c 'import secrets; print(secrets.token_urlsafe(32))' >"$password_file"
   local password
   password="$(cat "$password_file")"
+  # A memory ceiling with noeviction: past it Redis refuses writes (webhooks spool, then
+  # answer 500, and Chatwoot retries) instead of growing until the container is
+  # OOM-killed and its AOF, replayed at boot, kills it again. EMBEDDED_REDIS_MAXMEMORY
+  # (bytes, or 512mb, 2gb); by default half the container's memory limit, else 2gb.
+  local maxmemory="${EMBEDDED_REDIS_MAXMEMORY:-}"
+  if [ -z "$maxmemory" ]; then
+    local limit=""
+    [ -r /sys/fs/cgroup/memory.max ] && limit="$(cat /sys/fs/cgroup/memory.max)"
+    [ -z "$limit" ] && [ -r /sys/fs/cgroup/memory/memory.limit_in_bytes ] \
+      && limit="$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes)"
+    case "$limit" in
+      ''|max|*[!0-9]*) maxmemory=2gb ;;
+      *) if [ "$limit" -lt 8589934592000 ]; then maxmemory="$(( limit / 2 ))"; else maxmemory=2gb; fi ;;
+    esac
+  fi
+  case "$maxmemory" in
+    *[!0-9kKmMgGbB]*|'') log "EMBEDDED_REDIS_MAXMEMORY must be bytes or like 512mb, got '$maxmemory'"; exit 2 ;;
+  esac
   printf 'requirepass %s\n' "$password" | setsid redis-server - --bind 127.0.0.1 --port "$port" \
-    --dir "$DATA_DIR/redis" --appendonly yes --appendfsync always --save "" --logfile "" --loglevel warning &
+    --dir "$DATA_DIR/redis" --appendonly yes --appendfsync always --save "" --logfile "" --loglevel warning \
+    --maxmemory "$maxmemory" --maxmemory-policy noeviction &
   redis_pid=$!
   export REDIS_URL="redis://:${password}@127.0.0.1:${port}/0"
   for _ in $(seq 1 50); do
@@ -139,7 +158,15 @@ for _ in $(seq 1 300); do
   kill -0 "$web_pid" 2>/dev/null || break
   sleep 0.1
 done
-setsid caddy run --config deploy/Caddyfile --adapter caddyfile &
+# Caddy faces the internet: it gets only what its configuration reads, never the
+# secrets (REDIS_URL with its password, API keys, webhook secrets, STATUS_BASIC_AUTH).
+caddy_env=(PATH="$PATH" HOME="${HOME:-/tmp}" PORT="$PORT" WEB_INTERNAL_PORT="$WEB_INTERNAL_PORT"
+  XDG_DATA_HOME="$XDG_DATA_HOME" XDG_CONFIG_HOME="$XDG_CONFIG_HOME"
+  CADDY_FLOWER_ROUTES="$CADDY_FLOWER_ROUTES" CADDY_MAX_BUFFER="$CADDY_MAX_BUFFER")
+if [ -n "${FLOWER_BASIC_AUTH:-}" ]; then
+  caddy_env+=(FLOWER_PORT="$FLOWER_PORT" FLOWER_USER="$FLOWER_USER" FLOWER_PASSWORD_HASH="$FLOWER_PASSWORD_HASH")
+fi
+setsid env -i "${caddy_env[@]}" caddy run --config deploy/Caddyfile --adapter caddyfile &
 app_pids+=($!)
 
 on_signal() { stopping=1; }

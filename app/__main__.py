@@ -138,6 +138,8 @@ def check_config() -> None:
             except ConfigError as exc:
                 click.echo(f"configuration error: {exc}", err=True)
                 sys.exit(2)
+    for warning in settings.warnings():
+        click.echo(f"warning: {warning}", err=True)
     for company in settings.companies.values():
         for warning in company.warnings():
             click.echo(f"warning: company {company.company_id!r}: {warning}", err=True)

@@ -51,7 +51,7 @@ from app.replies import reply_parts
 from app.scripts import Call, RoundTrip, Scripts
 from app.settings import CompanyConfig, Settings
 from app.smart import Reading, read_message, smart_window
-from app.transcribe import with_transcripts
+from app.transcribe import Budget, with_transcripts
 from app.typing_indicator import Typing
 
 __all__ = ["MAX_BATCHES_PER_RUN", "Drainer", "Outcome"]
@@ -139,11 +139,12 @@ class Drainer:
     bot: Bot
     replier: Replier
     clock: Callable[[], float] = time.time  # only for timestamps shown to people (dead letters)
-    transcribe: Callable[[str], str] | None = None  # TRANSCRIBE_BACKEND (app.transcribe), or none
+    transcribe: Callable[[str, float], str] | None = None  # TRANSCRIBE_BACKEND (app.transcribe), or none
     run_id: str = field(default="", init=False)
     _run: Run | None = field(default=None, init=False)
     _ledger: Ledger | None = field(default=None, init=False)
     _state: LedgerState = field(default_factory=lambda: LedgerState({}), init=False)
+    _budget: Budget | None = field(default=None, init=False)  # the batch's transcription budget
     _started: float = field(default=0.0, init=False)  # monotonic start of the run
     _previous: float | None = field(default=None, init=False)  # latest arrival counted for gaps
     _turn_at: float | None = field(default=None, init=False)  # latest outgoing message (app.pace)
@@ -383,6 +384,7 @@ class Drainer:
 
     def _process(self, batch: list[str]) -> None:
         raw_of: dict[int, str] = {}
+        self._budget = None
         messages = self._parse(batch, raw_of)
         if not messages:
             return
@@ -468,8 +470,19 @@ class Drainer:
                 continue
             raw_of[message.id] = raw
             messages.append(message)
-        if self.transcribe is not None:
-            messages = with_transcripts(messages, self.transcribe, self._transcription_failed)
+        if self.transcribe is not None and any(m.attachments for m in messages):
+            assert self._ledger is not None
+            if self._budget is None:  # one budget per batch, superseding fragments included
+                self._budget = Budget.of(self.company)
+            ledger, state = self._ledger, self._state
+            messages = with_transcripts(
+                messages,
+                self.transcribe,
+                self._budget,
+                state.transcript,
+                lambda message, index, value: ledger.keep_transcript(state, message, index, value),
+                self._transcription_failed,
+            )
         return messages
 
     def _transcription_failed(self, why: str) -> None:

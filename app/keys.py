@@ -36,6 +36,8 @@ __all__ = [
     "sessions",
     "stats",
     "status",
+    "status_failures",
+    "status_secret",
     "turns",
     "worker_heartbeats",
     "workers_stuck",
@@ -220,3 +222,14 @@ def worker_heartbeats() -> str:
 def workers_stuck() -> str:
     """Sorted set: worker name -> unix time it last reported a run past RUN_MAX_SECONDS."""
     return "gateway:workers_stuck"
+
+
+def status_secret() -> str:
+    """String: the random secret the status page's replay tokens are derived from."""
+    return "gateway:status_secret"
+
+
+def status_failures(client: str = "") -> str:
+    """String + TTL: failed status-page logins in the current minute, of one client
+    address, or of all (``client`` empty)."""
+    return f"gateway:status_failures:{client}" if client else "gateway:status_failures"

@@ -17,6 +17,9 @@ processing:
 ``part:<answer id>:<i>``   ``pending:<unix time>`` just before part i's POST (the
                            time is for people; a read-back matches by id),
                            ``sent:<Chatwoot id>`` (or ``sent:``) after it
+``transcript:<msg>:<i>``  attachment i's transcript (``text:…``) or why it has
+                           none (``failed:…``): a voice note is fetched and
+                           transcribed once per batch, however often it is run
 ``attempts`` / ``error``   runs that started handling the batch; the last failure
 =========================  ====================================================
 
@@ -47,6 +50,7 @@ __all__ = [
     "answer_field",
     "message_field",
     "part_field",
+    "transcript_field",
 ]
 
 ATTEMPTS, ERROR = keys.LEDGER_ATTEMPTS, keys.LEDGER_ERROR
@@ -66,6 +70,10 @@ def message_field(message_id: int) -> str:
 
 def part_field(answer_id: str, index: int) -> str:
     return f"part:{answer_id}:{index}"
+
+
+def transcript_field(message_id: int, index: int) -> str:
+    return f"transcript:{message_id}:{index}"
 
 
 @dataclass(frozen=True)
@@ -128,6 +136,9 @@ class LedgerState:
         self.fields[answer_field(answer.answer_id)] = answer.to_json()
         self.fields.update({message_field(m): answer_field(answer.answer_id) for m in message_ids})
 
+    def transcript(self, message_id: int, index: int) -> str | None:
+        return self.fields.get(transcript_field(message_id, index))
+
     def part(self, answer_id: str, index: int) -> str | None:
         return self.fields.get(part_field(answer_id, index))
 
@@ -178,6 +189,12 @@ class Ledger:
             )
         )
         return batch.execute()[-1]
+
+    def keep_transcript(self, state: LedgerState, message_id: int, index: int, value: str) -> None:
+        """Keep a voice note's transcript for the batch (raises ``LeaseLost``), in ``state`` too."""
+        field = transcript_field(message_id, index)
+        self._scripts.store_transcript(self._company, self._conversation, self._run, field, value).run()
+        state.fields[field] = value
 
     def mark_pending(self, answer_id: str, index: int, since: float, digest: str) -> str:
         """Mark a part pending just before its POST; the value written (raises ``LeaseLost``)."""

@@ -44,14 +44,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, ensure_ascii=False)
 
 
-# A credential in a URL: ?token=... / &api_access_token=..., or user:password@host.
-_QUERY_SECRET = re.compile(r"([?&](?:token|api_access_token|access_token|key)=)[^&\s\"']+", re.IGNORECASE)
-_URL_PASSWORD = re.compile(r"(\w+://)[^/\s@:]+:[^/\s@]+@")
+# A credential in a URL: a query value whose name says it is one (?token=, &api_key=,
+# X-Amz-Signature=, ...), or any user information before the host (user:password@,
+# :password@ as redis://:pw@ writes it, a lone token@).
+_QUERY_SECRET = re.compile(
+    r"([?&;](?:[\w.-]*[_.-])?(?:api-?key|apikey|token|key|secret|password|passwd|pwd|auth|sig|signature"
+    r"|credential)=)[^&;#\s\"'()]+",
+    re.IGNORECASE,
+)
+_URL_PASSWORD = re.compile(r"(\w+://)[^/\s@?#]+@")
 
 
 def mask_secrets(text: str) -> str:
-    """``text`` with credentials inside URLs masked (a ``?token=``-style query value,
-    a ``user:password@``): for log lines and for errors kept in dead letters."""
+    """``text`` with credentials inside URLs masked (a query value named like a secret,
+    any ``user:password@``, ``:password@`` or ``token@``): for log lines, the printed
+    configuration and errors kept in dead letters."""
     return _URL_PASSWORD.sub(r"\1***@", _QUERY_SECRET.sub(r"\1REDACTED", text))
 
 

@@ -46,6 +46,7 @@ class Stat(StrEnum):
     WEBHOOKS_DUPLICATE = "webhooks_duplicate"
     WEBHOOKS_IGNORED = "webhooks_ignored"
     WEBHOOKS_REJECTED_429 = "webhooks_rejected_429"
+    WEBHOOKS_REJECTED_BUSY = "webhooks_rejected_busy"
     SPOOLED_OVER_CAP = "spooled_over_cap"
     MESSAGES_UPDATED = "messages_updated"
     BATCHES = "batches"
@@ -75,6 +76,10 @@ STAT_HELP: dict[Stat, str] = {
     Stat.WEBHOOKS_DUPLICATE: "Redeliveries and re-sent messages ignored",
     Stat.WEBHOOKS_IGNORED: "Events and messages not for the bot",
     Stat.WEBHOOKS_REJECTED_429: "Messages refused: conversation queue full",
+    Stat.WEBHOOKS_REJECTED_BUSY: (
+        "Messages of another conversation refused (429): the company already has"
+        " MAX_CONVERSATIONS_WAITING conversations holding waiting or in-flight messages"
+    ),
     Stat.MESSAGES_UPDATED: (
         "Messages changed while they waited in their batch (message_updated: an edit, Chatwoot's"
         " transcript of a voice note, a deletion)"
@@ -125,6 +130,12 @@ WEBHOOK_RESPONSES = Counter(
 WEBHOOKS_REFUSED = Counter(
     "gateway_webhooks_refused",
     "Webhooks refused before anything was read: unknown company, or why authentication failed",
+    ["reason"],
+    registry=WEB_REGISTRY,
+)
+STATUS_AUTH_FAILURES = Counter(
+    "gateway_status_auth_failures",
+    "Logins to /status refused: wrong credentials, or too many failures in the minute (throttled)",
     ["reason"],
     registry=WEB_REGISTRY,
 )

@@ -31,7 +31,14 @@ from urllib3.exceptions import NewConnectionError, ProtocolError, ReadTimeoutErr
 
 from app.errors import OutboundError
 
-__all__ = ["MAX_ANSWER_BYTES", "RETRY_AFTER_CAP_SECONDS", "backoff_seconds", "new_session", "post_json"]
+__all__ = [
+    "MAX_ANSWER_BYTES",
+    "RETRY_AFTER_CAP_SECONDS",
+    "backoff_seconds",
+    "new_session",
+    "post_json",
+    "read_body",
+]
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_CAP_SECONDS = 30.0
@@ -154,7 +161,16 @@ def post_json(
 
 
 def _read_body(response: requests.Response, end: float, error: type[OutboundError], url: str) -> None:
-    """Read the body before ``end`` (monotonic), or raise ``requests.ReadTimeout``.
+    """Read the answer's body before ``end`` (monotonic), at most ``MAX_ANSWER_BYTES``."""
+    try:
+        response._content = read_body(response, end, MAX_ANSWER_BYTES)  # as requests itself does
+    except ValueError:
+        raise error(f"{_host(url)} answered more than {MAX_ANSWER_BYTES} bytes") from None
+
+
+def read_body(response: requests.Response, end: float, limit: int) -> bytes:
+    """A streamed response's body, read before ``end`` (monotonic), or
+    ``requests.ReadTimeout``; more than ``limit`` bytes raise ``ValueError``.
 
     The socket's timeout is set before each read, and only while the response still
     holds its connection: once the body is read, urllib3 hands the connection back to
@@ -163,28 +179,29 @@ def _read_body(response: requests.Response, end: float, error: type[OutboundErro
     raw = response.raw
     chunks: list[bytes] = []
     size = 0
+    where = _host(response.url or "")
     try:
         while True:
             remaining = end - time.monotonic()
             if remaining <= 0:
-                raise requests.ReadTimeout(f"{_host(url)} still sending its answer at the deadline")
+                raise requests.ReadTimeout(f"{where} still sending its answer at the deadline")
             sock = getattr(getattr(raw, "connection", None), "sock", None)
             if sock is not None:
                 sock.settimeout(remaining)
             try:
                 chunk = raw.read1(65536)
             except (OSError, ReadTimeoutError, ProtocolError) as exc:
-                raise requests.ReadTimeout(f"{_host(url)} stalled while sending its answer") from exc
+                raise requests.ReadTimeout(f"{where} stalled while sending its answer") from exc
             if not chunk:
                 break
             size += len(chunk)
-            if size > MAX_ANSWER_BYTES:
-                raise error(f"{_host(url)} answered more than {MAX_ANSWER_BYTES} bytes")
+            if size > limit:
+                raise ValueError(f"is larger than {limit} bytes")
             chunks.append(chunk)
     except BaseException:
         response.close()
         raise
-    response._content = b"".join(chunks)  # what requests itself does when it reads a body
+    return b"".join(chunks)
 
 
 def _nothing_sent(exc: requests.ConnectionError) -> bool:

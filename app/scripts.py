@@ -116,12 +116,16 @@ end
 # 202 already: the queue's cap (ARGV[3]) never refuses it (it is counted instead).
 # ARGV[13] window mode  ARGV[14] the assignee in the payload  ARGV[15] '1' where
 # assignments count (observe, above)  ARGV[16] how long a handoff marker lasts (s)
+# ARGV[17] the most conversations of the company that may hold messages at once, queued
+# or in flight (KEYS[5]'s size): past it a message of another one is refused "busy",
+# so one company cannot fill the Redis it shares (a spooled message, answered 202
+# already, never is).
 # Who holds the conversation is observed first (_OWNERSHIP): a message the bot does
 # not hold is counted as ignored and answered "handoff".
 # The message's conversation is (re)scheduled in KEYS[11] at its batch's due time;
 # the webhook publishes nothing: a dispatcher in the workers claims due entries.
 # Returns {status, queue length, lease holder or '', seconds until due}
-# where status is "queued", "duplicate", "full" or "handoff".
+# where status is "queued", "duplicate", "full", "busy" or "handoff".
 ENQUEUE = (
     _OWNERSHIP
     + """
@@ -143,6 +147,11 @@ if len >= tonumber(ARGV[3]) then
     return {'full', len, '', '0'}
   end
   redis.call('HINCRBY', KEYS[6], @spooled_over_cap@, 1)
+end
+if ARGV[12] == '' and redis.call('SISMEMBER', KEYS[5], ARGV[7]) == 0
+   and redis.call('SCARD', KEYS[5]) >= tonumber(ARGV[17]) then
+  redis.call('HINCRBY', KEYS[6], @webhooks_rejected_busy@, 1)
+  return {'busy', redis.call('SCARD', KEYS[5]), '', '0'}
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -369,6 +378,17 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 redis.call('HINCRBY', KEYS[3], @batch_failures@, 1)
 return tonumber(redis.call('HGET', KEYS[2], ARGV[4]) or '0')
+"""
+
+# A voice note's transcript (or why it has none), kept for the batch in processing so
+# that a run of it again never fetches or pays for the note twice; only with the lease.
+# KEYS[1] lease  KEYS[2] ledger hash
+# ARGV[1] run id  ARGV[2] field (transcript:<message id>:<attachment index>)  ARGV[3] value
+# Returns 1 if kept, false without the lease.
+STORE_TRANSCRIPT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+return 1
 """
 
 # The bot asked for a human: the conversation is handed off (a reset keyword may
@@ -672,6 +692,7 @@ class Enqueued(StrEnum):
     QUEUED = "queued"
     DUPLICATE = "duplicate"  # the message (or the delivery) was seen before
     FULL = "full"  # the conversation's queue is at its limit
+    BUSY = "busy"  # the company has MAX_CONVERSATIONS_WAITING conversations waiting
     HANDOFF = "handoff"  # a human holds the conversation
 
 
@@ -770,6 +791,7 @@ class Scripts:
         self._mark_part = _register(client, MARK_PART)
         self._record_sent = _register(client, RECORD_SENT)
         self._note_error = _register(client, NOTE_ERROR)
+        self._store_transcript = _register(client, STORE_TRANSCRIPT)
         self._mark_handoff = _register(client, MARK_HANDOFF)
         self._complete = _register(client, COMPLETE)
         self._release_if_empty = _register(client, RELEASE_IF_EMPTY)
@@ -832,6 +854,7 @@ class Scripts:
                 seen.assignee,
                 _bit(company.bot_owns_pending),
                 company.handoff_ttl_seconds,
+                company.max_conversations_waiting,
             ],
             EnqueueResult.decode,
         )
@@ -1056,6 +1079,16 @@ class Scripts:
             [keys.lease(company, conversation), keys.ledger(company, conversation), keys.stats(company)],
             [run_id, keys.LEDGER_ERROR, error, keys.LEDGER_ATTEMPTS],
             lambda raw: int(_held(raw)),
+        )
+
+    def store_transcript(
+        self, company: str, conversation: str, run_id: str, field: str, value: str
+    ) -> Call[None]:
+        return Call(
+            self._store_transcript,
+            [keys.lease(company, conversation), keys.ledger(company, conversation)],
+            [run_id, field, value],
+            _checked,
         )
 
     def mark_handoff(self, company: str, conversation: str, run_id: str, ttl: int) -> Call[None]:

@@ -41,6 +41,7 @@ __all__ = ["CompanyConfig", "ConfigError", "Settings", "load_settings"]
 BOT_BACKENDS = ("echo", "http", "openai", "python")
 INTEGRATIONS = ("agent_bot", "webhook")
 WINDOW_MODES = ("fixed", "sliding", "learned", "smart")
+STATUS_PASSWORD_MIN_CHARS = 16
 _COMPANY_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _HANDLER = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
@@ -151,6 +152,23 @@ def _keywords(name: str, raw: str) -> tuple[str, ...]:
     return words
 
 
+_HOST_ENTRY = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?$")
+
+
+def _hosts(name: str, raw: str) -> tuple[str, ...]:
+    """Host names (``media.example.com``, ``*.s3.amazonaws.com``, ``storage:9000``): no
+    scheme, path or credentials."""
+    hosts = tuple(h.strip().lower().rstrip(".") for h in raw.split(",") if h.strip())
+    if not hosts:
+        raise ConfigError(f"{name} must be a comma-separated list of host names, got {raw!r}")
+    for host in hosts:
+        if not _HOST_ENTRY.match(host):
+            raise ConfigError(
+                f"{name}: {host!r} is not a host name (host, host:port or *.domain; no scheme or path)"
+            )
+    return hosts
+
+
 def _inbox_ids(name: str, raw: str) -> tuple[int, ...]:
     try:
         ids = tuple(int(part) for part in raw.replace(" ", "").split(",") if part)
@@ -204,6 +222,7 @@ class CompanyConfig:
     batch_max_wait_seconds: float = field(default=30.0, metadata={"parse": _positive_float})
     batch_max_avg_chars: int = field(default=400, metadata={"parse": _positive_int})
     max_queue_per_conversation: int = field(default=200, metadata={"parse": _positive_int})
+    max_conversations_waiting: int = field(default=10_000, metadata={"parse": _positive_int})
     session_idle_minutes: float = field(default=15.0, metadata={"parse": _positive_float})
     reply_split: str = field(default="none", metadata={"parse": _reply_split})
     typing_chars_per_second: float = field(default=40.0, metadata={"parse": _positive_float})
@@ -235,6 +254,9 @@ class CompanyConfig:
     transcribe_model: str = field(default="whisper-1", metadata={"parse": _str})
     transcribe_max_bytes: int = field(default=16 * 1024 * 1024, metadata={"parse": _positive_int})
     transcribe_timeout_seconds: float = field(default=30.0, metadata={"parse": _positive_float})
+    transcribe_max_notes: int = field(default=10, metadata={"parse": _non_negative_int})
+    transcribe_budget_seconds: float = field(default=60.0, metadata={"parse": _positive_float})
+    media_allowed_hosts: tuple[str, ...] = field(default=(), metadata={"parse": _hosts})
     # COMPANIES_FILE only: inbox id -> this company's settings with that inbox's own
     # bot and window (``"inboxes": {"4": {"bot_url": …}}``); other inboxes use the company's.
     inboxes: Mapping[int, CompanyConfig] = field(default_factory=dict, repr=False)
@@ -405,6 +427,23 @@ class Settings:
         """Every configuration a conversation may be served with: each company's, and
         each of its inboxes' own (COMPANIES_FILE "inboxes")."""
         return [c for company in self.companies.values() for c in (company, *company.inboxes.values())]
+
+    def warnings(self) -> list[str]:
+        """What start-up should warn about in the gateway-wide settings."""
+        found = []
+        if not self.metrics_token:
+            found.append(
+                "METRICS_TOKEN is unset: /metrics is public on the container's port (it names every"
+                " company and its volumes); set one and give it to Prometheus (bearer token)"
+            )
+        password = (self.status_basic_auth or "").partition(":")[2]
+        if self.status_basic_auth and len(password) < STATUS_PASSWORD_MIN_CHARS:
+            found.append(
+                f"STATUS_BASIC_AUTH's password has {len(password)} characters: /status is on the public"
+                f" port; use at least {STATUS_PASSWORD_MIN_CHARS} (failed logins are limited to 10 a minute"
+                " per address)"
+            )
+        return found
 
 
 _Parser = Callable[[str, str], Any]
@@ -590,10 +629,26 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     settings = Settings(
         redis_url=redis_url, companies=companies, log_level=level, log_format=log_format, **values
     )
-    slowest = max(c.bot_timeout_seconds for c in companies.values())
-    if settings.run_max_seconds <= 2 * slowest:
+    slowest = max(companies.values(), key=_longest_batch)
+    if settings.run_max_seconds <= _longest_batch(slowest):
+        transcribes = slowest.transcribe_backend == "openai"
         raise ConfigError(
             f"RUN_MAX_SECONDS ({settings.run_max_seconds:g}) must be more than twice the longest"
-            f" BOT_TIMEOUT_SECONDS ({slowest:g}): a run asks the bot and then posts its answer"
+            f" BOT_TIMEOUT_SECONDS ({slowest.bot_timeout_seconds:g})"
+            + (
+                f" plus TRANSCRIBE_BUDGET_SECONDS ({slowest.transcribe_budget_seconds:g})"
+                if transcribes
+                else ""
+            )
+            + ": a run "
+            + ("transcribes a batch's voice notes, " if transcribes else "")
+            + "asks the bot and then posts its answer"
         )
     return settings
+
+
+def _longest_batch(config: CompanyConfig) -> float:
+    """The longest one batch of ``config`` may take: its voice notes' transcription budget
+    (TRANSCRIBE_BACKEND=openai), the bot's timeout, and as long again to post the answer."""
+    budget = config.transcribe_budget_seconds if config.transcribe_backend == "openai" else 0.0
+    return budget + 2 * config.bot_timeout_seconds

@@ -7,24 +7,44 @@ busiest conversations (``app.ops.busiest``), the dead letters
 (``app.dead_letters``) and the gap histogram (``app.analytics.report``), drawn
 as inline SVG. A dead letter can be replayed from the page: the form asks for a
 confirmation, refuses an ``ambiguous`` entry unless that is confirmed too, and
-carries a token derived from the password, so another site cannot post it with
-the browser's stored credentials.
+carries a token so that another site cannot post it with the browser's stored
+credentials.
+
+The page is on the public port (review 2026-12-03, findings 5, 7, 8):
+
+* failed logins are limited: ``FAILURES_PER_CLIENT`` a minute from one address (the
+  client Caddy saw), ``FAILURES_IN_ALL`` a minute from everyone; past either, 429
+  without checking the password until the minute ends. Each failure is counted
+  (``gateway_status_auth_failures_total``) and logged, sampled;
+* the replay token is HMAC(a random secret kept in Redis, company and hour), the
+  current or the previous hour's accepted: it says nothing of the password and
+  expires; the form is also refused when the browser says it comes from another site
+  (``Sec-Fetch-Site``, ``Origin``);
+* every answer forbids framing, sniffing, caching and referrers, with a CSP that
+  allows no script at all.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
+import logging
+import secrets
+import time
 from html import escape
 from typing import Any
+from urllib.parse import urlparse
 
+import redis
 from flask import Blueprint, Response, abort, current_app, redirect, request, url_for
 
 from app import keys
 from app.analytics import SAME_BURST_SECONDS, GapReport, SmartEstimate, report, smart_estimate
 from app.dead_letters import is_ambiguous, read_dead_letter, replay_dead_letters, replay_one
-from app.metrics import Stat
+from app.logs import Sampled
+from app.metrics import STATUS_AUTH_FAILURES, Stat
 from app.ops import busiest, conversation_state, in_the_last
 from app.redis_client import redis_now
 from app.settings import CompanyConfig
@@ -47,8 +67,83 @@ def _credentials() -> tuple[str, str] | None:
     return user, password
 
 
-def _token(password: str, company: str) -> str:
-    return hmac.new(password.encode(), f"replay:{company}".encode(), hashlib.sha256).hexdigest()[:32]
+log = logging.getLogger(__name__)
+_failure_lines = Sampled(log)
+FAILURES_PER_CLIENT, FAILURES_IN_ALL, FAILURE_WINDOW_SECONDS = 10, 100, 60
+TOKEN_HOURS = 2  # a page's replay token is accepted this hour and the next
+HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self';"
+        " frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+def _client() -> str:
+    """The address of whoever asks: the one Caddy saw (it replaces X-Forwarded-For from
+    untrusted peers) when the request came through it, else the peer."""
+    peer = request.remote_addr or ""
+    forwarded = request.headers.get("X-Forwarded-For", "")
+    try:
+        behind_caddy = ipaddress.ip_address(peer).is_loopback
+    except ValueError:
+        behind_caddy = False
+    if forwarded and behind_caddy:
+        peer = forwarded.rsplit(",", 1)[-1].strip()
+    return peer[:64] or "unknown"
+
+
+def _throttled(client: redis.Redis, address: str) -> bool:
+    counts = client.mget(keys.status_failures(address), keys.status_failures())
+    return int(counts[0] or 0) >= FAILURES_PER_CLIENT or int(counts[1] or 0) >= FAILURES_IN_ALL
+
+
+def _count_failure(client: redis.Redis, address: str) -> None:
+    pipe = client.pipeline(transaction=False)
+    for key in (keys.status_failures(address), keys.status_failures()):
+        pipe.set(key, 0, ex=FAILURE_WINDOW_SECONDS, nx=True)  # the window starts at the first failure
+        pipe.incr(key)
+    pipe.execute()
+
+
+def _token(client: redis.Redis, company: str, hour: int | None = None) -> str:
+    """The replay form's token for ``company`` in ``hour`` (this one by default)."""
+    secret = client.get(keys.status_secret())
+    if secret is None:
+        client.set(keys.status_secret(), secrets.token_hex(32), nx=True)
+        secret = client.get(keys.status_secret()) or ""
+    hour = int(time.time() // 3600) if hour is None else hour
+    return hmac.new(secret.encode(), f"replay:{company}:{hour}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def _token_ok(client: redis.Redis, company: str, given: str) -> bool:
+    now = int(time.time() // 3600)
+    return any(
+        hmac.compare_digest(given.encode(), _token(client, company, now - back).encode())
+        for back in range(TOKEN_HOURS)
+    )
+
+
+def _same_site() -> bool:
+    """Does the browser say the form comes from this site? ``Sec-Fetch-Site`` when it sends
+    one (every current browser); else an ``Origin`` naming another host is refused. A
+    same-origin form post carries ``Origin: null`` under the page's no-referrer policy,
+    so "null" alone decides nothing; neither header: not a browser (the token decides)."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None:
+        return site in ("same-origin", "none")
+    origin = request.headers.get("Origin", "null")
+    return origin == "null" or (urlparse(origin).netloc or "").lower() == request.host.lower()
+
+
+@bp.after_request
+def _headers(response: Response) -> Response:
+    response.headers.update(HEADERS)
+    return response
 
 
 @bp.before_request
@@ -57,18 +152,28 @@ def _authenticate():  # type: ignore[no-untyped-def]
     if credentials is None:
         abort(404)
     given = request.authorization
+    challenge = {"WWW-Authenticate": 'Basic realm="gateway status"'}
+    if given is None:  # a browser's first request: not a guess
+        return Response("status page: credentials required (STATUS_BASIC_AUTH)", 401, challenge)
+    client, address = current_app.extensions["gateway"].redis, _client()
+    if _throttled(client, address):
+        STATUS_AUTH_FAILURES.labels("throttled").inc()
+        _failure_lines.log(logging.WARNING, "throttled", "status page: login throttled client=%s", address)
+        return Response(
+            "status page: too many failed logins, try again in a minute",
+            429,
+            {"Retry-After": str(FAILURE_WINDOW_SECONDS)},
+        )
     ok = (
-        given is not None
-        and given.type == "basic"
+        given.type == "basic"
         and hmac.compare_digest((given.username or "").encode(), credentials[0].encode())
         and hmac.compare_digest((given.password or "").encode(), credentials[1].encode())
     )
     if not ok:
-        return Response(
-            "status page: credentials required (STATUS_BASIC_AUTH)",
-            401,
-            {"WWW-Authenticate": 'Basic realm="gateway status"'},
-        )
+        _count_failure(client, address)
+        STATUS_AUTH_FAILURES.labels("wrong_credentials").inc()
+        _failure_lines.log(logging.WARNING, "wrong", "status page: wrong credentials client=%s", address)
+        return Response("status page: credentials required (STATUS_BASIC_AUTH)", 401, challenge)
     return None
 
 
@@ -211,8 +316,7 @@ def _dead_letters(client: Any, company: str) -> str:
     raws = client.lrange(keys.dead_letters(company), 0, 49)
     if not raws:
         return "<h3>Dead letters</h3><p>none</p>"
-    _, password = _credentials() or ("", "")
-    token = _token(password, company)
+    token = _token(client, company)
     action = url_for("status.replay", company=company)
     rows = []
     for index, raw in enumerate(raws):
@@ -305,8 +409,7 @@ def _checked_post(company: str) -> Any:
     gateway = current_app.extensions["gateway"]
     if gateway.settings.company(company) is None:
         abort(404)
-    _, password = _credentials() or ("", "")
-    if not hmac.compare_digest(request.form.get("token", ""), _token(password, company)):
+    if not _same_site() or not _token_ok(gateway.redis, company, request.form.get("token", "")):
         abort(403)
     return gateway
 

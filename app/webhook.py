@@ -166,11 +166,11 @@ def chatwoot(company: str):  # type: ignore[no-untyped-def]
     gateway = current_app.extensions["gateway"]
     config = gateway.settings.company(company)
     if config is None:
+        # Answered exactly like a bad credential (DESIGN §2): which companies exist is not
+        # for whoever is knocking (review 2026-12-03, finding 9); the log and /metrics say it.
         WEBHOOKS_REFUSED.labels("unknown_company").inc()
         _refusals.log(logging.INFO, "unknown_company", "webhook refused: unknown company %r", company[:64])
-        return _answer(404, error="not_found", reason="unknown company")
-    if not request.is_json:
-        return _answer(415, error="unsupported_media_type", reason="Content-Type must be application/json")
+        return _answer(401, error="unauthorized", reason=UNAUTHORIZED)
     body = request.get_data(cache=True)
     now = gateway.clock()
     try:
@@ -181,6 +181,8 @@ def chatwoot(company: str):  # type: ignore[no-untyped-def]
         WEBHOOKS_REFUSED.labels(exc.kind).inc()
         _refusals.log(logging.WARNING, exc.kind, "webhook refused company=%s reason=%s", company, exc)
         return _answer(401, error="unauthorized", reason=UNAUTHORIZED)
+    if not request.is_json:
+        return _answer(415, error="unsupported_media_type", reason="Content-Type must be application/json")
     try:
         parsed = parse_webhook(decode_body(body), now)
     except (ValueError, RecursionError) as exc:
@@ -226,8 +228,17 @@ def handle(gateway, config, parsed, delivery: str | None, ordered: bool = False)
     (``ordered``: placed by message id). Returns (HTTP status, body); raises
     ``redis.RedisError`` when Redis is unreachable."""
     company = config.company_id
+    # A delivery is applied once, whatever it is (review 2026-12-03, finding 6: a captured
+    # status "pending", replayed within the signature's five minutes, ended a human's
+    # takeover). A message's delivery is marked by ENQUEUE with the message; any other
+    # event's once it is applied (a failure half-way lets Chatwoot's retry in).
+    marker = keys.seen_delivery(company, delivery) if delivery else None
+    if marker and gateway.redis.exists(marker):
+        return 200, {"status": "ignored", "reason": "duplicate delivery or message"}
     early = _conversation_event(gateway, config, parsed)
     if early is not None:
+        if marker:
+            gateway.redis.set(marker, "1", ex=gateway.settings.seen_ttl_seconds)
         return 200, {"status": "ignored", "reason": early}
     served_as = config.for_inbox(parsed.inbox_id)  # an inbox may have its own window
     accepted = accept(gateway.redis, gateway.scripts, gateway.settings, served_as, parsed, delivery, ordered)
@@ -236,6 +247,12 @@ def handle(gateway, config, parsed, delivery: str | None, ordered: bool = False)
         return 200, {"status": "ignored", "reason": "duplicate delivery or message"}
     if result.status == "handoff":
         return 200, {"status": "ignored", "reason": "conversation handed to a human"}
+    if result.status == "busy":
+        return 429, {
+            "error": "too_many_requests",
+            "reason": f"{result.length} conversations of this company already hold waiting messages"
+            " (MAX_CONVERSATIONS_WAITING): retry later",
+        }
     if result.status == "full":
         return 429, {
             "error": "too_many_requests",

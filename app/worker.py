@@ -55,7 +55,7 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._bots: dict[tuple[str, int | None], Bot] = {}
-        self._transcribers: dict[str, Callable[[str], str]] = {}
+        self._transcribers: dict[str, Callable[[str, float], str]] = {}
         self._repliers: dict[tuple[str, bool], Replier] = {}  # (company, for notices) -> client
 
     @cached_property
@@ -79,7 +79,7 @@ class Runtime:
             self._bots[key] = make_bot(config, self.redis, self.settings.outbound_retries)
         return self._bots[key]
 
-    def transcriber(self, company: str) -> Callable[[str], str] | None:
+    def transcriber(self, company: str) -> Callable[[str, float], str] | None:
         """The company's voice-note transcription (TRANSCRIBE_BACKEND=openai), or None (none;
         chatwoot: Chatwoot's own transcripts, which the drainer waits for)."""
         config = self.settings.companies[company]

@@ -48,6 +48,55 @@ def test_mask_secrets_hides_url_credentials_and_token_queries() -> None:
     assert "https://***@bot.example/answer?token=REDACTED&x=1" in masked
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://:sk-live-abcdef@bot.example.com/hook",  # an empty user (redis://:password@ too)
+        "redis://:sk-live-abcdef@127.0.0.1:6379/0",
+        "https://sk-live-abcdef@bot.example.com/hook",  # a token as the user
+        "https://api.example.com/v1?api_key=sk-live-abcdef",
+        "https://api.example.com/v1?x=1&apikey=sk-live-abcdef",
+        "https://h/p?secret=sk-live-abcdef",
+        "https://h/p?password=sk-live-abcdef#frag",
+        "https://s3.example/b/o?X-Amz-Signature=sk-live-abcdef&X-Amz-Credential=sk-live-abcdef",
+        "https://h/p?sig=sk-live-abcdef",
+        "https://h/p?client_secret=sk-live-abcdef",
+    ],
+)
+def test_mask_secrets_hides_every_form_of_credential_in_a_url(url: str) -> None:
+    """Review 2026-12-03, finding 11: ``http://:KEY@host`` and ``?api_key=`` went through."""
+    masked = mask_secrets(f"BOT_URL is plain http ({url}): x")
+    assert "sk-live-abcdef" not in masked and masked.endswith("): x")
+
+
+def test_mask_secrets_leaves_ordinary_urls_alone() -> None:
+    text = "https://chatwoot.example.com/app/accounts/1/conversations/42?page=2&monkey=3 and a@b.c"
+    assert mask_secrets(text) == text
+
+
+def test_show_config_and_check_config_print_no_key(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The effective configuration and start.sh's boot-time warning go to the platform log."""
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "REDIS_URL": "redis://:redis-pw-abcdef@127.0.0.1:6379/0",
+        "BOT_BACKEND": "http",
+        "BOT_URL": "http://:sk-live-abcdef@bot.example.com/hook",
+        "OPENAI_BASE_URL": "https://api.example.com/v1?api_key=sk-live-zzz",
+    }
+    for command in ("show-config", "check-config"):
+        done = subprocess.run(
+            [sys.executable, "-m", "app", command], env=env, capture_output=True, text=True, timeout=60
+        )
+        printed = done.stdout + done.stderr
+        assert "bot.example.com" in printed, printed
+        for secret in ("sk-live-abcdef", "sk-live-zzz", "redis-pw-abcdef"):
+            assert secret not in printed, (command, printed)
+
+
 @pytest.mark.slow
 def test_an_idle_worker_writes_no_routine_lines_about_its_housekeeping(redis_url: str, rdb, tmp_path) -> None:
     """The sweep every 0.5 s, the gauges every second: as Celery beat tasks that was ~40 INFO

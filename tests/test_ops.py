@@ -121,8 +121,10 @@ def test_check_config_warns_about_plain_http_off_this_machine_and_an_ignored_tok
     assert "CHATWOOT_BASE_URL is plain http outside this machine" in result.stderr
     assert "BOT_URL" not in result.stderr  # https
     assert "WEBHOOK_TOKEN is ignored" in result.stderr
-    quiet = cli(base_env(redis_url, "http://127.0.0.1:9"), "check-config")  # loopback, no token
-    assert quiet.returncode == 0 and "company" not in quiet.stderr
+    quiet = cli(base_env(redis_url, "http://127.0.0.1:9", METRICS_TOKEN="m" * 32), "check-config")  # loopback
+    assert quiet.returncode == 0 and "company" not in quiet.stderr and "METRICS_TOKEN" not in quiet.stderr
+    public = cli(base_env(redis_url, "http://127.0.0.1:9"), "check-config")
+    assert public.returncode == 0 and "warning: METRICS_TOKEN is unset: /metrics is public" in public.stderr
 
 
 def test_show_config_masks_credentials_inside_urls(redis_url: str) -> None:

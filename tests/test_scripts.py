@@ -51,6 +51,7 @@ def company(mode: str = "sliding") -> SimpleNamespace:
         batch_window_mode=mode,
         handoff_ttl_seconds=600,
         bot_owns_pending=True,
+        max_conversations_waiting=1000,
     )
 
 
@@ -141,6 +142,30 @@ def test_enqueue_refuses_beyond_the_queue_limit(s: Scripts, r) -> None:
     assert enqueue(s, r, "m3", "t", 3).status is Enqueued.FULL
     assert r.llen(keys.queue(C, CONV)) == 3
     assert not r.exists(keys.seen_message(C, 3))  # a refused message may come again
+
+
+def test_enqueue_refuses_a_new_conversation_past_the_companys_ceiling(s: Scripts, r) -> None:
+    """Review 2026-12-03, finding 4: one company's credential filled the shared Redis with
+    1 MiB messages across unlimited conversations. MAX_CONVERSATIONS_WAITING bounds the
+    conversations holding messages; those already holding some still take theirs; one
+    moved in from the spool (answered 202 already) is never refused."""
+    ceiling = SimpleNamespace(**{**vars(company()), "max_conversations_waiting": 2})
+    for conv in ("1", "2"):
+        assert (
+            s.enqueue(SETTINGS, ceiling, Message("a", int(conv), conversation_id=conv), None).run().status
+            == "queued"
+        )
+    third = s.enqueue(SETTINGS, ceiling, Message("b", 3, conversation_id="3"), None).run()
+    assert (third.status, third.length) == (Enqueued.BUSY, 2)
+    assert not r.exists(keys.queue(C, "3")) and not r.exists(keys.seen_message(C, 3))  # may come again
+    assert r.hget(keys.stats(C), "webhooks_rejected_busy") == "1"
+    assert s.enqueue(SETTINGS, ceiling, Message("c", 4, conversation_id="1"), None).run().status == "queued"
+    spooled = s.enqueue(SETTINGS, ceiling, Message("d", 5, conversation_id="3"), None, ordered=True).run()
+    assert spooled.status == "queued"
+    r.srem(keys.conversation_index(C), "1")  # conversation 1 drained and released
+    assert s.enqueue(SETTINGS, ceiling, Message("e", 6, conversation_id="7"), None).run().status == "busy"
+    r.srem(keys.conversation_index(C), "3")
+    assert s.enqueue(SETTINGS, ceiling, Message("e", 6, conversation_id="7"), None).run().status == "queued"
 
 
 def test_enqueue_ignores_a_handed_off_conversation_until_its_status_changes_to_pending(s: Scripts, r) -> None:

@@ -256,6 +256,9 @@ def test_embedded_redis_default_prints_a_ready_url_and_keeps_replies(tmp_path):
         with pytest.raises(redis.AuthenticationError):  # not without its password
             redis.Redis(port=redis_port).ping()
         embedded = redis.Redis(port=redis_port, password=password, decode_responses=True)
+        # a ceiling, refusing writes past it (review 2026-12-03, finding 4), never evicting queues
+        assert embedded.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
+        assert int(embedded.config_get("maxmemory")["maxmemory"]) > 0
         wait_for(lambda: embedded.llen("default:webhook_outbox"), timeout=15)
         kept = json.loads(embedded.lindex("default:webhook_outbox", 0))
         assert kept["content"] == "hi newcomer" and kept["conversation_id"] == "81"
@@ -384,6 +387,29 @@ def test_flower_behind_basic_auth_on_the_public_port(redis_url, rdb, stand: Stan
             if "=" in item
         )
         assert base64.b64decode(environ["FLOWER_PASSWORD_HASH"]).startswith(b"$2b$06$")
+        # The internet-facing process holds no secret (review 2026-12-03, finding 12):
+        # only what its configuration reads.
+        assert set(environ) <= {
+            "PATH",
+            "HOME",
+            "PORT",
+            "WEB_INTERNAL_PORT",
+            "XDG_DATA_HOME",
+            "XDG_CONFIG_HOME",
+            "CADDY_FLOWER_ROUTES",
+            "CADDY_MAX_BUFFER",
+            "FLOWER_PORT",
+            "FLOWER_USER",
+            "FLOWER_PASSWORD_HASH",
+        }, sorted(environ)
+        secrets_held = "\0".join(environ.values())
+        for secret in (
+            "fl0wer-pass",
+            env["REDIS_URL"],
+            env["CHATWOOT_WEBHOOK_SECRET"],
+            env["CHATWOOT_API_TOKEN"],
+        ):
+            assert secret not in secrets_held
     finally:
         _stop(proc, log)
 

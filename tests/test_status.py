@@ -126,3 +126,140 @@ def test_replay_all_leaves_the_ambiguous_ones_unless_ticked(redis_url: str, rdb:
         == 303
     )
     assert rdb.llen(keys.dead_letters("default")) == 0
+
+
+def _basic(user: str, password: str, **headers: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode(), **headers}
+
+
+def _sample(web, name: str) -> float:  # type: ignore[no-untyped-def]
+    text = web.get("/metrics").get_data(as_text=True)
+    line = next((x for x in text.splitlines() if x.startswith(name + " ")), None)
+    return float(line.split()[-1]) if line else 0.0
+
+
+def test_failed_logins_are_limited_per_address_and_in_all_counted_and_logged(
+    redis_url: str, rdb: redis.Redis, caplog
+) -> None:  # type: ignore[no-untyped-def]
+    """Review 2026-12-03, finding 5: 552 guesses a second went through, unseen. Ten wrong
+    passwords a minute from one address, then 429 without the password being checked
+    (the right one included) until the minute ends; others still get in; a hundred a
+    minute from everyone stops every guess."""
+    from app import status
+
+    status._failure_lines._seen.clear()  # sampled: one line a minute per kind, in this process
+    web = _web(redis_url)
+    wrong = 'gateway_status_auth_failures_total{reason="wrong_credentials"}'
+    before = _sample(web, wrong)
+    attacker = {"X-Forwarded-For": "203.0.113.7"}  # what Caddy puts there (it is the loopback peer)
+    for _ in range(10):
+        assert web.get("/status", headers=_basic("ops", "guess", **attacker)).status_code == 401
+    throttled = web.get("/status", headers=_basic("ops", "st4tus-pass", **attacker))
+    assert throttled.status_code == 429 and throttled.headers["Retry-After"] == "60"
+    assert (
+        web.get(
+            "/status", headers=_basic("ops", "st4tus-pass", **{"X-Forwarded-For": "198.51.100.1"})
+        ).status_code
+        == 200
+    )
+    assert _sample(web, wrong) - before == 10
+    assert any("wrong credentials client=203.0.113.7" in r.getMessage() for r in caplog.records)
+    assert 0 < rdb.ttl(keys.status_failures("203.0.113.7")) <= 60
+    rdb.delete(keys.status_failures("203.0.113.7"))  # the minute is over
+    assert web.get("/status", headers=_basic("ops", "st4tus-pass", **attacker)).status_code == 200
+    for n in range(90):  # spread over addresses: the limit in all
+        web.get("/status", headers=_basic("ops", "guess", **{"X-Forwarded-For": f"192.0.2.{n}"}))
+    assert (
+        web.get(
+            "/status", headers=_basic("ops", "st4tus-pass", **{"X-Forwarded-For": "192.0.2.250"})
+        ).status_code
+        == 429
+    )
+    # a browser's first request, without credentials, is a challenge, not a failure
+    rdb.delete(keys.status_failures())
+    for _ in range(20):
+        assert web.get("/status").status_code == 401
+    assert web.get("/status", headers=AUTH).status_code == 200
+
+
+def test_the_replay_token_is_random_expires_and_says_nothing_of_the_password(
+    redis_url: str, rdb: redis.Redis
+) -> None:
+    """Finding 7: the token was HMAC(password, "replay:<company>"), static, an offline
+    oracle for the password; a non-ASCII token gave a 500."""
+    import hashlib
+    import hmac
+
+    from app import status
+
+    web = _web(redis_url)
+    _dead_letter(rdb, "81", "first")
+    html = web.get("/status", headers=AUTH).get_data(as_text=True)
+    token = re.search(r"name=token value=(\w+)", html).group(1)  # type: ignore[union-attr]
+    old = hmac.new(b"st4tus-pass", b"replay:default", hashlib.sha256).hexdigest()[:32]
+    assert token != old and len(rdb.get(keys.status_secret()) or "") == 64
+    url = "/status/default/dead-letters/replay"
+    assert web.post(url, data={"index": "0", "token": "é", "confirm": "yes"}, headers=AUTH).status_code == 403
+    assert web.post(url, data={"index": "0", "token": old, "confirm": "yes"}, headers=AUTH).status_code == 403
+    hour = int(time.time() // 3600)
+    stale = status._token(rdb, "default", hour - 2)
+    assert (
+        web.post(url, data={"index": "0", "token": stale, "confirm": "yes"}, headers=AUTH).status_code == 403
+    )
+    last_hour = status._token(rdb, "default", hour - 1)  # a page loaded just before the hour turned
+    assert (
+        web.post(url, data={"index": "0", "token": last_hour, "confirm": "yes"}, headers=AUTH).status_code
+        == 303
+    )
+    rdb.delete(keys.status_secret())  # a new secret: every page's token is void
+    _dead_letter(rdb, "82", "second")
+    assert (
+        web.post(url, data={"index": "0", "token": token, "confirm": "yes"}, headers=AUTH).status_code == 403
+    )
+
+
+def test_a_replay_form_posted_from_another_site_is_refused_even_with_its_token(
+    redis_url: str, rdb: redis.Redis
+) -> None:
+    web = _web(redis_url)
+    _dead_letter(rdb, "83", "first")
+    html = web.get("/status", headers=AUTH).get_data(as_text=True)
+    token = re.search(r"name=token value=(\w+)", html).group(1)  # type: ignore[union-attr]
+    url, form = "/status/default/dead-letters/replay", {"index": "0", "token": token, "confirm": "yes"}
+    for foreign in (
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},
+        {"Origin": "https://evil.example"},
+        {"Origin": "null", "Sec-Fetch-Site": "cross-site"},
+    ):
+        assert web.post(url, data=form, headers={**AUTH, **foreign}).status_code == 403, foreign
+    same = {"Sec-Fetch-Site": "same-origin", "Origin": "null"}  # a same-origin post under no-referrer
+    assert web.post(url, data=form, headers={**AUTH, **same}).status_code == 303
+
+
+def test_every_status_answer_forbids_framing_sniffing_and_caching(redis_url: str, rdb: redis.Redis) -> None:
+    """Finding 8: the replay forms could be clickjacked, the page (and its token) cached."""
+    web = _web(redis_url)
+    for response in (
+        web.get("/status", headers=AUTH),
+        web.get("/status"),
+        web.get("/status/default/conversations/1", headers=AUTH),
+    ):
+        assert response.headers["X-Frame-Options"] == "DENY"
+        assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+        assert (
+            "script-src" not in response.headers["Content-Security-Policy"]
+        )  # default-src 'none': no script
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["Cache-Control"] == "no-store"
+        assert response.headers["Referrer-Policy"] == "no-referrer"
+
+
+def test_start_up_warns_of_a_public_metrics_and_a_short_status_password(redis_url: str) -> None:
+    from app.settings import load_settings
+
+    env = base_env(redis_url, "http://127.0.0.1:9", STATUS_BASIC_AUTH="ops:short")
+    found = " ".join(load_settings(env).warnings())
+    assert "METRICS_TOKEN is unset" in found and "5 characters" in found
+    quiet = load_settings({**env, "METRICS_TOKEN": "m" * 32, "STATUS_BASIC_AUTH": "ops:" + "p" * 16})
+    assert quiet.warnings() == []

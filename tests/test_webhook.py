@@ -200,9 +200,15 @@ def test_token_for_older_chatwoot(redis_url: str, rdb) -> None:
     assert bad.status_code == 401
 
 
-def test_404_unknown_company_without_echoing_it(web) -> None:
-    response = post_webhook(web, cw.message("hi"), company="nobody")
-    assert response.status_code == 404 and response.json["reason"] == "unknown company"
+def test_an_unknown_company_is_refused_exactly_like_a_bad_credential(web) -> None:
+    """DESIGN §2: 401 with the same body, signed or not, so company names cannot be probed."""
+    unknown = post_webhook(web, cw.message("hi"), company="nobody")
+    bad = post_webhook(web, cw.message("hi"), secret="wrong")
+    unsigned = web.post("/webhook/chatwoot/nobody", data="{}", headers={"Content-Type": "application/json"})
+    known_unsigned = web.post("/webhook/chatwoot/default", data="{}", headers={"Content-Type": "text/plain"})
+    for response in (unknown, unsigned, known_unsigned):
+        assert (response.status_code, response.json) == (bad.status_code, bad.json)
+    assert bad.status_code == 401 and "nobody" not in unknown.get_data(as_text=True)
 
 
 def test_413_body_too_large(web) -> None:
@@ -212,7 +218,9 @@ def test_413_body_too_large(web) -> None:
 
 
 def test_415_not_json(web) -> None:
-    response = web.post("/webhook/chatwoot/default", data="a=b", headers={"Content-Type": "text/plain"})
+    """Once authenticated: a stranger gets the 401 whatever it sends."""
+    headers = {**signed_headers(b"a=b"), "Content-Type": "text/plain"}
+    response = web.post("/webhook/chatwoot/default", data="a=b", headers=headers)
     assert response.status_code == 415 and "application/json" in response.json["reason"]
 
 
@@ -295,11 +303,45 @@ def test_metrics_count_answers_by_status_and_time_them(web) -> None:
     post_webhook(web, cw.message("a", 42))
     post_webhook(web, cw.message("b", 43))
     post_webhook(web, cw.message("c", 44), company="nobody")
-    web.post("/webhook/chatwoot/default", data="x", headers={"Content-Type": "text/plain"})
+    web.post(
+        "/webhook/chatwoot/default", data="x", headers={**signed_headers(b"x"), "Content-Type": "text/plain"}
+    )
     after = web.get("/metrics").get_data(as_text=True)
-    for status, added in (("202", 2), ("404", 1), ("415", 1)):
+    for status, added in (("202", 2), ("401", 1), ("415", 1)):
         name = f'gateway_webhook_responses_total{{status="{status}"}}'
         assert _sample(after, name) - _sample(before, name) == added
     count = "gateway_webhook_latency_seconds_count"
     assert _sample(after, count) - _sample(before, count) == 4
     assert 'gateway_batch_size_messages_bucket{company="default",le="1.0"}' in after
+
+
+def test_429_past_the_companys_conversations_waiting(env, rdb: redis.Redis) -> None:
+    """MAX_CONVERSATIONS_WAITING: a company's credential cannot fill the shared Redis with
+    one conversation after another; Chatwoot retries a 429 (agent bot)."""
+    web = make_client({**env, "MAX_CONVERSATIONS_WAITING": "2"})
+    assert post_webhook(web, cw.message("a", 501)).status_code == 202
+    assert post_webhook(web, cw.message("b", 502)).status_code == 202
+    refused = post_webhook(web, cw.message("c", 503))
+    assert refused.status_code == 429 and "MAX_CONVERSATIONS_WAITING" in refused.json["reason"]
+    assert post_webhook(web, cw.message("more for a", 501)).status_code == 202  # a waiting one goes on
+    assert not rdb.exists(keys.queue("default", "503"))
+
+
+def test_a_replayed_status_event_is_applied_once(web, rdb: redis.Redis) -> None:
+    """Review 2026-12-03, finding 6: a captured conversation_status_changed "pending",
+    replayed within the signature's five minutes with its X-Chatwoot-Delivery, ended a
+    human's takeover. Every event is applied once per delivery id."""
+    captured, delivery = cw.status_changed(601, "pending"), {"X-Chatwoot-Delivery": "real-1"}
+    assert post_webhook(web, captured, **delivery).status_code == 200
+    assert (
+        post_webhook(
+            web, cw.agent_reply("I'll take it", 601), **{"X-Chatwoot-Delivery": "real-2"}
+        ).status_code
+        == 200
+    )
+    assert rdb.exists(keys.handoff("default", "601"))
+    replay = post_webhook(web, captured, **delivery)
+    assert replay.status_code == 200 and replay.json["reason"] == "duplicate delivery or message"
+    assert rdb.exists(keys.handoff("default", "601"))  # the human keeps it
+    again = post_webhook(web, cw.agent_reply("I'll take it", 601), **{"X-Chatwoot-Delivery": "real-2"})
+    assert again.json["reason"] == "duplicate delivery or message"
