@@ -37,6 +37,27 @@ mkdir -p "$DATA_DIR" || { log "DATA_DIR $DATA_DIR cannot be created"; exit 2; }
 for name in CELERY_CONCURRENCY CELERY_PREFETCH_MULTIPLIER WEB_CONCURRENCY WEB_INTERNAL_PORT; do
   [[ "${!name}" =~ ^[1-9][0-9]*$ ]] || { log "$name must be a positive whole number, got '${!name}'"; exit 2; }
 done
+# The address Chatwoot reaches, for the printed webhook URL: PUBLIC_URL, else Railway's
+# public domain, else this machine's port (a container published on another port, or
+# behind a proxy, should set PUBLIC_URL).
+PUBLIC_URL="${PUBLIC_URL:-}"
+if [ -z "$PUBLIC_URL" ] && [ -n "${RAILWAY_PUBLIC_DOMAIN:-}" ]; then PUBLIC_URL="https://$RAILWAY_PUBLIC_DOMAIN"; fi
+[[ -z "$PUBLIC_URL" || "$PUBLIC_URL" =~ ^https?://[^/[:space:]]+$ ]] \
+  || { log "PUBLIC_URL must be http(s)://host[:port] with no path, got '$PUBLIC_URL'"; exit 2; }
+public_url="${PUBLIC_URL:-http://localhost:${PORT}}"
+
+# Every program this script starts, checked before anything starts: a missing one
+# stops start-up with its name and how to get it (not "setsid: failed to execute").
+need() { command -v "$1" >/dev/null 2>&1 || { log "$1 not found on PATH: $2"; exit 2; }; }
+need python "install Python 3.11+"
+for program in celery gunicorn; do
+  need "$program" "the Python requirements are not installed here (make run installs them; in an image: pip install --require-hashes -r requirements.lock)"
+done
+need caddy "it holds the public port (Debian/Ubuntu: apt-get install caddy; make run installs it)"
+if [ -z "${REDIS_URL:-}" ]; then
+  need redis-server "REDIS_URL is unset, so an embedded Redis is started (Debian/Ubuntu: apt-get install redis-server; or set REDIS_URL)"
+  need redis-cli "it comes with redis-server (Debian/Ubuntu: apt-get install redis-server)"
+fi
 
 start_embedded_redis() {
   local port="${EMBEDDED_REDIS_PORT:-6399}"
@@ -87,13 +108,15 @@ start_embedded_redis() {
       export WEBHOOK_TOKEN
       # The URL with its token was printed when the token was made; not on every boot.
       log "no webhook secret configured: using the WEBHOOK_TOKEN kept in $token_file" \
-          "(the webhook URL is http://<host>:${PORT}/webhook/chatwoot/${COMPANY_ID:-default}?token=<that token>)"
+          "(the webhook URL is ${public_url}/webhook/chatwoot/${COMPANY_ID:-default}?token=<that token>)"
     else
       python -c 'import secrets; print(secrets.token_urlsafe(24))' >"$token_file"
       WEBHOOK_TOKEN="$(cat "$token_file")"
       export WEBHOOK_TOKEN
       log "no webhook secret configured: generated WEBHOOK_TOKEN (kept in $token_file)."
-      log "point Chatwoot at http://localhost:${PORT}/webhook/chatwoot/${COMPANY_ID:-default}?token=${WEBHOOK_TOKEN}"
+      log "point Chatwoot at ${public_url}/webhook/chatwoot/${COMPANY_ID:-default}?token=${WEBHOOK_TOKEN}"
+      [ -n "$PUBLIC_URL" ] || log "(that is this machine's port ${PORT}: published on another port, or behind a" \
+        "proxy, set PUBLIC_URL to the address Chatwoot reaches)"
     fi
   fi
 }

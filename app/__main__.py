@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 import redis
 
+from app import keys
 from app.analytics import plot, report, smart_estimate
 from app.bots import load_handler
 from app.dead_letters import is_ambiguous, list_dead_letters, replay_dead_letters
@@ -175,6 +176,24 @@ def dead_letters(company: str | None, limit: int) -> None:
         click.echo(json.dumps(summary))
 
 
+@cli.command()
+@company_option
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+def outbox(company: str | None, limit: int) -> None:
+    """The dry-run outbox (no CHATWOOT_BASE_URL): what the gateway would have posted to
+    Chatwoot, newest last, one JSON line each."""
+    settings = _settings()
+    client = connect(settings.redis_url)
+    cid = _company(settings, company)
+    entries = client.lrange(keys.outbox(cid), -limit, -1)
+    if not entries:
+        click.echo(
+            f"the outbox of {cid!r} is empty (replies land there while CHATWOOT_BASE_URL is unset)", err=True
+        )
+    for raw in entries:
+        click.echo(raw)
+
+
 @cli.command("replay-dead-letters")
 @company_option
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="only the oldest N")
@@ -259,7 +278,15 @@ def analytics(company: str | None, png: str | None) -> None:
         click.echo(result.text())
         click.echo(smart_estimate(client, config).text())
         if png:
-            plot(result, png)
+            try:
+                plot(result, png)
+            except ImportError:
+                click.echo(
+                    "--png needs matplotlib, which the image leaves out (it serves only this drawing):"
+                    " pip install matplotlib",
+                    err=True,
+                )
+                sys.exit(2)
             click.echo(f"histogram written to {png}")
 
 

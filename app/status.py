@@ -255,19 +255,21 @@ def _company_section(client: Any, config: CompanyConfig, now: float) -> str:
     parts = [f"<h2>{escape(company)}</h2>", _table(rows), "<h3>Busiest conversations</h3>"]
     states = busiest(client, company, 10)
     if states:
+        accounts = client.hmget(keys.session_accounts(company), [s.conversation for s in states])
         lines = "".join(
             f"<tr><td><a href='{_link(company, s.conversation)}'>"
             f"{escape(s.conversation)}</a></td><td>{s.waiting}</td><td>{s.in_flight}</td>"
-            f"<td>{escape(s.lease_holder or '')}</td><td>{(s.oldest_age_seconds or 0):.0f} s</td></tr>"
-            for s in states
+            f"<td>{escape(s.lease_holder or '')}</td><td>{(s.oldest_age_seconds or 0):.0f} s</td>"
+            f"<td>{_in_chatwoot(config, account, s.conversation)}</td></tr>"
+            for s, account in zip(states, accounts, strict=True)
         )
         parts.append(
             "<table><tr><th>conversation</th><th>waiting</th><th>in flight</th><th>lease</th>"
-            f"<th>oldest</th></tr>{lines}</table>"
+            f"<th>oldest</th><th></th></tr>{lines}</table>"
         )
     else:
         parts.append("<p>none: every conversation is answered</p>")
-    parts.append(_dead_letters(client, company))
+    parts.append(_dead_letters(client, config))
     parts.append(_batching(report(client, company, window)))
     parts.append(_smart(smart_estimate(client, config)))
     return "".join(parts)
@@ -312,7 +314,8 @@ def _held_by_humans(client: Any, company: str, most: int = 10_000) -> str:
     return str(count)
 
 
-def _dead_letters(client: Any, company: str) -> str:
+def _dead_letters(client: Any, config: CompanyConfig) -> str:
+    company = config.company_id
     raws = client.lrange(keys.dead_letters(company), 0, 49)
     if not raws:
         return "<h3>Dead letters</h3><p>none</p>"
@@ -338,7 +341,8 @@ def _dead_letters(client: Any, company: str) -> str:
             + "<button>replay</button></form>"
         )
         rows.append(
-            f"<tr><td>{escape(str(entry.get('conversation_id', '?')))}</td>"
+            f"<tr><td>{escape(str(entry.get('conversation_id', '?')))}"
+            f" {_in_chatwoot(config, _account_of(entry), str(entry.get('conversation_id', '')))}</td>"
             f"<td>{escape(str(entry.get('stage')))}</td>"
             f"<td>{escape(str(entry.get('error', ''))[:200])}</td><td>{len(entry.get('messages') or [])}</td>"
             f"<td>{'yes' if ambiguous else ''}</td><td>{form}</td></tr>"
@@ -399,6 +403,26 @@ def _vline(x: float, height: int, style: str) -> str:
     return f"<line x1={x:.1f} x2={x:.1f} y1=0 y2={height} {style}/>"
 
 
+def _in_chatwoot(config: CompanyConfig, account: Any, conversation: str) -> str:
+    """A link to the conversation in Chatwoot's dashboard, where an operator acts on it
+    (when the account is known: from the conversation's session, or its dead letter)."""
+    account = str(account or "")
+    if not (config.chatwoot_base_url and account.isdecimal() and conversation.isdecimal()):
+        return ""
+    url = f"{config.chatwoot_base_url}/app/accounts/{account}/conversations/{conversation}"
+    return f"<a href='{escape(url)}' target=_blank rel=noopener>in Chatwoot</a>"
+
+
+def _account_of(entry: dict) -> str:
+    """The account of a dead letter's conversation, from its first stored message."""
+    for raw in entry.get("messages") or []:
+        try:
+            return str(json.loads(raw).get("account_id") or "")
+        except (ValueError, AttributeError):
+            return ""
+    return ""
+
+
 def _link(company: str, conversation: str) -> str:
     return url_for("status.conversation", company=company, conversation=conversation)
 
@@ -436,7 +460,9 @@ def conversation(company: str, conversation: str):  # type: ignore[no-untyped-de
         abort(404)
     state = conversation_state(gateway.redis, company, conversation)
     rows = [(k, escape(str(v))) for k, v in state.as_dict().items()]
-    back = f"<p><a href='{url_for('status.status')}'>back</a></p>"
+    account = gateway.redis.hget(keys.session_accounts(company), conversation)
+    chatwoot = _in_chatwoot(gateway.settings.companies[company], account, conversation)
+    back = f"<p>{chatwoot} <a href='{url_for('status.status')}'>back</a></p>"
     return _page(f"{company}: conversation {conversation}", _table(rows) + back)
 
 

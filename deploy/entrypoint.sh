@@ -12,6 +12,11 @@ if [ "$(id -u)" = 0 ]; then
     chown -R "$user:$(id -gn "$user")" "$DATA_DIR"
   fi
   chmod 700 "$DATA_DIR"
-  exec setpriv --reuid="$user" --regid="$(id -g "$user")" --init-groups --inh-caps=-all ./start.sh "$@"
+  # HOME follows the user (setpriv keeps root's); no-new-privs: a setuid binary of the
+  # base image cannot give the privileges back.
+  HOME="$(getent passwd "$user" | cut -d: -f6)"
+  export HOME
+  exec setpriv --reuid="$user" --regid="$(id -g "$user")" --init-groups --inh-caps=-all --no-new-privs \
+    ./start.sh "$@"
 fi
 exec ./start.sh "$@"

@@ -6,6 +6,12 @@ import logging
 
 from app.logs import MaskSecrets
 
+# gunicorn 25+ opens a control socket under $HOME/.gunicorn: every gunicorn of a host
+# run as root would share /root/.gunicorn/gunicorn.ctl, and in the image (HOME=/root,
+# the user not root) it logged "Control server error: Permission denied" at every
+# start. The gateway does not use gunicornc.
+control_socket_disable = True
+
 
 def _mask_gunicorn_logs() -> None:
     for name in ("gunicorn.error", "gunicorn.access"):

@@ -171,13 +171,14 @@ class Proxy:
                 pass
 
 
-def boot_start_sh(env: dict[str, str], log: Path) -> subprocess.Popen:
-    """start.sh as the container runs it, in its own session, its output into ``log``."""
-    env = {**env, "PATH": f"{BIN}:{os.environ['PATH']}", "HOME": os.environ.get("HOME", "/tmp")}
+def boot_start_sh(env: dict[str, str], log: Path, script: Path = ROOT / "start.sh") -> subprocess.Popen:
+    """start.sh as the container runs it, in its own session, its output into ``log``
+    (``env``'s own PATH or HOME, when it has one, is kept; ``script``: another copy's)."""
+    env = {"PATH": f"{BIN}:{os.environ['PATH']}", "HOME": os.environ.get("HOME", "/tmp"), **env}
     with open(log, "w") as out:
         return subprocess.Popen(
-            ["bash", str(ROOT / "start.sh")],
-            cwd=ROOT,
+            ["bash", str(script)],
+            cwd=script.parent,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

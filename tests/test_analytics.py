@@ -59,3 +59,23 @@ def test_png_and_cli(rdb: redis.Redis, redis_url: str, tmp_path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "merged by the current window: 62.5%" in result.stdout and cli_png.exists()
+
+
+def test_png_without_matplotlib_says_how_to_get_it(rdb: redis.Redis, redis_url: str, tmp_path) -> None:
+    """The image leaves matplotlib out (it served only this drawing, ~160 MB of the image)."""
+    seed(rdb)
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    (blocked / "matplotlib.py").write_text("raise ImportError('not installed here')\n")
+    env = base_env(redis_url, "http://127.0.0.1:9")
+    env["PYTHONPATH"] = str(blocked)
+    result = subprocess.run(
+        [sys.executable, "-m", "app", "analytics", "--png", str(tmp_path / "x.png")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "pip install matplotlib" in result.stderr
+    assert "merged by the current window" in result.stdout  # the report itself needs nothing more

@@ -197,3 +197,20 @@ def test_conversations_waiting_for_a_free_slot_are_counted_with_the_longest_wait
     text = make_client(base_env(redis_url, "http://127.0.0.1:9")).get("/metrics").get_data(as_text=True)
     assert 'gateway_conversations_waiting_for_a_slot{company="default"} 2.0' in text
     assert 'gateway_slot_wait_seconds{company="default"} 12' in text
+
+
+def test_outbox_prints_the_dry_run_replies_newest_last(redis_url: str, rdb: redis.Redis) -> None:
+    """The README's first check: what the gateway would have posted, without Chatwoot."""
+    env = base_env(redis_url, "", BOT_BACKEND="echo")
+    for unset in ("CHATWOOT_BASE_URL", "BOT_URL"):
+        env.pop(unset)
+    empty = cli(env, "outbox")
+    assert empty.returncode == 0 and empty.stdout == "" and "is empty" in empty.stderr
+    for n in range(3):
+        rdb.rpush(
+            keys.outbox("default"),
+            json.dumps({"kind": "message", "conversation_id": "7", "content": f"r{n}"}),
+        )
+    shown = cli(env, "outbox", "--limit", "2")
+    assert shown.returncode == 0
+    assert [json.loads(line)["content"] for line in shown.stdout.splitlines()] == ["r1", "r2"]

@@ -240,6 +240,7 @@ def test_embedded_redis_default_prints_a_ready_url_and_keeps_replies(tmp_path):
         "EMBEDDED_REDIS_PORT": str(redis_port),
         "BATCH_WINDOW_SECONDS": "0.5",
         "BATCH_MAX_WAIT_SECONDS": "2",
+        "HOME": "/proc",  # a HOME nobody may write, as the image's user had (/root)
     }
     log = tmp_path / "start.log"
     proc = _boot(env, log)
@@ -271,6 +272,7 @@ def test_embedded_redis_default_prints_a_ready_url_and_keeps_replies(tmp_path):
     assert "hi newcomer" not in after_banner, "a message body was logged at INFO"
     assert list((data / "redis").rglob("*.aof*")), "append-only persistence enabled"
     assert password not in log.read_text()  # nor on any command line (checked in the flower test's way)
+    assert "Control server error" not in log.read_text()  # gunicorn's control socket is off
 
 
 def test_container_sigkill_without_draining_then_restart_loses_nothing(
@@ -430,6 +432,56 @@ def test_start_sh_refuses_a_bad_process_count_naming_it(redis_url, stand: Stand,
     proc = _boot(env, tmp_path / "bad.log")
     assert proc.wait(timeout=20) == 2
     assert f"{name} must be a positive whole number, got '{value}'" in (tmp_path / "bad.log").read_text()
+
+
+@pytest.mark.parametrize(
+    ("missing", "hint"),
+    [
+        ("caddy", "apt-get install caddy"),
+        ("gunicorn", "requirements are not installed"),
+        ("redis-server", "REDIS_URL"),
+    ],
+)
+def test_start_sh_names_a_missing_program_and_how_to_get_it(redis_url, stand: Stand, tmp_path, missing, hint):
+    """Was: ``setsid: failed to execute caddy``, exit 127, after the worker had started."""
+    env, _ = _container_env(redis_url, stand, tmp_path)
+    if missing == "redis-server":
+        env.pop("REDIS_URL")  # the embedded one is wanted
+    bin_dir = tmp_path / "bin"  # PATH without the one program
+    bin_dir.mkdir()
+    for folder in f"{BIN}:{os.environ['PATH']}".split(":"):
+        for program in Path(folder).glob("*") if Path(folder).is_dir() else []:
+            link = bin_dir / program.name
+            if program.name != missing and not link.exists() and os.access(program, os.X_OK):
+                link.symlink_to(program)
+    env["PATH"] = str(bin_dir)
+    proc = _boot(env, tmp_path / "missing.log")
+    assert proc.wait(timeout=20) == 2
+    text = (tmp_path / "missing.log").read_text()
+    assert f"{missing} not found on PATH" in text and hint in text, text
+
+
+def test_the_printed_webhook_url_is_the_public_one(redis_url, stand: Stand, tmp_path):
+    """A container published on another port, or behind Railway's domain: the URL printed
+    on the first boot is the one Chatwoot reaches."""
+    env, port = _container_env(redis_url, stand, tmp_path)
+    env.pop("REDIS_URL")
+    for name in ("CHATWOOT_WEBHOOK_SECRET", "WEBHOOK_TOKEN"):
+        env.pop(name, None)
+    env.update(EMBEDDED_REDIS_PORT=str(free_port()), RAILWAY_PUBLIC_DOMAIN="gw.up.railway.app")
+    log = tmp_path / "start.log"
+    proc = _boot(env, log)
+    try:
+        wait_for(lambda: "point Chatwoot at" in log.read_text() or proc.poll() is not None, timeout=40)
+        assert (
+            "point Chatwoot at https://gw.up.railway.app/webhook/chatwoot/default?token=" in log.read_text()
+        )
+        wait_for(lambda: _ready(f"http://127.0.0.1:{port}") or proc.poll() is not None, timeout=40)
+    finally:
+        _stop(proc, log)
+    bad = {**env, "PUBLIC_URL": "gw.example.com/path"}
+    proc = _boot(bad, tmp_path / "bad.log")
+    assert proc.wait(timeout=20) == 2 and "PUBLIC_URL must be" in (tmp_path / "bad.log").read_text()
 
 
 def _slow_client(port: int) -> socket.socket:

@@ -263,3 +263,21 @@ def test_start_up_warns_of_a_public_metrics_and_a_short_status_password(redis_ur
     assert "METRICS_TOKEN is unset" in found and "5 characters" in found
     quiet = load_settings({**env, "METRICS_TOKEN": "m" * 32, "STATUS_BASIC_AUTH": "ops:" + "p" * 16})
     assert quiet.warnings() == []
+
+
+def test_conversations_link_to_their_page_in_chatwoot(redis_url: str, rdb: redis.Redis) -> None:
+    """Where an operator acts on a conversation: Chatwoot's dashboard, not its bare id."""
+    web = _web(redis_url)
+    post_webhook(web, cw.message("hi", 91))  # a session: conversation 91 of account 1
+    _dead_letter(rdb, "92", "refused")
+    page = web.get("/status", headers=AUTH).get_data(as_text=True)
+    assert "href='http://127.0.0.1:9/app/accounts/1/conversations/91'" in page  # the busiest
+    assert "href='http://127.0.0.1:9/app/accounts/1/conversations/92'" in page  # the dead letter
+    one = web.get("/status/default/conversations/91", headers=AUTH).get_data(as_text=True)
+    assert "href='http://127.0.0.1:9/app/accounts/1/conversations/91'" in one
+    dry = make_client(
+        base_env(redis_url, "", BOT_BACKEND="echo", BOT_URL="", STATUS_BASIC_AUTH="ops:st4tus-pass")
+    )
+    assert "in Chatwoot" not in dry.get("/status", headers=AUTH).get_data(
+        as_text=True
+    )  # no Chatwoot: no link
