@@ -38,13 +38,19 @@ system-deps:
 
 # What only the tests use: promtool (the alert rules' unit tests; it comes with Debian's prometheus
 # package, whose service a container does not start), openssl (the TLS Redis test's certificates),
-# chromium and its driver (the status page's test in a real browser).
+# chromium and its driver (the status page's test in a real browser), rootful podman with runc,
+# netavark and debootstrap (the image's test builds the Dockerfile on a local stand-in base).
 test-deps:
 	@missing=""; \
 	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
+	command -v podman >/dev/null 2>&1 || missing="$$missing podman"; \
+	command -v runc >/dev/null 2>&1 || missing="$$missing runc"; \
+	test -x /usr/lib/podman/netavark || missing="$$missing netavark aardvark-dns"; \
+	command -v iptables >/dev/null 2>&1 || missing="$$missing iptables"; \
+	command -v debootstrap >/dev/null 2>&1 || missing="$$missing debootstrap"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
