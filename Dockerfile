@@ -8,7 +8,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     DATA_DIR=/data
 
 RUN apt-get update \
- && apt-get install -y --no-install-recommends tini redis-server caddy \
+ && apt-get install -y --no-install-recommends tini redis-server haproxy \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --create-home --uid 10001 gateway \
  && mkdir -p /data && chown gateway:gateway /data && chmod 700 /data

@@ -24,12 +24,12 @@ lock: $(STAMP)
 audit: $(STAMP)
 	$(BIN)/pip-audit -r requirements.lock --require-hashes --disable-pip -s osv --progress-spinner off
 
-# redis-server (embedded Redis, tests) and caddy (the public port when Flower
+# redis-server (embedded Redis, tests) and haproxy (the public port when Flower
 # is enabled) come from the system's packages.
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
-	command -v caddy >/dev/null 2>&1 || missing="$$missing caddy"; \
+	command -v haproxy >/dev/null 2>&1 || missing="$$missing haproxy"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \

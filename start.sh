@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Container entrypoint: [embedded redis-server] + Celery worker (with its
 # housekeeping: sweeper, gauges, session expiry) + [Flower] + gunicorn on loopback
-# + Caddy on $PORT. Forwards
+# + HAProxy on $PORT. Forwards
 # SIGTERM/SIGINT to every child and exits as soon as any child dies, so the
 # platform restarts it.
 set -uo pipefail
@@ -53,7 +53,7 @@ need python "install Python 3.11+"
 for program in celery gunicorn; do
   need "$program" "the Python requirements are not installed here (make run installs them; in an image: pip install --require-hashes -r requirements.lock)"
 done
-need caddy "it holds the public port (Debian/Ubuntu: apt-get install caddy; make run installs it)"
+need haproxy "it holds the public port (Debian/Ubuntu: apt-get install haproxy; make run installs it)"
 if [ -z "${REDIS_URL:-}" ]; then
   need redis-server "REDIS_URL is unset, so an embedded Redis is started (Debian/Ubuntu: apt-get install redis-server; or set REDIS_URL)"
   need redis-cli "it comes with redis-server (Debian/Ubuntu: apt-get install redis-server)"
@@ -135,8 +135,8 @@ app_pids+=($!)
 # here and /metrics sums them; stale files of an earlier run are removed first.
 PROMETHEUS_MULTIPROC_DIR="$DATA_DIR/prometheus"
 rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
-# gunicorn listens on loopback only; Caddy takes the public port (below). The
-# access log shows the path only (%(U)s) and the client Caddy saw: a ?token=
+# gunicorn listens on loopback only; HAProxy takes the public port (below). The
+# access log shows the path only (%(U)s) and the client HAProxy saw: a ?token=
 # query must never reach the logs (gunicorn's own error lines are filtered by
 # deploy/gunicorn.conf.py).
 PROMETHEUS_MULTIPROC_DIR="$PROMETHEUS_MULTIPROC_DIR" setsid gunicorn wsgi:app \
@@ -146,50 +146,46 @@ PROMETHEUS_MULTIPROC_DIR="$PROMETHEUS_MULTIPROC_DIR" setsid gunicorn wsgi:app \
 app_pids+=($!)
 web_pid=$!
 
-# Caddy (and Flower, when enabled) on the public port.
-export PORT WEB_INTERNAL_PORT
-export XDG_DATA_HOME="$DATA_DIR/caddy" XDG_CONFIG_HOME="$DATA_DIR/caddy"
-export CADDY_FLOWER_ROUTES="$PWD/deploy/no-flower.caddy"
-# Requests are buffered up to the body limit (a larger one goes on to get its 413).
-export CADDY_MAX_BUFFER="$(( ${MAX_BODY_BYTES:-1048576} + 1 ))"
+# HAProxy (and Flower, when enabled) on the public port. Its buffer holds a whole
+# request of MAX_BODY_BYTES plus headers (a larger one goes on to get its 413);
+# its connections are bounded so that its buffers stay within about 256 MB.
+PROXY_BUFSIZE="$(( ${MAX_BODY_BYTES:-1048576} + 16384 ))"
+PROXY_MAXCONN="$(( 268435456 / PROXY_BUFSIZE ))"
+[ "$PROXY_MAXCONN" -ge 64 ] || PROXY_MAXCONN=64
+[ "$PROXY_MAXCONN" -le 4096 ] || PROXY_MAXCONN=4096
+# HAProxy faces the internet: it gets only what its configuration reads, never the
+# secrets (REDIS_URL with its password, API keys, webhook secrets, STATUS_BASIC_AUTH).
+proxy_env=(PATH="$PATH" PORT="$PORT" WEB_INTERNAL_PORT="$WEB_INTERNAL_PORT"
+  PROXY_BUFSIZE="$PROXY_BUFSIZE" PROXY_MAXCONN="$PROXY_MAXCONN")
 if [ -n "${FLOWER_BASIC_AUTH:-}" ]; then
   case "$FLOWER_BASIC_AUTH" in
     ?*:?*) ;;
     *) log "FLOWER_BASIC_AUTH must look like user:password"; exit 2 ;;
   esac
   export FLOWER_PORT="${FLOWER_PORT:-5555}"
-  export FLOWER_USER="${FLOWER_BASIC_AUTH%%:*}"
-  # The password goes through stdin, never a command line (ps would show it).
-  # bcrypt cost 6 (about 4 ms a check), not caddy hash-password's 14 (about 1 s):
-  # every wrong password on the public port costs that much CPU, and the hash only
-  # ever lives in Caddy's environment, next to Flower's plain FLOWER_BASIC_AUTH.
-  FLOWER_PASSWORD_HASH="$(printf '%s\n' "${FLOWER_BASIC_AUTH#*:}" | python -c '
-import base64, sys, bcrypt
-password = sys.stdin.readline().rstrip("\n").encode()
-print(base64.b64encode(bcrypt.hashpw(password, bcrypt.gensalt(6))).decode())')" \
-    || { log "hashing the Flower password failed"; exit 2; }
-  export FLOWER_PASSWORD_HASH CADDY_FLOWER_ROUTES="$PWD/deploy/flower.caddy"
-  # Flower reads FLOWER_BASIC_AUTH from the environment (its own check behind Caddy's).
+  # HAProxy compares a SHA-256 digest of the Authorization header a browser sends for
+  # these credentials (a cheap check: a guess costs the proxy nothing, and the event
+  # loop never waits on a slow hash); Flower checks the password itself as well. The
+  # password goes through stdin, never a command line (ps would show it).
+  flower_digest="$(printf '%s\n' "$FLOWER_BASIC_AUTH" | python -c '
+import base64, hashlib, sys
+credentials = sys.stdin.readline().rstrip("\n").encode()
+print(hashlib.sha256(b"Basic " + base64.b64encode(credentials)).hexdigest().upper())')" \
+    || { log "digesting the Flower credentials failed"; exit 2; }
+  proxy_env+=(FLOWER_PORT="$FLOWER_PORT" FLOWER_AUTH_DIGEST="$flower_digest")
+  # Flower reads FLOWER_BASIC_AUTH from the environment (its own check behind HAProxy's).
   setsid celery -A app.worker flower --address=127.0.0.1 --port="$FLOWER_PORT" --url_prefix=flower &
   app_pids+=($!)
-  log "Flower enabled: http://localhost:${PORT}/flower/ (basic auth)"
+  log "Flower enabled: ${public_url}/flower/ (basic auth)"
 fi
-# Caddy starts once gunicorn listens: a request never meets a proxy without its
-# upstream (a 502, which would also log the request).
+# HAProxy starts once gunicorn listens: a request never meets a proxy without its
+# upstream (a 503, which would also log the request).
 for _ in $(seq 1 300); do
   (exec 3<>"/dev/tcp/127.0.0.1/${WEB_INTERNAL_PORT}") 2>/dev/null && break
   kill -0 "$web_pid" 2>/dev/null || break
   sleep 0.1
 done
-# Caddy faces the internet: it gets only what its configuration reads, never the
-# secrets (REDIS_URL with its password, API keys, webhook secrets, STATUS_BASIC_AUTH).
-caddy_env=(PATH="$PATH" HOME="${HOME:-/tmp}" PORT="$PORT" WEB_INTERNAL_PORT="$WEB_INTERNAL_PORT"
-  XDG_DATA_HOME="$XDG_DATA_HOME" XDG_CONFIG_HOME="$XDG_CONFIG_HOME"
-  CADDY_FLOWER_ROUTES="$CADDY_FLOWER_ROUTES" CADDY_MAX_BUFFER="$CADDY_MAX_BUFFER")
-if [ -n "${FLOWER_BASIC_AUTH:-}" ]; then
-  caddy_env+=(FLOWER_PORT="$FLOWER_PORT" FLOWER_USER="$FLOWER_USER" FLOWER_PASSWORD_HASH="$FLOWER_PASSWORD_HASH")
-fi
-setsid env -i "${caddy_env[@]}" caddy run --config deploy/Caddyfile --adapter caddyfile &
+setsid env -i "${proxy_env[@]}" haproxy -db -f deploy/haproxy.cfg &
 app_pids+=($!)
 
 on_signal() { stopping=1; }

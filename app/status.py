@@ -13,7 +13,7 @@ credentials.
 The page is on the public port (review 2026-12-03, findings 5, 7, 8):
 
 * failed logins are limited: ``FAILURES_PER_CLIENT`` a minute from one address (the
-  client Caddy saw), ``FAILURES_IN_ALL`` a minute from everyone; past either, 429
+  client the proxy saw), ``FAILURES_IN_ALL`` a minute from everyone; past either, 429
   without checking the password until the minute ends. Each failure is counted
   (``gateway_status_auth_failures_total``) and logged, sampled;
 * the replay token is HMAC(a random secret kept in Redis, company and hour), the
@@ -84,15 +84,16 @@ HEADERS = {
 
 
 def _client() -> str:
-    """The address of whoever asks: the one Caddy saw (it replaces X-Forwarded-For from
-    untrusted peers) when the request came through it, else the peer."""
+    """The address of whoever asks: the one the container's proxy saw (it sets
+    X-Forwarded-For to it, whatever the client sent) when the request came through it,
+    else the peer."""
     peer = request.remote_addr or ""
     forwarded = request.headers.get("X-Forwarded-For", "")
     try:
-        behind_caddy = ipaddress.ip_address(peer).is_loopback
+        behind_proxy = ipaddress.ip_address(peer).is_loopback
     except ValueError:
-        behind_caddy = False
-    if forwarded and behind_caddy:
+        behind_proxy = False
+    if forwarded and behind_proxy:
         peer = forwarded.rsplit(",", 1)[-1].strip()
     return peer[:64] or "unknown"
 

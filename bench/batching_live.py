@@ -6,7 +6,7 @@
 
 For each mode: a fresh redis-server, the local Chatwoot stand-in with an HTTP bot that
 takes ``--bot-seconds`` to answer (an LLM's pace), and start.sh booted as the
-container runs it (Caddy on $PORT, gunicorn, the default worker: a threads pool of
+container runs it (HAProxy on $PORT, gunicorn, the default worker: a threads pool of
 64 with its housekeeping), with the default window settings (window 10 s, max wait
 30 s, min 3 s, max 30 s) but ``BATCH_WINDOW_MODE``.
 

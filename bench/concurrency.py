@@ -5,7 +5,7 @@
 
 For each setting: a fresh redis-server (append-only, fsync always, as the embedded
 one), the local Chatwoot stand-in with an http bot that takes ``--bot-seconds`` to
-answer, and start.sh booted as the container runs it (Caddy on $PORT, gunicorn, the
+answer, and start.sh booted as the container runs it (HAProxy on $PORT, gunicorn, the
 Celery worker with its defaults unless the setting names a pool). ``--contacts``
 contacts each write one message at a random moment within ``--spread`` seconds,
 as signed ``message_created`` webhooks to the public port; ``BATCH_WINDOW_SECONDS``

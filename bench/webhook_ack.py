@@ -1,6 +1,12 @@
-"""Webhook acknowledgement: the gateway vs a bare Flask endpoint, same gunicorn, a C client.
+"""Webhook acknowledgement: the gateway vs baselines, same gunicorn, a C client.
 
     .venv/bin/python bench/webhook_ack.py [--seconds 5] [--connections 16] [--rounds 3]
+        [--targets bare seed gateway gateway-public] [--proxy]
+
+Targets: ``bare`` (Flask parsing the JSON and answering 202), ``seed`` (the seed's naive
+design: an RPUSH, an EXPIRE and a Celery publish per message, bench/seed_app.py),
+``gateway`` (its internal gunicorn port) and ``gateway-public`` (the same behind the
+container's HAProxy, as the public port runs).
 
 The load comes from ``wrk`` (Debian's package; ``make bench`` installs it), so
 the client does not take the cores the server needs, as a Python client did.
@@ -108,18 +114,27 @@ def main() -> None:
         "--window", type=float, default=2.0, help="BATCH_WINDOW_SECONDS (60: the worker idles during the run)"
     )
     parser.add_argument(
-        "--caddy",
+        "--proxy",
         action="store_true",
-        help="put Caddy with deploy/Caddyfile in front of both targets, as the container does",
+        help="put the container's proxy (deploy/haproxy.cfg) in front of every target",
+    )
+    parser.add_argument(
+        "--targets",
+        nargs="+",
+        default=["bare", "gateway"],
+        choices=["bare", "seed", "gateway", "gateway-public"],
+        help="seed: the seed's naive design (RPUSH + EXPIRE + a Celery publish); gateway-public:"
+        " the gateway behind the container's proxy",
     )
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp())
     rng = random.Random(12)
-    results: dict[str, list[tuple[float, float, float]]] = {"bare": [], "gateway": []}
+    results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in args.targets}
+    apps = {"bare": "bench.bare_app:app", "seed": "bench.seed_app:app"}
     for rnd in range(args.rounds):
-        for name in ("bare", "gateway"):
+        for index, name in enumerate(args.targets):
             requests = request_file(
-                folder, f"{name}{rnd}", args.per_round, (rnd * 2 + (name == "gateway")) * 10**6, rng
+                folder, f"{name}{rnd}", args.per_round, (rnd * len(args.targets) + index) * 10**6, rng
             )
             server = RedisServer(Path(tempfile.mkdtemp()))
             server.start()
@@ -134,14 +149,15 @@ def main() -> None:
                 "TEST_LOG_DIR": tempfile.mkdtemp(),
                 "PYTHONPATH": str(ROOT),
             }
+            gateway = name.startswith("gateway")
             worker = (
                 Worker(env, f"ack-{name}-{rnd}", housekeeping=True).start(server_client(server))
-                if name == "gateway"
+                if gateway
                 else None
             )
             port = free_port()
-            web = gunicorn("wsgi:app" if name == "gateway" else "bench.bare_app:app", port, env, args.workers)
-            front = caddy(port, env) if args.caddy else None
+            web = gunicorn("wsgi:app" if gateway else apps[name], port, env, args.workers)
+            front = proxy(port) if args.proxy or name == "gateway-public" else None
             target = front[1] if front else port
             try:
                 wait_http(f"http://127.0.0.1:{target}/healthz")
@@ -163,34 +179,39 @@ def main() -> None:
     print(
         f"wrk -t{args.threads} -c{args.connections} -d{args.seconds}s, rounds={args.rounds},"
         f" gunicorn workers={args.workers}, gateway with a solo worker beside it, window {args.window:g} s"
-        + (", Caddy in front of both" if args.caddy else "")
+        + (", the container's proxy in front of every target" if args.proxy else "")
     )
     print(f"{'':8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
     for name, (rps, p50, p99) in med.items():
         print(f"{name:8} {rps:8.0f} {p50:8.2f} {p99:8.2f}")
     for name, rows in results.items():
         print(f"  {name} rounds: " + ", ".join(f"{r[0]:.0f} req/s p99 {r[2]:.1f} ms" for r in rows))
-    (brps, _, bp99), (grps, _, gp99) = med["bare"], med["gateway"]
-    print(f"throughput ratio gateway/bare = {grps / brps:.2f}; p99 ratio gateway/bare = {gp99 / bp99:.2f}")
+    baseline = "seed" if "seed" in med else args.targets[0]
+    for name in med:
+        if name != baseline:
+            print(
+                f"throughput ratio {name}/{baseline} = {med[name][0] / med[baseline][0]:.2f};"
+                f" p99 ratio {med[name][2] / med[baseline][2]:.2f}"
+            )
 
 
-def caddy(upstream: int, env: dict[str, str]) -> tuple[subprocess.Popen, int]:
-    """Caddy with the container's Caddyfile in front of ``upstream``; (process, its port)."""
+def proxy(upstream: int) -> tuple[subprocess.Popen, int]:
+    """The container's HAProxy (deploy/haproxy.cfg, start.sh's settings) in front of
+    ``upstream``, once it listens; (process, its port)."""
+    wait_http(f"http://127.0.0.1:{upstream}/healthz")
     port = free_port()
-    folder = tempfile.mkdtemp()
-    front_env = {
-        **env,
+    bufsize = 1024 * 1024 + 16384
+    env = {
+        "PATH": os.environ["PATH"],
         "PORT": str(port),
         "WEB_INTERNAL_PORT": str(upstream),
-        "CADDY_FLOWER_ROUTES": str(ROOT / "deploy" / "no-flower.caddy"),
-        "CADDY_MAX_BUFFER": str(1024 * 1024 + 1),
-        "XDG_DATA_HOME": folder,
-        "XDG_CONFIG_HOME": folder,
+        "PROXY_BUFSIZE": str(bufsize),
+        "PROXY_MAXCONN": str(268435456 // bufsize),
     }
     proc = subprocess.Popen(
-        ["caddy", "run", "--config", "deploy/Caddyfile", "--adapter", "caddyfile"],
+        ["haproxy", "-db", "-f", "deploy/haproxy.cfg"],
         cwd=ROOT,
-        env=front_env,
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

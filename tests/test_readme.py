@@ -43,7 +43,7 @@ def test_the_readmes_try_it_block_works_as_written(tmp_path) -> None:  # type: i
     proc = boot_start_sh({}, log, script=copy / "start.sh")
     try:
         wait_for(lambda: (copy / "data" / "webhook_token").exists() or proc.poll() is not None, timeout=40)
-        wait_for(lambda: not _free(8080) or proc.poll() is not None, timeout=40)  # Caddy, last to start
+        wait_for(lambda: not _free(8080) or proc.poll() is not None, timeout=40)  # the proxy, last to start
         assert proc.poll() is None, log.read_text()[-3000:]
         done = subprocess.run(
             ["bash", "-euo", "pipefail", "-c", _try_it_block()],

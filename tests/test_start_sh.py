@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import re
@@ -89,7 +90,7 @@ def _container_env(redis_url: str, stand: Stand, tmp_path: Path, **extra: str) -
     env = {
         "REDIS_URL": redis_url,
         "PORT": str(port),
-        "WEB_INTERNAL_PORT": str(free_port()),  # gunicorn, behind Caddy
+        "WEB_INTERNAL_PORT": str(free_port()),  # gunicorn, behind the proxy
         "DATA_DIR": str(tmp_path / "data"),
         "CHATWOOT_BASE_URL": stand.url,
         "CHATWOOT_API_TOKEN": "cw-token",
@@ -206,7 +207,7 @@ def test_start_sh_exits_when_a_child_dies(redis_url, rdb, tmp_path):
     env = {
         "REDIS_URL": redis_url,
         "PORT": str(port),
-        "WEB_INTERNAL_PORT": str(free_port()),  # gunicorn, behind Caddy
+        "WEB_INTERNAL_PORT": str(free_port()),  # gunicorn, behind the proxy
         "DATA_DIR": str(tmp_path / "data"),
         "WEBHOOK_TOKEN": "t",
     }
@@ -235,7 +236,7 @@ def test_embedded_redis_default_prints_a_ready_url_and_keeps_replies(tmp_path):
     data = tmp_path / "data"
     env = {
         "PORT": str(port),
-        "WEB_INTERNAL_PORT": str(free_port()),  # gunicorn, behind Caddy
+        "WEB_INTERNAL_PORT": str(free_port()),  # gunicorn, behind the proxy
         "DATA_DIR": str(data),
         "EMBEDDED_REDIS_PORT": str(redis_port),
         "BATCH_WINDOW_SECONDS": "0.5",
@@ -377,32 +378,29 @@ def test_flower_behind_basic_auth_on_the_public_port(redis_url, rdb, stand: Stan
         wait_for(lambda: stand.replies(85), timeout=15)
         ps = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout
         assert "fl0wer-pass" not in ps  # the password is on no command line
-        # A wrong password costs a bcrypt check of the hash Caddy holds: cost 6 (about
-        # 4 ms), not 14 (about 1 s: two guesses a second would saturate two cores).
+        # The proxy holds a digest of the Authorization header, not the password: a guess
+        # costs it a SHA-256, never a slow hash in its one event loop.
         mine = _groups(proc.pid)
-        caddy = next(
-            pid for pid, _pp, pgid, args in _processes() if pgid in mine and args.startswith("caddy run")
+        proxy = next(
+            pid for pid, _pp, pgid, args in _processes() if pgid in mine and args.startswith("haproxy ")
         )
         environ = dict(
             item.split("=", 1)
-            for item in Path(f"/proc/{caddy}/environ").read_text().split("\0")
+            for item in Path(f"/proc/{proxy}/environ").read_text().split("\0")
             if "=" in item
         )
-        assert base64.b64decode(environ["FLOWER_PASSWORD_HASH"]).startswith(b"$2b$06$")
+        expected = "Basic " + base64.b64encode(b"ops:fl0wer-pass").decode()
+        assert environ["FLOWER_AUTH_DIGEST"] == hashlib.sha256(expected.encode()).hexdigest().upper()
         # The internet-facing process holds no secret (review 2026-12-03, finding 12):
         # only what its configuration reads.
         assert set(environ) <= {
             "PATH",
-            "HOME",
             "PORT",
             "WEB_INTERNAL_PORT",
-            "XDG_DATA_HOME",
-            "XDG_CONFIG_HOME",
-            "CADDY_FLOWER_ROUTES",
-            "CADDY_MAX_BUFFER",
+            "PROXY_BUFSIZE",
+            "PROXY_MAXCONN",
             "FLOWER_PORT",
-            "FLOWER_USER",
-            "FLOWER_PASSWORD_HASH",
+            "FLOWER_AUTH_DIGEST",
         }, sorted(environ)
         secrets_held = "\0".join(environ.values())
         for secret in (
@@ -437,7 +435,7 @@ def test_start_sh_refuses_a_bad_process_count_naming_it(redis_url, stand: Stand,
 @pytest.mark.parametrize(
     ("missing", "hint"),
     [
-        ("caddy", "apt-get install caddy"),
+        ("haproxy", "apt-get install haproxy"),
         ("gunicorn", "requirements are not installed"),
         ("redis-server", "REDIS_URL"),
     ],
@@ -503,8 +501,9 @@ def _closed_by_server(sock: socket.socket) -> bool:
 
 def test_slow_clients_cannot_starve_the_web_and_a_boot_has_no_502(redis_url, rdb, stand: Stand, tmp_path):
     """Thirty connections that trickle their headers (no credentials needed) would hold
-    gunicorn's two sync workers; Caddy holds them instead, and drops them after its
-    header timeout. From its first answer on, the public port never answers 502."""
+    gunicorn's two sync workers; the proxy holds them instead, and drops them once its
+    request timeout (10 s) passes. From its first answer on, the public port never
+    answers 502 or 503."""
     stand.reset()
     env, port = _container_env(redis_url, stand, tmp_path, WEB_CONCURRENCY="2")
     log = tmp_path / "start.log"
@@ -522,7 +521,7 @@ def test_slow_clients_cannot_starve_the_web_and_a_boot_has_no_502(redis_url, rdb
                 break
             time.sleep(0.02)
         assert proc.poll() is None and _ready(url), log.read_text()[-3000:]
-        assert 502 not in statuses, statuses
+        assert 502 not in statuses and 503 not in statuses, statuses
         opened = time.monotonic()
         slow = [_slow_client(port) for _ in range(30)]
         time.sleep(1.0)
@@ -537,7 +536,7 @@ def test_slow_clients_cannot_starve_the_web_and_a_boot_has_no_502(redis_url, rdb
         assert answer.status_code == 202, answer.text
         assert time.monotonic() - started < 2.0
         wait_for(lambda: stand.replies(86), timeout=15)
-        time.sleep(max(0.0, opened + 11.5 - time.monotonic()))  # Caddy's read_header timeout is 10 s
+        time.sleep(max(0.0, opened + 11.5 - time.monotonic()))  # timeout http-request is 10 s
         assert all(_closed_by_server(sock) for sock in slow)
         for sock in slow:
             sock.close()
@@ -582,22 +581,20 @@ def _logged(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen
 
 
 def test_the_proxy_logs_no_token_when_its_upstream_is_down(tmp_path):
-    """Caddy logs a request it could not pass on (a 502) with its URI and headers: the
-    ?token= value, X-Webhook-Token and Authorization are masked."""
+    """The proxy logs a request it could not pass on (a 503) with its path only: no
+    ?token= value, X-Webhook-Token or Authorization."""
     port = free_port()
     env = {
-        **os.environ,
+        "PATH": os.environ["PATH"],
         "PORT": str(port),
         "WEB_INTERNAL_PORT": str(free_port()),  # nothing listens there
-        "CADDY_FLOWER_ROUTES": str(ROOT / "deploy" / "no-flower.caddy"),
-        "CADDY_MAX_BUFFER": "1048577",
-        "XDG_DATA_HOME": str(tmp_path),
-        "XDG_CONFIG_HOME": str(tmp_path),
+        "PROXY_BUFSIZE": "1064960",
+        "PROXY_MAXCONN": "252",
     }
-    log = tmp_path / "caddy.log"
-    caddy = _logged(["caddy", "run", "--config", "deploy/Caddyfile", "--adapter", "caddyfile"], env, log)
+    log = tmp_path / "proxy.log"
+    proxy = _logged(["haproxy", "-db", "-f", "deploy/haproxy.cfg"], env, log)
     try:
-        wait_for(lambda: _status(f"http://127.0.0.1:{port}/healthz") == 502, timeout=20)
+        wait_for(lambda: _status(f"http://127.0.0.1:{port}/healthz") == 503, timeout=20)
         headers = {"X-Webhook-Token": "header-secret-1", "Authorization": "Bearer metrics-secret-2"}
         answer = requests.post(
             f"http://127.0.0.1:{port}/webhook/chatwoot/default?token=query-secret-3&x=1",
@@ -605,13 +602,13 @@ def test_the_proxy_logs_no_token_when_its_upstream_is_down(tmp_path):
             headers=headers,
             timeout=5,
         )
-        assert answer.status_code == 502
+        assert answer.status_code == 503
         time.sleep(0.5)
     finally:
-        caddy.terminate()
-        caddy.wait(timeout=10)
+        proxy.terminate()
+        proxy.wait(timeout=10)
     text = log.read_text()
-    assert "token=REDACTED" in text  # the request was logged, masked
+    assert '"POST /webhook/chatwoot/default" 503' in text, text  # the request was logged, its path only
     for secret in ("header-secret-1", "metrics-secret-2", "query-secret-3"):
         assert secret not in text
 
@@ -667,3 +664,31 @@ def test_the_entrypoint_hands_a_root_owned_volume_to_the_user_and_drops_root(tmp
         assert data.stat().st_mode & 0o077 == 0
     finally:
         shutil.rmtree(base)
+
+
+def test_the_proxy_passes_a_body_up_to_the_limit_and_the_app_refuses_a_larger_one(
+    redis_url, stand: Stand, tmp_path
+):
+    """The proxy's buffer is sized from MAX_BODY_BYTES: a body at the limit reaches the app
+    whole; a larger one is passed on and gets the app's 413 naming the limit."""
+    stand.reset()
+    env, port = _container_env(redis_url, stand, tmp_path, MAX_BODY_BYTES="200000")
+    log = tmp_path / "start.log"
+    proc = _boot(env, log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _ready(url) or proc.poll() is not None, timeout=40)
+        near = cw.message("x" * 100, 87)
+        near["padding"] = "p" * (199_000 - len(json.dumps(near)))
+        body = json.dumps(near).encode()
+        answer = requests.post(
+            f"{url}/webhook/chatwoot/default", data=body, headers=signed_headers(body), timeout=10
+        )
+        assert answer.status_code == 202, answer.text
+        big = json.dumps({**near, "padding": "p" * 300_000}).encode()
+        refused = requests.post(
+            f"{url}/webhook/chatwoot/default", data=big, headers=signed_headers(big), timeout=10
+        )
+        assert refused.status_code == 413 and "200000" in refused.json()["reason"], refused.text
+    finally:
+        _stop(proc, log)

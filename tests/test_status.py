@@ -151,7 +151,7 @@ def test_failed_logins_are_limited_per_address_and_in_all_counted_and_logged(
     web = _web(redis_url)
     wrong = 'gateway_status_auth_failures_total{reason="wrong_credentials"}'
     before = _sample(web, wrong)
-    attacker = {"X-Forwarded-For": "203.0.113.7"}  # what Caddy puts there (it is the loopback peer)
+    attacker = {"X-Forwarded-For": "203.0.113.7"}  # what the proxy puts there (it is the loopback peer)
     for _ in range(10):
         assert web.get("/status", headers=_basic("ops", "guess", **attacker)).status_code == 401
     throttled = web.get("/status", headers=_basic("ops", "st4tus-pass", **attacker))
