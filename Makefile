@@ -80,6 +80,7 @@ bench: $(STAMP) system-deps bench-deps
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/batching_live.py --cold --modes smart learned
 	$(BIN)/python bench/e2e_overhead.py --messages 150 --window 0.5
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/webhook_ack.py --seconds 5 --connections 16 --rounds 3
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/webhook_ack.py --targets seed bare gateway gateway-public --rounds 3
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/drain_rate.py --conversations 1000
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/scale_out.py --conversations 200
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/footprint.py
