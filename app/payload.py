@@ -22,6 +22,7 @@ Only what the bot and the reply need is kept: the stored form
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from dataclasses import asdict, dataclass, field
@@ -50,6 +51,9 @@ _ATTACHMENT_TEXT_FIELDS = ("file_type", "data_url", "thumb_url", "fallback_title
 _CONTACT_FIELDS = ("id", "name", "phone_number", "email", "identifier")
 _CARD_NAME_FIELDS = ("firstName", "lastName", "formattedName")
 BOT_SENDER_TYPES = ("user", "agent_bot", "captain_assistant")
+MAX_CONTENT_CHARS = 16_384  # four WhatsApp messages' worth; longer content is cut (TRUNCATED)
+TRUNCATED = " […]"
+MAX_ATTACHMENTS = 10
 # Conversation events that carry its status and assignee (Conversation#webhook_data):
 # each is a status change but conversation_updated, which is one only when its
 # changed_attributes name the status.
@@ -313,11 +317,24 @@ def _attachment(item: dict[str, Any]) -> Attachment:
 
 
 def _attachments(raw: Any) -> tuple[Attachment, ...]:
+    """At most ``MAX_ATTACHMENTS`` (WhatsApp sends one per message; Chatwoot's own
+    uploads allow a few): whoever can post a webhook cannot make a message carry
+    thousands of media addresses."""
     if not isinstance(raw, list):
         return ()
-    return tuple(
+    found = (
         _attachment(item) for item in raw if isinstance(item, dict) and isinstance(item.get("file_type"), str)
     )
+    return tuple(itertools.islice(found, MAX_ATTACHMENTS))
+
+
+def _capped(content: str) -> str:
+    """The content as kept in Redis: at most ``MAX_CONTENT_CHARS`` characters (WhatsApp's
+    own limit is 4,096; the body limit, 1 MB, would let one message take a megabyte of
+    the shared Redis, in its queue and again in a dead letter)."""
+    if len(content) <= MAX_CONTENT_CHARS:
+        return content
+    return content[: MAX_CONTENT_CHARS - len(TRUNCATED)] + TRUNCATED
 
 
 def _timestamp(value: Any) -> int | None:
@@ -419,7 +436,7 @@ def _message(body: dict[str, Any], received_at: float) -> StoredMessage | Ignore
         id=message_id,
         conversation_id=conversation_id,
         account_id=account_id,
-        content=content,
+        content=_capped(content),
         received_at=received_at,
         created_at=_timestamp(body.get("created_at")),
         inbox_id=inbox_id,

@@ -160,3 +160,22 @@ def test_a_lone_surrogate_anywhere_in_the_body_becomes_a_replacement_character()
     assert decode_body(raw)["status"] == "resolved\ufffd"
     paired = json.dumps({"content": "\U0001f600"}).encode()  # an emoji as two escapes: kept
     assert decode_body(paired) == {"content": "\U0001f600"}
+
+
+def test_a_message_keeps_at_most_max_content_chars_and_max_attachments() -> None:
+    """Security review 2026-12-03, finding 4: the body limit (1 MB) let one message take a
+    megabyte of the shared Redis, in its queue and again in a dead letter; and a message
+    could carry any number of media addresses."""
+    from app.payload import MAX_ATTACHMENTS, MAX_CONTENT_CHARS, TRUNCATED
+
+    body = cw.message("x" * 500_000, 42)
+    body["attachments"] = [
+        {"file_type": "image", "data_url": f"https://chatwoot.example/{n}.jpg"} for n in range(50)
+    ]
+    parsed = parse_webhook(body, 0.0)
+    assert isinstance(parsed, StoredMessage)
+    assert len(parsed.content) == MAX_CONTENT_CHARS and parsed.content.endswith(TRUNCATED)
+    assert len(parsed.attachments) == MAX_ATTACHMENTS
+    assert len(parsed.to_json()) < 20_000
+    whatsapp = parse_webhook(cw.message("y" * 4096, 42), 0.0)
+    assert isinstance(whatsapp, StoredMessage) and whatsapp.content == "y" * 4096  # untouched
