@@ -233,7 +233,8 @@ def handle(gateway, config, parsed, delivery: str | None, ordered: bool = False)
     # takeover). A message's delivery is marked by ENQUEUE with the message; any other
     # event's once it is applied (a failure half-way lets Chatwoot's retry in).
     marker = keys.seen_delivery(company, delivery) if delivery else None
-    if marker and gateway.redis.exists(marker):
+    # (A message's own path checks its delivery in ENQUEUE: no extra round trip there.)
+    if marker and not isinstance(parsed, StoredMessage) and gateway.redis.exists(marker):
         return 200, {"status": "ignored", "reason": "duplicate delivery or message"}
     early = _conversation_event(gateway, config, parsed)
     if early is not None:
