@@ -51,7 +51,7 @@ _ATTACHMENT_TEXT_FIELDS = ("file_type", "data_url", "thumb_url", "fallback_title
 _CONTACT_FIELDS = ("id", "name", "phone_number", "email", "identifier")
 _CARD_NAME_FIELDS = ("firstName", "lastName", "formattedName")
 BOT_SENDER_TYPES = ("user", "agent_bot", "captain_assistant")
-MAX_CONTENT_CHARS = 16_384  # four WhatsApp messages' worth; longer content is cut (TRUNCATED)
+MAX_CONTENT_CHARS = 131_072  # a 100 KB message is still answered whole; longer is cut (TRUNCATED)
 TRUNCATED = " […]"
 MAX_ATTACHMENTS = 10
 # Conversation events that carry its status and assignee (Conversation#webhook_data):
@@ -330,8 +330,9 @@ def _attachments(raw: Any) -> tuple[Attachment, ...]:
 
 def _capped(content: str) -> str:
     """The content as kept in Redis: at most ``MAX_CONTENT_CHARS`` characters (WhatsApp's
-    own limit is 4,096; the body limit, 1 MB, would let one message take a megabyte of
-    the shared Redis, in its queue and again in a dead letter)."""
+    own limit is 4,096, other channels' text is longer, and a 100 KB message is answered
+    whole; the body limit alone, 1 MB, would let one message take a megabyte of the
+    shared Redis, in its queue and again in a dead letter)."""
     if len(content) <= MAX_CONTENT_CHARS:
         return content
     return content[: MAX_CONTENT_CHARS - len(TRUNCATED)] + TRUNCATED
