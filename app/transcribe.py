@@ -268,7 +268,9 @@ class Transcriber:
                 audio, content_type = self._fetch(media_url, end)
                 return self._ask(media_url, audio, content_type, end)
             except TranscriptionError:
-                if watch.fired:
+                # The watchdog, or a read's own timeout set to the time left, whichever
+                # came first: either way the deadline is what ended it.
+                if watch.fired or time.monotonic() >= end - 0.05:
                     raise TranscriptionError(f"the voice note took over {limit:g} s: given up") from None
                 raise
 
