@@ -194,6 +194,20 @@ def outbox(company: str | None, limit: int) -> None:
         click.echo(raw)
 
 
+@cli.command("hash-password")
+@click.option("--cost", type=click.IntRange(4, 15), default=12, show_default=True)
+def hash_password(cost: int) -> None:
+    """Read a password on standard input; print its bcrypt hash, for STATUS_BASIC_AUTH
+    (user:<hash>): the environment then holds no password."""
+    import bcrypt
+
+    password = sys.stdin.readline().rstrip("\n")
+    if not password:
+        click.echo("no password on standard input", err=True)
+        sys.exit(2)
+    click.echo(bcrypt.hashpw(password.encode(), bcrypt.gensalt(cost)).decode())
+
+
 @cli.command("replay-dead-letters")
 @company_option
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="only the oldest N")

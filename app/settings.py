@@ -437,7 +437,8 @@ class Settings:
                 " company and its volumes); set one and give it to Prometheus (bearer token)"
             )
         password = (self.status_basic_auth or "").partition(":")[2]
-        if self.status_basic_auth and len(password) < STATUS_PASSWORD_MIN_CHARS:
+        hashed = re.match(r"^\$2[aby]\$", password) is not None
+        if self.status_basic_auth and not hashed and len(password) < STATUS_PASSWORD_MIN_CHARS:
             found.append(
                 f"STATUS_BASIC_AUTH's password has {len(password)} characters: /status is on the public"
                 f" port; use at least {STATUS_PASSWORD_MIN_CHARS} (failed logins are limited to 10 a minute"

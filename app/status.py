@@ -31,6 +31,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import re
 import secrets
 import time
 from html import escape
@@ -168,7 +169,7 @@ def _authenticate():  # type: ignore[no-untyped-def]
     ok = (
         given.type == "basic"
         and hmac.compare_digest((given.username or "").encode(), credentials[0].encode())
-        and hmac.compare_digest((given.password or "").encode(), credentials[1].encode())
+        and _password_ok(given.password or "", credentials[1])
     )
     if not ok:
         _count_failure(client, address)
@@ -176,6 +177,37 @@ def _authenticate():  # type: ignore[no-untyped-def]
         _failure_lines.log(logging.WARNING, "wrong", "status page: wrong credentials client=%s", address)
         return Response("status page: credentials required (STATUS_BASIC_AUTH)", 401, challenge)
     return None
+
+
+_BCRYPT = re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
+_VERIFIED_SECONDS = 300.0
+_verified: dict[bytes, float] = {}  # digest of a password checked against the hash -> when
+
+
+def is_bcrypt(stored: str) -> bool:
+    """Is STATUS_BASIC_AUTH's password a bcrypt hash (``python -m app hash-password``)?"""
+    return bool(_BCRYPT.match(stored))
+
+
+def _password_ok(given: str, stored: str) -> bool:
+    """The given password against STATUS_BASIC_AUTH's: a bcrypt hash is checked with
+    bcrypt (a good password is then remembered, as a digest, for five minutes in this
+    process: the page refreshes every 30 s and each request carries the password);
+    a plain one is compared in constant time."""
+    if not is_bcrypt(stored):
+        return hmac.compare_digest(given.encode(), stored.encode())
+    key = hashlib.sha256(f"{stored}\0{given}".encode()).digest()
+    now = time.monotonic()
+    if now - _verified.get(key, -_VERIFIED_SECONDS) < _VERIFIED_SECONDS:
+        return True
+    import bcrypt
+
+    if not bcrypt.checkpw(given.encode(), stored.encode()):
+        return False
+    if len(_verified) > 100:
+        _verified.clear()
+    _verified[key] = now
+    return True
 
 
 def _page(title: str, body: str) -> Response:

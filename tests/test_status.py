@@ -281,3 +281,35 @@ def test_conversations_link_to_their_page_in_chatwoot(redis_url: str, rdb: redis
     assert "in Chatwoot" not in dry.get("/status", headers=AUTH).get_data(
         as_text=True
     )  # no Chatwoot: no link
+
+
+def test_the_status_password_may_be_a_bcrypt_hash(redis_url: str, rdb: redis.Redis) -> None:
+    """Review 2026-12-03, finding 5: the environment need not hold the password. A hash
+    from `python -m app hash-password` is checked with bcrypt (a good password is then
+    remembered for five minutes, so the page's 30 s refresh does not pay bcrypt each time)."""
+    import subprocess
+    import sys
+
+    from app import status
+    from app.settings import load_settings
+    from tests.support import ROOT
+
+    made = subprocess.run(
+        [sys.executable, "-m", "app", "hash-password", "--cost", "4"],
+        input="a-long-status-pass\n",
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+    )
+    hashed = made.stdout.strip()
+    assert made.returncode == 0 and status.is_bcrypt(hashed) and "a-long-status-pass" not in hashed
+    env = base_env(redis_url, "http://127.0.0.1:9", STATUS_BASIC_AUTH=f"ops:{hashed}", METRICS_TOKEN="m" * 32)
+    web = make_client(env)
+    status._verified.clear()
+    good = {"Authorization": "Basic " + base64.b64encode(b"ops:a-long-status-pass").decode()}
+    assert web.get("/status", headers=good).status_code == 200
+    assert len(status._verified) == 1  # remembered, as a digest
+    assert web.get("/status", headers=_basic("ops", "wrong")).status_code == 401
+    assert web.get("/status", headers=_basic("ops", hashed)).status_code == 401  # the hash is no password
+    assert load_settings(env).warnings() == []  # a hash: no short-password warning
