@@ -42,6 +42,7 @@ BOT_BACKENDS = ("echo", "http", "openai", "python")
 INTEGRATIONS = ("agent_bot", "webhook")
 WINDOW_MODES = ("fixed", "sliding", "learned", "smart")
 STATUS_PASSWORD_MIN_CHARS = 16
+_BCRYPT = re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
 _COMPANY_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _HANDLER = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
@@ -107,6 +108,11 @@ def _one_of(choices: tuple[str, ...]) -> Callable[[str, str], str]:
         return value
 
     return parse
+
+
+def is_bcrypt(stored: str) -> bool:
+    """Is STATUS_BASIC_AUTH's password a bcrypt hash (``python -m app hash-password``)?"""
+    return bool(_BCRYPT.match(stored))
 
 
 def _user_password(name: str, raw: str) -> str:
@@ -437,8 +443,7 @@ class Settings:
                 " company and its volumes); set one and give it to Prometheus (bearer token)"
             )
         password = (self.status_basic_auth or "").partition(":")[2]
-        hashed = re.match(r"^\$2[aby]\$", password) is not None
-        if self.status_basic_auth and not hashed and len(password) < STATUS_PASSWORD_MIN_CHARS:
+        if self.status_basic_auth and not is_bcrypt(password) and len(password) < STATUS_PASSWORD_MIN_CHARS:
             found.append(
                 f"STATUS_BASIC_AUTH's password has {len(password)} characters: /status is on the public"
                 f" port; use at least {STATUS_PASSWORD_MIN_CHARS} (failed logins are limited to 10 a minute"

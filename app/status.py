@@ -31,7 +31,6 @@ import hmac
 import ipaddress
 import json
 import logging
-import re
 import secrets
 import time
 from html import escape
@@ -48,7 +47,7 @@ from app.logs import Sampled
 from app.metrics import STATUS_AUTH_FAILURES, Stat
 from app.ops import busiest, conversation_state, in_the_last
 from app.redis_client import redis_now
-from app.settings import CompanyConfig
+from app.settings import CompanyConfig, is_bcrypt
 
 __all__ = ["bp"]
 
@@ -112,20 +111,28 @@ def _count_failure(client: redis.Redis, address: str) -> None:
     pipe.execute()
 
 
-def _token(client: redis.Redis, company: str, hour: int | None = None) -> str:
-    """The replay form's token for ``company`` in ``hour`` (this one by default)."""
+def _secret(client: redis.Redis) -> str:
+    """The random secret replay tokens are derived from, made on first use."""
     secret = client.get(keys.status_secret())
     if secret is None:
         client.set(keys.status_secret(), secrets.token_hex(32), nx=True)
         secret = client.get(keys.status_secret()) or ""
-    hour = int(time.time() // 3600) if hour is None else hour
+    return secret
+
+
+def _sign(secret: str, company: str, hour: int) -> str:
     return hmac.new(secret.encode(), f"replay:{company}:{hour}".encode(), hashlib.sha256).hexdigest()[:32]
 
 
+def _token(client: redis.Redis, company: str, hour: int | None = None) -> str:
+    """The replay form's token for ``company`` in ``hour`` (this one by default)."""
+    return _sign(_secret(client), company, int(time.time() // 3600) if hour is None else hour)
+
+
 def _token_ok(client: redis.Redis, company: str, given: str) -> bool:
-    now = int(time.time() // 3600)
+    secret, now = _secret(client), int(time.time() // 3600)
     return any(
-        hmac.compare_digest(given.encode(), _token(client, company, now - back).encode())
+        hmac.compare_digest(given.encode(), _sign(secret, company, now - back).encode())
         for back in range(TOKEN_HOURS)
     )
 
@@ -179,14 +186,8 @@ def _authenticate():  # type: ignore[no-untyped-def]
     return None
 
 
-_BCRYPT = re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
 _VERIFIED_SECONDS = 300.0
 _verified: dict[bytes, float] = {}  # digest of a password checked against the hash -> when
-
-
-def is_bcrypt(stored: str) -> bool:
-    """Is STATUS_BASIC_AUTH's password a bcrypt hash (``python -m app hash-password``)?"""
-    return bool(_BCRYPT.match(stored))
 
 
 def _password_ok(given: str, stored: str) -> bool:

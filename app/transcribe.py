@@ -43,7 +43,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from urllib.parse import urljoin, urlparse
+from urllib.parse import ParseResult, urljoin, urlparse
 
 import requests
 import requests.adapters
@@ -115,10 +115,13 @@ class Origins:
         return False
 
 
+def _port(parsed: ParseResult) -> int:
+    return parsed.port or (443 if parsed.scheme == "https" else 80)
+
+
 def _origin(url: str) -> str:
     parsed = urlparse(url)
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    return f"{(parsed.hostname or '').lower()}:{port}"
+    return f"{(parsed.hostname or '').lower()}:{_port(parsed)}"
 
 
 # -- the deadline: a watchdog that shuts the sockets of the fetch in progress ---------
@@ -325,8 +328,7 @@ class Transcriber:
             parsed = urlparse(url)
             if parsed.scheme not in ("http", "https") or not parsed.hostname:
                 raise TranscriptionError("the voice note has no http(s) address")
-            port = parsed.port or (443 if parsed.scheme == "https" else 80)
-            if self._origins.only_trusted and not self._origins.trusts(parsed.hostname, port):
+            if self._origins.only_trusted and not self._origins.trusts(parsed.hostname, _port(parsed)):
                 raise TranscriptionError(f"{parsed.hostname} is not in MEDIA_ALLOWED_HOSTS: not fetched")
             left = end - time.monotonic()
             if left <= 0:
