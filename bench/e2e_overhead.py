@@ -19,8 +19,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from app import create_app  # noqa: E402
 from app.settings import load_settings  # noqa: E402
+from app.web import create_app  # noqa: E402
 from bench.stack import local_stack  # noqa: E402
 from tests import chatwoot_payloads as cw  # noqa: E402
 from tests.conftest import signed_headers  # noqa: E402

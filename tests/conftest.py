@@ -11,13 +11,14 @@ from typing import Any
 import pytest
 import redis
 
-from app import create_app, keys
+from app import keys
 from app.bots import EchoBot
 from app.chatwoot import DryRunOutbox
 from app.drain import Drainer
 from app.scripts import Scripts
 from app.settings import load_settings
 from app.signature import sign
+from app.web import create_app
 from tests.support import ROOT, RedisServer, Stand, Worker
 
 SECRET = "whsec-test-secret"
