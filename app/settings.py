@@ -25,6 +25,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode, urlparse, urlunparse
@@ -36,11 +37,45 @@ from app.logs import mask_secrets
 if TYPE_CHECKING:
     from app.payload import StoredMessage
 
-__all__ = ["CompanyConfig", "ConfigError", "Settings", "load_settings"]
+__all__ = [
+    "BotBackend",
+    "CompanyConfig",
+    "ConfigError",
+    "Integration",
+    "Settings",
+    "WindowMode",
+    "load_settings",
+]
 
-BOT_BACKENDS = ("echo", "http", "openai", "python")
-INTEGRATIONS = ("agent_bot", "webhook")
-WINDOW_MODES = ("fixed", "sliding", "learned", "smart")
+
+class WindowMode(StrEnum):
+    """BATCH_WINDOW_MODE: how a batch's quiet period is chosen (docs/batching.md)."""
+
+    FIXED = "fixed"
+    SLIDING = "sliding"
+    LEARNED = "learned"
+    SMART = "smart"
+
+
+class BotBackend(StrEnum):
+    """BOT_BACKEND: how the bot is asked (app/bots.py)."""
+
+    ECHO = "echo"
+    HTTP = "http"
+    OPENAI = "openai"
+    PYTHON = "python"
+
+
+class Integration(StrEnum):
+    """CHATWOOT_INTEGRATION: an Agent Bot inbox, or an account webhook (docs/chatwoot-setup.md)."""
+
+    AGENT_BOT = "agent_bot"
+    WEBHOOK = "webhook"
+
+
+BOT_BACKENDS = tuple(BotBackend)
+INTEGRATIONS = tuple(Integration)
+WINDOW_MODES = tuple(WindowMode)
 STATUS_PASSWORD_MIN_CHARS = 16
 _BCRYPT = re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
 _COMPANY_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")

@@ -3,11 +3,14 @@ Redis, with a webhook landing exactly where a race would put it."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import redis
 
 from app import keys
+from app.drain.due import release_if_empty
+from app.drain.run import RunContext
 from app.intake import accept
 from app.payload import StoredMessage
 from app.redis_client import redis_now
@@ -24,17 +27,15 @@ def test_a_message_landing_between_the_empty_check_and_the_release_is_not_strand
     first = StoredMessage(1, "42", 1, "first", received_at=time.time() - 5)
     rdb.rpush(keys.queue("default", "42"), first.to_json())
     landed: list[object] = []
-    release = drainer._release_if_empty
 
-    def webhook_lands_before_the_release() -> bool:
+    def webhook_lands_before_the_release(ctx: RunContext) -> bool:
         if not landed:  # the drainer has answered everything it saw and goes to release...
             assert not rdb.llen(keys.queue("default", "42"))
             second = StoredMessage(2, "42", 1, "second", received_at=time.time())
             landed.append(accept(rdb, scripts, settings, company, second, None))  # ...and B arrives
-        return release()
+        return release_if_empty(ctx)
 
-    drainer._release_if_empty = webhook_lands_before_the_release  # type: ignore[method-assign]
-    outcome = drainer.run()
+    outcome = dataclasses.replace(drainer, release=webhook_lands_before_the_release).run()
     accepted = landed[0]
     assert accepted.result.status == "queued" and accepted.result.holder.startswith("T1#")  # a live run
     assert outcome == "deferred"  # the release saw the message; its batch is due in a second

@@ -20,7 +20,7 @@ import redis
 from app import keys
 from app.bots import BotReply, EchoBot
 from app.chatwoot import DryRunOutbox
-from app.drain import Drainer
+from app.drain import Drainer, drain, post
 from app.errors import BotError
 from app.ledger import ATTEMPTS, ERROR, Ledger
 from app.payload import StoredMessage
@@ -213,7 +213,9 @@ class FailingBot:
         raise BotError("bot answered 503")
 
 
-def test_a_run_that_dies_after_posting_the_fallback_never_repeats_it(redis_url: str, rdb: redis.Redis):
+def test_a_run_that_dies_after_posting_the_fallback_never_repeats_it(
+    redis_url: str, rdb: redis.Redis, monkeypatch: pytest.MonkeyPatch
+):
     """Review finding 12: the bot failed and BOT_FALLBACK_MESSAGE went out; the worker dies
     before the batch is dead-lettered. The fallback is stored in the ledger in the answer's
     place, so the run that resumes the batch neither asks the bot again nor repeats the
@@ -226,9 +228,10 @@ def test_a_run_that_dies_after_posting_the_fallback_never_repeats_it(redis_url: 
     def dies(*args: Any, **kwargs: Any) -> None:
         raise Killed()
 
-    drainer._dead_letter = dies  # type: ignore[method-assign]
+    monkeypatch.setattr(post, "dead_letter", dies)  # the step after the fallback's POST
     with pytest.raises(Killed):
         drainer.run()
+    monkeypatch.undo()
     assert outbox(rdb) == ["Sorry, an agent will answer soon."] and bot.calls == 1
     resumed = successor(drainer, rdb)
     assert resumed.run() == "released"
@@ -298,9 +301,10 @@ def test_a_run_past_run_max_seconds_keeps_the_attempt_it_counted(redis_url: str,
     four = type("FourReplies", (), {"answer": lambda self, request: BotReply(("a", "b", "c", "d"))})()
     drainer = dataclasses.replace(drainer, bot=four, replier=SlowOutbox(rdb, "default"))
     rdb.rpush(keys.queue("default", CONV), raw(1, "tell me everything", rdb=rdb))
-    assert drainer.run() == "lease-lost"
+    ctx = drainer.context()
+    assert drain(ctx) == "lease-lost"
     ledger = rdb.hgetall(keys.ledger("default", CONV))
-    assert ledger[ATTEMPTS] == "1" and f"run:{drainer.run_id}" in ledger
+    assert ledger[ATTEMPTS] == "1" and f"run:{ctx.run_id}" in ledger
 
 
 def check_config(redis_url: str) -> subprocess.CompletedProcess[str]:

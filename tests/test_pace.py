@@ -11,6 +11,7 @@ import redis
 
 from app import analytics, keys
 from app.drain import Drainer
+from app.drain.due import look
 from app.pace import HISTORY, MARGIN, SLACK, Pace, learned_window
 from app.payload import StoredMessage
 from app.redis_client import redis_now
@@ -181,7 +182,7 @@ def test_each_mode_decides_when_the_batch_is_due(
     slow = Pace().observe([0.0, 16.0, 300.0, 304.0, 600.0])
     rdb.set(keys.pace("default", "contact-7"), slow.to_json())
     queue(rdb, 990.0, 994.0)
-    assert drainer._seconds_until_due()[1] == pytest.approx(max(0.0, expected), abs=0.2)
+    assert look(drainer.context()).wait == pytest.approx(max(0.0, expected), abs=0.2)
 
 
 def test_learned_mode_keeps_a_one_message_writer_waiting_only_the_shortest_window(
@@ -191,7 +192,7 @@ def test_learned_mode_keeps_a_one_message_writer_waiting_only_the_shortest_windo
     drainer = drainer_for(redis_url, rdb, BATCH_WINDOW_MODE="learned")
     rdb.set(keys.pace("default", "contact-7"), Pace().observe([0.0, 300.0, 600.0]).to_json())
     queue(rdb, 994.0)
-    assert drainer._seconds_until_due()[1] == pytest.approx(2.0, abs=0.2)  # 994 + 3 (the shortest) - 995
+    assert look(drainer.context()).wait == pytest.approx(2.0, abs=0.2)  # 994 + 3 (the shortest) - 995
 
 
 def test_learned_mode_records_the_contacts_pace_when_it_claims(redis_url: str, rdb: redis.Redis) -> None:

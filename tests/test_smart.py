@@ -16,6 +16,7 @@ import redis
 
 from app import analytics, keys
 from app.analytics import LoggedFragment, log_fragments, smart_estimate
+from app.drain.due import look
 from app.pace import MARGIN, SLACK, Pace
 from app.payload import StoredMessage
 from app.redis_client import redis_now
@@ -158,7 +159,7 @@ def test_the_drainer_reads_the_latest_fragment(
         redis_url, rdb, BATCH_WINDOW_MODE="smart", BATCH_WINDOW_SECONDS="10", BATCH_MAX_WAIT_SECONDS="60"
     )
     queue(rdb, *fragments)
-    assert drainer._seconds_until_due()[1] == pytest.approx(expected - 995.0, abs=0.2)
+    assert look(drainer.context()).wait == pytest.approx(expected - 995.0, abs=0.2)
 
 
 def test_the_max_wait_caps_a_batch_that_the_text_holds_open(redis_url: str, rdb: redis.Redis) -> None:
@@ -169,7 +170,7 @@ def test_the_max_wait_caps_a_batch_that_the_text_holds_open(redis_url: str, rdb:
         redis_url, rdb, BATCH_WINDOW_MODE="smart", BATCH_WINDOW_SECONDS="16", BATCH_MAX_WAIT_SECONDS="30"
     )
     queue(rdb, (970.0, "oi"), (994.0, "my order and"))
-    assert drainer._seconds_until_due()[1] == pytest.approx(970.0 + 30.0 - 995.0, abs=0.2)
+    assert look(drainer.context()).wait == pytest.approx(970.0 + 30.0 - 995.0, abs=0.2)
 
 
 def test_the_drainer_logs_each_fragment_with_its_reading_in_every_mode(
@@ -325,4 +326,4 @@ def test_the_simulator_closes_a_batch_when_the_drainer_does(
     policy.pace = pace
     queued = [_Fragment(base + at, read(text).value) for at, text in fragments]
     expected = max(0.0, policy.close(queued) - (base + 995.0))
-    assert drainer._seconds_until_due()[1] == pytest.approx(expected, abs=0.2)
+    assert look(drainer.context()).wait == pytest.approx(expected, abs=0.2)

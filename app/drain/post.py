@@ -1,4 +1,6 @@
-"""Posting a stored answer to Chatwoot, part by part, once (invariant 9).
+"""Posting a stored answer to Chatwoot, part by part, once (invariant 9), and what
+follows it: the dead letter of a failed bot or a refused part, the handoff the
+answer asks for, and ``complete`` (``post_answer``).
 
 ``Poster.post`` walks the parts of an answer the reply ledger holds
 (``app.ledger``): a part recorded ``sent`` is skipped; every other is marked
@@ -21,15 +23,20 @@ from collections.abc import Callable
 import redis
 
 from app import keys
+from app.batching import Segment
+from app.bots import KeepsTurns
 from app.chatwoot import Replier
+from app.drain.endings import complete, dead_letter
+from app.drain.handoff import hand_off
+from app.drain.run import Batch, RunContext
 from app.errors import ChatwootError
-from app.ledger import Ledger, LedgerState, StoredAnswer, is_pending, is_sent
+from app.ledger import SENT, Ledger, LedgerState, StoredAnswer, is_pending, is_sent
 from app.metrics import Stat
 from app.own import content_digest
 from app.replies import typing_pause
 from app.settings import CompanyConfig
 
-__all__ = ["AMBIGUOUS_CREATES", "AMBIGUOUS_SETTLE_SECONDS", "Poster"]
+__all__ = ["AMBIGUOUS_CREATES", "AMBIGUOUS_SETTLE_SECONDS", "Poster", "post_answer"]
 
 log = logging.getLogger(__name__)
 AMBIGUOUS_SETTLE_SECONDS = 2.0
@@ -101,7 +108,7 @@ class Poster:
         self._proven()
         message_id = self._create(account, part, after_id)
         self._ledger.record_sent(answer_id, index, pending, message_id)
-        self._state.set_part(answer_id, index, f"sent:{message_id or ''}")
+        self._state.set_part(answer_id, index, f"{SENT}{message_id or ''}")
 
     def _create(self, account: int, part: str, after_id: int) -> int | None:
         """POST the part. An outcome Chatwoot left unknown is settled by read-back:
@@ -140,3 +147,45 @@ class Poster:
             return None
         ours = self._ledger.ours(found)
         return [m for m in found if m not in ours]
+
+
+def post_answer(
+    ctx: RunContext, batch: Batch, segment: Segment, raws: list[str], answer: StoredAnswer
+) -> None:
+    """Post the stored answer to ``segment`` (its entries: ``raws``) and end the batch's
+    part: completed, handed off as the answer asks, or dead-lettered."""
+    assert ctx.ledger is not None and ctx.run is not None
+    cid, conversation = ctx.company_id, ctx.conversation
+    account = segment.messages[0].account_id
+    poster = Poster(
+        ctx.client, ctx.company, conversation, ctx.replier, ctx.ledger, batch.state, ctx.run.check
+    )
+    failed = poster.post(account, answer, after_id=max(m.id for m in segment.messages))
+    batch.typing_shown |= poster.typing_shown
+    if answer.failure:  # the bot failed: its fallback (if any) is out, the batch is a dead letter
+        if failed is not None:
+            log.error("fallback not sent company=%s conversation=%s error=%s", cid, conversation, failed[1])
+        elif answer.parts:
+            ctx.count(Stat.FALLBACKS_SENT)
+        dead_letter(ctx, raws, "bot", answer.failure)
+        return
+    if failed is not None:
+        index, exc = failed
+        ctx.count(Stat.REPLIES_FAILED)
+        dead_letter(ctx, raws, "chatwoot", str(exc), ambiguous=exc.ambiguous, parts_posted=index)
+        return
+    if answer.by_bot and isinstance(ctx.bot, KeepsTurns):
+        ctx.bot.remember(conversation, answer.answer_id, segment.text, "\n\n".join(answer.parts))
+    if answer.handoff:
+        hand_off(ctx, account, answer)
+    complete(ctx, raws)
+    log.info(
+        "batch answered company=%s conversation=%s task=%s run=%s messages=%d parts=%d batched=%s",
+        cid,
+        conversation,
+        ctx.task_id,
+        ctx.run_id,
+        len(raws),
+        len(answer.parts),
+        segment.batched,
+    )

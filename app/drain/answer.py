@@ -1,0 +1,91 @@
+"""Asking once: the step that gets a batch's answer — from a gate (``app.drain.gates``)
+or from the bot — and stores it in the reply ledger, lease-checked, before anything
+is posted. When the bot fails, the fallback is stored in the answer's place, like
+any answer: posted once, marked as the gateway's own, and the batch then goes to the
+dead letters. When the contact kept typing while the bot thought (text only, at most
+``SUPERSEDE_MAX`` times), the answer is stale: not stored, and the newer fragments
+come back to be answered with the rest (``Superseded``)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from app import keys
+from app.batching import Segment
+from app.bots import BotReply, ask_bot, bot_request
+from app.drain.claim import count_claim, parse
+from app.drain.gates import first_gate
+from app.drain.run import Batch, RunContext
+from app.errors import BotError
+from app.ledger import StoredAnswer
+from app.logs import mask_secrets
+from app.metrics import Stat, count_into
+from app.payload import StoredMessage
+from app.replies import reply_parts
+from app.scripts import RoundTrip
+
+__all__ = ["Superseded", "answer_once"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Superseded:
+    """The answer was stale: these fragments arrived while the bot thought."""
+
+    newer: list[StoredMessage]
+
+
+def answer_once(
+    ctx: RunContext, batch: Batch, segment: Segment, superseded: int
+) -> StoredAnswer | Superseded:
+    """The stored answer to ``segment``, or the fragments that superseded it (the
+    ``superseded``-th time for this batch)."""
+    cid, config = ctx.company_id, ctx.company
+    started = time.perf_counter()
+    gated = first_gate(ctx, segment)
+    failure = ""
+    try:
+        reply = gated or ask_bot(ctx.bot, bot_request(cid, segment), config.bot_timeout_seconds)
+    except BotError as exc:
+        fallback = config.bot_fallback_message
+        reply, failure = BotReply((fallback,) if fallback else ()), mask_secrets(str(exc))[:500]
+    latency = time.perf_counter() - started
+    answer = StoredAnswer(
+        segment.key,
+        tuple(reply_parts(reply.replies, config.reply_split)),
+        reply.handoff,
+        (reply.team or config.handoff_team_id) if reply.handoff else None,
+        reply.note if reply.handoff else "",
+        failure,
+        gateway=gated is not None,
+    )
+    counted = RoundTrip(ctx.client)  # the call's counters go in the store's round trip
+    if gated is None:
+        counted.pipe.hincrby(keys.stats(cid), Stat.BOT_CALLS, 1)
+        if failure:
+            counted.pipe.hincrby(keys.stats(cid), Stat.BOT_FAILURES, 1)
+        else:
+            count_into(counted.pipe, cid, "gateway_bot_latency_seconds", latency)
+    ctx.proven()
+    # A gate's reply does not give way to newer fragments (a keyword: the contact asked for a human).
+    look = (
+        gated is None
+        and not failure
+        and superseded < config.supersede_max
+        and segment.messages[-1].is_text_only
+    )
+    assert ctx.ledger is not None
+    message_ids = [m.id for m in segment.messages]
+    most = ctx.settings.batch_max_messages if look else 0
+    claimed = ctx.ledger.store_answer(answer, message_ids, most, counted)
+    if not claimed:
+        batch.state.store(answer, message_ids)
+        return answer
+    count_claim(ctx, claimed, append=True)
+    newer = parse(ctx, batch, claimed)
+    ctx.count(Stat.SUPERSEDED_RUNS)
+    log.info("stale reply suppressed company=%s conversation=%s newer=%d", cid, ctx.conversation, len(newer))
+    return Superseded(newer)

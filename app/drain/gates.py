@@ -1,0 +1,92 @@
+"""The reasons not to call the bot for a batch, in the order they are asked
+(``GATES``): each returns the gateway's own reply in the bot's place, or None to let
+the next one decide; when none answers, the bot is asked.
+
+- ``keyword_handoff``: HANDOFF_KEYWORDS — the contact asked for a human;
+- ``off_duty``: BOT_HOURS — outside the bot's hours the humans have the batch;
+- ``over_budget``: BOT_CALLS_PER_DAY — today's bot calls are used up.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from app import keys
+from app.batching import Segment
+from app.bots import BotReply
+from app.drain.run import RunContext
+from app.metrics import Stat
+from app.redis_client import redis_now
+
+__all__ = ["GATES", "first_gate", "keyword_handoff", "off_duty", "over_budget"]
+
+log = logging.getLogger(__name__)
+
+Gate = Callable[[RunContext, Segment], BotReply | None]
+
+
+def keyword_handoff(ctx: RunContext, segment: Segment) -> BotReply | None:
+    """A contact message that is exactly one of HANDOFF_KEYWORDS hands the conversation
+    to humans at once: no bot call; HANDOFF_MESSAGE (if set) is the reply."""
+    if not any(ctx.company.asks_for_a_human(m) for m in segment.messages):
+        return None
+    log.info("handoff keyword company=%s conversation=%s", ctx.company_id, ctx.conversation)
+    message = ctx.company.handoff_message
+    return BotReply((message,) if message else (), handoff=True)
+
+
+def off_duty(ctx: RunContext, segment: Segment) -> BotReply | None:
+    """BOT_HOURS: outside the bot's hours (by Redis's clock) the batch is left to the
+    humans, with AWAY_MESSAGE once per conversation while the business is closed."""
+    config = ctx.company
+    if not config.keeps_hours:
+        return None
+    now = redis_now(ctx.client)
+    if config.bot_on_duty(now):
+        return None
+    ctx.count(Stat.OFF_DUTY_BATCHES)
+    log.info(
+        "bot off duty (BOT_HOURS=%s) company=%s conversation=%s",
+        config.bot_hours,
+        ctx.company_id,
+        ctx.conversation,
+    )
+    if not config.away_message or config.is_business_open(now):
+        return BotReply(())
+    until = max(60, int(config.seconds_until_hours_change(now)))
+    first = ctx.client.set(ctx.key(keys.away), "1", nx=True, ex=until)
+    return BotReply((config.away_message,) if first else ())
+
+
+def over_budget(ctx: RunContext, segment: Segment) -> BotReply | None:
+    """BOT_CALLS_PER_DAY: take this call from today's budget (by Redis's clock); when it
+    is used up, the conversation goes to humans with BUDGET_MESSAGE instead."""
+    per_day = ctx.company.bot_calls_per_day
+    if not per_day:
+        return None
+    day = time.strftime("%Y-%m-%d", time.gmtime(redis_now(ctx.client)))
+    if ctx.scripts.spend_bot_call(ctx.company_id, day, per_day).run() is not None:
+        return None
+    ctx.count(Stat.BUDGET_HANDOFFS)
+    log.warning(
+        "BOT_CALLS_PER_DAY=%d used up company=%s conversation=%s: handed to humans",
+        per_day,
+        ctx.company_id,
+        ctx.conversation,
+    )
+    message = ctx.company.budget_message
+    return BotReply((message,) if message else (), handoff=True)
+
+
+GATES: tuple[Gate, ...] = (keyword_handoff, off_duty, over_budget)
+
+
+def first_gate(ctx: RunContext, segment: Segment) -> BotReply | None:
+    """The reply of the first gate that closes, or None: the bot is asked."""
+    for gate in GATES:
+        reply = gate(ctx, segment)
+        if reply is not None:
+            return reply
+    return None
