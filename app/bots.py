@@ -267,7 +267,7 @@ class OpenAIBot:
     def remember(self, conversation: str, answer_id: str, user_text: str, reply: str) -> None:
         """Keep one exchange the contact received, once (``REMEMBER_TURN``)."""
         tag = {"answer": answer_id}
-        self._scripts.remember_turn(
+        self._scripts.ledger.remember_turn(
             self._config.company_id,
             conversation,
             json.dumps(tag)[1:-1],  # '"answer": "<id>"', as it appears in the stored turns

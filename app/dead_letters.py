@@ -94,4 +94,6 @@ def replay_one(scripts: Scripts, company: str, raw: str, entry: dict[str, Any], 
     """Re-queue one dead letter (``raw`` as read, ``entry`` its content): the messages
     re-queued, or None when it had left the list meanwhile."""
     messages = [str(m) for m in entry["messages"]]
-    return scripts.replay_dead_letter(company, str(entry["conversation_id"]), raw, messages, queue_ttl).run()
+    return scripts.housekeeping.replay_dead_letter(
+        company, str(entry["conversation_id"]), raw, messages, queue_ttl
+    ).run()

@@ -109,7 +109,7 @@ class Dispatcher:
         batch = RoundTrip(self._client)
         fresh = [new_task_id() for _ in due]
         for (company, conv, _), task_id in zip(due, fresh, strict=True):
-            batch.add(self._scripts.claim_due(company, conv, task_id, ttl_ms))
+            batch.add(self._scripts.schedule.claim_due(company, conv, task_id, ttl_ms))
         claims = []
         for (company, conv, _), got in zip(due, batch.execute(), strict=True):
             if got.claim is DueClaim.DISPATCHED:

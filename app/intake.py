@@ -41,4 +41,6 @@ def accept(
     """Make the message durable in its conversation's queue and schedule the conversation.
     ``ordered``: place it by its Chatwoot id (a message moved in from the local spool)."""
     command = company.asks_for_a_human(message)  # due at once: a command does not wait for the window
-    return Accepted(scripts.enqueue(settings, company, message, delivery_id, ordered, due_now=command).run())
+    return Accepted(
+        scripts.intake.enqueue(settings, company, message, delivery_id, ordered, due_now=command).run()
+    )

@@ -105,7 +105,7 @@ def take_over_if_finished(
     if state not in FINISHED_STATES:
         return None
     fresh = new_task_id()
-    if not scripts.hand_over(keys.lease(company, conversation), holder, fresh, lease_px).run():
+    if not scripts.lease.hand_over(keys.lease(company, conversation), holder, fresh, lease_px).run():
         return None
     client.hincrby(keys.stats(company), Stat.LEASE_TAKEOVERS, 1)
     log.warning(
@@ -218,7 +218,7 @@ class LeaseKeeper:
             return
         batch = RoundTrip(self._client)
         for run in live:
-            batch.add(self._scripts.renew(run.lease, run.run_id, int(self.ttl * 1000)))
+            batch.add(self._scripts.lease.renew(run.lease, run.run_id, int(self.ttl * 1000)))
         sent = time.monotonic()
         try:
             results = batch.execute()

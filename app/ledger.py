@@ -178,7 +178,7 @@ class Ledger:
         ``round_trip``: other commands to send in the same round trip (run first)."""
         batch = round_trip or RoundTrip(self._client)
         batch.add(
-            self._scripts.store_answer(
+            self._scripts.ledger.store_answer(
                 self._company,
                 self._conversation,
                 self._run,
@@ -193,13 +193,15 @@ class Ledger:
     def keep_transcript(self, state: LedgerState, message_id: int, index: int, value: str) -> None:
         """Keep a voice note's transcript for the batch (raises ``LeaseLost``), in ``state`` too."""
         field = transcript_field(message_id, index)
-        self._scripts.store_transcript(self._company, self._conversation, self._run, field, value).run()
+        self._scripts.ledger.store_transcript(
+            self._company, self._conversation, self._run, field, value
+        ).run()
         state.fields[field] = value
 
     def mark_pending(self, answer_id: str, index: int, since: float, digest: str) -> str:
         """Mark a part pending just before its POST; the value written (raises ``LeaseLost``)."""
         value = f"{PENDING}{since}"
-        self._scripts.mark_part(
+        self._scripts.ledger.mark_part(
             self._company,
             self._conversation,
             self._run,
@@ -227,7 +229,7 @@ class Ledger:
         up on at once. The record needs no lease (it is a compare-and-set on this
         run's own pending mark), and no other run can start while Redis is away.
         """
-        call = self._scripts.record_sent(
+        call = self._scripts.ledger.record_sent(
             self._company,
             self._conversation,
             part_field(answer_id, index),
@@ -243,7 +245,7 @@ class Ledger:
         not the batch's own (Redis unreachable, its lease taken), and a batch must not be
         dead-lettered as failing for that. Needs no lease (it undoes only the run's own
         count), so it waits for a Redis that stopped answering, up to ``patience``."""
-        call = self._scripts.release_attempt(self._company, self._conversation, self._run)
+        call = self._scripts.batch.release_attempt(self._company, self._conversation, self._run)
         return self._patiently(call, patience, "attempt not taken back yet")
 
     def _patiently(self, call: Call[bool], patience: float, what: str) -> bool:
@@ -264,7 +266,7 @@ class Ledger:
     def note_error(self, error: str) -> int:
         """Keep the batch's latest failure (for its dead letter, if it keeps failing); the
         batch's attempts now (this run's included, unless its progress reset them)."""
-        return self._scripts.note_error(
+        return self._scripts.batch.note_error(
             self._company, self._conversation, self._run, mask_secrets(error)[:500]
         ).run()
 

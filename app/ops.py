@@ -167,4 +167,4 @@ def busiest(client: redis.Redis, company: str, limit: int = 20) -> list[Conversa
 
 def purge(client: redis.Redis, scripts: Scripts, company: str, conversation: str) -> int:
     """Drop a conversation's waiting and in-flight messages; return how many."""
-    return scripts.purge(company, conversation).run()
+    return scripts.housekeeping.purge(company, conversation).run()

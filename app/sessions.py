@@ -46,7 +46,9 @@ def reset_session(
     reset keyword or the session's expiry, app.ownership's table); who holds it now."""
     client.delete(keys.bot_history(company.company_id, conversation))
     # One script: an agent taking over meanwhile keeps the conversation.
-    return scripts.apply_event(company.company_id, conversation, event, company.handoff_ttl_seconds).run()
+    return scripts.ownership.apply_event(
+        company.company_id, conversation, event, company.handoff_ttl_seconds
+    ).run()
 
 
 def expire_idle_sessions(
@@ -62,7 +64,7 @@ def expire_idle_sessions(
     expired = 0
     for company in settings.companies.values():
         while time.monotonic() - started < budget:
-            taken = scripts.expire_sessions(
+            taken = scripts.ownership.expire_sessions(
                 company.company_id, company.session_idle_minutes * 60, EXPIRE_BATCH
             ).run()
             for conv, account in taken:

@@ -32,7 +32,7 @@ def _sweep_conversation(
 ) -> bool:
     ttl_ms = int(settings.lease_ttl_seconds * 1000)
     lease = keys.lease(company, conv)
-    rescue = scripts.rescue(company, conv).run()
+    rescue = scripts.schedule.rescue(company, conv).run()
     if rescue is Rescue.RESCHEDULED:
         client.hincrby(keys.stats(company), Stat.SWEEPER_RESCUES, 1)
         log.warning("sweeper rescued company=%s conversation=%s: scheduled now", company, conv)

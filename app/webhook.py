@@ -68,7 +68,9 @@ def _status_event(gateway, config, parsed: StatusChange) -> str:  # type: ignore
     """A conversation event: what it says of the status and assignee is observed, and may
     give the conversation back to the bot or to a human (app.ownership)."""
     cid, conversation = config.company_id, parsed.conversation_id
-    before, after = gateway.scripts.observe(config, conversation, parsed.seen, count_ignored=True).run()
+    before, after = gateway.scripts.ownership.observe(
+        config, conversation, parsed.seen, count_ignored=True
+    ).run()
     reason = f"conversation status is now {parsed.status}"
     if after is before:
         return reason
@@ -82,7 +84,7 @@ def _agent_reply(gateway, config, parsed: AgentReply) -> str:  # type: ignore[no
     """A human's public reply (in Chatwoot, or from the WhatsApp phone): a takeover,
     unless it is the gateway's own reply coming back."""
     cid = config.company_id
-    who = gateway.scripts.agent_reply(
+    who = gateway.scripts.ownership.agent_reply(
         config, parsed.conversation_id, parsed.message_id, content_digest(parsed.content), parsed.seen
     ).run()
     gateway.redis.hincrby(keys.stats(cid), Stat.WEBHOOKS_IGNORED, 1)
@@ -103,8 +105,8 @@ _UPDATES = {
 def _message_update(gateway, config, parsed: MessageUpdate) -> str:  # type: ignore[no-untyped-def]
     """``message_updated`` (an edit, Chatwoot's transcript arriving, a deletion): applied
     to the message while it waits in its batch; never a new message, never a second turn."""
-    gateway.scripts.observe(config, parsed.conversation_id, parsed.seen).run()
-    updated = gateway.scripts.update_queued(config.company_id, parsed).run()
+    gateway.scripts.ownership.observe(config, parsed.conversation_id, parsed.seen).run()
+    updated = gateway.scripts.intake.update_queued(config.company_id, parsed).run()
     log.info(
         "message updated company=%s conversation=%s message=%s deleted=%s result=%s",
         config.company_id,
@@ -137,7 +139,9 @@ def _conversation_event(gateway, config, parsed) -> str | None:  # type: ignore[
     the bot ignores included (docs/conversation.md: no single event can be relied on)."""
     if isinstance(parsed, Ignored):
         seen, turn = parsed.seen, parsed.turn
-        gateway.scripts.observe(config, parsed.conversation_id, seen, count_ignored=True, turn=turn).run()
+        gateway.scripts.ownership.observe(
+            config, parsed.conversation_id, seen, count_ignored=True, turn=turn
+        ).run()
         return parsed.reason
     if isinstance(parsed, StatusChange):
         _track_pause(gateway, config, parsed.conversation_id, parsed.labels)
@@ -147,7 +151,9 @@ def _conversation_event(gateway, config, parsed) -> str | None:  # type: ignore[
     if isinstance(parsed, MessageUpdate):
         return _message_update(gateway, config, parsed)
     if config.answers_only_pending and parsed.conversation_status != "pending":
-        gateway.scripts.observe(config, parsed.conversation_id, parsed.seen, count_ignored=True).run()
+        gateway.scripts.ownership.observe(
+            config, parsed.conversation_id, parsed.seen, count_ignored=True
+        ).run()
         mode = "BOT_ONLY_PENDING" if config.bot_only_pending else f"{config.chatwoot_integration} mode"
         return (
             f"conversation is {parsed.conversation_status}: the bot answers pending conversations"
@@ -155,7 +161,9 @@ def _conversation_event(gateway, config, parsed) -> str | None:  # type: ignore[
         )
     _track_pause(gateway, config, parsed.conversation_id, parsed.labels)  # a label gone: resume
     if parsed.is_text_only and is_reset_keyword(config, parsed.content):
-        gateway.scripts.observe(config, parsed.conversation_id, parsed.seen, count_ignored=True).run()
+        gateway.scripts.ownership.observe(
+            config, parsed.conversation_id, parsed.seen, count_ignored=True
+        ).run()
         reset_session(gateway.redis, gateway.scripts, config, parsed.conversation_id, Event.RESET_KEYWORD)
         return "session reset"
     return None

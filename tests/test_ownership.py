@@ -29,20 +29,20 @@ def drive(s: Scripts, r: redis.Redis, company: CompanyConfig, holder: Holder, ev
     if MARKERS[holder]:
         r.set(keys.handoff(C, conv), MARKERS[holder])
     if event in STATUS_OF:  # conversation_status_changed, or conversation_updated naming the status
-        s.observe(company, conv, Seen(STATUS_OF[event], status_changed=True)).run()
+        s.ownership.observe(company, conv, Seen(STATUS_OF[event], status_changed=True)).run()
     elif event is Event.HUMAN_REPLIED:  # an agent's public reply, not one of the gateway's own
-        s.agent_reply(company, conv, 900, "digest of an agent's words", Seen()).run()
+        s.ownership.agent_reply(company, conv, 900, "digest of an agent's words", Seen()).run()
     elif event is Event.HUMAN_ASSIGNED:
-        s.observe(company, conv, Seen("open", False, "user:7", assignee_changed=True)).run()
+        s.ownership.observe(company, conv, Seen("open", False, "user:7", assignee_changed=True)).run()
     elif event is Event.BOT_ASSIGNED:
-        s.observe(company, conv, Seen("pending", False, "agent_bot:3", assignee_changed=True)).run()
+        s.ownership.observe(company, conv, Seen("pending", False, "agent_bot:3", assignee_changed=True)).run()
     elif event is Event.UNASSIGNED_PENDING:
-        s.observe(company, conv, Seen("pending", False, "none", assignee_changed=True)).run()
+        s.ownership.observe(company, conv, Seen("pending", False, "none", assignee_changed=True)).run()
     elif event is Event.BOT_HANDED_OFF:
         r.set(keys.lease(C, conv), "run#1")
-        s.mark_handoff(C, conv, "run#1", company.handoff_ttl_seconds).run()
+        s.batch.mark_handoff(C, conv, "run#1", company.handoff_ttl_seconds).run()
     else:  # a reset keyword, a session expiring
-        s.apply_event(C, conv, event, company.handoff_ttl_seconds).run()
+        s.ownership.apply_event(C, conv, event, company.handoff_ttl_seconds).run()
     return holder_of(r.get(keys.handoff(C, conv)))
 
 
@@ -59,14 +59,25 @@ def test_a_change_is_told_from_a_value_repeated(rdb: redis.Redis) -> None:
     different one is, without saying it changed; nothing seen before is no change."""
     s, company = Scripts(rdb), CompanyConfig(company_id=C)
     rdb.set(keys.handoff(C, "1"), "agent")
-    assert s.observe(company, "1", Seen("pending")).run() == (Holder.HUMAN, Holder.HUMAN)  # first seen
-    assert s.observe(company, "1", Seen("pending")).run()[1] is Holder.HUMAN  # repeated
-    assert s.observe(company, "1", Seen("open")).run()[1] is Holder.HUMAN  # open: humans look at it
-    assert s.observe(company, "1", Seen("pending")).run()[1] is Holder.BOT  # open -> pending: a change
-    assert s.observe(company, "2", Seen("pending", False, "user:7")).run()[1] is Holder.BOT  # first seen
-    assert s.observe(company, "2", Seen("pending", False, "user:7")).run()[1] is Holder.BOT  # shown again
-    assert s.observe(company, "2", Seen("pending", False, "user:8")).run()[1] is Holder.HUMAN  # reassigned
-    assert s.observe(company, "2", Seen("pending", False, "agent_bot:3")).run()[1] is Holder.BOT
+    assert s.ownership.observe(company, "1", Seen("pending")).run() == (
+        Holder.HUMAN,
+        Holder.HUMAN,
+    )  # first seen
+    assert s.ownership.observe(company, "1", Seen("pending")).run()[1] is Holder.HUMAN  # repeated
+    assert s.ownership.observe(company, "1", Seen("open")).run()[1] is Holder.HUMAN  # open: humans look at it
+    assert (
+        s.ownership.observe(company, "1", Seen("pending")).run()[1] is Holder.BOT
+    )  # open -> pending: a change
+    assert (
+        s.ownership.observe(company, "2", Seen("pending", False, "user:7")).run()[1] is Holder.BOT
+    )  # first seen
+    assert (
+        s.ownership.observe(company, "2", Seen("pending", False, "user:7")).run()[1] is Holder.BOT
+    )  # shown again
+    assert (
+        s.ownership.observe(company, "2", Seen("pending", False, "user:8")).run()[1] is Holder.HUMAN
+    )  # reassigned
+    assert s.ownership.observe(company, "2", Seen("pending", False, "agent_bot:3")).run()[1] is Holder.BOT
 
 
 def test_assignment_is_routine_through_an_account_webhook(rdb: redis.Redis) -> None:
@@ -75,7 +86,7 @@ def test_assignment_is_routine_through_an_account_webhook(rdb: redis.Redis) -> N
     s = Scripts(rdb)
     company = CompanyConfig(company_id=C, chatwoot_integration="webhook")
     seen = Seen("open", False, "user:7", assignee_changed=True)
-    assert s.observe(company, "3", seen).run() == (Holder.BOT, Holder.BOT)
+    assert s.ownership.observe(company, "3", seen).run() == (Holder.BOT, Holder.BOT)
     assert rdb.get(keys.assignee(C, "3")) == "user:7"  # kept all the same
 
 

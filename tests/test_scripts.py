@@ -88,7 +88,7 @@ def enqueue(
     mode: str = "sliding",
 ) -> EnqueueResult:  # type: ignore[no-untyped-def]
     message = Message(payload, msg_id, status)
-    return s.enqueue(SETTINGS, company(mode), message, delivery or None).run()  # type: ignore[arg-type]
+    return s.intake.enqueue(SETTINGS, company(mode), message, delivery or None).run()  # type: ignore[arg-type]
 
 
 def open_json(name: str) -> str:
@@ -152,20 +152,32 @@ def test_enqueue_refuses_a_new_conversation_past_the_companys_ceiling(s: Scripts
     ceiling = SimpleNamespace(**{**vars(company()), "max_conversations_waiting": 2})
     for conv in ("1", "2"):
         assert (
-            s.enqueue(SETTINGS, ceiling, Message("a", int(conv), conversation_id=conv), None).run().status
+            s.intake.enqueue(SETTINGS, ceiling, Message("a", int(conv), conversation_id=conv), None)
+            .run()
+            .status
             == "queued"
         )
-    third = s.enqueue(SETTINGS, ceiling, Message("b", 3, conversation_id="3"), None).run()
+    third = s.intake.enqueue(SETTINGS, ceiling, Message("b", 3, conversation_id="3"), None).run()
     assert (third.status, third.length) == (Enqueued.BUSY, 2)
     assert not r.exists(keys.queue(C, "3")) and not r.exists(keys.seen_message(C, 3))  # may come again
     assert r.hget(keys.stats(C), "webhooks_rejected_busy") == "1"
-    assert s.enqueue(SETTINGS, ceiling, Message("c", 4, conversation_id="1"), None).run().status == "queued"
-    spooled = s.enqueue(SETTINGS, ceiling, Message("d", 5, conversation_id="3"), None, ordered=True).run()
+    assert (
+        s.intake.enqueue(SETTINGS, ceiling, Message("c", 4, conversation_id="1"), None).run().status
+        == "queued"
+    )
+    spooled = s.intake.enqueue(
+        SETTINGS, ceiling, Message("d", 5, conversation_id="3"), None, ordered=True
+    ).run()
     assert spooled.status == "queued"
     r.srem(keys.conversation_index(C), "1")  # conversation 1 drained and released
-    assert s.enqueue(SETTINGS, ceiling, Message("e", 6, conversation_id="7"), None).run().status == "busy"
+    assert (
+        s.intake.enqueue(SETTINGS, ceiling, Message("e", 6, conversation_id="7"), None).run().status == "busy"
+    )
     r.srem(keys.conversation_index(C), "3")
-    assert s.enqueue(SETTINGS, ceiling, Message("e", 6, conversation_id="7"), None).run().status == "queued"
+    assert (
+        s.intake.enqueue(SETTINGS, ceiling, Message("e", 6, conversation_id="7"), None).run().status
+        == "queued"
+    )
 
 
 def test_enqueue_ignores_a_handed_off_conversation_until_its_status_changes_to_pending(s: Scripts, r) -> None:
@@ -184,7 +196,7 @@ def test_enqueue_ignores_a_handed_off_conversation_until_its_status_changes_to_p
 
 def test_a_status_event_ends_a_takeover_only_on_a_change_to_pending_or_resolved(s: Scripts, r) -> None:
     def event(status: str, explicit: str) -> bool:
-        before, after = s.observe(company(), CONV, Seen(status, explicit == "1")).run()  # type: ignore[arg-type]
+        before, after = s.ownership.observe(company(), CONV, Seen(status, explicit == "1")).run()  # type: ignore[arg-type]
         return before is not Holder.BOT and after is Holder.BOT
 
     r.set(keys.handoff(C, CONV), "agent")
@@ -199,7 +211,7 @@ def test_a_status_event_ends_a_takeover_only_on_a_change_to_pending_or_resolved(
 
 
 def claim(s: Scripts, r, run: str, most: int) -> ClaimedBatch:  # type: ignore[no-untyped-def]
-    return s.claim_batch(C, CONV, run, most).run()
+    return s.batch.claim_batch(C, CONV, run, most).run()
 
 
 def test_claim_requires_the_lease_resumes_leftovers_first_and_counts_attempts(s: Scripts, r) -> None:
@@ -220,7 +232,7 @@ def test_claim_requires_the_lease_resumes_leftovers_first_and_counts_attempts(s:
 
 def complete(s: Scripts, r, run: str, letter: str, *raws: str, most: int = 100) -> int:  # type: ignore[no-untyped-def]
     """The number of old dead letters dropped."""
-    return s.complete(C, CONV, run, list(raws), letter, most).run()
+    return s.batch.complete(C, CONV, run, list(raws), letter, most).run()
 
 
 def test_complete_removes_only_with_the_lease_and_records_dead_letters(s: Scripts, r) -> None:
@@ -251,12 +263,12 @@ def test_a_run_takes_back_its_own_counted_attempt_once_and_only_that(s: Scripts,
     assert claim(s, r, "r1", 5).attempts == 0
     r.set(keys.lease(C, CONV), "r2")  # r1 lost its lease; r2 claims the leftover batch
     assert claim(s, r, "r2", 5).attempts == 1
-    assert s.release_attempt(C, CONV, "r1").run() is True
+    assert s.batch.release_attempt(C, CONV, "r1").run() is True
     assert r.hget(keys.ledger(C, CONV), ATTEMPTS) == "1"  # r2's attempt alone
-    assert s.release_attempt(C, CONV, "r1").run() is False  # once
+    assert s.batch.release_attempt(C, CONV, "r1").run() is False  # once
     assert r.hget(keys.ledger(C, CONV), ATTEMPTS) == "1"
     complete(s, r, "r2", "", "a")  # answered: the ledger goes
-    assert s.release_attempt(C, CONV, "r2").run() is False
+    assert s.batch.release_attempt(C, CONV, "r2").run() is False
     assert not r.exists(keys.ledger(C, CONV))  # no stray ledger left behind
 
 
@@ -275,11 +287,11 @@ def test_release_only_by_holder_and_only_when_empty(s: Scripts, r) -> None:
     r.sadd(keys.conversation_index(C), CONV)
     r.rpush(keys.queue(C, CONV), "late")
     with pytest.raises(LeaseLost):
-        s.release_if_empty(C, CONV, "other").run()
-    assert s.release_if_empty(C, CONV, "me").run() is False  # no lost wake-up
+        s.schedule.release_if_empty(C, CONV, "other").run()
+    assert s.schedule.release_if_empty(C, CONV, "me").run() is False  # no lost wake-up
     r.delete(keys.queue(C, CONV))
     r.zadd(keys.due(C), {CONV: 1.0})  # left by a message this run already answered
-    assert s.release_if_empty(C, CONV, "me").run() is True
+    assert s.schedule.release_if_empty(C, CONV, "me").run() is True
     assert not r.exists(keys.lease(C, CONV), keys.due(C))
     assert not r.sismember(keys.conversation_index(C), CONV)
 
@@ -287,13 +299,13 @@ def test_release_only_by_holder_and_only_when_empty(s: Scripts, r) -> None:
 def test_claim_due_dispatches_a_due_conversation_once_and_only_when_due(s: Scripts, r) -> None:
     r.zadd(keys.due(C), {CONV: time.time() + 60})
     not_due = Dispatch(DueClaim.NOT_DUE, "", 0)
-    assert s.claim_due(C, CONV, "t1", 5000).run() == not_due  # not due yet
+    assert s.schedule.claim_due(C, CONV, "t1", 5000).run() == not_due  # not due yet
     r.zadd(keys.due(C), {CONV: time.time() - 1})
-    assert s.claim_due(C, CONV, "t1", 5000).run() == Dispatch(DueClaim.DISPATCHED, "t1", 0)
+    assert s.schedule.claim_due(C, CONV, "t1", 5000).run() == Dispatch(DueClaim.DISPATCHED, "t1", 0)
     assert r.get(keys.lease(C, CONV)) == "t1" and not r.exists(keys.due(C))
-    assert s.claim_due(C, CONV, "t2", 5000).run() == not_due  # a second dispatcher
+    assert s.schedule.claim_due(C, CONV, "t2", 5000).run() == not_due  # a second dispatcher
     r.zadd(keys.due(C), {CONV: time.time() - 1})  # due again while t1 holds the lease
-    held = s.claim_due(C, CONV, "t3", 5000).run()
+    held = s.schedule.claim_due(C, CONV, "t3", 5000).run()
     assert (held.claim, held.holder) == (DueClaim.HELD, "t1") and 0 < held.lease_ms_left <= 5000
     assert not r.exists(keys.due(C))
 
@@ -301,45 +313,45 @@ def test_claim_due_dispatches_a_due_conversation_once_and_only_when_due(s: Scrip
 def test_defer_schedules_and_gives_up_the_lease_only_by_its_holder(s: Scripts, r) -> None:
     r.set(keys.lease(C, CONV), "me#1")
     with pytest.raises(LeaseLost):
-        s.defer(C, CONV, "other", 3).run()
+        s.schedule.defer(C, CONV, "other", 3).run()
     assert not r.exists(keys.due(C))
-    s.defer(C, CONV, "me#1", 3).run()
+    s.schedule.defer(C, CONV, "me#1", 3).run()
     assert not r.exists(keys.lease(C, CONV))
     assert 2.9 < r.zscore(keys.due(C), CONV) - time.time() <= 3.1
 
 
 def test_a_run_starts_only_on_its_own_task_id_or_a_free_lease(s: Scripts, r) -> None:
     lease = keys.lease(C, CONV)
-    assert s.start_run(lease, "task-a", "task-a#1", 1000).run() is True  # free: taken
+    assert s.lease.start_run(lease, "task-a", "task-a#1", 1000).run() is True  # free: taken
     # the same task id delivered again finds a run, not its id: a second run cannot start
-    assert s.start_run(lease, "task-a", "task-a#2", 1000).run() is False
+    assert s.lease.start_run(lease, "task-a", "task-a#2", 1000).run() is False
     assert r.get(lease) == "task-a#1"
     r.set(lease, "task-b", px=1000)  # published by the dispatcher, not started yet
-    assert s.start_run(lease, "task-b", "task-b#1", 5000).run() is True
+    assert s.lease.start_run(lease, "task-b", "task-b#1", 5000).run() is True
     assert r.get(lease) == "task-b#1" and r.pttl(lease) > 4000
 
 
 def test_renew_hand_over_and_delete_are_compare_and_set(s: Scripts, r) -> None:
     lease = keys.lease(C, CONV)
-    assert s.renew(lease, "a#1", 1000).run() is False  # free: a renewal takes nothing
+    assert s.lease.renew(lease, "a#1", 1000).run() is False  # free: a renewal takes nothing
     assert r.get(lease) is None
     r.set(lease, "a#1", px=500)
-    assert s.renew(lease, "a#2", 9000).run() is False  # another run of the same task
-    assert s.renew(lease, "a#1", 9000).run() is True and r.pttl(lease) > 8000
-    assert s.hand_over(lease, "b", "c", 1000).run() is False
-    assert s.hand_over(lease, "a#1", "c", 9000).run() is True
+    assert s.lease.renew(lease, "a#2", 9000).run() is False  # another run of the same task
+    assert s.lease.renew(lease, "a#1", 9000).run() is True and r.pttl(lease) > 8000
+    assert s.lease.hand_over(lease, "b", "c", 1000).run() is False
+    assert s.lease.hand_over(lease, "a#1", "c", 9000).run() is True
     assert r.get(lease) == "c" and r.pttl(lease) > 8000
     r.set(keys.handoff(C, CONV), "agent")  # a human's takeover: a reset keyword keeps it
-    assert s.apply_event(C, CONV, Event.RESET_KEYWORD, 60).run() is Holder.HUMAN
+    assert s.ownership.apply_event(C, CONV, Event.RESET_KEYWORD, 60).run() is Holder.HUMAN
     assert r.exists(keys.handoff(C, CONV))
     r.set(keys.handoff(C, CONV), "bot")
-    assert s.apply_event(C, CONV, Event.RESET_KEYWORD, 60).run() is Holder.BOT
+    assert s.ownership.apply_event(C, CONV, Event.RESET_KEYWORD, 60).run() is Holder.BOT
     assert not r.exists(keys.handoff(C, CONV))
 
 
 def store(s: Scripts, r, run: str, look: int, *message_fields: str) -> list[str]:  # type: ignore[no-untyped-def]
     answer = '{"parts":["hi"],"handoff":false}'
-    return s.store_answer(C, CONV, run, "answer:1-2", answer, look, list(message_fields)).run()
+    return s.ledger.store_answer(C, CONV, run, "answer:1-2", answer, look, list(message_fields)).run()
 
 
 def test_store_answer_needs_the_lease_and_gives_way_to_newer_fragments(s: Scripts, r) -> None:
@@ -365,45 +377,45 @@ def test_a_part_is_marked_pending_only_with_the_lease_and_recorded_sent_only_ove
     s: Scripts, r
 ) -> None:
     with pytest.raises(LeaseLost):
-        s.mark_part(C, CONV, "me", "part:1-2:0", "pending:5", "d1", 300).run()
+        s.ledger.mark_part(C, CONV, "me", "part:1-2:0", "pending:5", "d1", 300).run()
     assert not r.exists(keys.ledger(C, CONV), keys.own_pending(C, CONV))
     r.set(keys.lease(C, CONV), "me")
-    s.mark_part(C, CONV, "me", "part:1-2:0", "pending:5", "d1", 300).run()
+    s.ledger.mark_part(C, CONV, "me", "part:1-2:0", "pending:5", "d1", 300).run()
     assert r.hget(keys.ledger(C, CONV), "part:1-2:0") == "pending:5"
     assert r.sismember(keys.own_pending(C, CONV), "d1") and r.ttl(keys.own_pending(C, CONV)) > 0
     # a run whose mark was overwritten (another run posts the part now) records nothing
-    assert s.record_sent(C, CONV, "part:1-2:0", "pending:4", "sent:99", 99, 60).run() is False
+    assert s.ledger.record_sent(C, CONV, "part:1-2:0", "pending:4", "sent:99", 99, 60).run() is False
     assert r.get(keys.own_reply(C, 99)) == "1"  # but the message it did create is ours all the same
-    assert s.record_sent(C, CONV, "part:1-2:0", "pending:5", "sent:99", 99, 60).run() is True
+    assert s.ledger.record_sent(C, CONV, "part:1-2:0", "pending:5", "sent:99", 99, 60).run() is True
     assert r.hget(keys.ledger(C, CONV), "part:1-2:0") == "sent:99"
     assert r.hget(keys.stats(C), "replies_sent") == "1"
 
 
 def test_a_handoff_and_a_batch_error_are_written_only_with_the_lease(s: Scripts, r) -> None:
-    for write in (s.mark_handoff(C, CONV, "me", 60), s.note_error(C, CONV, "me", "boom")):
+    for write in (s.batch.mark_handoff(C, CONV, "me", 60), s.batch.note_error(C, CONV, "me", "boom")):
         with pytest.raises(LeaseLost):
             write.run()
     assert not r.exists(keys.handoff(C, CONV), keys.ledger(C, CONV), keys.stats(C))
     r.set(keys.lease(C, CONV), "me")
-    s.mark_handoff(C, CONV, "me", 60).run()
+    s.batch.mark_handoff(C, CONV, "me", 60).run()
     assert r.get(keys.handoff(C, CONV)) == "bot" and 0 < r.ttl(keys.handoff(C, CONV)) <= 60
     assert r.hget(keys.stats(C), "handoffs") == "1"
-    s.note_error(C, CONV, "me", "boom").run()
+    s.batch.note_error(C, CONV, "me", "boom").run()
     assert r.hget(keys.ledger(C, CONV), ERROR) == "boom"
     assert r.hget(keys.stats(C), "batch_failures") == "1"
 
 
 def test_rescue_schedules_only_stranded_conversations(s: Scripts, r) -> None:
     r.sadd(keys.conversation_index(C), CONV)
-    assert s.rescue(C, CONV).run() is Rescue.EMPTY  # nothing to do: forgotten
+    assert s.schedule.rescue(C, CONV).run() is Rescue.EMPTY  # nothing to do: forgotten
     assert not r.sismember(keys.conversation_index(C), CONV)
     r.rpush(keys.processing(C, CONV), "in-flight")
     r.set(keys.lease(C, CONV), "alive#1")
-    assert s.rescue(C, CONV).run() is Rescue.BUSY  # live lease
+    assert s.schedule.rescue(C, CONV).run() is Rescue.BUSY  # live lease
     r.delete(keys.lease(C, CONV))
-    assert s.rescue(C, CONV).run() is Rescue.RESCHEDULED  # its holder died: scheduled now
+    assert s.schedule.rescue(C, CONV).run() is Rescue.RESCHEDULED  # its holder died: scheduled now
     assert r.zscore(keys.due(C), CONV) <= time.time()
-    assert s.rescue(C, CONV).run() is Rescue.BUSY  # already scheduled
+    assert s.schedule.rescue(C, CONV).run() is Rescue.BUSY  # already scheduled
 
 
 def test_enqueue_records_the_session(s: Scripts, r) -> None:
@@ -414,7 +426,7 @@ def test_enqueue_records_the_session(s: Scripts, r) -> None:
 
 def test_agent_reply_tells_own_replies_from_a_takeover(s: Scripts, r) -> None:
     def reply(message_id: int, digest: str) -> Sender:
-        return s.agent_reply(company(), CONV, message_id, digest, Seen("pending")).run()  # type: ignore[arg-type]
+        return s.ownership.agent_reply(company(), CONV, message_id, digest, Seen("pending")).run()  # type: ignore[arg-type]
 
     r.sadd(keys.own_pending(C, CONV), "digest-of-our-reply")
     assert reply(77, "digest-of-our-reply") is Sender.OWN
@@ -430,9 +442,9 @@ def test_expire_sessions_takes_each_idle_session_once(s: Scripts, r) -> None:
     now = time.time()
     r.zadd(keys.sessions(C), {"1": now - 900, "2": now - 800, "3": now - 100})
     r.hset(keys.session_accounts(C), mapping={"1": "5", "2": "5", "3": "5"})
-    assert s.expire_sessions(C, 500, 1).run() == [("1", "5")]  # at most ARGV[2]
-    assert s.expire_sessions(C, 500, 10).run() == [("2", "5")]
-    assert s.expire_sessions(C, 500, 10).run() == []
+    assert s.ownership.expire_sessions(C, 500, 1).run() == [("1", "5")]  # at most ARGV[2]
+    assert s.ownership.expire_sessions(C, 500, 10).run() == [("2", "5")]
+    assert s.ownership.expire_sessions(C, 500, 10).run() == []
     assert r.zrange(keys.sessions(C), 0, -1) == ["3"]
 
 
@@ -443,13 +455,13 @@ def test_batch_runs_a_script_beside_commands_in_one_round_trip_even_after_a_scri
     nothing, and is run again alone; the other commands ran once."""
     scripts = Scripts(rdb)
     lease = keys.lease(C, CONV)
-    scripts.start_run("warm-up", "x", "x#1", 1000).run()  # loads the script into the cache
+    scripts.lease.start_run("warm-up", "x", "x#1", 1000).run()  # loads the script into the cache
     for flush in (False, True):
         rdb.delete(lease, "counter")
         if flush:
             rdb.script_flush()
         batch = RoundTrip(rdb)
-        batch.add(scripts.start_run(lease, "T1", "T1", 5000))
+        batch.add(scripts.lease.start_run(lease, "T1", "T1", 5000))
         batch.pipe.incr("counter")
         batch.pipe.get(lease)
         seen = None if flush else "T1"  # after a flush the GET ran before the script's re-run
@@ -458,11 +470,15 @@ def test_batch_runs_a_script_beside_commands_in_one_round_trip_even_after_a_scri
 
 
 def test_spend_bot_call_takes_from_the_days_budget_until_it_is_used_up(s: Scripts, r) -> None:
-    assert [s.spend_bot_call(C, "2026-11-26", 2).run() for _ in range(3)] == [1, 2, None]
+    assert [s.housekeeping.spend_bot_call(C, "2026-11-26", 2).run() for _ in range(3)] == [1, 2, None]
     assert r.get(keys.bot_calls_day(C, "2026-11-26")) == "2"  # the refused call took nothing
     assert 0 < r.ttl(keys.bot_calls_day(C, "2026-11-26")) <= 2 * 24 * 3600
-    assert s.spend_bot_call(C, "2026-11-27", 2).run() == 1  # a new day, a new budget
-    assert [s.spend_bot_call(C, "2026-11-28", 0).run() for _ in range(3)] == [1, 2, 3]  # 0: no ceiling
+    assert s.housekeeping.spend_bot_call(C, "2026-11-27", 2).run() == 1  # a new day, a new budget
+    assert [s.housekeeping.spend_bot_call(C, "2026-11-28", 0).run() for _ in range(3)] == [
+        1,
+        2,
+        3,
+    ]  # 0: no ceiling
 
 
 def test_every_outgoing_message_to_the_contact_notes_a_turn(s: Scripts, r) -> None:
@@ -471,17 +487,17 @@ def test_every_outgoing_message_to_the_contact_notes_a_turn(s: Scripts, r) -> No
     their next message is an answer, not a fragment (app/pace.py). The gateway's own
     reply coming back notes nothing more."""
     turns = keys.turns(C)
-    s.record_sent(C, CONV, "part:1-1:0", "pending:1", "sent:9", 9, 60).run()
+    s.ledger.record_sent(C, CONV, "part:1-1:0", "pending:1", "sent:9", 9, 60).run()
     first = float(r.hget(turns, CONV))
     assert abs(first - time.time()) < 2
     r.hdel(turns, CONV)
     r.set(keys.own_reply(C, 9), "1")
-    assert s.agent_reply(company(), CONV, 9, "d", Seen("pending")).run() is Sender.OWN  # type: ignore[arg-type]
+    assert s.ownership.agent_reply(company(), CONV, 9, "d", Seen("pending")).run() is Sender.OWN  # type: ignore[arg-type]
     assert r.hget(turns, CONV) is None
-    assert s.agent_reply(company(), CONV, 10, "d", Seen("pending")).run() is Sender.TAKEOVER  # type: ignore[arg-type]
+    assert s.ownership.agent_reply(company(), CONV, 10, "d", Seen("pending")).run() is Sender.TAKEOVER  # type: ignore[arg-type]
     assert r.hget(turns, CONV) is not None
     r.hdel(turns, CONV)
-    s.observe(company(), "43", Seen("pending"), turn=False).run()  # type: ignore[arg-type]
+    s.ownership.observe(company(), "43", Seen("pending"), turn=False).run()  # type: ignore[arg-type]
     assert r.hget(turns, "43") is None
-    s.observe(company(), "43", Seen("pending"), turn=True).run()  # type: ignore[arg-type]
+    s.ownership.observe(company(), "43", Seen("pending"), turn=True).run()  # type: ignore[arg-type]
     assert r.hget(turns, "43") is not None

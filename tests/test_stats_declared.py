@@ -16,12 +16,8 @@ APP = Path(__file__).resolve().parent.parent / "app"
 
 
 def test_every_counter_a_script_writes_is_declared() -> None:
-    sources = {
-        name: value
-        for name, value in vars(scripts).items()
-        if name.isupper() and isinstance(value, str) and "redis.call" in value
-    }
-    assert "ENQUEUE" in sources and "COMPLETE" in sources
+    sources = scripts.SOURCES
+    assert "ENQUEUE" in sources and "COMPLETE" in sources and len(sources) == 26
     declared = {s.value for s in Stat}
     for name, source in sources.items():
         rendered = scripts.render(source)
@@ -32,7 +28,7 @@ def test_every_counter_a_script_writes_is_declared() -> None:
 
 def test_python_writes_no_counter_by_a_string_of_its_own() -> None:
     literal = re.compile(r"hincrby\(\s*keys\.stats\([^)]*\),\s*[\"']")
-    offenders = [p.name for p in APP.glob("*.py") if literal.search(p.read_text())]
+    offenders = [p.name for p in APP.rglob("*.py") if literal.search(p.read_text())]
     assert offenders == []
 
 

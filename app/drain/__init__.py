@@ -109,7 +109,7 @@ def drain(ctx: RunContext, release: Release = release_if_empty) -> Outcome:
     ctx.run_id = new_run_id(ctx.task_id)
     ttl = ctx.settings.lease_ttl_seconds
     ctx.started = time.monotonic()
-    start = ctx.scripts.start_run(lease, ctx.task_id, ctx.run_id, int(ttl * 1000))
+    start = ctx.scripts.lease.start_run(lease, ctx.task_id, ctx.run_id, int(ttl * 1000))
     first = look(ctx, start)  # one round trip: take the lease, look at the queue
     if not first.held:
         return Outcome.NOT_HOLDER

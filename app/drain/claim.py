@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 def claim(ctx: RunContext) -> Claimed:
     """A leftover batch, or the next one (empty ``raws``: nothing to claim)."""
     ctx.claimed = True  # before the call: its reply may be lost after it counted
-    claimed = ctx.scripts.claim_batch(
+    claimed = ctx.scripts.batch.claim_batch(
         ctx.company_id, ctx.conversation, ctx.run_id, ctx.settings.batch_max_messages
     ).run()
     held, state = False, LedgerState({})

@@ -115,11 +115,11 @@ def _float_or_none(raw: str | None) -> float | None:
 
 def release_if_empty(ctx: RunContext) -> bool:
     """Give up the lease if nothing waits (in the script that checks: no lost wake-up)."""
-    return ctx.scripts.release_if_empty(ctx.company_id, ctx.conversation, ctx.run_id).run()
+    return ctx.scripts.schedule.release_if_empty(ctx.company_id, ctx.conversation, ctx.run_id).run()
 
 
 def defer(ctx: RunContext, seconds: float) -> None:
     """Schedule the conversation ``seconds`` from now (never more than the max wait)
     and give up the lease: the dispatcher hands it to a fresh task then."""
     seconds = min(seconds, ctx.company.batch_max_wait_seconds)
-    ctx.scripts.defer(ctx.company_id, ctx.conversation, ctx.run_id, seconds).run()
+    ctx.scripts.schedule.defer(ctx.company_id, ctx.conversation, ctx.run_id, seconds).run()

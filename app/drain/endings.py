@@ -78,7 +78,7 @@ def complete(ctx: RunContext, raws: list[str], letter: dict | None = None) -> No
     """The messages leave ``webhook_processing`` (as a dead letter when ``letter``)."""
     text = json.dumps(letter, ensure_ascii=False) if letter else ""
     most = ctx.settings.dead_letter_max
-    dropped = ctx.scripts.complete(ctx.company_id, ctx.conversation, ctx.run_id, raws, text, most).run()
+    dropped = ctx.scripts.batch.complete(ctx.company_id, ctx.conversation, ctx.run_id, raws, text, most).run()
     if dropped:
         log.error(
             "dead-letter list full company=%s: dropped the %d oldest entries (DEAD_LETTER_MAX=%d)",

@@ -67,7 +67,7 @@ def over_budget(ctx: RunContext, segment: Segment) -> BotReply | None:
     if not per_day:
         return None
     day = time.strftime("%Y-%m-%d", time.gmtime(redis_now(ctx.client)))
-    if ctx.scripts.spend_bot_call(ctx.company_id, day, per_day).run() is not None:
+    if ctx.scripts.housekeeping.spend_bot_call(ctx.company_id, day, per_day).run() is not None:
         return None
     ctx.count(Stat.BUDGET_HANDOFFS)
     log.warning(

@@ -43,7 +43,7 @@ def leave_to_humans(ctx: RunContext, raws: list[str]) -> None:
 def hand_off(ctx: RunContext, account: int, answer: StoredAnswer) -> None:
     """Humans take over: the marker (lease-checked), then in Chatwoot the bot's note for
     them, the team, and the status ``open``; each best effort, logged."""
-    ctx.scripts.mark_handoff(
+    ctx.scripts.batch.mark_handoff(
         ctx.company_id, ctx.conversation, ctx.run_id, ctx.company.handoff_ttl_seconds
     ).run()
     replier, conversation = ctx.replier, ctx.conversation
@@ -69,4 +69,4 @@ def _open(ctx: RunContext, account: int) -> None:
     counts like one from Chatwoot, whose ``conversation_opened`` may never arrive (then
     a later ``pending`` is still told apart as a change)."""
     ctx.replier.open_conversation(account, ctx.conversation)
-    ctx.scripts.observe(ctx.company, ctx.conversation, Seen(BOT_OPENS, status_changed=True)).run()
+    ctx.scripts.ownership.observe(ctx.company, ctx.conversation, Seen(BOT_OPENS, status_changed=True)).run()
