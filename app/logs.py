@@ -77,7 +77,7 @@ class MaskSecrets(logging.Filter):
 
 def configure_logging(level: str, fmt: str) -> None:
     """Send every logger's records to stderr, as text or JSON lines, credentials masked.
-    (The periodic work runs on threads of the worker, app.housekeeping, not as Celery
+    (The periodic work runs on threads of the worker, app.schedule.housekeeping, not as Celery
     tasks: Celery writes no routine lines about it.)"""
     handler = logging.StreamHandler()
     handler.addFilter(MaskSecrets())

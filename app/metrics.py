@@ -21,7 +21,7 @@ from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.utils import floatToGoString
 
-from app import keys
+from app.store import keys
 
 __all__ = [
     "HISTOGRAMS",

@@ -12,11 +12,11 @@ from typing import Any
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
+from app.intake.spool import Spool
 from app.logs import configure_logging
-from app.redis_client import connect
-from app.scripts import Scripts
 from app.settings import Settings, load_settings
-from app.spool import Spool
+from app.store.client import connect
+from app.store.scripts import Scripts
 
 __all__ = ["Gateway", "create_app"]
 
@@ -46,7 +46,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         configure_logging(settings.log_level, settings.log_format)
     logging.getLogger("app").setLevel(settings.log_level)
 
-    from app import health, status, webhook
+    from app.intake import webhook
+    from app.ops import health, status
 
     app.register_blueprint(webhook.bp)
     app.register_blueprint(health.bp)

@@ -18,23 +18,23 @@ import click
 import redis
 from celery import bootsteps, signals
 
-from app import keys
 from app.bots import Bot, load_handler, make_bot
+from app.bots.transcribe import Transcriber
 from app.celery_config import make_celery, sessions_interval
-from app.chatwoot import Replier, make_replier
-from app.dispatcher import Dispatcher
+from app.chatwoot.client import Replier, make_replier
+from app.chatwoot.payload import read_stored
+from app.conversation.sessions import expire_idle_sessions
 from app.drain import Drainer
-from app.housekeeping import Periodic
-from app.lease import DRAIN_TASK, stuck_runs
 from app.logs import configure_logging
-from app.ops import refresh_gauges
-from app.payload import read_stored
-from app.redis_client import connect, redis_now
-from app.scripts import Scripts
-from app.sessions import expire_idle_sessions
+from app.ops.queries import refresh_gauges
+from app.schedule.dispatcher import Dispatcher
+from app.schedule.housekeeping import Periodic
+from app.schedule.lease import DRAIN_TASK, stuck_runs
+from app.schedule.sweeper import sweep
 from app.settings import Settings, load_settings
-from app.sweeper import sweep
-from app.transcribe import Transcriber
+from app.store import keys
+from app.store.client import connect, redis_now
+from app.store.scripts import Scripts
 
 __all__ = ["celery", "runtime"]
 
@@ -166,7 +166,7 @@ def drain(self, company: str, conversation: str) -> str:  # type: ignore[no-unty
 
 
 def housekeeping() -> list[Periodic]:
-    """The periodic work of a worker (app.housekeeping): the sweeper, the gauges, sessions."""
+    """The periodic work of a worker (app.schedule.housekeeping): the sweeper, the gauges, sessions."""
     return [
         Periodic(
             "sweeper",
@@ -207,7 +207,7 @@ celery.user_options["worker"].add(
     click.Option(
         ("--housekeeping/--no-housekeeping",),
         default=True,
-        help="Run the sweeper, the gauges and session expiry on threads of this worker (app.housekeeping).",
+        help="Run the sweeper, the gauges and session expiry on threads of this worker.",
     )
 )
 celery.steps["worker"].add(Housekeeping)

@@ -17,7 +17,7 @@ import fakeredis
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from app.analytics import plot, record_gaps, report  # noqa: E402
+from app.batching.analytics import plot, record_gaps, report  # noqa: E402
 from app.metrics import observe  # noqa: E402
 
 

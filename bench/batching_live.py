@@ -31,7 +31,7 @@ must split); a single message's wait is the time from its webhook to the bot cal
 that answers it (the batching window and the gateway's overhead; the bot's own
 time is the same in every mode and left out), reported overall and on the first
 and the fifth turn of a chat; bot calls are counted at the bot. The same contacts, history and think times are
-then played in the simulator (``app.replay.converse``, the gateway's own functions,
+then played in the simulator (``app.batching.simulate.converse``, the gateway's own functions,
 with the prior the live company learned), and both are printed side by side.
 """
 
@@ -56,9 +56,10 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from app import analytics, keys  # noqa: E402
-from app.pace import PACE_TTL_SECONDS  # noqa: E402
-from app.replay import Paced, Result, Visit, company_policy, converse, percentile  # noqa: E402
+from app.batching import analytics  # noqa: E402
+from app.batching.pace import PACE_TTL_SECONDS  # noqa: E402
+from app.batching.simulate import Paced, Result, Visit, company_policy, converse, percentile  # noqa: E402
+from app.store import keys  # noqa: E402
 from bench import heldout  # noqa: E402
 from bench.batching_quality import Bound  # noqa: E402
 from bench.common import free_port, wait_http  # noqa: E402

@@ -13,8 +13,8 @@ played for every population the batching goal names: one-message writers fragmen
 2, 5, 10 and 15 % of the time, fast/slow typist mixes 50/50 and 20/80, two seeds each.
 
 Each policy decides when a batch closes, with the gateway's own functions and
-engine (``app.replay.converse``): ``app.batching.close_at`` (sliding window with max
-wait), ``app.pace`` (learned window), ``app.smart`` (the smart window: the learned pace
+engine (``app.batching.simulate.converse``): ``app.batching.rules.close_at`` (sliding window with max
+wait), ``app.batching.pace`` (learned window), ``app.batching.smart`` (the smart window: the learned pace
 read with the latest fragment's text), their state carried from batch to batch as the
 drainer keeps it in Redis, told of every answer (a turn) as the drainer is. The
 timeline is the policy's: a turn begins ``think`` after the answer to the one before,
@@ -41,9 +41,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from app import smart  # noqa: E402
-from app.analytics import bucket, learned_prior  # noqa: E402
-from app.replay import Policy, Result, company_policy, converse, percentile  # noqa: E402
+from app.batching import smart  # noqa: E402
+from app.batching.analytics import bucket, learned_prior  # noqa: E402
+from app.batching.simulate import Policy, Result, company_policy, converse, percentile  # noqa: E402
 from bench import heldout  # noqa: E402
 from bench.trace import TEXT, Contact, Population, bursts, trace  # noqa: E402
 
@@ -136,10 +136,10 @@ def main() -> None:
         "--plain-seconds",
         type=float,
         default=smart.PLAIN_SECONDS,
-        help="the smart rule's hold for plain text (app.smart.PLAIN_SECONDS; sensitivity)",
+        help="the smart rule's hold for plain text (app.batching.smart.PLAIN_SECONDS; sensitivity)",
     )
     args = parser.parse_args()
-    smart.PLAIN_SECONDS = args.plain_seconds  # read by app.smart.smart_window at each call
+    smart.PLAIN_SECONDS = args.plain_seconds  # read by app.batching.smart.smart_window at each call
     text = heldout.TEXT if args.text == "heldout" else TEXT
     results: dict[tuple[str, str], list[Row]] = {}
     for population in (replace(p, misread=args.misread) for p in POPULATIONS):

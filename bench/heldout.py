@@ -1,4 +1,4 @@
-"""Held-out text: what the batching reader (``app.smart.read``) is judged on, written apart
+"""Held-out text: what the batching reader (``app.batching.smart.read``) is judged on, written apart
 from its word lists and from the trace's own lists (``bench/trace.py``'s ``TEXT``).
 
 The reader's lists and the trace's text came from one hand, so the trace's "smart" figures

@@ -5,7 +5,7 @@
 A real redis-server and one solo Celery worker with ``-B`` (as start.sh runs
 it). The worker's RSS (``/proc/<pid>/status`` VmRSS) is read at rest, then
 ``conversations`` messages, one per conversation, are accepted through the
-gateway's own enqueue path (``app.intake.accept``, the webhook's only Redis
+gateway's own enqueue path (``app.intake.accept.accept``, the webhook's only Redis
 work) with a 10-minute window, so every window stays open, and the worker's RSS
 is read again after it has looked at them for 5 s. Redis's ``used_memory``
 growth per waiting conversation is printed with it. With countdown tasks (the
@@ -22,12 +22,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from app import keys  # noqa: E402
-from app.intake import accept  # noqa: E402
-from app.payload import StoredMessage  # noqa: E402
-from app.redis_client import connect  # noqa: E402
-from app.scripts import Scripts  # noqa: E402
+from app.chatwoot.payload import StoredMessage  # noqa: E402
+from app.intake.accept import accept  # noqa: E402
 from app.settings import load_settings  # noqa: E402
+from app.store import keys  # noqa: E402
+from app.store.client import connect  # noqa: E402
+from app.store.scripts import Scripts  # noqa: E402
 from bench.footprint import rss_mb  # noqa: E402
 from bench.stack import local_stack  # noqa: E402
 from tests.support import Worker  # noqa: E402

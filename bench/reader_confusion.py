@@ -1,4 +1,4 @@
-"""How the batching reader (``app.smart.read``) reads the trace's word lists and the held-out
+"""How the batching reader (``app.batching.smart.read``) reads the trace's word lists and the held-out
 corpus, side by side.
 
     .venv/bin/python bench/reader_confusion.py [--markdown]
@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from app.smart import Reading, read
+from app.batching.smart import Reading, read
 from bench import heldout
 from bench import trace as lists
 

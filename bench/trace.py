@@ -12,7 +12,7 @@ contact comes back is skewed to few visits, as in real inboxes: 1 visit (35 %),
 2 (25 %), 3 (15 %), 4 (10 %), 5-8 (15 %), a day apart. **A visit is a chat**:
 1 turn (35 %), 2 (25 %), 3 (20 %), 4 (10 %) or 5 (10 %); each turn after the first
 is written 1-10 s after the bot's answer to the one before (``Turn.think``: the
-timeline is the policy's, as live, ``app.replay.converse``). A contact who
+timeline is the policy's, as live, ``app.batching.simulate.converse``). A contact who
 answers the bot soon after its reply is the common case, and the one a window
 learned from turns gets wrong.
 
@@ -27,7 +27,7 @@ pieces and plain sentences in the middle, and ends with a request. Every kind
 can appear in every position (a greeting alone, a complete question that is
 followed by more, a burst that ends on "and"), so no position is given away by
 its text. The vocabulary is written here by hand, apart from the gateway's
-classifier (``app/smart.py``), which never sees these lists — but by the same
+classifier (``app/batching/smart.py``), which never sees these lists — but by the same
 hand, so it reads them better than it will read real traffic (typos, slang,
 missing accents): ``Population.misread`` gives a share of fragments a random
 reading instead, to see what a worse reader costs.
@@ -42,8 +42,8 @@ from functools import lru_cache
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from app.replay import Turn, Visit
-from app.smart import Reading, read
+from app.batching.simulate import Turn, Visit
+from app.batching.smart import Reading, read
 
 __all__ = ["DAY", "KINDS", "TEXT", "TURNS", "Contact", "Fragment", "Population", "bursts", "trace"]
 
@@ -65,7 +65,7 @@ class Fragment:
 
     @property
     def reading(self) -> str:
-        """How the gateway reads it (``app.smart.read``), as the drainer does."""
+        """How the gateway reads it (``app.batching.smart.read``), as the drainer does."""
         return self.misread or _read(self.text, self.attachment).value
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from app.signature import sign  # noqa: E402
+from app.chatwoot.signature import sign  # noqa: E402
 from bench.common import free_port, gunicorn, wait_http  # noqa: E402
 from tests import chatwoot_payloads as cw  # noqa: E402
 from tests.support import RedisServer, Worker  # noqa: E402

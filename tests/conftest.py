@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 import redis
 
-from app import keys
 from app.bots import EchoBot
-from app.chatwoot import DryRunOutbox
+from app.chatwoot.client import DryRunOutbox
+from app.chatwoot.signature import sign
 from app.drain import Drainer
-from app.scripts import Scripts
 from app.settings import load_settings
-from app.signature import sign
+from app.store import keys
+from app.store.scripts import Scripts
 from app.web import create_app
 from tests.support import ROOT, RedisServer, Stand, Worker
 

@@ -466,7 +466,7 @@ class Worker:
         prefetch: int = 1,
     ) -> None:
         self.env, self.name, self.pool, self.concurrency = env, name, pool, concurrency
-        self.housekeeping = housekeeping  # the sweeper, gauges and session expiry (app.housekeeping)
+        self.housekeeping = housekeeping  # the sweeper, gauges and session expiry (app.schedule.housekeeping)
         self.prefetch = prefetch  # start.sh's CELERY_PREFETCH_MULTIPLIER
         self.proc: subprocess.Popen | None = None
         self.log_path = Path(env.get("TEST_LOG_DIR", "/tmp")) / f"worker-{name}-{os.getpid()}.log"

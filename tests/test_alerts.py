@@ -12,7 +12,7 @@ import subprocess
 import pytest
 import redis
 
-from app.ops import refresh_gauges
+from app.ops.queries import refresh_gauges
 from tests import chatwoot_payloads as cw
 from tests.conftest import base_env, make_client, post_webhook
 from tests.support import ROOT

@@ -8,9 +8,9 @@ import sys
 import pytest
 import redis
 
-from app import keys
-from app.analytics import plot, record_gaps, report
+from app.batching.analytics import plot, record_gaps, report
 from app.metrics import observe
+from app.store import keys
 from tests.conftest import base_env
 from tests.support import ROOT
 

@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 import redis
 
-from app import keys
 from app.celery_config import make_celery
-from app.lease import schedule_drain, task_of
+from app.schedule.lease import schedule_drain, task_of
 from app.settings import load_settings
+from app.store import keys
 from tests import chatwoot_payloads as cw
 from tests.conftest import fault_env, make_client, post_webhook
 from tests.support import ROOT, Proxy, Stand, Worker, wait_for

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from app import keys
-from app.batching import Segment
+from app.batching.rules import Segment
 from app.bots import EchoBot, OpenAIBot, PythonBot, bot_request, load_handler, parse_bot_answer
+from app.chatwoot.payload import Attachment, StoredMessage
+from app.drain.ledger import StoredAnswer
 from app.errors import BotError
-from app.ledger import StoredAnswer
-from app.payload import Attachment, StoredMessage
 from app.settings import CompanyConfig, ConfigError
+from app.store import keys
 from tests.support import Stand
 
 

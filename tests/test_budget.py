@@ -8,7 +8,7 @@ import time
 import pytest
 import redis
 
-from app import keys
+from app.store import keys
 from tests import chatwoot_payloads as cw
 from tests.conftest import base_env, make_client, post_webhook
 from tests.support import Stand, Worker, wait_for

@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 import pytest
 import redis
 
-from app import keys
-from app.hours import DAYS, parse_business_hours
+from app.settings.hours import DAYS, parse_business_hours
+from app.store import keys
 from tests import chatwoot_payloads as cw
 from tests.conftest import chatwoot_company, companies_env, idle, make_client, post_webhook
 from tests.support import Stand, Worker, wait_for

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.chatwoot import ChatwootClient
+from app.chatwoot.client import ChatwootClient
 from app.errors import ChatwootError
 from app.settings import CompanyConfig
 from tests.support import Stand

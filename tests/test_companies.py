@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from app import keys
+from app.store import keys
 from tests import chatwoot_payloads as cw
 from tests.conftest import companies_env, post_webhook
 from tests.support import ROOT, Stand, Worker, wait_for

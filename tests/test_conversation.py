@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import redis
 
-from app import keys
+from app.store import keys
 from tests import chatwoot_payloads as cw
 from tests.conftest import chatwoot_company, companies_env, post_webhook
 from tests.support import Stand, Worker, wait_for

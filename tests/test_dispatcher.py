@@ -1,4 +1,4 @@
-"""The dispatcher (app/dispatcher.py) against the real Redis: due entries become drain
+"""The dispatcher (app/schedule/dispatcher.py) against the real Redis: due entries become drain
 tasks once, earliest first, for this process's free slots only."""
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ import time
 import redis
 from celery import Celery
 
-from app import keys
 from app.bots import BotReply, EchoBot
-from app.dispatcher import Dispatcher
-from app.payload import StoredMessage
-from app.redis_client import redis_now
-from app.scripts import Scripts
+from app.chatwoot.payload import StoredMessage
+from app.schedule.dispatcher import Dispatcher
 from app.settings import load_settings
+from app.store import keys
+from app.store.client import redis_now
+from app.store.scripts import Scripts
 from tests.conftest import base_env, companies_env, dry_run_drainer
 
 

@@ -8,12 +8,12 @@ import time
 
 import redis
 
-from app import keys
+from app.chatwoot.payload import StoredMessage
 from app.drain.due import release_if_empty
 from app.drain.run import RunContext
-from app.intake import accept
-from app.payload import StoredMessage
-from app.redis_client import redis_now
+from app.intake.accept import accept
+from app.store import keys
+from app.store.client import redis_now
 from tests.conftest import dry_run_drainer
 
 

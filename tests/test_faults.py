@@ -17,7 +17,7 @@ import time
 import pytest
 import redis
 
-from app import keys
+from app.store import keys
 from tests import chatwoot_payloads as cw
 from tests.conftest import fault_env, make_client, post_webhook
 from tests.support import Stand, Worker, wait_for
@@ -309,6 +309,6 @@ def test_the_housekeeping_keeps_its_schedule_while_every_slot_waits_on_a_slow_bo
 
 
 def _stored(payload: dict) -> dict:
-    from app.payload import parse_webhook
+    from app.chatwoot.payload import parse_webhook
 
     return json.loads(parse_webhook(payload, 0.0).to_json())  # type: ignore[union-attr]

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from app import keys
 from app.errors import LeaseLost
-from app.lease import LeaseKeeper, new_run_id, task_of
-from app.redis_client import connect
-from app.scripts import Scripts
+from app.schedule.lease import LeaseKeeper, new_run_id, task_of
+from app.store import keys
+from app.store.client import connect
+from app.store.scripts import Scripts
 from tests.support import RedisServer
 
 

@@ -1,4 +1,4 @@
-from app import keys
+from app.store import keys
 
 
 def test_every_key_format_is_exact() -> None:

@@ -11,8 +11,8 @@ import pytest
 import redis
 from celery import Celery
 
-from app import keys
-from app.payload import StoredMessage
+from app.chatwoot.payload import StoredMessage
+from app.store import keys
 from tests import chatwoot_payloads as cw
 from tests.conftest import base_env, make_client, post_webhook
 from tests.support import Stand, Worker, wait_for

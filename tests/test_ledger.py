@@ -17,16 +17,16 @@ from urllib.parse import urlparse
 import pytest
 import redis
 
-from app import keys
 from app.bots import BotReply, EchoBot
-from app.chatwoot import DryRunOutbox
+from app.chatwoot.client import DryRunOutbox
+from app.chatwoot.payload import StoredMessage
 from app.drain import Drainer, drain, post
+from app.drain.ledger import ATTEMPTS, ERROR, Ledger
 from app.errors import BotError
-from app.ledger import ATTEMPTS, ERROR, Ledger
-from app.payload import StoredMessage
-from app.redis_client import connect, fitness, redis_now
-from app.scripts import Scripts
 from app.settings import load_settings
+from app.store import keys
+from app.store.client import connect, fitness, redis_now
+from app.store.scripts import Scripts
 from tests import chatwoot_payloads as cw
 from tests.conftest import base_env, dry_run_drainer, make_client, post_webhook
 from tests.support import ROOT, Proxy, RedisServer, wait_for

@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from app import keys
 from app.logs import JsonFormatter, Sampled, mask_secrets
+from app.store import keys
 from tests.conftest import base_env
 from tests.support import Worker
 
@@ -101,7 +101,7 @@ def test_show_config_and_check_config_print_no_key(tmp_path) -> None:  # type: i
 def test_an_idle_worker_writes_no_routine_lines_about_its_housekeeping(redis_url: str, rdb, tmp_path) -> None:
     """The sweep every 0.5 s, the gauges every second: as Celery beat tasks that was ~40 INFO
     lines in 6 idle seconds ("Sending due task", "received", "succeeded"). On the worker's
-    own threads (app.housekeeping) they write nothing while there is nothing to say."""
+    own threads (app.schedule.housekeeping) they write nothing while there is nothing to say."""
     env = base_env(
         redis_url,
         "http://127.0.0.1:9",

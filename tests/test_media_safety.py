@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 import redis
 
-from app import keys
+from app.bots.transcribe import Budget, Transcriber, is_public, with_transcripts
+from app.chatwoot.payload import Attachment, StoredMessage
 from app.errors import TranscriptionError
-from app.payload import Attachment, StoredMessage
 from app.settings import load_settings
-from app.transcribe import Budget, Transcriber, is_public, with_transcripts
+from app.store import keys
 from tests import chatwoot_payloads as cw
 from tests.conftest import base_env, make_client, post_webhook
 from tests.support import Listener, Stand, Worker, wait_for

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import redis
 
-from app import keys
+from app.store import keys
 from tests import chatwoot_payloads as cw
 from tests.conftest import base_env, idle, post_webhook
 from tests.support import Stand, Worker, wait_for

@@ -9,10 +9,10 @@ import time
 
 import redis
 
-from app import keys
-from app.ops import busiest, conversation_state, purge
-from app.payload import StoredMessage
-from app.scripts import Scripts
+from app.chatwoot.payload import StoredMessage
+from app.ops.queries import busiest, conversation_state, purge
+from app.store import keys
+from app.store.scripts import Scripts
 from tests.conftest import base_env, companies_env
 from tests.support import ROOT
 
@@ -184,8 +184,8 @@ def test_conversations_waiting_for_a_free_slot_are_counted_with_the_longest_wait
 ) -> None:
     """Due entries no drain has taken a second after their time wait for a free worker slot:
     the gauges count them and say how long the earliest has waited; /metrics reports both."""
-    from app.ops import refresh_gauges
-    from app.redis_client import redis_now
+    from app.ops.queries import refresh_gauges
+    from app.store.client import redis_now
     from tests.conftest import make_client
 
     now = redis_now(rdb)

@@ -1,4 +1,4 @@
-"""Who holds a conversation (app/ownership.py): the transition table, every arrow of it
+"""Who holds a conversation (app/conversation/ownership.py): the transition table, every arrow of it
 driven through the real scripts on the real Redis, what each Chatwoot payload says, and
 the table in docs/conversation.md, which must be this table."""
 
@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from app import keys
-from app.ownership import MARKERS, STATUS_EVENTS, TRANSITIONS, Event, Holder, Seen, holder_of
-from app.payload import AgentReply, Ignored, StatusChange, StoredMessage, parse_webhook
-from app.scripts import Scripts
+from app.chatwoot.payload import AgentReply, Ignored, StatusChange, StoredMessage, parse_webhook
+from app.conversation.ownership import MARKERS, STATUS_EVENTS, TRANSITIONS, Event, Holder, Seen, holder_of
 from app.settings import CompanyConfig
+from app.store import keys
+from app.store.scripts import Scripts
 from tests import chatwoot_payloads as cw
 
 C = "default"
@@ -134,7 +134,7 @@ def expected_table() -> str:
 
 def test_the_table_in_docs_is_this_table() -> None:
     """docs/conversation.md draws the state machine; its transition table is checked here,
-    cell by cell, against app/ownership.py."""
+    cell by cell, against app/conversation/ownership.py."""
     text = (ROOT / "docs" / "conversation.md").read_text()
     found = re.search(r"<!-- transitions -->\n(.*?)\n<!-- /transitions -->", text, re.S)
     assert found, "docs/conversation.md lost its transition table"

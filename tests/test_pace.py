@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 import redis
 
-from app import analytics, keys
+from app.batching import analytics
+from app.batching.pace import HISTORY, MARGIN, SLACK, Pace, learned_window
+from app.chatwoot.payload import StoredMessage
 from app.drain import Drainer
 from app.drain.due import look
-from app.pace import HISTORY, MARGIN, SLACK, Pace, learned_window
-from app.payload import StoredMessage
-from app.redis_client import redis_now
 from app.settings import ConfigError, load_settings
+from app.store import keys
+from app.store.client import redis_now
 from tests import chatwoot_payloads as cw
 from tests.conftest import base_env, dry_run_drainer, make_client, post_webhook
 from tests.support import Stand, Worker, wait_for

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from app.payload import (
+from app.chatwoot.payload import (
     AgentReply,
     Ignored,
     InvalidPayload,
@@ -166,7 +166,7 @@ def test_a_message_keeps_at_most_max_content_chars_and_max_attachments() -> None
     """Security review 2026-12-03, finding 4: the body limit (1 MB) let one message take a
     megabyte of the shared Redis, in its queue and again in a dead letter; and a message
     could carry any number of media addresses."""
-    from app.payload import MAX_ATTACHMENTS, MAX_CONTENT_CHARS, TRUNCATED
+    from app.chatwoot.payload import MAX_ATTACHMENTS, MAX_CONTENT_CHARS, TRUNCATED
 
     body = cw.message("x" * 900_000, 42)
     body["attachments"] = [

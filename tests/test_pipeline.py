@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from app import keys
+from app.store import keys
 from tests import chatwoot_payloads as cw
 from tests.conftest import base_env, idle, post_webhook
 from tests.support import Stand, Worker, wait_for

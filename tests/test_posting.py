@@ -8,14 +8,14 @@ import json
 
 import redis
 
-from app import keys
 from app.bots import EchoBot
-from app.chatwoot import make_replier
+from app.chatwoot.client import make_replier
+from app.chatwoot.payload import StoredMessage
 from app.drain import Drainer
-from app.payload import StoredMessage
-from app.redis_client import redis_now
-from app.scripts import Scripts
 from app.settings import load_settings
+from app.store import keys
+from app.store.client import redis_now
+from app.store.scripts import Scripts
 from tests.conftest import base_env
 from tests.support import Stand
 

@@ -1,4 +1,4 @@
-"""The simulator's engine (app.replay): conversations played turn by turn, the timeline set
+"""The simulator's engine (app.batching.simulate): conversations played turn by turn, the timeline set
 by the policy as it is live, and logged turns splitting bursts when the log is replayed."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from app.pace import MARGIN, SLACK
-from app.replay import TURN, Learned, Policy, Turn, Visit, bursts_of, company_policy, converse
+from app.batching.pace import MARGIN, SLACK
+from app.batching.simulate import TURN, Learned, Policy, Turn, Visit, bursts_of, company_policy, converse
 
 
 @dataclass(frozen=True)

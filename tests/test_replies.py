@@ -1,4 +1,4 @@
-from app.replies import WHATSAPP_MAX_CHARS, split_long, split_reply, typing_pause
+from app.chatwoot.replies import WHATSAPP_MAX_CHARS, split_long, split_reply, typing_pause
 
 
 def test_paragraph_mode_splits_on_blank_lines_only() -> None:

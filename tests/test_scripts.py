@@ -11,11 +11,11 @@ import fakeredis
 import pytest
 import redis
 
-from app import keys
+from app.conversation.ownership import Event, Holder, Seen
+from app.drain.ledger import ATTEMPTS, ERROR
 from app.errors import LeaseLost
-from app.ledger import ATTEMPTS, ERROR
-from app.ownership import Event, Holder, Seen
-from app.scripts import (
+from app.store import keys
+from app.store.scripts import (
     ClaimedBatch,
     Dispatch,
     DueClaim,
@@ -484,7 +484,7 @@ def test_spend_bot_call_takes_from_the_days_budget_until_it_is_used_up(s: Script
 def test_every_outgoing_message_to_the_contact_notes_a_turn(s: Scripts, r) -> None:
     """The gateway's posted reply (RECORD_SENT), a human's reply (AGENT_REPLY) and an
     automation's message (OBSERVE, turn) each note when the contact was last answered:
-    their next message is an answer, not a fragment (app/pace.py). The gateway's own
+    their next message is an answer, not a fragment (app/batching/pace.py). The gateway's own
     reply coming back notes nothing more."""
     turns = keys.turns(C)
     s.ledger.record_sent(C, CONV, "part:1-1:0", "pending:1", "sent:9", 9, 60).run()

@@ -1,10 +1,10 @@
 import redis
 
-from app import keys
-from app.ownership import Event, Holder
-from app.scripts import Scripts
-from app.sessions import reset_session
+from app.conversation.ownership import Event, Holder
+from app.conversation.sessions import reset_session
 from app.settings import CompanyConfig
+from app.store import keys
+from app.store.scripts import Scripts
 
 
 def test_reset_clears_a_bot_handoff_and_turns_but_never_a_humans(rdb: redis.Redis) -> None:

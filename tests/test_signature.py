@@ -2,8 +2,8 @@ import time
 
 import pytest
 
+from app.chatwoot.signature import AuthError, authenticate, sign
 from app.settings import CompanyConfig
-from app.signature import AuthError, authenticate, sign
 
 BODY = b'{"event":"message_created","id":1}'
 SIGNED = CompanyConfig(chatwoot_webhook_secret="s3cret")
@@ -79,7 +79,7 @@ def test_no_secret_configured_refuses_everything() -> None:
 
 
 def test_secrets_are_compared_in_constant_time(monkeypatch) -> None:
-    import app.signature as signature
+    import app.chatwoot.signature as signature
 
     calls: list[tuple[bytes, bytes]] = []
     real = signature.hmac.compare_digest

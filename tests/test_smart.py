@@ -14,15 +14,16 @@ from pathlib import Path
 import pytest
 import redis
 
-from app import analytics, keys
-from app.analytics import LoggedFragment, log_fragments, smart_estimate
+from app.batching import analytics
+from app.batching.analytics import LoggedFragment, log_fragments, smart_estimate
+from app.batching.pace import MARGIN, SLACK, Pace
+from app.batching.simulate import Smart
+from app.batching.smart import NEW_OPENING_SECONDS, PLAIN_SECONDS, Reading, read, smart_window
+from app.chatwoot.payload import StoredMessage
 from app.drain.due import look
-from app.pace import MARGIN, SLACK, Pace
-from app.payload import StoredMessage
-from app.redis_client import redis_now
-from app.replay import Smart
 from app.settings import load_settings
-from app.smart import NEW_OPENING_SECONDS, PLAIN_SECONDS, Reading, read, smart_window
+from app.store import keys
+from app.store.client import redis_now
 from tests import chatwoot_payloads as cw
 from tests.conftest import base_env, companies_env, dry_run_drainer, make_client, post_webhook
 from tests.support import ROOT, Stand, Worker, wait_for
@@ -312,7 +313,7 @@ class _Fragment:
 def test_the_simulator_closes_a_batch_when_the_drainer_does(
     redis_url: str, rdb: redis.Redis, fragments: list[tuple[float, str]], history: tuple[float, ...]
 ) -> None:
-    """bench/batching_quality.py replays app.replay.Smart; the drainer schedules by the same
+    """bench/batching_quality.py replays app.batching.simulate.Smart; the drainer schedules by the same
     functions: for the same pace and fragments they agree on the due time."""
     analytics._priors.clear()
     drainer = dry_run_drainer(

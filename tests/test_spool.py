@@ -1,5 +1,5 @@
 """The local spool: what the webhook accepts while Redis is unreachable reaches Redis
-once it is back, in order, once (app/spool.py)."""
+once it is back, in order, once (app/intake/spool.py)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from app import keys
-from app.payload import StoredMessage
-from app.spool import Spool, SpoolFull
+from app.chatwoot.payload import StoredMessage
+from app.intake.spool import Spool, SpoolFull
+from app.store import keys
 from tests import chatwoot_payloads as cw
 from tests.conftest import base_env, make_client, post_webhook
 from tests.support import RedisServer, Stand, Worker, wait_for
@@ -347,8 +347,8 @@ def test_every_kind_of_event_survives_the_spool_as_it_was() -> None:
     """While Redis is down every event is spooled, not only messages: what a status event,
     an agent's reply, an ignored message or a message_updated says of the conversation is
     applied once Redis is back (who holds it must come out right from whatever arrived)."""
-    from app.payload import MessageUpdate, parse_webhook
-    from app.webhook import _from_spool, _spool_entry
+    from app.chatwoot.payload import MessageUpdate, parse_webhook
+    from app.intake.webhook import _from_spool, _spool_entry
 
     for payload in (
         cw.message("hi", 42),

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from app import scripts
-from app.health import COUNTERS
 from app.metrics import Stat, render_counters
+from app.ops.health import COUNTERS
+from app.store import scripts
 
 APP = Path(__file__).resolve().parent.parent / "app"
 

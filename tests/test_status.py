@@ -9,10 +9,10 @@ import time
 
 import redis
 
-from app import keys
-from app.analytics import LoggedFragment, log_fragments, record_gaps
-from app.ops import refresh_gauges
-from app.payload import StoredMessage
+from app.batching.analytics import LoggedFragment, log_fragments, record_gaps
+from app.chatwoot.payload import StoredMessage
+from app.ops.queries import refresh_gauges
+from app.store import keys
 from tests import chatwoot_payloads as cw
 from tests.conftest import base_env, make_client, post_webhook
 
@@ -145,7 +145,7 @@ def test_failed_logins_are_limited_per_address_and_in_all_counted_and_logged(
     passwords a minute from one address, then 429 without the password being checked
     (the right one included) until the minute ends; others still get in; a hundred a
     minute from everyone stops every guess."""
-    from app import status
+    from app.ops import status
 
     status._failure_lines._seen.clear()  # sampled: one line a minute per kind, in this process
     web = _web(redis_url)
@@ -190,7 +190,7 @@ def test_the_replay_token_is_random_expires_and_says_nothing_of_the_password(
     import hashlib
     import hmac
 
-    from app import status
+    from app.ops import status
 
     web = _web(redis_url)
     _dead_letter(rdb, "81", "first")
@@ -290,7 +290,7 @@ def test_the_status_password_may_be_a_bcrypt_hash(redis_url: str, rdb: redis.Red
     import subprocess
     import sys
 
-    from app import status
+    from app.ops import status
     from app.settings import load_settings
     from tests.support import ROOT
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from app import keys
+from app.store import keys
 from tests import chatwoot_payloads as cw
 from tests.conftest import signed_headers
 from tests.support import Stand, wait_for

@@ -8,9 +8,9 @@ import time
 import pytest
 import redis
 
-from app import keys
-from app.ops import refresh_gauges
-from app.webhook import UNAUTHORIZED
+from app.intake.webhook import UNAUTHORIZED
+from app.ops.queries import refresh_gauges
+from app.store import keys
 from tests import chatwoot_payloads as cw
 from tests.conftest import SECRET, base_env, make_client, post_webhook, signed_headers
 from tests.support import free_port
@@ -126,7 +126,7 @@ def test_every_401_answers_alike_and_the_log_and_metrics_say_why(web, caplog) ->
     body = json.dumps(cw.message("hi")).encode()
     url = "/webhook/chatwoot/default"
     before = web.get("/metrics").get_data(as_text=True)
-    with caplog.at_level("WARNING", logger="app.webhook"):
+    with caplog.at_level("WARNING", logger="app.intake.webhook"):
         missing = web.post(url, data=body, headers={"Content-Type": "application/json"})
         wrong = web.post(url, data=body, headers=signed_headers(body, secret="nope"))
         stale = web.post(url, data=body, headers=signed_headers(body, timestamp=int(time.time()) - 301))
@@ -145,7 +145,7 @@ def test_every_401_answers_alike_and_the_log_and_metrics_say_why(web, caplog) ->
 def test_401_when_no_secret_is_configured(redis_url: str, rdb, caplog) -> None:
     env = base_env(redis_url, "http://127.0.0.1:9")
     del env["CHATWOOT_WEBHOOK_SECRET"]
-    with caplog.at_level("WARNING", logger="app.webhook"):
+    with caplog.at_level("WARNING", logger="app.intake.webhook"):
         response = post_webhook(make_client(env), cw.message("hi"))
     assert response.status_code == 401 and response.json["reason"] == UNAUTHORIZED
     assert "CHATWOOT_WEBHOOK_SECRET" in caplog.text  # the operator's log says how to configure one
@@ -167,7 +167,7 @@ def test_refusals_are_logged_once_a_minute_per_kind_and_all_counted(web, caplog)
     """Anyone can send refused webhooks: they must not flood the log."""
     body = json.dumps(cw.message("hi")).encode()
     before = web.get("/metrics").get_data(as_text=True)
-    with caplog.at_level("INFO", logger="app.webhook"):
+    with caplog.at_level("INFO", logger="app.intake.webhook"):
         for _ in range(50):
             web.post("/webhook/chatwoot/default", data=body, headers=signed_headers(body, secret="nope"))
             post_webhook(web, cw.message("hi"), company="nobody")

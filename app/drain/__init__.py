@@ -1,7 +1,7 @@
 """Draining one conversation: the body of the ``gateway.drain`` task.
 
 One run of ``drain`` (``Drainer.run``: one delivery of a task, holding the lease under its
-own run id, ``app.lease``), step by step — each step one module:
+own run id, ``app.schedule.lease``), step by step — each step one module:
 1. ``due``: resumes a leftover ``webhook_processing`` batch first (a drainer died);
 2. ``due``: otherwise waits for the batch to close — not by sleeping, nor in a
    countdown task: it schedules the conversation at the due time (by Redis's
@@ -11,7 +11,7 @@ own run id, ``app.lease``), step by step — each step one module:
 3. ``claim`` claims the batch atomically into ``webhook_processing`` (counting an
    attempt), ``plan`` says which bot calls it needs, ``gates`` which
    need none, ``answer`` asks the bot once per call and stores the answer in the reply
-   ledger (``app.ledger``) before ``post`` posts it part by part, and only
+   ledger (``app.drain.ledger``) before ``post`` posts it part by part, and only
    then lets the messages leave ``webhook_processing``; a resumed batch posts
    the stored answer and never asks the bot again;
 4. ``due`` releases the lease in the same script that checks the queue is empty.
@@ -32,23 +32,23 @@ from enum import StrEnum
 
 import redis
 
-from app import keys
 from app.bots import Bot
-from app.chatwoot import Replier
+from app.chatwoot.client import Replier
 from app.drain.answer import Superseded, answer_once
 from app.drain.claim import claim, parse
 from app.drain.due import defer, look, release_if_empty
 from app.drain.endings import guarded, release_attempt
 from app.drain.handoff import held_by_humans, leave_to_humans
+from app.drain.ledger import Ledger
 from app.drain.plan import plan
 from app.drain.post import post_answer
 from app.drain.run import Batch, Claimed, RunContext
+from app.drain.typing_indicator import Typing
 from app.errors import LeaseLost
-from app.lease import lease_keeper, new_run_id
-from app.ledger import Ledger
-from app.scripts import Scripts
+from app.schedule.lease import lease_keeper, new_run_id
 from app.settings import CompanyConfig, Settings
-from app.typing_indicator import Typing
+from app.store import keys
+from app.store.scripts import Scripts
 
 __all__ = ["MAX_BATCHES_PER_RUN", "Drainer", "Outcome", "answer_batch", "drain"]
 
@@ -81,7 +81,7 @@ class Drainer:
     bot: Bot
     replier: Replier
     clock: Callable[[], float] = time.time  # only for timestamps shown to people (dead letters)
-    transcribe: Callable[[str, float], str] | None = None  # TRANSCRIBE_BACKEND (app.transcribe), or none
+    transcribe: Callable[[str, float], str] | None = None  # TRANSCRIBE_BACKEND (app.bots.transcribe), or none
     release: Release = release_if_empty
 
     def context(self) -> RunContext:

@@ -12,19 +12,19 @@ import logging
 import time
 from dataclasses import dataclass
 
-from app import keys
-from app.batching import Segment
+from app.batching.rules import Segment
 from app.bots import BotReply, ask_bot, bot_request
+from app.chatwoot.payload import StoredMessage
+from app.chatwoot.replies import reply_parts
 from app.drain.claim import count_claim, parse
 from app.drain.gates import first_gate
+from app.drain.ledger import StoredAnswer
 from app.drain.run import Batch, RunContext
 from app.errors import BotError
-from app.ledger import StoredAnswer
 from app.logs import mask_secrets
 from app.metrics import Stat, count_into
-from app.payload import StoredMessage
-from app.replies import reply_parts
-from app.scripts import RoundTrip
+from app.store import keys
+from app.store.scripts import RoundTrip
 
 __all__ = ["Superseded", "answer_once"]
 

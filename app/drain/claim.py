@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import logging
 
-from app import keys
-from app.analytics import LoggedFragment, count_gaps, log_fragments
+from app.batching.analytics import LoggedFragment, count_gaps, log_fragments
+from app.batching.pace import PACE_TTL_SECONDS, spans_a_turn
+from app.batching.simulate import TURN
+from app.batching.smart import Reading, read_message
+from app.bots.transcribe import Budget, with_transcripts
+from app.chatwoot.payload import StoredMessage, read_stored, received_at
 from app.drain.endings import dead_letter
+from app.drain.ledger import LedgerState
 from app.drain.run import Batch, Claimed, RunContext
-from app.ledger import LedgerState
 from app.metrics import Stat, count_into
-from app.pace import PACE_TTL_SECONDS, spans_a_turn
-from app.payload import StoredMessage, read_stored, received_at
-from app.replay import TURN
-from app.smart import Reading, read_message
-from app.transcribe import Budget, with_transcripts
+from app.store import keys
 
 __all__ = ["claim", "count_claim", "pace_subject", "parse", "reading"]
 
@@ -107,7 +107,7 @@ def _arrivals(batch: list[str]) -> list[float]:
 
 
 def reading(message: StoredMessage | None) -> Reading:
-    """How a stored message reads (``app.smart.read``); an unreadable one as plain."""
+    """How a stored message reads (``app.batching.smart.read``); an unreadable one as plain."""
     if message is None:
         return Reading.PLAIN
     return read_message(message.content, [a.file_type for a in message.attachments])

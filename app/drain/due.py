@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app import keys
-from app.analytics import prior_window
-from app.batching import due_at
+from app.batching.analytics import prior_window
+from app.batching.rules import due_at
+from app.batching.window import quiet_period
+from app.chatwoot.payload import StoredMessage, read_stored, received_at
 from app.drain.claim import pace_subject, reading
 from app.drain.run import RunContext
-from app.payload import StoredMessage, read_stored, received_at
-from app.scripts import Call, RoundTrip
 from app.settings import WindowMode
-from app.window import quiet_period
+from app.store import keys
+from app.store.scripts import Call, RoundTrip
 
 __all__ = ["CHATWOOT_TRANSCRIBES", "Look", "defer", "look", "release_if_empty"]
 
@@ -82,8 +82,8 @@ def look(ctx: RunContext, start: Call[bool] | None = None) -> Look:
 def _paced_window(
     ctx: RunContext, first: StoredMessage | None, latest: StoredMessage | None, queued: list[float]
 ) -> float:
-    """This contact's quiet period, from what is known of how they type (``app.pace``)
-    and, in smart mode, from what the latest fragment says (``app.smart``)."""
+    """This contact's quiet period, from what is known of how they type (``app.batching.pace``)
+    and, in smart mode, from what the latest fragment says (``app.batching.smart``)."""
     config = ctx.company
     _, pace = ctx.pace_of(pace_subject(first, ctx.conversation))
     prior = prior_window(ctx.client, ctx.company_id, config.batch_window_seconds)

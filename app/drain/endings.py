@@ -12,10 +12,10 @@ from collections.abc import Callable
 
 import redis
 
-from app import keys
 from app.drain.run import Claimed, RunContext
 from app.errors import LeaseLost
 from app.logs import mask_secrets
+from app.store import keys
 
 __all__ = ["RETRY_CAP_SECONDS", "complete", "dead_letter", "guarded", "release_attempt"]
 

@@ -13,12 +13,12 @@ import logging
 import time
 from collections.abc import Callable
 
-from app import keys
-from app.batching import Segment
+from app.batching.rules import Segment
 from app.bots import BotReply
 from app.drain.run import RunContext
 from app.metrics import Stat
-from app.redis_client import redis_now
+from app.store import keys
+from app.store.client import redis_now
 
 __all__ = ["GATES", "first_gate", "keyword_handoff", "off_duty", "over_budget"]
 

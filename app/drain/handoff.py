@@ -1,4 +1,4 @@
-"""The drain's side of who holds a conversation (the rule itself: ``app.ownership``):
+"""The drain's side of who holds a conversation (the rule itself: ``app.conversation.ownership``):
 before each bot call, is it still the bot's; a batch left to the humans who hold it;
 and the handoff a bot answer (or a gate) asks for."""
 
@@ -7,12 +7,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from app import keys
+from app.conversation.ownership import Seen
 from app.drain.endings import complete
+from app.drain.ledger import StoredAnswer
 from app.drain.run import Batch, RunContext
 from app.errors import ChatwootError
-from app.ledger import StoredAnswer
-from app.ownership import Seen
+from app.store import keys
 
 __all__ = ["BOT_OPENS", "hand_off", "held_by_humans", "leave_to_humans"]
 

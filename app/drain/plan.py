@@ -2,15 +2,15 @@
 
 A message the reply ledger covers keeps the answer stored for it (with the messages
 that answer covers): a resumed batch posts that answer and never asks the bot again.
-The others are grouped by the batching rules (``app.batching.segments``)."""
+The others are grouped by the batching rules (``app.batching.rules.segments``)."""
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-from app.batching import Segment, segments
-from app.ledger import LedgerState, StoredAnswer
-from app.payload import StoredMessage
+from app.batching.rules import Segment, segments
+from app.chatwoot.payload import StoredMessage
+from app.drain.ledger import LedgerState, StoredAnswer
 
 __all__ = ["BotCall", "plan"]
 

@@ -3,7 +3,7 @@ follows it: the dead letter of a failed bot or a refused part, the handoff the
 answer asks for, and ``complete`` (``post_answer``).
 
 ``Poster.post`` walks the parts of an answer the reply ledger holds
-(``app.ledger``): a part recorded ``sent`` is skipped; every other is marked
+(``app.drain.ledger``): a part recorded ``sent`` is skipped; every other is marked
 ``pending`` in a lease-checked script just before its POST and recorded
 ``sent:<Chatwoot id>`` just after. A part found ``pending`` was being posted
 when a run died: with a token that can read the conversation it is looked up
@@ -22,19 +22,19 @@ from collections.abc import Callable
 
 import redis
 
-from app import keys
-from app.batching import Segment
+from app.batching.rules import Segment
 from app.bots import KeepsTurns
-from app.chatwoot import Replier
+from app.chatwoot.client import Replier
+from app.chatwoot.replies import typing_pause
+from app.conversation.own import content_digest
 from app.drain.endings import complete, dead_letter
 from app.drain.handoff import hand_off
+from app.drain.ledger import SENT, Ledger, LedgerState, StoredAnswer, is_pending, is_sent
 from app.drain.run import Batch, RunContext
 from app.errors import ChatwootError
-from app.ledger import SENT, Ledger, LedgerState, StoredAnswer, is_pending, is_sent
 from app.metrics import Stat
-from app.own import content_digest
-from app.replies import typing_pause
 from app.settings import CompanyConfig
+from app.store import keys
 
 __all__ = ["AMBIGUOUS_CREATES", "AMBIGUOUS_SETTLE_SECONDS", "Poster", "post_answer"]
 

@@ -15,16 +15,16 @@ from dataclasses import dataclass, field
 
 import redis
 
-from app import keys
+from app.batching.pace import Pace
 from app.bots import Bot
-from app.chatwoot import Replier
-from app.lease import Run
-from app.ledger import Ledger, LedgerState
+from app.bots.transcribe import Budget
+from app.chatwoot.client import Replier
+from app.drain.ledger import Ledger, LedgerState
 from app.metrics import Stat
-from app.pace import Pace
-from app.scripts import Scripts
+from app.schedule.lease import Run
 from app.settings import CompanyConfig, Settings
-from app.transcribe import Budget
+from app.store import keys
+from app.store.scripts import Scripts
 
 __all__ = ["Batch", "Claimed", "RunContext"]
 
@@ -40,13 +40,13 @@ class RunContext:
     bot: Bot
     replier: Replier
     clock: Callable[[], float] = time.time  # only for timestamps shown to people (dead letters)
-    transcribe: Callable[[str, float], str] | None = None  # TRANSCRIBE_BACKEND (app.transcribe), or none
+    transcribe: Callable[[str, float], str] | None = None  # TRANSCRIBE_BACKEND (app.bots.transcribe), or none
     run_id: str = ""
     run: Run | None = None  # the proof of the lease, once taken (``proven``)
     ledger: Ledger | None = None
     started: float = 0.0  # monotonic start of the run
     previous: float | None = None  # latest arrival counted for gaps
-    turn_at: float | None = None  # latest outgoing message (app.pace)
+    turn_at: float | None = None  # latest outgoing message (app.batching.pace)
     claimed: bool = False  # this run claimed a batch (counted an attempt)
     _pace: tuple[str, Pace] | None = field(default=None, repr=False)  # read once per contact and run
 

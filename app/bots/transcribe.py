@@ -1,0 +1,440 @@
+"""Voice notes: a transcript before the batch goes to the bot.
+
+When ``TRANSCRIBE_BACKEND=openai`` and an audio attachment of a claimed batch
+has no ``transcribed_text`` (Chatwoot's own transcription, when it made one,
+is used as it is), the drainer fetches the audio from its ``data_url`` (at most
+``TRANSCRIBE_MAX_BYTES``) and posts it to an OpenAI-compatible
+``/audio/transcriptions`` (``TRANSCRIBE_BASE_URL``, else ``OPENAI_BASE_URL``;
+``TRANSCRIBE_MODEL``). The transcript then joins the burst in its place
+(``StoredMessage.bot_text``). A note that cannot be fetched or transcribed reaches
+the bot as an audio attachment without text: it is never dropped.
+
+The ``data_url`` comes from a webhook, so whoever can post one chooses it. The fetch
+therefore (review 2026-12-03, findings 1-3):
+
+* goes only to Chatwoot's own origin (``CHATWOOT_BASE_URL``), to the hosts of
+  ``MEDIA_ALLOWED_HOSTS`` when that is set, and otherwise to any host **at a public
+  address**: the address actually connected is checked (after DNS, on every
+  redirect hop; a name that resolves to loopback, a private, link-local, multicast or
+  reserved address is refused), so neither a redirect nor DNS rebinding reaches
+  inside the deployment;
+* follows at most ``MAX_REDIRECTS`` redirects, by hand, each hop checked;
+* has one wall-clock deadline (``TRANSCRIBE_TIMEOUT_SECONDS``, or less when the
+  batch's budget has less left) for the fetch and the transcription together: at the
+  deadline a watchdog shuts the socket, whatever the server trickles (requests' read
+  timeout applies to each read, so a byte a second never trips it);
+* is bounded per batch: at most ``TRANSCRIBE_MAX_NOTES`` notes and
+  ``TRANSCRIBE_BUDGET_SECONDS`` in all (the rest go to the bot without text), and
+  each transcript (or failure) is kept in the batch's ledger, so a batch that is
+  run again never fetches or pays for a note twice.
+
+Its media may answer 404 or 403 for a moment after ``message_created`` (the upload
+is not finished): that is asked again, with backoff, within the same deadline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from urllib.parse import ParseResult, urljoin, urlparse
+
+import requests
+import requests.adapters
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import NewConnectionError
+
+from app.chatwoot.payload import Attachment, StoredMessage
+from app.errors import TranscriptionError
+from app.outbound import read_body
+from app.settings import CompanyConfig
+
+__all__ = ["Budget", "Origins", "Transcriber", "is_public", "with_transcripts"]
+
+log = logging.getLogger(__name__)
+NOT_READY_STATUSES = (403, 404)  # the storage does not have the upload yet
+NOT_READY_FIRST_PAUSE_SECONDS = 0.25
+MAX_REDIRECTS = 3  # Chatwoot's blob URL -> its storage's signed URL, with room for one more
+MAX_TRANSCRIPT_BYTES = 256 * 1024  # the provider's answer (a transcript of a long note is ~20 KB)
+TEXT, FAILED = "text:", "failed:"  # a kept transcript: what the bot gets, or why it gets none
+
+
+class _NotReady(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class RefusedAddress(NewConnectionError):
+    """The host resolved (or was connected) to an address the gateway must not fetch from."""
+
+
+def is_public(address: str) -> bool:
+    """Is ``address`` a global unicast address (not loopback, private, link-local,
+    shared, multicast, reserved or unspecified; an IPv4-mapped IPv6 is read as IPv4)?"""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast and not ip.is_reserved
+
+
+@dataclasses.dataclass(frozen=True)
+class Origins:
+    """Where media may be fetched from: ``trusted`` entries (``host`` or ``host:port``, or
+    ``*.domain``) at any address, the operator's word; any other host only at a public
+    address, unless ``only_trusted`` (``MEDIA_ALLOWED_HOSTS`` set)."""
+
+    trusted: tuple[str, ...]
+    only_trusted: bool = False
+
+    @classmethod
+    def of(cls, config: CompanyConfig) -> Origins:
+        trusted = list(config.media_allowed_hosts)
+        if config.chatwoot_base_url:
+            trusted.append(_origin(config.chatwoot_base_url))
+        return cls(tuple(trusted), only_trusted=bool(config.media_allowed_hosts))
+
+    def trusts(self, host: str, port: int) -> bool:
+        host = host.lower().rstrip(".")
+        for entry in self.trusted:
+            name, _, wanted = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
+            if wanted and int(wanted) != port:
+                continue
+            if name == host or (name.startswith("*.") and host.endswith(name[1:])):
+                return True
+        return False
+
+
+def _port(parsed: ParseResult) -> int:
+    return parsed.port or (443 if parsed.scheme == "https" else 80)
+
+
+def _origin(url: str) -> str:
+    parsed = urlparse(url)
+    return f"{(parsed.hostname or '').lower()}:{_port(parsed)}"
+
+
+# -- the deadline: a watchdog that shuts the sockets of the fetch in progress ---------
+
+_current = threading.local()  # the watch of the calling thread's fetch, if any
+
+
+class _Watch:
+    """Shuts every socket registered with it once ``end`` (monotonic) passes."""
+
+    def __init__(self, end: float) -> None:
+        self.end = end
+        self.fired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(max(0.0, end - time.monotonic()), self._fire)
+        self._timer.daemon = True
+
+    def register(self, sock: socket.socket | None) -> None:
+        if sock is None:
+            return
+        with self._lock:
+            self._sockets.append(sock)
+            fired = self.fired
+        if fired:
+            _shut(sock)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shut(sock)
+
+    def start(self) -> None:
+        self._timer.start()
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)  # a blocked recv in the fetching thread returns at once
+    except OSError:
+        pass
+
+
+@contextmanager
+def _deadline(end: float) -> Iterator[_Watch]:
+    watch = _Watch(end)
+    _current.watch = watch
+    watch.start()
+    try:
+        yield watch
+    finally:
+        watch.cancel()
+        _current.watch = None
+
+
+def _register(sock: socket.socket | None) -> None:
+    watch = getattr(_current, "watch", None)
+    if watch is not None:
+        watch.register(sock)
+
+
+# -- connections that check the address they reached --------------------------------
+
+
+def _guarded(base: type[HTTPConnection], origins: Origins) -> type[HTTPConnection]:
+    class Guarded(base):  # type: ignore[valid-type, misc]
+        def _new_conn(self) -> socket.socket:
+            sock = super()._new_conn()
+            _register(sock)
+            if not origins.trusts(self.host, self.port or 0):
+                peer = sock.getpeername()[0]
+                if origins.only_trusted or not is_public(peer):
+                    sock.close()
+                    why = "not in MEDIA_ALLOWED_HOSTS" if origins.only_trusted else f"at {peer}, not public"
+                    raise RefusedAddress(self, f"{self.host} is {why}: not fetched")
+            return sock
+
+        def request(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            _register(self.sock)  # a kept-alive connection: its socket is watched too
+            return super().request(*args, **kwargs)
+
+    return Guarded
+
+
+class _GuardedAdapter(requests.adapters.HTTPAdapter):
+    def __init__(self, origins: Origins) -> None:
+        self._origins = origins
+        super().__init__(pool_maxsize=16)
+
+    def init_poolmanager(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        super().init_poolmanager(*args, **kwargs)
+        http = type(
+            "GuardedPool", (HTTPConnectionPool,), {"ConnectionCls": _guarded(HTTPConnection, self._origins)}
+        )
+        https = type(
+            "GuardedTLSPool",
+            (HTTPSConnectionPool,),
+            {"ConnectionCls": _guarded(HTTPSConnection, self._origins)},
+        )
+        self.poolmanager.pool_classes_by_scheme = {"http": http, "https": https}
+
+
+def guarded_session(origins: Origins) -> requests.Session:
+    """A session whose connections go only where ``origins`` allow (checked on the
+    address connected) and register their sockets with the calling thread's deadline.
+    It never reads proxy variables: the check is on the peer, which must be the host."""
+    session = requests.Session()
+    session.trust_env = False
+    adapter = _GuardedAdapter(origins)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+# -- the transcriber ------------------------------------------------------------------
+
+
+class Transcriber:
+    """Fetches a voice note and asks an OpenAI-compatible server for its transcript."""
+
+    def __init__(self, config: CompanyConfig, session: requests.Session | None = None) -> None:
+        base = config.transcribe_base_url or config.openai_base_url
+        assert base
+        self._url = f"{base}/audio/transcriptions"
+        self._key = config.transcribe_api_key or config.openai_api_key
+        self._model = config.transcribe_model
+        self._max_bytes = config.transcribe_max_bytes
+        self._timeout = config.transcribe_timeout_seconds
+        self._origins = Origins.of(config)
+        self._media = session or guarded_session(self._origins)
+        # the provider is the operator's choice: any address, but the same deadline
+        self._provider = guarded_session(Origins((_origin(self._url),), only_trusted=True))
+
+    def transcribe(self, media_url: str, seconds: float | None = None) -> str:
+        """The transcript of the audio at ``media_url``, or ``TranscriptionError``;
+        ``seconds`` (at most ``TRANSCRIBE_TIMEOUT_SECONDS``) bounds the fetch and the
+        transcription together, whatever the servers do."""
+        limit = min(self._timeout, seconds) if seconds is not None else self._timeout
+        end = time.monotonic() + limit
+        with _deadline(end) as watch:
+            try:
+                audio, content_type = self._fetch(media_url, end)
+                return self._ask(media_url, audio, content_type, end)
+            except TranscriptionError:
+                # The watchdog, or a read's own timeout set to the time left, whichever
+                # came first: either way the deadline is what ended it.
+                if watch.fired or time.monotonic() >= end - 0.05:
+                    raise TranscriptionError(f"the voice note took over {limit:g} s: given up") from None
+                raise
+
+    def _ask(self, media_url: str, audio: bytes, content_type: str, end: float) -> str:
+        left = end - time.monotonic()
+        if left <= 0:
+            raise TranscriptionError("no time left to transcribe the voice note")
+        headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
+        name = urlparse(media_url).path.rsplit("/", 1)[-1] or "voice.ogg"
+        try:
+            response = self._provider.post(
+                self._url,
+                files={"file": (name, audio, content_type)},
+                data={"model": self._model},
+                headers=headers,
+                timeout=(min(3.05, left), left),
+                allow_redirects=False,
+                stream=True,
+            )
+            body = read_body(response, end, MAX_TRANSCRIPT_BYTES)
+        except requests.RequestException as exc:
+            raise TranscriptionError(f"transcription request failed: {type(exc).__name__}") from exc
+        except ValueError as exc:
+            raise TranscriptionError(f"transcription answer: {exc}") from None
+        if response.status_code != 200:
+            raise TranscriptionError(f"transcription server answered {response.status_code}")
+        try:
+            text = json.loads(body)["text"]
+        except (ValueError, KeyError, TypeError):
+            raise TranscriptionError("transcription answer has no 'text'") from None
+        if not isinstance(text, str):
+            raise TranscriptionError("transcription 'text' is not a string")
+        return text.strip()
+
+    def _fetch(self, media_url: str, end: float) -> tuple[bytes, str]:
+        """The voice note's bytes. Chatwoot sends ``message_created`` before its storage
+        has the upload, so a 404 or 403 is asked again, with backoff, until ``end``."""
+        pause = NOT_READY_FIRST_PAUSE_SECONDS
+        while True:
+            try:
+                return self._fetch_once(media_url, end)
+            except _NotReady as exc:
+                if time.monotonic() + pause >= end:
+                    raise TranscriptionError(f"fetching the voice note answered {exc.status}") from None
+                log.info("voice note not ready yet status=%s: asking again in %.2f s", exc.status, pause)
+                time.sleep(pause)
+                pause *= 2
+
+    def _fetch_once(self, media_url: str, end: float) -> tuple[bytes, str]:
+        url = media_url
+        for _ in range(MAX_REDIRECTS + 1):
+            parsed = urlparse(url)
+            if parsed.scheme not in ("http", "https") or not parsed.hostname:
+                raise TranscriptionError("the voice note has no http(s) address")
+            if self._origins.only_trusted and not self._origins.trusts(parsed.hostname, _port(parsed)):
+                raise TranscriptionError(f"{parsed.hostname} is not in MEDIA_ALLOWED_HOSTS: not fetched")
+            left = end - time.monotonic()
+            if left <= 0:
+                raise TranscriptionError("no time left to fetch the voice note")
+            try:
+                response = self._media.get(
+                    url, stream=True, timeout=(min(3.05, left), left), allow_redirects=False
+                )
+                with response:
+                    if response.is_redirect:
+                        url = urljoin(url, response.headers.get("Location", ""))
+                        continue
+                    if response.status_code in NOT_READY_STATUSES:
+                        raise _NotReady(response.status_code)
+                    if response.status_code != 200:
+                        raise TranscriptionError(f"fetching the voice note answered {response.status_code}")
+                    declared = response.headers.get("Content-Length")
+                    if declared and declared.isdecimal() and int(declared) > self._max_bytes:
+                        raise TranscriptionError(f"the voice note is larger than {self._max_bytes} bytes")
+                    audio = read_body(response, end, self._max_bytes)
+                    return audio, response.headers.get("Content-Type", "application/octet-stream")
+            except requests.ConnectionError as exc:
+                refused = _refusal(exc)
+                if refused:
+                    raise TranscriptionError(refused) from None
+                raise TranscriptionError(f"fetching the voice note failed: {type(exc).__name__}") from exc
+            except requests.RequestException as exc:
+                raise TranscriptionError(f"fetching the voice note failed: {type(exc).__name__}") from exc
+            except ValueError as exc:  # read_body: too large
+                raise TranscriptionError(f"the voice note {exc}") from None
+        raise TranscriptionError(f"the voice note's address redirected more than {MAX_REDIRECTS} times")
+
+
+def _refusal(exc: BaseException) -> str:
+    """The guard's reason, when it is what stopped a connection."""
+    seen: BaseException | None = exc
+    for _ in range(6):
+        if seen is None:
+            return ""
+        if isinstance(seen, RefusedAddress):
+            return str(seen).split(": ", 1)[-1]
+        inner = seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None
+        seen = getattr(seen, "reason", None) or inner or seen.__cause__
+    return ""
+
+
+# -- a batch's notes ------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Budget:
+    """What one batch may spend on transcription: ``notes`` more notes, until ``end``
+    (monotonic)."""
+
+    notes: int
+    end: float
+
+    @classmethod
+    def of(cls, config: CompanyConfig) -> Budget:
+        return cls(config.transcribe_max_notes, time.monotonic() + config.transcribe_budget_seconds)
+
+    def take(self) -> float | None:
+        """Seconds for one more note, or None when the budget is spent."""
+        left = self.end - time.monotonic()
+        if self.notes <= 0 or left <= 0.5:
+            return None
+        self.notes -= 1
+        return left
+
+
+def with_transcripts(
+    messages: list[StoredMessage],
+    transcribe: Callable[[str, float], str],
+    budget: Budget,
+    kept: Callable[[int, int], str | None],
+    keep: Callable[[int, int, str], None],
+    failed: Callable[[str], None],
+) -> list[StoredMessage]:
+    """``messages`` with their untranscribed voice notes transcribed within ``budget``.
+    ``kept(message id, index)`` is what an earlier run of the batch stored (``text:`` or
+    ``failed:``), used as it is; what this run finds is stored with ``keep``. A note that
+    fails, or that the budget does not reach, goes on without text (``failed`` is told
+    why), and so it does in any run of the batch again: its cost is paid once."""
+    result = []
+    for message in messages:
+        attachments = list(message.attachments)
+        for index, attachment in enumerate(attachments):
+            if attachment.file_type != "audio" or attachment.transcribed_text or not attachment.data_url:
+                continue
+            stored = kept(message.id, index)
+            if stored is None:
+                seconds = budget.take()
+                try:
+                    if seconds is None:
+                        raise TranscriptionError(
+                            "over the batch's transcription budget (TRANSCRIBE_MAX_NOTES, _BUDGET_SECONDS)"
+                        )
+                    stored = TEXT + transcribe(attachment.data_url, seconds)
+                except TranscriptionError as exc:
+                    stored = FAILED + str(exc)
+                    failed(str(exc))
+                keep(message.id, index, stored)  # a run of the batch again does what this one did
+            if stored.startswith(TEXT) and stored[len(TEXT) :]:
+                attachments[index] = dataclasses.replace(attachment, transcribed_text=stored[len(TEXT) :])
+        changed: tuple[Attachment, ...] = tuple(attachments)
+        result.append(
+            dataclasses.replace(message, attachments=changed) if changed != message.attachments else message
+        )
+    return result

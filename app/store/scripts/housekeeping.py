@@ -1,0 +1,98 @@
+"""What operators and budgets change: a dead letter replayed into its queue
+(REPLAY_DEAD_LETTER), a conversation purged (PURGE), a bot call taken from the day's
+budget (SPEND_BOT_CALL)."""
+
+from __future__ import annotations
+
+import redis
+
+from app.store import keys
+from app.store.scripts.core import Call, _register
+
+__all__ = ["PURGE", "REPLAY_DEAD_LETTER", "SPEND_BOT_CALL", "HousekeepingScripts"]
+
+
+# Re-queue one dead letter, only if it is still in the list (compare-and-remove:
+# two operators replaying at once re-queue it once).
+# KEYS[1] dead letters  KEYS[2] the conversation's queue  KEYS[3] conversation index
+# ARGV[1] the entry as read  ARGV[2] conversation id  ARGV[3] queue TTL s
+# ARGV[4..] its stored messages, in order
+# Returns the number of messages re-queued, or -1 if the entry was gone.
+REPLAY_DEAD_LETTER = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return -1 end
+if #ARGV < 4 then return 0 end
+redis.call('RPUSH', KEYS[2], unpack(ARGV, 4))
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[2])
+return #ARGV - 3
+"""
+
+# The spend ceiling: take one bot call from today's budget, if any is left.
+# KEYS[1] today's bot-call count  ARGV[1] calls allowed per day (0: no ceiling)
+# ARGV[2] TTL s of the count
+# Returns the calls used today, this one included; or -1 when the budget is spent
+# (nothing taken).
+SPEND_BOT_CALL = """
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+local limit = tonumber(ARGV[1])
+if limit > 0 and used >= limit then return -1 end
+used = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return used
+"""
+
+# Operator purge of one conversation: its waiting and in-flight messages go.
+# KEYS[1] queue  KEYS[2] processing  KEYS[3] ledger  KEYS[4] conversation index
+# ARGV[1] conversation id
+# Returns the number of messages removed. A drainer holding the lease finds
+# nothing left and releases it.
+PURGE = """
+local count = redis.call('LLEN', KEYS[1]) + redis.call('LLEN', KEYS[2])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('SREM', KEYS[4], ARGV[1])
+return count
+"""
+
+
+class HousekeepingScripts:
+    """The housekeeping scripts, registered on one Redis client, each called by one method."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._spend_bot_call = _register(client, SPEND_BOT_CALL)
+        self._replay_dead_letter = _register(client, REPLAY_DEAD_LETTER)
+        self._purge = _register(client, PURGE)
+
+    def spend_bot_call(self, company: str, day: str, per_day: int) -> Call[int | None]:
+        """Take one bot call from ``day``'s budget: the calls used with it, or None
+        when ``per_day`` are used up (0: no ceiling, the call is only counted)."""
+        return Call(
+            self._spend_bot_call,
+            [keys.bot_calls_day(company, day)],
+            [per_day, 2 * 24 * 3600],
+            lambda raw: None if int(raw) < 0 else int(raw),
+        )
+
+    def replay_dead_letter(
+        self, company: str, conversation: str, entry: str, messages: list[str], queue_ttl: int
+    ) -> Call[int | None]:
+        """Messages re-queued; None when the entry had left the list meanwhile."""
+        return Call(
+            self._replay_dead_letter,
+            [keys.dead_letters(company), keys.queue(company, conversation), keys.conversation_index(company)],
+            [entry, conversation, queue_ttl, *messages],
+            lambda raw: None if int(raw) < 0 else int(raw),
+        )
+
+    def purge(self, company: str, conversation: str) -> Call[int]:
+        """Messages dropped."""
+        return Call(
+            self._purge,
+            [
+                keys.queue(company, conversation),
+                keys.processing(company, conversation),
+                keys.ledger(company, conversation),
+                keys.conversation_index(company),
+            ],
+            [conversation],
+            int,
+        )

@@ -1,0 +1,194 @@
+"""The reply ledger's scripts (``app.drain.ledger``): an answer stored before anything is
+posted, unless newer fragments supersede it (STORE_ANSWER), each part marked pending
+and then sent (MARK_PART, RECORD_SENT), a voice note's transcript kept across attempts
+(STORE_TRANSCRIPT), and the turns the ``openai`` bot remembers (REMEMBER_TURN)."""
+
+from __future__ import annotations
+
+import redis
+
+from app.store import keys
+from app.store.scripts.core import Call, _checked, _flag, _held, _register
+
+__all__ = ["MARK_PART", "RECORD_SENT", "REMEMBER_TURN", "STORE_ANSWER", "STORE_TRANSCRIPT", "LedgerScripts"]
+
+
+# The bot has answered: store its answer with the batch before anything is
+# posted (invariant 9), unless fragments arrived while it thought: then they
+# join the batch in processing and the answer, now stale, is not stored.
+# KEYS[1] lease  KEYS[2] ledger  KEYS[3] queue  KEYS[4] processing
+# ARGV[1] run id  ARGV[2] answer field  ARGV[3] answer JSON
+# ARGV[4] most newer fragments to take (0: do not look)  ARGV[5..] message fields
+# (each set to the answer field: which answer covers which message)
+# Returns false without the lease, {'newer', messages...} or {'stored'}.
+STORE_ANSWER = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
+local most = tonumber(ARGV[4])
+if most > 0 then
+  local items = redis.call('LRANGE', KEYS[3], 0, most - 1)
+  if #items > 0 then
+    redis.call('RPUSH', KEYS[4], unpack(items))
+    redis.call('LTRIM', KEYS[3], #items, -1)
+    return {'newer', unpack(items)}
+  end
+end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+for i = 5, #ARGV do redis.call('HSET', KEYS[2], ARGV[i], ARGV[2]) end
+return {'stored'}
+"""
+
+# Just before a reply part's POST: mark it pending, only while the run holds
+# the lease (a run that lost it posts nothing more).
+# KEYS[1] lease  KEYS[2] ledger  KEYS[3] own pending digests
+# ARGV[1] run id  ARGV[2] part field  ARGV[3] pending value  ARGV[4] content digest
+# ARGV[5] digests TTL s
+# Returns 1 if marked, false without the lease.
+MARK_PART = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[4])
+redis.call('EXPIRE', KEYS[3], ARGV[5])
+return 1
+"""
+
+# Just after a reply part's POST: record it sent, only over the pending value
+# this run wrote (compare-and-set; true whether or not the run still holds the
+# lease, since the part *was* posted), mark its Chatwoot id as ours, and note the
+# turn (an outgoing message: the contact's next message answers it, app/batching/pace.py).
+# KEYS[1] ledger  KEYS[2] own-reply marker of the id  KEYS[3] stats hash  KEYS[4] turns
+# ARGV[1] part field  ARGV[2] expected pending value  ARGV[3] sent value
+# ARGV[4] own-reply marker TTL s, or '' when Chatwoot gave no id  ARGV[5] conversation id
+# Returns 1 if recorded, 0 if the part's state had changed.
+RECORD_SENT = """
+local t = redis.call('TIME')
+redis.call('HSET', KEYS[4], ARGV[5], string.format('%d.%06d', t[1], t[2]))
+if ARGV[4] ~= '' then redis.call('SET', KEYS[2], '1', 'EX', ARGV[4]) end
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('HINCRBY', KEYS[3], @replies_sent@, 1)
+return 1
+"""
+
+# A voice note's transcript (or why it has none), kept for the batch in processing so
+# that a run of it again never fetches or pays for the note twice; only with the lease.
+# KEYS[1] lease  KEYS[2] ledger hash
+# ARGV[1] run id  ARGV[2] field (transcript:<message id>:<attachment index>)  ARGV[3] value
+# Returns 1 if kept, false without the lease.
+STORE_TRANSCRIPT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+return 1
+"""
+
+# The openai backend's kept turns: append one exchange the contact received, once
+# (a run that resumes the batch and posts what was left remembers it again: the
+# tag, the answer's id, is already there).
+# KEYS[1] the conversation's kept turns
+# ARGV[1] the tag as it appears in a stored turn  ARGV[2] the user turn (JSON)
+# ARGV[3] the assistant turn (JSON)  ARGV[4] most turns kept  ARGV[5] TTL s
+# Returns 1 if appended, 0 if the exchange was kept already.
+REMEMBER_TURN = """
+for _, turn in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  if string.find(turn, ARGV[1], 1, true) then return 0 end
+end
+redis.call('RPUSH', KEYS[1], ARGV[2], ARGV[3])
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[4]), -1)
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+
+
+class LedgerScripts:
+    """The ledger scripts, registered on one Redis client, each called by one method."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._store_answer = _register(client, STORE_ANSWER)
+        self._mark_part = _register(client, MARK_PART)
+        self._record_sent = _register(client, RECORD_SENT)
+        self._store_transcript = _register(client, STORE_TRANSCRIPT)
+        self._remember_turn = _register(client, REMEMBER_TURN)
+
+    def store_answer(
+        self,
+        company: str,
+        conversation: str,
+        run_id: str,
+        answer_field: str,
+        answer_json: str,
+        look_newer: int,
+        message_fields: list[str],
+    ) -> Call[list[str]]:
+        """The fragments that arrived while the bot thought (moved into processing,
+        the answer not stored), or [] when the answer was stored."""
+        return Call(
+            self._store_answer,
+            [
+                keys.lease(company, conversation),
+                keys.ledger(company, conversation),
+                keys.queue(company, conversation),
+                keys.processing(company, conversation),
+            ],
+            [run_id, answer_field, answer_json, look_newer, *message_fields],
+            lambda raw: [str(m) for m in raw[1:]] if _held(raw)[0] == "newer" else [],
+        )
+
+    def mark_part(
+        self,
+        company: str,
+        conversation: str,
+        run_id: str,
+        part_field: str,
+        pending: str,
+        digest: str,
+        ttl: int,
+    ) -> Call[None]:
+        return Call(
+            self._mark_part,
+            [
+                keys.lease(company, conversation),
+                keys.ledger(company, conversation),
+                keys.own_pending(company, conversation),
+            ],
+            [run_id, part_field, pending, digest, ttl],
+            _checked,
+        )
+
+    def record_sent(
+        self,
+        company: str,
+        conversation: str,
+        part_field: str,
+        pending: str,
+        sent: str,
+        message_id: int | None,
+        own_ttl: int,
+    ) -> Call[bool]:
+        """True when recorded over ``pending`` (False: the part's state had changed)."""
+        own = keys.own_reply(company, message_id if message_id is not None else "unknown")
+        return Call(
+            self._record_sent,
+            [keys.ledger(company, conversation), own, keys.stats(company), keys.turns(company)],
+            [part_field, pending, sent, own_ttl if message_id is not None else "", conversation],
+            _flag,
+        )
+
+    def store_transcript(
+        self, company: str, conversation: str, run_id: str, field: str, value: str
+    ) -> Call[None]:
+        return Call(
+            self._store_transcript,
+            [keys.lease(company, conversation), keys.ledger(company, conversation)],
+            [run_id, field, value],
+            _checked,
+        )
+
+    def remember_turn(
+        self, company: str, conversation: str, tag: str, user: str, assistant: str, most: int, ttl: int
+    ) -> Call[bool]:
+        """True when the exchange was appended (False: kept already)."""
+        return Call(
+            self._remember_turn,
+            [keys.bot_history(company, conversation)],
+            [tag, user, assistant, most, ttl],
+            _flag,
+        )
