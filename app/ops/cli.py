@@ -24,17 +24,10 @@ from app.ops.queries import busiest as busiest_states
 from app.ops.queries import conversation_state
 from app.ops.queries import purge as purge_conversation
 from app.settings import CompanyConfig, ConfigError, Settings, load_settings
+from app.settings.load import SECRET_FIELDS
 from app.store import keys
 from app.store.client import connect, fitness
 from app.store.scripts import Scripts
-
-SECRET_FIELDS = (
-    "chatwoot_api_token",
-    "chatwoot_webhook_secret",
-    "webhook_token",
-    "openai_api_key",
-    "transcribe_api_key",
-)
 
 
 def _masked(config: CompanyConfig) -> dict[str, object]:

@@ -1,0 +1,203 @@
+"""The parts every setting is made of: its parser (one per kind of value, each
+raising ``ConfigError`` naming the variable), the choices of the settings that are
+one of a few (``WindowMode``, ``BotBackend``, ``Integration``)."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+from enum import StrEnum
+from urllib.parse import urlparse
+
+
+class WindowMode(StrEnum):
+    """BATCH_WINDOW_MODE: how a batch's quiet period is chosen (docs/design.md, "Batching")."""
+
+    FIXED = "fixed"
+    SLIDING = "sliding"
+    LEARNED = "learned"
+    SMART = "smart"
+
+
+class BotBackend(StrEnum):
+    """BOT_BACKEND: how the bot is asked (app/bots.py)."""
+
+    ECHO = "echo"
+    HTTP = "http"
+    OPENAI = "openai"
+    PYTHON = "python"
+
+
+class Integration(StrEnum):
+    """CHATWOOT_INTEGRATION: an Agent Bot inbox, or an account webhook (README, "Point Chatwoot at it")."""
+
+    AGENT_BOT = "agent_bot"
+    WEBHOOK = "webhook"
+
+
+BOT_BACKENDS = tuple(BotBackend)
+INTEGRATIONS = tuple(Integration)
+WINDOW_MODES = tuple(WindowMode)
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
+STATUS_PASSWORD_MIN_CHARS = 16
+_BCRYPT = re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
+_COMPANY_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_HANDLER = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or invalid; the message names it."""
+
+
+# name -> (parser, CompanyConfig field); the environment variable is NAME upper case.
+def _str(name: str, raw: str) -> str:
+    return raw.strip()
+
+
+def _url(name: str, raw: str) -> str:
+    url = raw.strip().rstrip("/")
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ConfigError(f"{name} must be an http(s) URL, got {url!r}")
+    return url
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlparse(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _positive_float(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise ConfigError(f"{name} must be a positive number, got {raw!r}")
+    return value
+
+
+def _whole_number(name: str, raw: str, minimum: int, wanted: str) -> int:
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must {wanted}, got {raw!r}")
+    return value
+
+
+def _positive_int(name: str, raw: str) -> int:
+    return _whole_number(name, raw, 1, "be a positive whole number")
+
+
+def _one_of(choices: tuple[str, ...], upper: bool = False) -> Callable[[str, str], str]:
+    """A parser accepting one of ``choices``, case-insensitive (kept upper case if ``upper``)."""
+
+    def parse(name: str, raw: str) -> str:
+        value = raw.strip().upper() if upper else raw.strip().lower()
+        if value not in choices:
+            raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def is_bcrypt(stored: str) -> bool:
+    """Is STATUS_BASIC_AUTH's password a bcrypt hash (``python -m app hash-password``)?"""
+    return bool(_BCRYPT.match(stored))
+
+
+def _user_password(name: str, raw: str) -> str:
+    user, _, password = raw.strip().partition(":")
+    if not user or not password:
+        raise ConfigError(f"{name} must look like user:password")
+    return raw.strip()
+
+
+def _checked_by(check: Callable[[str], object]) -> Callable[[str, str], str]:
+    """A parser that keeps the text once ``check`` accepts it (its ValueError says why)."""
+
+    def parse(name: str, raw: str) -> str:
+        try:
+            check(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+        return raw.strip()
+
+    return parse
+
+
+def _company_id(name: str, raw: str) -> str:
+    value = raw.strip()
+    if not _COMPANY_ID.match(value):
+        raise ConfigError(f"{name} must be 1-64 letters, digits, '_' or '-', got {raw!r}")
+    return value
+
+
+def _bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _keywords(name: str, raw: str) -> tuple[str, ...]:
+    words = tuple(w.strip().lower() for w in raw.split(",") if w.strip())
+    if not words:
+        raise ConfigError(f"{name} must be a comma-separated list of words, got {raw!r}")
+    return words
+
+
+_HOST_ENTRY = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?$")
+
+
+def _hosts(name: str, raw: str) -> tuple[str, ...]:
+    """Host names (``media.example.com``, ``*.s3.amazonaws.com``, ``storage:9000``): no
+    scheme, path or credentials."""
+    hosts = tuple(h.strip().lower().rstrip(".") for h in raw.split(",") if h.strip())
+    if not hosts:
+        raise ConfigError(f"{name} must be a comma-separated list of host names, got {raw!r}")
+    for host in hosts:
+        if not _HOST_ENTRY.match(host):
+            raise ConfigError(
+                f"{name}: {host!r} is not a host name (host, host:port or *.domain; no scheme or path)"
+            )
+    return hosts
+
+
+def _inbox_ids(name: str, raw: str) -> tuple[int, ...]:
+    try:
+        ids = tuple(int(part) for part in raw.replace(" ", "").split(",") if part)
+    except ValueError:
+        raise ConfigError(f"{name} must be a comma-separated list of inbox ids, got {raw!r}") from None
+    if not ids or any(i <= 0 for i in ids):
+        raise ConfigError(f"{name} must be a comma-separated list of inbox ids, got {raw!r}")
+    return ids
+
+
+def _non_negative_int(name: str, raw: str) -> int:
+    return _whole_number(name, raw, 0, "not be negative")
+
+
+def _reply_split(name: str, raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in ("none", "paragraphs"):
+        raise ConfigError(f"{name} must be none or paragraphs, got {raw!r}")
+    return value
+
+
+def _handler(name: str, raw: str) -> str:
+    value = raw.strip()
+    if not _HANDLER.match(value):
+        raise ConfigError(f"{name} must look like package.module:function, got {raw!r}")
+    return value
