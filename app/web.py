@@ -46,14 +46,14 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         configure_logging(settings.log_level, settings.log_format)
     logging.getLogger("app").setLevel(settings.log_level)
 
-    from app.intake import webhook
+    from app.intake import backlog, webhook
     from app.ops import health, status
 
     app.register_blueprint(webhook.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(status.bp)
     if app.extensions["gateway"].spool.waiting_files():  # left by a process that was stopped
-        webhook.start_moving(app.extensions["gateway"])
+        backlog.start_moving(app.extensions["gateway"])
 
     @app.errorhandler(HTTPException)
     def json_error(exc: HTTPException):  # type: ignore[no-untyped-def]

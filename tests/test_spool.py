@@ -348,7 +348,8 @@ def test_every_kind_of_event_survives_the_spool_as_it_was() -> None:
     an agent's reply, an ignored message or a message_updated says of the conversation is
     applied once Redis is back (who holds it must come out right from whatever arrived)."""
     from app.chatwoot.payload import MessageUpdate, parse_webhook
-    from app.intake.webhook import _from_spool, _spool_entry
+    from app.intake.backlog import from_entry as _from_spool
+    from app.intake.backlog import to_entry as _spool_entry
 
     for payload in (
         cw.message("hi", 42),
