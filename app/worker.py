@@ -22,7 +22,7 @@ from app.bots import Bot, load_handler, make_bot
 from app.bots.transcribe import Transcriber
 from app.celery_config import make_celery, sessions_interval
 from app.chatwoot.client import Replier, make_replier
-from app.chatwoot.payload import read_stored
+from app.chatwoot.messages import read_stored
 from app.conversation.sessions import expire_idle_sessions
 from app.drain import Drainer
 from app.logs import configure_logging

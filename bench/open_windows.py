@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from app.chatwoot.payload import StoredMessage  # noqa: E402
+from app.chatwoot.messages import StoredMessage  # noqa: E402
 from app.intake.accept import accept  # noqa: E402
 from app.settings import load_settings  # noqa: E402
 from app.store import keys  # noqa: E402

@@ -1,5 +1,5 @@
 from app.batching.rules import close_at, join_fragments, segments
-from app.chatwoot.payload import Attachment, StoredMessage
+from app.chatwoot.messages import Attachment, StoredMessage
 
 
 def msg(i: int, content: str, image: bool = False) -> StoredMessage:

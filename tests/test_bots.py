@@ -6,7 +6,7 @@ import pytest
 
 from app.batching.rules import Segment
 from app.bots import EchoBot, OpenAIBot, PythonBot, bot_request, load_handler, parse_bot_answer
-from app.chatwoot.payload import Attachment, StoredMessage
+from app.chatwoot.messages import Attachment, StoredMessage
 from app.drain.ledger import StoredAnswer
 from app.errors import BotError
 from app.settings import CompanyConfig, ConfigError

@@ -12,7 +12,7 @@ import redis
 from celery import Celery
 
 from app.bots import BotReply, EchoBot
-from app.chatwoot.payload import StoredMessage
+from app.chatwoot.messages import StoredMessage
 from app.schedule.dispatcher import Dispatcher
 from app.settings import load_settings
 from app.store import keys

@@ -8,7 +8,7 @@ import time
 
 import redis
 
-from app.chatwoot.payload import StoredMessage
+from app.chatwoot.messages import StoredMessage
 from app.drain.due import release_if_empty
 from app.drain.run import RunContext
 from app.intake.accept import accept

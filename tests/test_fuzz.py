@@ -15,7 +15,8 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.chatwoot.payload import StoredMessage, parse_webhook
+from app.chatwoot.messages import StoredMessage
+from app.chatwoot.payload import parse_webhook
 from app.chatwoot.signature import sign
 from tests import chatwoot_payloads as cw
 from tests.conftest import SECRET, base_env, make_client

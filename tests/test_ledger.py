@@ -19,7 +19,7 @@ import redis
 
 from app.bots import BotReply, EchoBot
 from app.chatwoot.client import DryRunOutbox
-from app.chatwoot.payload import StoredMessage
+from app.chatwoot.messages import StoredMessage
 from app.drain import Drainer, drain, post
 from app.drain.ledger import ATTEMPTS, ERROR, Ledger
 from app.errors import BotError

@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from app.bots.transcribe import Budget, Transcriber, is_public, with_transcripts
-from app.chatwoot.payload import Attachment, StoredMessage
+from app.chatwoot.messages import Attachment, StoredMessage
 from app.errors import TranscriptionError
 from app.settings import load_settings
 from app.store import keys

@@ -9,7 +9,7 @@ import time
 
 import redis
 
-from app.chatwoot.payload import StoredMessage
+from app.chatwoot.messages import StoredMessage
 from app.ops.queries import busiest, conversation_state, purge
 from app.store import keys
 from app.store.scripts import Scripts

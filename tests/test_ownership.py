@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from app.chatwoot.payload import AgentReply, Ignored, StatusChange, StoredMessage, parse_webhook
+from app.chatwoot.messages import AgentReply, Ignored, StatusChange, StoredMessage
+from app.chatwoot.payload import parse_webhook
 from app.conversation.ownership import MARKERS, STATUS_EVENTS, TRANSITIONS, Event, Holder, Seen, holder_of
 from app.settings import CompanyConfig
 from app.store import keys

@@ -11,7 +11,7 @@ import redis
 
 from app.batching import analytics
 from app.batching.pace import HISTORY, MARGIN, SLACK, Pace, learned_window
-from app.chatwoot.payload import StoredMessage
+from app.chatwoot.messages import StoredMessage
 from app.drain import Drainer
 from app.drain.due import look
 from app.settings import ConfigError, load_settings

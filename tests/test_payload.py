@@ -2,15 +2,9 @@ import json
 
 import pytest
 
-from app.chatwoot.payload import (
-    AgentReply,
-    Ignored,
-    InvalidPayload,
-    StatusChange,
-    StoredMessage,
-    decode_body,
-    parse_webhook,
-)
+from app.chatwoot.body import decode_body
+from app.chatwoot.messages import AgentReply, Ignored, InvalidPayload, StatusChange, StoredMessage
+from app.chatwoot.payload import parse_webhook
 from tests import chatwoot_payloads as cw
 
 

@@ -10,7 +10,7 @@ import redis
 
 from app.bots import EchoBot
 from app.chatwoot.client import make_replier
-from app.chatwoot.payload import StoredMessage
+from app.chatwoot.messages import StoredMessage
 from app.drain import Drainer
 from app.settings import load_settings
 from app.store import keys

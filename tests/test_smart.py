@@ -19,7 +19,7 @@ from app.batching.analytics import LoggedFragment, log_fragments, smart_estimate
 from app.batching.pace import MARGIN, SLACK, Pace
 from app.batching.simulate import Smart
 from app.batching.smart import NEW_OPENING_SECONDS, PLAIN_SECONDS, Reading, read, smart_window
-from app.chatwoot.payload import StoredMessage
+from app.chatwoot.messages import StoredMessage
 from app.drain.due import look
 from app.settings import load_settings
 from app.store import keys

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from app.chatwoot.payload import StoredMessage
+from app.chatwoot.messages import StoredMessage
 from app.intake.spool import Spool, SpoolFull
 from app.store import keys
 from tests import chatwoot_payloads as cw
@@ -347,7 +347,8 @@ def test_every_kind_of_event_survives_the_spool_as_it_was() -> None:
     """While Redis is down every event is spooled, not only messages: what a status event,
     an agent's reply, an ignored message or a message_updated says of the conversation is
     applied once Redis is back (who holds it must come out right from whatever arrived)."""
-    from app.chatwoot.payload import MessageUpdate, parse_webhook
+    from app.chatwoot.messages import MessageUpdate
+    from app.chatwoot.payload import parse_webhook
     from app.intake.backlog import from_entry as _from_spool
     from app.intake.backlog import to_entry as _spool_entry
 

@@ -10,7 +10,7 @@ import time
 import redis
 
 from app.batching.analytics import LoggedFragment, log_fragments, record_gaps
-from app.chatwoot.payload import StoredMessage
+from app.chatwoot.messages import StoredMessage
 from app.ops.queries import refresh_gauges
 from app.store import keys
 from tests import chatwoot_payloads as cw

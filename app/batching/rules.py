@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from app.chatwoot.payload import StoredMessage
+from app.chatwoot.messages import StoredMessage
 
 __all__ = ["MEDIUM_CHARS", "SHORT_CHARS", "Segment", "close_at", "due_at", "join_fragments", "segments"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from app.chatwoot.payload import Attachment
+from app.chatwoot.messages import Attachment
 from app.errors import BotError
 
 __all__ = ["Bot", "BotReply", "KeepsTurns", "described", "parse_bot_answer"]

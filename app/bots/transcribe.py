@@ -51,7 +51,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import NewConnectionError
 
-from app.chatwoot.payload import Attachment, StoredMessage
+from app.chatwoot.messages import Attachment, StoredMessage
 from app.errors import TranscriptionError
 from app.outbound import read_body
 from app.settings import CompanyConfig

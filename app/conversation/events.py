@@ -8,7 +8,7 @@ import logging
 
 import redis
 
-from app.chatwoot.payload import AgentReply, StatusChange
+from app.chatwoot.messages import AgentReply, StatusChange
 from app.conversation.own import content_digest
 from app.conversation.ownership import Holder
 from app.metrics import Stat

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from app.batching.rules import Segment
 from app.bots import BotReply, ask_bot, bot_request
-from app.chatwoot.payload import StoredMessage
+from app.chatwoot.messages import StoredMessage
 from app.chatwoot.replies import reply_parts
 from app.drain.claim import count_claim, parse
 from app.drain.gates import first_gate

@@ -13,7 +13,7 @@ from app.batching.pace import PACE_TTL_SECONDS, spans_a_turn
 from app.batching.simulate import TURN
 from app.batching.smart import Reading, read_message
 from app.bots.transcribe import Budget, with_transcripts
-from app.chatwoot.payload import StoredMessage, read_stored, received_at
+from app.chatwoot.messages import StoredMessage, read_stored, received_at
 from app.drain.endings import dead_letter
 from app.drain.ledger import LedgerState
 from app.drain.run import Batch, Claimed, RunContext

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from app.batching.analytics import prior_window
 from app.batching.rules import due_at
 from app.batching.window import quiet_period
-from app.chatwoot.payload import StoredMessage, read_stored, received_at
+from app.chatwoot.messages import StoredMessage, read_stored, received_at
 from app.drain.claim import pace_subject, reading
 from app.drain.run import RunContext
 from app.settings import WindowMode

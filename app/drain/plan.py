@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from app.batching.rules import Segment, segments
-from app.chatwoot.payload import StoredMessage
+from app.chatwoot.messages import StoredMessage
 from app.drain.ledger import LedgerState, StoredAnswer
 
 __all__ = ["BotCall", "plan"]

@@ -19,7 +19,8 @@ from typing import Any, Protocol
 
 import redis
 
-from app.chatwoot.payload import AgentReply, Ignored, MessageUpdate, StatusChange, StoredMessage
+from app.chatwoot.messages import AgentReply, Ignored, MessageUpdate, StatusChange, StoredMessage
+from app.chatwoot.payload import Parsed
 from app.conversation.events import on_agent_reply, on_status, track_pause_labels
 from app.conversation.ownership import Event
 from app.conversation.sessions import is_reset_keyword, reset_session
@@ -30,8 +31,6 @@ from app.store.scripts import Enqueued, EnqueueResult, Scripts, Updated
 __all__ = ["Accepted", "Parsed", "Serving", "accept", "handle", "screen"]
 
 log = logging.getLogger(__name__)
-
-Parsed = StoredMessage | StatusChange | AgentReply | MessageUpdate | Ignored
 
 
 class Serving(Protocol):

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 import redis
 
-from app.chatwoot.payload import AgentReply, Ignored, MessageUpdate, StatusChange, StoredMessage
+from app.chatwoot.messages import AgentReply, Ignored, MessageUpdate, StatusChange, StoredMessage
 from app.intake.accept import Parsed, Serving, handle
 from app.intake.spool import Spool
 from app.metrics import SPOOLED

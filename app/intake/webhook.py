@@ -9,7 +9,9 @@ import time
 import redis
 from flask import Blueprint, current_app, g, jsonify, request
 
-from app.chatwoot.payload import Ignored, InvalidPayload, StoredMessage, decode_body, parse_webhook
+from app.chatwoot.body import decode_body
+from app.chatwoot.messages import Ignored, InvalidPayload, StoredMessage
+from app.chatwoot.payload import parse_webhook
 from app.chatwoot.signature import AuthError, authenticate
 from app.conversation.events import track_pause_labels
 from app.intake.accept import Parsed, handle

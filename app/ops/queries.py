@@ -9,7 +9,7 @@ from typing import Any
 
 import redis
 
-from app.chatwoot.payload import received_at
+from app.chatwoot.messages import received_at
 from app.metrics import Stat
 from app.store import keys
 from app.store.client import redis_now

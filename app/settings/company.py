@@ -41,7 +41,7 @@ from app.settings.fields import (
 from app.settings.hours import BusinessHours, local_time, parse_business_hours, parse_time_zone
 
 if TYPE_CHECKING:
-    from app.chatwoot.payload import StoredMessage
+    from app.chatwoot.messages import StoredMessage
 
 
 @dataclass(frozen=True)

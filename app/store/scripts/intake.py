@@ -15,7 +15,7 @@ from app.store.scripts.core import Call, _bit, _register
 from app.store.scripts.ownership import _OWNERSHIP
 
 if TYPE_CHECKING:
-    from app.chatwoot.payload import MessageUpdate, StoredMessage
+    from app.chatwoot.messages import MessageUpdate, StoredMessage
     from app.settings import CompanyConfig, Settings
 
 __all__ = ["ENQUEUE", "UPDATE_QUEUED", "EnqueueResult", "Enqueued", "IntakeScripts", "Updated"]
