@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 import redis
 
-from app.bots.transcribe import Budget, Transcriber, is_public, with_transcripts
+from app.bots.media import is_public
+from app.bots.transcribe import Budget, Transcriber, with_transcripts
 from app.chatwoot.messages import Attachment, StoredMessage
 from app.errors import TranscriptionError
 from app.settings import load_settings

@@ -35,28 +35,22 @@ is not finished): that is asked again, with backoff, within the same deadline.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import json
 import logging
-import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from urllib.parse import ParseResult, urljoin, urlparse
+from collections.abc import Callable
+from urllib.parse import urljoin, urlparse
 
 import requests
 import requests.adapters
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import NewConnectionError
 
+from app.bots.media import Origins, deadline, guarded_session, origin_of, port_of, refusal
 from app.chatwoot.messages import Attachment, StoredMessage
 from app.errors import TranscriptionError
 from app.outbound import read_body
 from app.settings import CompanyConfig
 
-__all__ = ["Budget", "Origins", "Transcriber", "is_public", "with_transcripts"]
+__all__ = ["Budget", "Transcriber", "with_transcripts"]
 
 log = logging.getLogger(__name__)
 NOT_READY_STATUSES = (403, 404)  # the storage does not have the upload yet
@@ -70,175 +64,6 @@ class _NotReady(Exception):
     def __init__(self, status: int) -> None:
         super().__init__(status)
         self.status = status
-
-
-class RefusedAddress(NewConnectionError):
-    """The host resolved (or was connected) to an address the gateway must not fetch from."""
-
-
-def is_public(address: str) -> bool:
-    """Is ``address`` a global unicast address (not loopback, private, link-local,
-    shared, multicast, reserved or unspecified; an IPv4-mapped IPv6 is read as IPv4)?"""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast and not ip.is_reserved
-
-
-@dataclasses.dataclass(frozen=True)
-class Origins:
-    """Where media may be fetched from: ``trusted`` entries (``host`` or ``host:port``, or
-    ``*.domain``) at any address, the operator's word; any other host only at a public
-    address, unless ``only_trusted`` (``MEDIA_ALLOWED_HOSTS`` set)."""
-
-    trusted: tuple[str, ...]
-    only_trusted: bool = False
-
-    @classmethod
-    def of(cls, config: CompanyConfig) -> Origins:
-        trusted = list(config.media_allowed_hosts)
-        if config.chatwoot_base_url:
-            trusted.append(_origin(config.chatwoot_base_url))
-        return cls(tuple(trusted), only_trusted=bool(config.media_allowed_hosts))
-
-    def trusts(self, host: str, port: int) -> bool:
-        host = host.lower().rstrip(".")
-        for entry in self.trusted:
-            name, _, wanted = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
-            if wanted and int(wanted) != port:
-                continue
-            if name == host or (name.startswith("*.") and host.endswith(name[1:])):
-                return True
-        return False
-
-
-def _port(parsed: ParseResult) -> int:
-    return parsed.port or (443 if parsed.scheme == "https" else 80)
-
-
-def _origin(url: str) -> str:
-    parsed = urlparse(url)
-    return f"{(parsed.hostname or '').lower()}:{_port(parsed)}"
-
-
-# -- the deadline: a watchdog that shuts the sockets of the fetch in progress ---------
-
-_current = threading.local()  # the watch of the calling thread's fetch, if any
-
-
-class _Watch:
-    """Shuts every socket registered with it once ``end`` (monotonic) passes."""
-
-    def __init__(self, end: float) -> None:
-        self.end = end
-        self.fired = False
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._timer = threading.Timer(max(0.0, end - time.monotonic()), self._fire)
-        self._timer.daemon = True
-
-    def register(self, sock: socket.socket | None) -> None:
-        if sock is None:
-            return
-        with self._lock:
-            self._sockets.append(sock)
-            fired = self.fired
-        if fired:
-            _shut(sock)
-
-    def _fire(self) -> None:
-        with self._lock:
-            self.fired = True
-            sockets = list(self._sockets)
-        for sock in sockets:
-            _shut(sock)
-
-    def start(self) -> None:
-        self._timer.start()
-
-    def cancel(self) -> None:
-        self._timer.cancel()
-
-
-def _shut(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)  # a blocked recv in the fetching thread returns at once
-    except OSError:
-        pass
-
-
-@contextmanager
-def _deadline(end: float) -> Iterator[_Watch]:
-    watch = _Watch(end)
-    _current.watch = watch
-    watch.start()
-    try:
-        yield watch
-    finally:
-        watch.cancel()
-        _current.watch = None
-
-
-def _register(sock: socket.socket | None) -> None:
-    watch = getattr(_current, "watch", None)
-    if watch is not None:
-        watch.register(sock)
-
-
-# -- connections that check the address they reached --------------------------------
-
-
-def _guarded(base: type[HTTPConnection], origins: Origins) -> type[HTTPConnection]:
-    class Guarded(base):  # type: ignore[valid-type, misc]
-        def _new_conn(self) -> socket.socket:
-            sock = super()._new_conn()
-            _register(sock)
-            if not origins.trusts(self.host, self.port or 0):
-                peer = sock.getpeername()[0]
-                if origins.only_trusted or not is_public(peer):
-                    sock.close()
-                    why = "not in MEDIA_ALLOWED_HOSTS" if origins.only_trusted else f"at {peer}, not public"
-                    raise RefusedAddress(self, f"{self.host} is {why}: not fetched")
-            return sock
-
-        def request(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-            _register(self.sock)  # a kept-alive connection: its socket is watched too
-            return super().request(*args, **kwargs)
-
-    return Guarded
-
-
-class _GuardedAdapter(requests.adapters.HTTPAdapter):
-    def __init__(self, origins: Origins) -> None:
-        self._origins = origins
-        super().__init__(pool_maxsize=16)
-
-    def init_poolmanager(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        super().init_poolmanager(*args, **kwargs)
-        http = type(
-            "GuardedPool", (HTTPConnectionPool,), {"ConnectionCls": _guarded(HTTPConnection, self._origins)}
-        )
-        https = type(
-            "GuardedTLSPool",
-            (HTTPSConnectionPool,),
-            {"ConnectionCls": _guarded(HTTPSConnection, self._origins)},
-        )
-        self.poolmanager.pool_classes_by_scheme = {"http": http, "https": https}
-
-
-def guarded_session(origins: Origins) -> requests.Session:
-    """A session whose connections go only where ``origins`` allow (checked on the
-    address connected) and register their sockets with the calling thread's deadline.
-    It never reads proxy variables: the check is on the peer, which must be the host."""
-    session = requests.Session()
-    session.trust_env = False
-    adapter = _GuardedAdapter(origins)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
 
 
 # -- the transcriber ------------------------------------------------------------------
@@ -258,7 +83,7 @@ class Transcriber:
         self._origins = Origins.of(config)
         self._media = session or guarded_session(self._origins)
         # the provider is the operator's choice: any address, but the same deadline
-        self._provider = guarded_session(Origins((_origin(self._url),), only_trusted=True))
+        self._provider = guarded_session(Origins((origin_of(self._url),), only_trusted=True))
 
     def transcribe(self, media_url: str, seconds: float | None = None) -> str:
         """The transcript of the audio at ``media_url``, or ``TranscriptionError``;
@@ -266,7 +91,7 @@ class Transcriber:
         transcription together, whatever the servers do."""
         limit = min(self._timeout, seconds) if seconds is not None else self._timeout
         end = time.monotonic() + limit
-        with _deadline(end) as watch:
+        with deadline(end) as watch:
             try:
                 audio, content_type = self._fetch(media_url, end)
                 return self._ask(media_url, audio, content_type, end)
@@ -328,7 +153,7 @@ class Transcriber:
             parsed = urlparse(url)
             if parsed.scheme not in ("http", "https") or not parsed.hostname:
                 raise TranscriptionError("the voice note has no http(s) address")
-            if self._origins.only_trusted and not self._origins.trusts(parsed.hostname, _port(parsed)):
+            if self._origins.only_trusted and not self._origins.trusts(parsed.hostname, port_of(parsed)):
                 raise TranscriptionError(f"{parsed.hostname} is not in MEDIA_ALLOWED_HOSTS: not fetched")
             left = end - time.monotonic()
             if left <= 0:
@@ -351,7 +176,7 @@ class Transcriber:
                     audio = read_body(response, end, self._max_bytes)
                     return audio, response.headers.get("Content-Type", "application/octet-stream")
             except requests.ConnectionError as exc:
-                refused = _refusal(exc)
+                refused = refusal(exc)
                 if refused:
                     raise TranscriptionError(refused) from None
                 raise TranscriptionError(f"fetching the voice note failed: {type(exc).__name__}") from exc
@@ -360,19 +185,6 @@ class Transcriber:
             except ValueError as exc:  # read_body: too large
                 raise TranscriptionError(f"the voice note {exc}") from None
         raise TranscriptionError(f"the voice note's address redirected more than {MAX_REDIRECTS} times")
-
-
-def _refusal(exc: BaseException) -> str:
-    """The guard's reason, when it is what stopped a connection."""
-    seen: BaseException | None = exc
-    for _ in range(6):
-        if seen is None:
-            return ""
-        if isinstance(seen, RefusedAddress):
-            return str(seen).split(": ", 1)[-1]
-        inner = seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None
-        seen = getattr(seen, "reason", None) or inner or seen.__cause__
-    return ""
 
 
 # -- a batch's notes ------------------------------------------------------------------
