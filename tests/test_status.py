@@ -12,6 +12,7 @@ import redis
 from app.batching.analytics import LoggedFragment, log_fragments, record_gaps
 from app.chatwoot.messages import StoredMessage
 from app.ops.queries import refresh_gauges
+from app.settings import is_bcrypt
 from app.store import keys
 from tests import chatwoot_payloads as cw
 from tests.conftest import base_env, make_client, post_webhook
@@ -145,9 +146,9 @@ def test_failed_logins_are_limited_per_address_and_in_all_counted_and_logged(
     passwords a minute from one address, then 429 without the password being checked
     (the right one included) until the minute ends; others still get in; a hundred a
     minute from everyone stops every guess."""
-    from app.ops import status
+    from app.ops import status_guard
 
-    status._failure_lines._seen.clear()  # sampled: one line a minute per kind, in this process
+    status_guard._failure_lines._seen.clear()  # sampled: one line a minute per kind, in this process
     web = _web(redis_url)
     wrong = 'gateway_status_auth_failures_total{reason="wrong_credentials"}'
     before = _sample(web, wrong)
@@ -190,7 +191,7 @@ def test_the_replay_token_is_random_expires_and_says_nothing_of_the_password(
     import hashlib
     import hmac
 
-    from app.ops import status
+    from app.ops import status_guard
 
     web = _web(redis_url)
     _dead_letter(rdb, "81", "first")
@@ -202,11 +203,11 @@ def test_the_replay_token_is_random_expires_and_says_nothing_of_the_password(
     assert web.post(url, data={"index": "0", "token": "é", "confirm": "yes"}, headers=AUTH).status_code == 403
     assert web.post(url, data={"index": "0", "token": old, "confirm": "yes"}, headers=AUTH).status_code == 403
     hour = int(time.time() // 3600)
-    stale = status._token(rdb, "default", hour - 2)
+    stale = status_guard.token(rdb, "default", hour - 2)
     assert (
         web.post(url, data={"index": "0", "token": stale, "confirm": "yes"}, headers=AUTH).status_code == 403
     )
-    last_hour = status._token(rdb, "default", hour - 1)  # a page loaded just before the hour turned
+    last_hour = status_guard.token(rdb, "default", hour - 1)  # a page loaded just before the hour turned
     assert (
         web.post(url, data={"index": "0", "token": last_hour, "confirm": "yes"}, headers=AUTH).status_code
         == 303
@@ -290,7 +291,7 @@ def test_the_status_password_may_be_a_bcrypt_hash(redis_url: str, rdb: redis.Red
     import subprocess
     import sys
 
-    from app.ops import status
+    from app.ops import status_guard
     from app.settings import load_settings
     from tests.support import ROOT
 
@@ -303,13 +304,13 @@ def test_the_status_password_may_be_a_bcrypt_hash(redis_url: str, rdb: redis.Red
         timeout=30,
     )
     hashed = made.stdout.strip()
-    assert made.returncode == 0 and status.is_bcrypt(hashed) and "a-long-status-pass" not in hashed
+    assert made.returncode == 0 and is_bcrypt(hashed) and "a-long-status-pass" not in hashed
     env = base_env(redis_url, "http://127.0.0.1:9", STATUS_BASIC_AUTH=f"ops:{hashed}", METRICS_TOKEN="m" * 32)
     web = make_client(env)
-    status._verified.clear()
+    status_guard._verified.clear()
     good = {"Authorization": "Basic " + base64.b64encode(b"ops:a-long-status-pass").decode()}
     assert web.get("/status", headers=good).status_code == 200
-    assert len(status._verified) == 1  # remembered, as a digest
+    assert len(status_guard._verified) == 1  # remembered, as a digest
     assert web.get("/status", headers=_basic("ops", "wrong")).status_code == 401
     assert web.get("/status", headers=_basic("ops", hashed)).status_code == 401  # the hash is no password
     assert load_settings(env).warnings() == []  # a hash: no short-password warning
