@@ -17,7 +17,8 @@ import fakeredis
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from app.batching.analytics import plot, record_gaps, report  # noqa: E402
+from app.batching.analytics import record_gaps  # noqa: E402
+from app.batching.report import plot, report  # noqa: E402
 from app.metrics import observe  # noqa: E402
 
 

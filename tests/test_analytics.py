@@ -8,7 +8,8 @@ import sys
 import pytest
 import redis
 
-from app.batching.analytics import plot, record_gaps, report
+from app.batching.analytics import record_gaps
+from app.batching.report import plot, report
 from app.metrics import observe
 from app.store import keys
 from tests.conftest import base_env

@@ -15,8 +15,9 @@ import pytest
 import redis
 
 from app.batching import analytics
-from app.batching.analytics import LoggedFragment, log_fragments, smart_estimate
+from app.batching.analytics import LoggedFragment, log_fragments
 from app.batching.pace import MARGIN, SLACK, Pace
+from app.batching.report import smart_estimate
 from app.batching.simulate import Smart
 from app.batching.smart import NEW_OPENING_SECONDS, PLAIN_SECONDS, Reading, read, smart_window
 from app.chatwoot.messages import StoredMessage

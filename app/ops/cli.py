@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 import redis
 
-from app.batching.analytics import plot, report, smart_estimate
+from app.batching.report import plot, report, smart_estimate
 from app.bots import load_handler
 from app.logs import mask_secrets
 from app.ops.dead_letters import is_ambiguous, list_dead_letters, replay_dead_letters

@@ -4,7 +4,7 @@ Behind ``STATUS_BASIC_AUTH`` (``user:password``; the page answers 404 while it i
 unset). Every figure comes from the code behind /metrics and the command line:
 the stats hash and the worker-summed gauges (``app.ops.queries.refresh_gauges``), the
 busiest conversations (``app.ops.queries.busiest``), the dead letters
-(``app.ops.dead_letters``) and the gap histogram (``app.batching.analytics.report``), drawn
+(``app.ops.dead_letters``) and the gap histogram (``app.batching.report.report``), drawn
 as inline SVG. A dead letter can be replayed from the page: the form asks for a
 confirmation, refuses an ``ambiguous`` entry unless that is confirmed too, and
 carries a token so that another site cannot post it with the browser's stored

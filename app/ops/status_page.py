@@ -10,7 +10,8 @@ from typing import Any
 
 from flask import Response, url_for
 
-from app.batching.analytics import SAME_BURST_SECONDS, GapReport, SmartEstimate, report, smart_estimate
+from app.batching.analytics import SAME_BURST_SECONDS, GapReport
+from app.batching.report import SmartEstimate, report, smart_estimate
 from app.metrics import Stat
 from app.ops.dead_letters import is_ambiguous
 from app.ops.queries import busiest, in_the_last
