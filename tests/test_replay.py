@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from app.batching.analytics import TURN, bursts_of
 from app.batching.pace import MARGIN, SLACK
-from app.batching.simulate import TURN, Learned, Policy, Turn, Visit, bursts_of, company_policy, converse
+from app.batching.simulate import Learned, Policy, Turn, Visit, company_policy, converse
 
 
 @dataclass(frozen=True)

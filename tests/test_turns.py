@@ -12,8 +12,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from app.batching.analytics import LoggedFragment
-from app.batching.simulate import TURN, bursts_of
+from app.batching.analytics import TURN, LoggedFragment, bursts_of
 from app.store import keys
 from tests import chatwoot_payloads as cw
 from tests.conftest import chatwoot_company, companies_env, make_client, post_webhook

@@ -19,7 +19,7 @@ before switching.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import TYPE_CHECKING
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import redis
 
 from app.batching.pace import SAME_BURST_SECONDS, spans_a_turn
-from app.batching.simulate import TURN
+from app.batching.simulate import Fragment
 from app.batching.smart import Reading
 from app.store import keys
 
@@ -36,9 +36,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GAP_BOUNDS",
+    "TURN",
     "GapReport",
     "LoggedFragment",
     "bucket",
+    "bursts_of",
     "count_gaps",
     "gap_buckets",
     "learned_prior",
@@ -66,6 +68,9 @@ LAST_FRAGMENT_MAX_AGE = 86400.0
 PRIOR_SHARE = 0.95
 PRIOR_MIN_GAPS = 50
 PRIOR_CACHE_SECONDS = 60.0
+
+
+TURN = "turn"  # the reading of a logged turn marker (``bursts_of``)
 
 
 def bucket(gap: float) -> str:
@@ -216,3 +221,20 @@ def log_fragments(
     if fragments and length > 0:
         pipe.rpush(keys.fragment_log(company), *(f.entry() for f in fragments))
         pipe.ltrim(keys.fragment_log(company), -length, -1)
+
+
+def bursts_of(fragments: Iterable[Fragment]) -> list[list[Fragment]]:
+    """One contact's logged fragments, by arrival, cut into bursts at silences over 60 s
+    and at the turns logged among them (an answer went to the contact: ``TURN``)."""
+    bursts: list[list[Fragment]] = []
+    turned = False
+    for fragment in sorted(fragments, key=lambda f: f.at):
+        if fragment.reading == TURN:
+            turned = True
+            continue
+        if bursts and not turned and fragment.at - bursts[-1][-1].at <= SAME_BURST_SECONDS:
+            bursts[-1].append(fragment)
+        else:
+            bursts.append([fragment])
+        turned = False
+    return bursts

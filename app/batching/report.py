@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 import redis
 from prometheus_client.utils import floatToGoString
 
+from app.batching.analytics import TURN, bursts_of
 from app.batching.pace import SAME_BURST_SECONDS
-from app.batching.simulate import TURN, Result, bursts_of, company_policy, replay
+from app.batching.simulate import Result, company_policy, replay
 from app.metrics import HISTOGRAMS
 from app.store import keys
 

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from app.chatwoot.messages import StoredMessage
+from app.settings import WindowMode
 
 __all__ = ["MEDIUM_CHARS", "SHORT_CHARS", "Segment", "close_at", "due_at", "join_fragments", "segments"]
 
@@ -35,7 +36,7 @@ def due_at(mode: str, first_at: float, last_at: float, window: float, max_wait: 
     first fragment; ``sliding``, ``learned`` and ``smart`` (whose ``window`` is the
     contact's own) from the latest, capped by the max wait. The ENQUEUE script applies the same rule
     when it schedules a batch (``app/store/scripts/``)."""
-    if mode == "fixed":
+    if mode == WindowMode.FIXED:
         return first_at + window
     return close_at(first_at, last_at, window, max_wait)
 

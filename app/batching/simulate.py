@@ -32,9 +32,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from app.batching.pace import SAME_BURST_SECONDS, Pace, learned_window
+from app.batching.pace import Pace
 from app.batching.rules import close_at, due_at
-from app.batching.smart import Reading, smart_window
+from app.batching.smart import Reading
+from app.batching.window import quiet_period
+from app.settings import WindowMode
 
 __all__ = [
     "Learned",
@@ -44,14 +46,11 @@ __all__ = [
     "Stateless",
     "Turn",
     "Visit",
-    "bursts_of",
     "company_policy",
     "converse",
     "percentile",
     "replay",
 ]
-
-TURN = "turn"  # the reading of a logged turn marker (``bursts_of``)
 
 
 class Fragment(Protocol):
@@ -124,8 +123,15 @@ class Paced(Policy):
         self.pace = Pace()
         self.turn_at: float | None = None  # the latest answer to the contact (``app.batching.pace``)
 
+    mode = WindowMode.LEARNED
+
     def window(self, queued: Sequence[Fragment]) -> float:
-        raise NotImplementedError
+        """The quiet period the drainer would choose (``app.batching.window``)."""
+        reading = Reading(queued[-1].reading) if self.mode == WindowMode.SMART else Reading.PLAIN
+        arrivals = [f.at for f in queued]
+        return quiet_period(
+            self.mode, self.pace, arrivals, reading, self.prior, self.low, self.high, self.turn_at
+        )
 
     def close(self, queued: Sequence[Fragment]) -> float:
         return close_at(queued[0].at, queued[-1].at, self.window(queued), self.max_wait)
@@ -141,15 +147,11 @@ class Paced(Policy):
 
 
 class Learned(Paced):
-    def window(self, queued: Sequence[Fragment]) -> float:
-        arrivals = [f.at for f in queued]
-        return learned_window(self.pace, arrivals, self.prior, self.low, self.high, self.turn_at)
+    mode = WindowMode.LEARNED
 
 
 class Smart(Paced):
-    def window(self, queued: Sequence[Fragment]) -> float:
-        reading, arrivals = Reading(queued[-1].reading), [f.at for f in queued]
-        return smart_window(self.pace, arrivals, reading, self.prior, self.low, self.high, self.turn_at)
+    mode = WindowMode.SMART
 
 
 def replay(
@@ -275,27 +277,10 @@ def _play(visit: Visit, policy: Policy, bot_seconds: float, supersede_max: int, 
             policy.turn(answered)
 
 
-def bursts_of(fragments: Iterable[Fragment]) -> list[list[Fragment]]:
-    """One contact's logged fragments, by arrival, cut into bursts at silences over 60 s
-    and at the turns logged among them (an answer went to the contact: ``TURN``)."""
-    bursts: list[list[Fragment]] = []
-    turned = False
-    for fragment in sorted(fragments, key=lambda f: f.at):
-        if fragment.reading == TURN:
-            turned = True
-            continue
-        if bursts and not turned and fragment.at - bursts[-1][-1].at <= SAME_BURST_SECONDS:
-            bursts[-1].append(fragment)
-        else:
-            bursts.append([fragment])
-        turned = False
-    return bursts
-
-
 def company_policy(
     mode: str, window: float, low: float, high: float, max_wait: float, prior: float
 ) -> Policy:
     """The policy a company's settings (``BATCH_WINDOW_MODE`` and the rest) describe."""
-    if mode in ("fixed", "sliding"):
+    if mode in (WindowMode.FIXED, WindowMode.SLIDING):
         return Stateless(lambda first, last: due_at(mode, first, last, window, max_wait))
-    return (Smart if mode == "smart" else Learned)(prior, max_wait, low, high)
+    return (Smart if mode == WindowMode.SMART else Learned)(prior, max_wait, low, high)

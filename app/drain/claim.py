@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import logging
 
-from app.batching.analytics import LoggedFragment, count_gaps, log_fragments
+from app.batching.analytics import TURN, LoggedFragment, count_gaps, log_fragments
 from app.batching.pace import PACE_TTL_SECONDS, spans_a_turn
-from app.batching.simulate import TURN
 from app.batching.smart import Reading, read_message
 from app.bots.transcribe import Budget, with_transcripts
 from app.chatwoot.messages import StoredMessage, read_stored, received_at
