@@ -7,7 +7,6 @@ default ``./data``), the commands talk to its embedded Redis
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
@@ -18,27 +17,15 @@ import redis
 
 from app.batching.report import plot, report, smart_estimate
 from app.bots import load_handler
-from app.logs import mask_secrets
 from app.ops.dead_letters import is_ambiguous, list_dead_letters, replay_dead_letters
 from app.ops.queries import busiest as busiest_states
 from app.ops.queries import conversation_state
 from app.ops.queries import purge as purge_conversation
-from app.settings import CompanyConfig, ConfigError, Settings, load_settings
-from app.settings.load import SECRET_FIELDS
+from app.settings import ConfigError, Settings, load_settings
+from app.settings.load import masked
 from app.store import keys
 from app.store.client import connect, fitness
 from app.store.scripts import Scripts
-
-
-def _masked(config: CompanyConfig) -> dict[str, object]:
-    data = dataclasses.asdict(config)
-    for name in SECRET_FIELDS:
-        if data.get(name):
-            data[name] = "***"
-    for name, value in data.items():
-        if name.endswith("_url") and isinstance(value, str):
-            data[name] = mask_secrets(value)
-    return data
 
 
 def _embedded_redis_default() -> None:
@@ -152,7 +139,7 @@ def check_config() -> None:
 def show_config() -> None:
     """Print the effective configuration, secrets masked."""
     settings = _settings()
-    click.echo(json.dumps({cid: _masked(c) for cid, c in settings.companies.items()}, indent=2))
+    click.echo(json.dumps({cid: masked(c) for cid, c in settings.companies.items()}, indent=2))
 
 
 @cli.command("dead-letters")

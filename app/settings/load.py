@@ -4,6 +4,7 @@ case, per company and per inbox), with the cross-field checks and the TLS rule f
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -11,6 +12,7 @@ from dataclasses import fields
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlparse, urlunparse
 
+from app.logs import mask_secrets
 from app.settings.company import CompanyConfig, Settings
 from app.settings.fields import ConfigError
 
@@ -201,3 +203,16 @@ def _longest_batch(config: CompanyConfig) -> float:
     (TRANSCRIBE_BACKEND=openai), the bot's timeout, and as long again to post the answer."""
     budget = config.transcribe_budget_seconds if config.transcribe_backend == "openai" else 0.0
     return budget + 2 * config.bot_timeout_seconds
+
+
+def masked(config: CompanyConfig) -> dict[str, object]:
+    """A company's settings as ``python -m app show-config`` prints them: secrets as
+    ``***``, URLs without their credentials."""
+    data = dataclasses.asdict(config)
+    for name in SECRET_FIELDS:
+        if data.get(name):
+            data[name] = "***"
+    for name, value in data.items():
+        if name.endswith("_url") and isinstance(value, str):
+            data[name] = mask_secrets(value)
+    return data
