@@ -1,12 +1,15 @@
-"""The Celery app's configuration (used by the worker and, to publish, the web).
+"""The Celery app's configuration, and the name of its one task (``DRAIN_TASK``).
+Only workers publish: the dispatcher (``app.schedule.dispatcher``) sends a drain task
+when a conversation is due.
 
 Why each setting (docs/design.md has the long form):
 * ``task_acks_late`` + ``worker_prefetch_multiplier=1``: a task killed mid-run
   is redelivered, not lost; a redelivered task without the lease exits at once.
-* ``visibility_timeout`` of 1 h is far above any countdown we publish (at most
-  BATCH_MAX_WAIT_SECONDS), so no countdown task is redelivered while waiting.
-  Recovery from a dead worker does not wait for it: the lease TTL and the
-  sweeper reschedule the conversation within seconds.
+* ``visibility_timeout`` of 1 h: no task is published with a countdown (due times
+  are kept in Redis) and a run ends by RUN_MAX_SECONDS, so an unacknowledged task
+  is redelivered only when its worker died. Recovery from a dead worker does not
+  wait for it: the lease TTL and the sweeper reschedule the conversation within
+  seconds.
 * ``result_expires`` of 10 minutes: results only serve the "has this lease
   holder finished?" check, which matters while a lease lives (at most
   BATCH_WINDOW_SECONDS + LEASE_TTL_SECONDS); keeping them longer only costs
@@ -21,7 +24,9 @@ from celery import Celery
 
 from app.settings import Settings
 
-__all__ = ["make_celery", "sessions_interval"]
+__all__ = ["DRAIN_TASK", "make_celery", "sessions_interval"]
+
+DRAIN_TASK = "gateway.drain"
 
 
 def sessions_interval(settings: Settings) -> float:

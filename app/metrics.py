@@ -16,7 +16,8 @@ from collections.abc import Iterable
 from enum import StrEnum
 
 import redis
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import Histogram as WebHistogram
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.utils import floatToGoString
@@ -29,6 +30,7 @@ __all__ = [
     "STAT_HELP",
     "WEBHOOKS_REFUSED",
     "WEB_REGISTRY",
+    "Histogram",
     "Stat",
     "observe",
     "redis_histograms",
@@ -139,7 +141,7 @@ STATUS_AUTH_FAILURES = Counter(
     ["reason"],
     registry=WEB_REGISTRY,
 )
-WEBHOOK_LATENCY = Histogram(
+WEBHOOK_LATENCY = WebHistogram(
     "gateway_webhook_latency_seconds",
     "Time to answer a webhook",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
@@ -153,14 +155,23 @@ SPOOLED = Gauge(
     multiprocess_mode="livesum",
 )
 
-# name -> (help, bucket upper bounds); stored in <company>:webhook_histograms.
-HISTOGRAMS: dict[str, tuple[str, tuple[float, ...]]] = {
-    "gateway_batch_size_messages": ("Messages per claimed batch", (1, 2, 3, 5, 8, 13, 21, 50)),
-    "gateway_bot_latency_seconds": ("Time the bot took to answer", (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)),
+
+class Histogram(StrEnum):
+    """The histograms the workers keep in ``<company>:webhook_histograms`` (summed across
+    workers there, reported by /metrics)."""
+
+    BATCH_SIZE = "gateway_batch_size_messages"
+    BOT_LATENCY = "gateway_bot_latency_seconds"
+
+
+# name -> (help, bucket upper bounds)
+HISTOGRAMS: dict[Histogram, tuple[str, tuple[float, ...]]] = {
+    Histogram.BATCH_SIZE: ("Messages per claimed batch", (1, 2, 3, 5, 8, 13, 21, 50)),
+    Histogram.BOT_LATENCY: ("Time the bot took to answer", (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)),
 }
 
 
-def count_into(pipe: redis.client.Pipeline, company: str, name: str, value: float) -> None:
+def count_into(pipe: redis.client.Pipeline, company: str, name: Histogram, value: float) -> None:
     """Add the commands counting ``value`` into the Redis histogram ``name`` to ``pipe``."""
     bounds = HISTOGRAMS[name][1]
     bucket = next((floatToGoString(b) for b in bounds if value <= b), "+Inf")
@@ -168,7 +179,7 @@ def count_into(pipe: redis.client.Pipeline, company: str, name: str, value: floa
     pipe.hincrbyfloat(keys.histograms(company), f"{name}:sum", value)
 
 
-def observe(client: redis.Redis, company: str, name: str, value: float) -> None:
+def observe(client: redis.Redis, company: str, name: Histogram, value: float) -> None:
     """Count ``value`` into the Redis histogram ``name`` (one round trip)."""
     pipe = client.pipeline(transaction=False)
     count_into(pipe, company, name, value)

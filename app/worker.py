@@ -20,7 +20,7 @@ from celery import bootsteps, signals
 
 from app.bots import Bot, load_handler, make_bot
 from app.bots.transcribe import Transcriber
-from app.celery_config import make_celery, sessions_interval
+from app.celery_config import DRAIN_TASK, make_celery, sessions_interval
 from app.chatwoot.client import Replier, make_replier
 from app.chatwoot.messages import read_stored
 from app.conversation.sessions import expire_idle_sessions
@@ -29,7 +29,7 @@ from app.logs import configure_logging
 from app.ops.queries import refresh_gauges
 from app.schedule.dispatcher import Dispatcher
 from app.schedule.housekeeping import Periodic
-from app.schedule.lease import DRAIN_TASK, stuck_runs
+from app.schedule.lease import stuck_runs
 from app.schedule.sweeper import sweep
 from app.settings import Settings, load_settings
 from app.store import keys

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from app.batching.analytics import record_gaps  # noqa: E402
 from app.batching.report import plot, report  # noqa: E402
-from app.metrics import observe  # noqa: E402
+from app.metrics import Histogram, observe  # noqa: E402
 
 
 def main() -> None:
@@ -34,7 +34,7 @@ def main() -> None:
                 now += rng.uniform(5, 17) if slow else rng.uniform(1, 3)
                 burst.append(now)
             record_gaps(client, "default", str(conv), burst)
-            observe(client, "default", "gateway_batch_size_messages", len(burst))
+            observe(client, "default", Histogram.BATCH_SIZE, len(burst))
             now += rng.uniform(120, 900)
     result = report(client, "default", window=10)
     print(result.text())

@@ -10,7 +10,7 @@ import redis
 
 from app.batching.analytics import record_gaps
 from app.batching.report import plot, report
-from app.metrics import observe
+from app.metrics import Histogram, observe
 from app.store import keys
 from tests.conftest import base_env
 from tests.support import ROOT
@@ -22,7 +22,7 @@ def seed(rdb: redis.Redis) -> None:
     record_gaps(rdb, "default", "3", [5000, 5003])  # gap 3 ...
     record_gaps(rdb, "default", "3", [5020])  # ... and 17 across two batches
     for size in (3, 1, 1, 2):
-        observe(rdb, "default", "gateway_batch_size_messages", size)
+        observe(rdb, "default", Histogram.BATCH_SIZE, size)
 
 
 def test_report_numbers(rdb: redis.Redis) -> None:

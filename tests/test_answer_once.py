@@ -310,7 +310,7 @@ def test_the_same_task_id_delivered_twice_drains_once(redis_url, rdb, llm_stand:
     post_webhook(web, message("book me in", 270, 2701))
     wait_for(lambda: llm_stand.bot_calls, timeout=10)  # the dispatched task is at the bot
     task_id = task_of(rdb.get(keys.lease("default", 270)))
-    schedule_drain(make_celery(load_settings(env)), "default", "270", task_id, 0)  # delivered again
+    schedule_drain(make_celery(load_settings(env)), "default", "270", task_id)  # delivered again
     wait_for(lambda: llm_stand.replies(270), timeout=15)
     time.sleep(2)
     assert len(llm_stand.bot_calls) == 1 and llm_stand.max_in_flight["270"] == 1

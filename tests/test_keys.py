@@ -34,3 +34,16 @@ def test_every_key_format_is_exact() -> None:
     assert keys.turns("acme") == "acme:webhook_turns"
     assert keys.pace("acme", "contact-7") == "acme:webhook_pace:contact-7"
     assert keys.worker_heartbeats() == "gateway:worker_heartbeats"
+
+
+def test_every_key_function_is_exported() -> None:
+    """``keys.__all__`` is the list of every key the gateway writes: a key function left
+    out of it is a key nobody reviewing the list sees."""
+    import inspect
+
+    defined = {
+        name
+        for name, value in vars(keys).items()
+        if inspect.isfunction(value) and value.__module__ == keys.__name__ and not name.startswith("_")
+    }
+    assert defined <= set(keys.__all__)

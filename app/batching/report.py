@@ -16,7 +16,7 @@ from prometheus_client.utils import floatToGoString
 from app.batching.analytics import TURN, bursts_of
 from app.batching.pace import SAME_BURST_SECONDS
 from app.batching.simulate import Result, company_policy, replay
-from app.metrics import HISTOGRAMS
+from app.metrics import HISTOGRAMS, Histogram
 from app.store import keys
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ __all__ = ["SmartEstimate", "plot", "report", "smart_estimate"]
 def report(client: redis.Redis, company: str, window: float) -> GapReport:
     buckets = gap_buckets(client, company)
     sizes = client.hgetall(keys.histograms(company))
-    name, (_, bounds) = "gateway_batch_size_messages", HISTOGRAMS["gateway_batch_size_messages"]
+    name, (_, bounds) = Histogram.BATCH_SIZE, HISTOGRAMS[Histogram.BATCH_SIZE]
     batch_sizes = [(floatToGoString(b), int(sizes.get(f"{name}:{floatToGoString(b)}", 0))) for b in bounds]
     batch_sizes.append(("+Inf", int(sizes.get(f"{name}:+Inf", 0))))
     return GapReport(company, window, buckets, batch_sizes)

@@ -22,7 +22,7 @@ from app.drain.ledger import StoredAnswer
 from app.drain.run import Batch, RunContext
 from app.errors import BotError
 from app.logs import mask_secrets
-from app.metrics import Stat, count_into
+from app.metrics import Histogram, Stat, count_into
 from app.store import keys
 from app.store.scripts import RoundTrip
 
@@ -68,7 +68,7 @@ def answer_once(
         if failure:
             counted.pipe.hincrby(keys.stats(cid), Stat.BOT_FAILURES, 1)
         else:
-            count_into(counted.pipe, cid, "gateway_bot_latency_seconds", latency)
+            count_into(counted.pipe, cid, Histogram.BOT_LATENCY, latency)
     ctx.proven()
     # A gate's reply does not give way to newer fragments (a keyword: the contact asked for a human).
     look = (

@@ -16,7 +16,7 @@ from app.chatwoot.messages import StoredMessage, read_stored, received_at
 from app.drain.endings import dead_letter
 from app.drain.ledger import LedgerState
 from app.drain.run import Batch, Claimed, RunContext
-from app.metrics import Stat, count_into
+from app.metrics import Histogram, Stat, count_into
 from app.store import keys
 
 __all__ = ["claim", "count_claim", "pace_subject", "parse", "reading"]
@@ -46,7 +46,7 @@ def count_claim(ctx: RunContext, batch: list[str], append: bool) -> tuple[bool, 
         pipe.exists(ctx.key(keys.handoff), ctx.key(keys.paused))
         pipe.hgetall(ctx.key(keys.ledger))
         pipe.hincrby(keys.stats(cid), Stat.BATCHES, 1)
-        count_into(pipe, cid, "gateway_batch_size_messages", len(batch))
+        count_into(pipe, cid, Histogram.BATCH_SIZE, len(batch))
     previous = ctx.previous
     ctx.previous = count_gaps(pipe, cid, ctx.conversation, ctx.previous, arrivals, ctx.turn_at)
     length, paced = ctx.settings.fragment_log_length, ctx.company.paced

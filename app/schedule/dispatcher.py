@@ -131,7 +131,7 @@ class Dispatcher:
             with self._lock:
                 self._published.append(time.monotonic())
             try:
-                schedule_drain(self._celery, claim.company, claim.conversation, claim.task_id, 0)
+                schedule_drain(self._celery, claim.company, claim.conversation, claim.task_id)
             except Exception:
                 # The lease names a task that does not exist: it expires, the sweeper reschedules.
                 log.exception(

@@ -42,15 +42,15 @@ from dataclasses import dataclass, field
 import redis
 from celery import Celery
 from celery.result import AsyncResult
+from celery.states import READY_STATES
 
+from app.celery_config import DRAIN_TASK
 from app.errors import LeaseLost
 from app.metrics import Stat
 from app.store import keys
 from app.store.scripts import RoundTrip, Scripts
 
 __all__ = [
-    "DRAIN_TASK",
-    "FINISHED_STATES",
     "FRESH_FRACTION",
     "LeaseKeeper",
     "Run",
@@ -64,8 +64,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-DRAIN_TASK = "gateway.drain"
-FINISHED_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 RUN_SEPARATOR = "#"
 
 
@@ -73,14 +71,10 @@ def new_task_id() -> str:
     return str(uuid.uuid4())
 
 
-def schedule_drain(celery: Celery, company: str, conversation: str, task_id: str, countdown: float) -> None:
-    """Publish the drain task that the lease already names."""
-    celery.send_task(
-        DRAIN_TASK,
-        args=[company, conversation],
-        task_id=task_id,
-        countdown=max(0.0, round(countdown, 3)),
-    )
+def schedule_drain(celery: Celery, company: str, conversation: str, task_id: str) -> None:
+    """Publish the drain task that the lease already names (at once: due times are kept
+    in Redis, ``app.schedule.dispatcher``, never in a countdown)."""
+    celery.send_task(DRAIN_TASK, args=[company, conversation], task_id=task_id)
 
 
 def take_over_if_finished(
@@ -102,7 +96,7 @@ def take_over_if_finished(
     if RUN_SEPARATOR in holder:
         return None
     state = AsyncResult(holder, app=celery).state
-    if state not in FINISHED_STATES:
+    if state not in READY_STATES:  # SUCCESS, FAILURE, REVOKED
         return None
     fresh = new_task_id()
     if not scripts.lease.hand_over(keys.lease(company, conversation), holder, fresh, lease_px).run():
@@ -116,7 +110,7 @@ def take_over_if_finished(
         state,
         fresh,
     )
-    schedule_drain(celery, company, conversation, fresh, 0)
+    schedule_drain(celery, company, conversation, fresh)
     return fresh
 
 
