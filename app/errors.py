@@ -1,15 +1,22 @@
-"""The gateway's exception tree, one root:
+"""The gateway's exception tree, one root, so that ``except GatewayError`` means "ours":
 
     GatewayError
     ├── OutboundError          an outbound call failed past its retries
     │   ├── ChatwootError      Chatwoot's REST API
     │   ├── BotError           the bot backend (http, openai, python)
     │   └── TranscriptionError fetching or transcribing a voice note
-    └── LeaseLost              this task no longer holds the conversation's lease
+    ├── LeaseLost              this run no longer holds the conversation's lease
+    ├── ConfigError            a setting is missing or invalid (also a ValueError; app.settings)
+    ├── InvalidPayload         a webhook body that is no usable Chatwoot event, 400
+    │                          (also a ValueError; app.chatwoot.messages)
+    ├── AuthError              a webhook without a valid signature or token, 401
+    │                          (app.chatwoot.signature)
+    └── SpoolFull              the local spool holds SPOOL_MAX_BYTES (also an OSError;
+                               app.intake.spool)
 
-Library exceptions (requests, redis) are converted at the boundary with
-``raise ... from exc``. ``ConfigError`` (app.settings) is a ValueError raised
-before anything runs.
+The four below ``LeaseLost`` are defined beside the code that raises them; each also
+derives from the standard exception its callers catch. Library exceptions
+(requests, redis) are converted at the boundary with ``raise ... from exc``.
 """
 
 from __future__ import annotations

@@ -16,3 +16,26 @@ def test_the_import_contracts_hold():
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "0 broken" in done.stdout
+
+
+def test_every_error_of_the_gateway_has_one_root() -> None:
+    """``except GatewayError`` catches every error the gateway raises of its own, and each
+    is still the standard exception its callers catch (app/errors.py's drawing)."""
+    from app.chatwoot.messages import InvalidPayload
+    from app.chatwoot.signature import AuthError
+    from app.errors import BotError, ChatwootError, GatewayError, LeaseLost, TranscriptionError
+    from app.intake.spool import SpoolFull
+    from app.settings import ConfigError
+
+    for error in (
+        BotError,
+        ChatwootError,
+        TranscriptionError,
+        LeaseLost,
+        ConfigError,
+        InvalidPayload,
+        AuthError,
+    ):
+        assert issubclass(error, GatewayError), error
+    assert issubclass(SpoolFull, GatewayError) and issubclass(SpoolFull, OSError)
+    assert issubclass(ConfigError, ValueError) and issubclass(InvalidPayload, ValueError)

@@ -13,6 +13,7 @@ from typing import Any
 
 from app.chatwoot.replies import encodable
 from app.conversation.ownership import Seen
+from app.errors import GatewayError
 
 __all__ = [
     "AgentReply",
@@ -27,7 +28,7 @@ __all__ = [
 ]
 
 
-class InvalidPayload(ValueError):
+class InvalidPayload(GatewayError, ValueError):
     """The body is JSON but not a usable Chatwoot event (answered with 400)."""
 
 

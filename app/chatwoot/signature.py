@@ -19,6 +19,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 
+from app.errors import GatewayError
 from app.settings import CompanyConfig
 
 __all__ = ["KINDS", "MAX_SIGNATURE_AGE_SECONDS", "AuthError", "authenticate", "sign"]
@@ -27,7 +28,7 @@ MAX_SIGNATURE_AGE_SECONDS = 300
 _FUTURE_SKEW_SECONDS = 60
 
 
-class AuthError(Exception):
+class AuthError(GatewayError):
     """The request is not authenticated (answered with 401). The message says why,
     for the log; ``kind`` is one of ``KINDS``, for /metrics."""
 

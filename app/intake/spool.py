@@ -45,6 +45,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app.errors import GatewayError
+
 __all__ = ["MOVE_INTERVAL_SECONDS", "Spool", "SpoolFull"]
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,7 @@ PREFIX, SUFFIX = "spool-", ".jsonl"
 Deliver = Callable[[dict[str, Any]], None]
 
 
-class SpoolFull(OSError):
+class SpoolFull(GatewayError, OSError):
     """The spool holds SPOOL_MAX_BYTES already."""
 
 

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from enum import StrEnum
 from urllib.parse import urlparse
 
+from app.errors import GatewayError
+
 
 class WindowMode(StrEnum):
     """BATCH_WINDOW_MODE: how a batch's quiet period is chosen (docs/design.md, "Batching")."""
@@ -47,11 +49,11 @@ _COMPANY_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _HANDLER = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
-class ConfigError(ValueError):
+class ConfigError(GatewayError, ValueError):
     """A configuration value is missing or invalid; the message names it."""
 
 
-# name -> (parser, CompanyConfig field); the environment variable is NAME upper case.
+# The parsers: (variable name, raw text) -> value, raising ConfigError naming the variable.
 def _str(name: str, raw: str) -> str:
     return raw.strip()
 
