@@ -39,3 +39,16 @@ def test_every_error_of_the_gateway_has_one_root() -> None:
         assert issubclass(error, GatewayError), error
     assert issubclass(SpoolFull, GatewayError) and issubclass(SpoolFull, OSError)
     assert issubclass(ConfigError, ValueError) and issubclass(InvalidPayload, ValueError)
+
+
+def test_the_design_doc_draws_the_layers_the_contract_checks() -> None:
+    """docs/design.md's picture of the layers is the contract's, not a copy that drifts."""
+    import re
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    (layers,) = [c["layers"] for c in config["tool"]["importlinter"]["contracts"] if c["type"] == "layers"]
+    doc = (ROOT / "docs" / "design.md").read_text()
+    drawn = re.search(r"top to bottom:\n\n```\n(.*?)\n```", doc, re.S)
+    assert drawn, "docs/design.md has no drawing of the layers"
+    assert drawn.group(1).splitlines() == [layer.replace("app.", "") for layer in layers]
