@@ -1,7 +1,7 @@
 """Every Redis key name the gateway uses, in one place.
 
 Lua scripts never build key names: they receive them in KEYS from here, so a
-prefix change is one edit and a test (tests/test_keys.py) pins each format.
+prefix change is one edit and a test (tests/unit/store/test_keys.py) pins each format.
 """
 
 from __future__ import annotations

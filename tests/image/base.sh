@@ -6,7 +6,7 @@
 # What differs from the official image: Python is Debian's 3.11.2 in /usr/bin (the
 # official one builds 3.11.x into /usr/local), pip is Debian's, and the apt/dpkg
 # settings are copied from the official Debian images. Made once per machine (podman
-# keeps it); tests/test_image.py calls this when the tag is missing.
+# keeps it); tests/system/test_image.py calls this when the tag is missing.
 #   CONTAINERS_CONF=... bash tests/image/base.sh WORKDIR
 set -euo pipefail
 WORK=${1:?work directory}

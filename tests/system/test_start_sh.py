@@ -280,7 +280,7 @@ def test_container_sigkill_without_draining_then_restart_loses_nothing(
     redis_url, rdb, stand: Stand, tmp_path
 ):
     """A redeploy that did not wait: every process SIGKILLed at once, then a new container."""
-    from tests.test_faults import tally
+    from tests.system.test_faults import tally
 
     stand.reset()
     stand.bot_delay = 0.25  # 24 answers take ~6 s: the kill lands in the middle

@@ -10,11 +10,11 @@ import socket
 import subprocess
 import sys
 from importlib import metadata
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import ROOT
+
 PIN = re.compile(r"^([A-Za-z0-9_.\[\],-]+)==([^\s\\;]+)")
 
 

@@ -19,7 +19,7 @@ from app.store import keys
 from tests import chatwoot_payloads as cw
 from tests.conftest import signed_headers
 from tests.support import Stand, wait_for
-from tests.test_start_sh import _boot, _container_env, _ready, _stop
+from tests.system.test_start_sh import _boot, _container_env, _ready, _stop
 
 pytestmark = pytest.mark.slow
 

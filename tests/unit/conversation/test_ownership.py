@@ -5,7 +5,6 @@ the table in docs/conversation.md, which must be this table."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 import redis
@@ -17,9 +16,9 @@ from app.settings import CompanyConfig
 from app.store import keys
 from app.store.scripts import Scripts
 from tests import chatwoot_payloads as cw
+from tests.support import ROOT
 
 C = "default"
-ROOT = Path(__file__).resolve().parent.parent
 STATUS_OF = {event: status for status, event in STATUS_EVENTS.items()}
 
 

@@ -22,7 +22,7 @@ import redis
 
 from tests import chatwoot_payloads as cw
 from tests.conftest import chatwoot_company, companies_env, make_client, post_webhook
-from tests.support import Stand, Worker, wait_for
+from tests.support import ROOT, Stand, Worker, wait_for
 
 pytestmark = pytest.mark.slow
 CID = "owned"
@@ -230,8 +230,7 @@ def test_every_sequence_ends_right_whatever_chatwoot_delivers(env, worker, rdb, 
 
 
 def test_the_sequences_are_the_ones_docs_conversation_md_lists() -> None:
-    from pathlib import Path
 
-    text = (Path(__file__).resolve().parent.parent / "docs" / "conversation.md").read_text()
+    text = (ROOT / "docs" / "conversation.md").read_text()
     for name in SEQUENCES:
         assert name in text, name

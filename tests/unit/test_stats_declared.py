@@ -4,15 +4,15 @@ scripts and the Python code write only declared ones, and /metrics reports them 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
 from app.metrics import Stat, render_counters
 from app.ops.health import COUNTERS
 from app.store import scripts
+from tests.support import ROOT
 
-APP = Path(__file__).resolve().parent.parent / "app"
+APP = ROOT / "app"
 
 
 def test_every_counter_a_script_writes_is_declared() -> None:
