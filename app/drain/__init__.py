@@ -32,8 +32,6 @@ from enum import StrEnum
 
 import redis
 
-from app.bots import Bot
-from app.chatwoot.client import Replier
 from app.drain.answer import Superseded, answer_once
 from app.drain.claim import claim, parse
 from app.drain.due import defer, look, release_if_empty
@@ -42,13 +40,11 @@ from app.drain.handoff import held_by_humans, leave_to_humans
 from app.drain.ledger import Ledger
 from app.drain.plan import plan
 from app.drain.post import post_answer
-from app.drain.run import Batch, Claimed, RunContext
+from app.drain.run import Batch, Claimed, DrainTask, RunContext
 from app.drain.typing_indicator import Typing
 from app.errors import LeaseLost
 from app.schedule.lease import lease_keeper, new_run_id
-from app.settings import CompanyConfig, Settings
 from app.store import keys
-from app.store.scripts import Scripts
 
 __all__ = ["MAX_BATCHES_PER_RUN", "Drainer", "Outcome", "answer_batch", "drain"]
 
@@ -67,36 +63,12 @@ class Outcome(StrEnum):
     LEASE_LOST = "lease-lost"  # the lease went to another run mid-way: stopped
 
 
-@dataclass(frozen=True)
-class Drainer:
-    """What the task builds for one delivery: ``run()`` drains with a fresh context.
-    ``release`` is the step that ends a run with nothing left (a test wraps it)."""
+@dataclass
+class Drainer(DrainTask):
+    """The task's facade: ``run()`` drains with a fresh context. ``release`` is the step
+    that ends a run with nothing left (a test wraps it)."""
 
-    client: redis.Redis
-    scripts: Scripts
-    settings: Settings
-    company: CompanyConfig
-    conversation: str
-    task_id: str
-    bot: Bot
-    replier: Replier
-    clock: Callable[[], float] = time.time  # only for timestamps shown to people (dead letters)
-    transcribe: Callable[[str, float], str] | None = None  # TRANSCRIBE_BACKEND (app.bots.transcribe), or none
     release: Release = release_if_empty
-
-    def context(self) -> RunContext:
-        return RunContext(
-            self.client,
-            self.scripts,
-            self.settings,
-            self.company,
-            self.conversation,
-            self.task_id,
-            self.bot,
-            self.replier,
-            self.clock,
-            self.transcribe,
-        )
 
     def run(self) -> Outcome:
         """Drain what is due; return what happened (for logs and tests)."""

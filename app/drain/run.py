@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import redis
 
@@ -26,11 +26,13 @@ from app.settings import CompanyConfig, Settings
 from app.store import keys
 from app.store.scripts import Scripts
 
-__all__ = ["Batch", "Claimed", "RunContext"]
+__all__ = ["Batch", "Claimed", "DrainTask", "RunContext"]
 
 
 @dataclass
-class RunContext:
+class DrainTask:
+    """What the task builds for one delivery of a drain task: the collaborators."""
+
     client: redis.Redis
     scripts: Scripts
     settings: Settings
@@ -41,6 +43,16 @@ class RunContext:
     replier: Replier
     clock: Callable[[], float] = time.time  # only for timestamps shown to people (dead letters)
     transcribe: Callable[[str, float], str] | None = None  # TRANSCRIBE_BACKEND (app.bots.transcribe), or none
+
+    def context(self) -> RunContext:
+        """A fresh run's context over these collaborators."""
+        return RunContext(**{f.name: getattr(self, f.name) for f in fields(DrainTask)})
+
+
+@dataclass
+class RunContext(DrainTask):
+    """A run's collaborators, and what it proves and learns as it goes."""
+
     run_id: str = ""
     run: Run | None = None  # the proof of the lease, once taken (``proven``)
     ledger: Ledger | None = None
