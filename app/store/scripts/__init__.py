@@ -1,9 +1,11 @@
 """Every multi-key state change of the gateway, as one Lua script each.
 
 Each area of the gateway has its module here, and in it each script is written
-once, one after another: its header (KEYS and ARGV), its Lua, its result type,
-and the typed method that calls it — which builds its KEYS (``app.store.keys``) and
-ARGV and decodes its reply into a named value. No script builds a key.
+once, one after another: its header (KEYS and ARGV), its Lua — which binds every
+KEYS and ARGV entry to a name on its first lines, so the body reads ``queue``, not
+``KEYS[1]`` — its result type, and the typed method that calls it, which builds its
+KEYS (``app.store.keys``) and ARGV and decodes its reply into a named value. No
+script builds a key.
 
 ``Scripts(redis)`` registers them all on one client; each area registers its own:
 

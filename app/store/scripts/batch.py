@@ -37,17 +37,20 @@ __all__ = [
 # Returns false if the run does not hold the lease, else {attempts before this
 # one, last error or '', messages...} (no messages: nothing to do).
 CLAIM_BATCH = """
-if redis.call('GET', KEYS[3]) ~= ARGV[1] then return false end
-local items = redis.call('LRANGE', KEYS[2], 0, -1)
+local queue, processing, lease, ledger = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local run_id, most, attempts_field, error_field = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local run_field = ARGV[5]
+if redis.call('GET', lease) ~= run_id then return false end
+local items = redis.call('LRANGE', processing, 0, -1)
 if #items == 0 then
-  items = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+  items = redis.call('LRANGE', queue, 0, tonumber(most) - 1)
   if #items == 0 then return {0, ''} end
-  redis.call('RPUSH', KEYS[2], unpack(items))
-  redis.call('LTRIM', KEYS[1], #items, -1)
+  redis.call('RPUSH', processing, unpack(items))
+  redis.call('LTRIM', queue, #items, -1)
 end
-local before = redis.call('HINCRBY', KEYS[4], ARGV[3], 1) - 1
-redis.call('HSET', KEYS[4], ARGV[5], '1')
-return {before, redis.call('HGET', KEYS[4], ARGV[4]) or '', unpack(items)}
+local before = redis.call('HINCRBY', ledger, attempts_field, 1) - 1
+redis.call('HSET', ledger, run_field, '1')
+return {before, redis.call('HGET', ledger, error_field) or '', unpack(items)}
 """
 
 # A run that claimed a batch ends for a reason that is not the batch's own (Redis
@@ -57,9 +60,11 @@ return {before, redis.call('HGET', KEYS[4], ARGV[4]) or '', unpack(items)}
 # KEYS[1] ledger  ARGV[1] ledger field marking the run  ARGV[2] ledger field of attempts
 # Returns 1 if the attempt was taken back, 0 if it was not counted (any more).
 RELEASE_ATTEMPT = """
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
-if tonumber(redis.call('HGET', KEYS[1], ARGV[2]) or '0') > 0 then
-  redis.call('HINCRBY', KEYS[1], ARGV[2], -1)
+local ledger = KEYS[1]
+local run_field, attempts_field = ARGV[1], ARGV[2]
+if redis.call('HDEL', ledger, run_field) == 0 then return 0 end
+if tonumber(redis.call('HGET', ledger, attempts_field) or '0') > 0 then
+  redis.call('HINCRBY', ledger, attempts_field, -1)
 end
 return 1
 """
@@ -73,10 +78,12 @@ return 1
 # Returns the batch's attempts now (this run's included, unless progress it made
 # reset them), or false without the lease.
 NOTE_ERROR = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-redis.call('HINCRBY', KEYS[3], @batch_failures@, 1)
-return tonumber(redis.call('HGET', KEYS[2], ARGV[4]) or '0')
+local lease, ledger, stats = KEYS[1], KEYS[2], KEYS[3]
+local run_id, error_field, error_text, attempts_field = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+if redis.call('GET', lease) ~= run_id then return false end
+redis.call('HSET', ledger, error_field, error_text)
+redis.call('HINCRBY', stats, @batch_failures@, 1)
+return tonumber(redis.call('HGET', ledger, attempts_field) or '0')
 """
 
 # The bot asked for a human: the conversation is handed off (a reset keyword may
@@ -87,9 +94,11 @@ return tonumber(redis.call('HGET', KEYS[2], ARGV[4]) or '0')
 MARK_HANDOFF = (
     _OWNERSHIP
     + """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
-move(KEYS[2], KEYS[3], EVENT.BOT_HANDED_OFF, ARGV[2])
-redis.call('HINCRBY', KEYS[3], @handoffs@, 1)
+local lease, handoff, stats = KEYS[1], KEYS[2], KEYS[3]
+local run_id, marker_ttl = ARGV[1], ARGV[2]
+if redis.call('GET', lease) ~= run_id then return false end
+move(handoff, stats, EVENT.BOT_HANDED_OFF, marker_ttl)
+redis.call('HINCRBY', stats, @handoffs@, 1)
 return 1
 """
 )
@@ -105,26 +114,30 @@ return 1
 # ARGV[6] prefix of the ledger fields marking counted runs  ARGV[7..] stored messages
 # Returns false without the lease, else {messages left in processing, dead letters dropped}.
 COMPLETE = """
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return false end
+local processing, lease, ledger, dead_letters = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local stats = KEYS[5]
+local run_id, letter, most_letters, attempts_field = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local error_field, run_prefix = ARGV[5], ARGV[6]
+if redis.call('GET', lease) ~= run_id then return false end
 local dropped = 0
-if ARGV[2] ~= '' then
-  local length = redis.call('RPUSH', KEYS[4], ARGV[2])
-  redis.call('HINCRBY', KEYS[5], @dead_letters@, 1)
-  local over = length - tonumber(ARGV[3])
+if letter ~= '' then
+  local length = redis.call('RPUSH', dead_letters, letter)
+  redis.call('HINCRBY', stats, @dead_letters@, 1)
+  local over = length - tonumber(most_letters)
   if over > 0 then
-    redis.call('LTRIM', KEYS[4], over, -1)
-    redis.call('HINCRBY', KEYS[5], @dead_letters_dropped@, over)
+    redis.call('LTRIM', dead_letters, over, -1)
+    redis.call('HINCRBY', stats, @dead_letters_dropped@, over)
     dropped = over
   end
 end
-for i = 7, #ARGV do redis.call('LREM', KEYS[1], 1, ARGV[i]) end
-local left = redis.call('LLEN', KEYS[1])
+for i = 7, #ARGV do redis.call('LREM', processing, 1, ARGV[i]) end
+local left = redis.call('LLEN', processing)
 if left == 0 then
-  redis.call('DEL', KEYS[3])
+  redis.call('DEL', ledger)
 else
-  redis.call('HDEL', KEYS[3], ARGV[4], ARGV[5])
-  for _, name in ipairs(redis.call('HKEYS', KEYS[3])) do
-    if string.sub(name, 1, #ARGV[6]) == ARGV[6] then redis.call('HDEL', KEYS[3], name) end
+  redis.call('HDEL', ledger, attempts_field, error_field)
+  for _, name in ipairs(redis.call('HKEYS', ledger)) do
+    if string.sub(name, 1, #run_prefix) == run_prefix then redis.call('HDEL', ledger, name) end
   end
 end
 return {left, dropped}

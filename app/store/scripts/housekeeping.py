@@ -19,11 +19,13 @@ __all__ = ["PURGE", "REPLAY_DEAD_LETTER", "SPEND_BOT_CALL", "HousekeepingScripts
 # ARGV[4..] its stored messages, in order
 # Returns the number of messages re-queued, or -1 if the entry was gone.
 REPLAY_DEAD_LETTER = """
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return -1 end
+local dead_letters, queue, conversations = KEYS[1], KEYS[2], KEYS[3]
+local entry, conversation, queue_ttl = ARGV[1], ARGV[2], ARGV[3]
+if redis.call('LREM', dead_letters, 1, entry) == 0 then return -1 end
 if #ARGV < 4 then return 0 end
-redis.call('RPUSH', KEYS[2], unpack(ARGV, 4))
-redis.call('EXPIRE', KEYS[2], ARGV[3])
-redis.call('SADD', KEYS[3], ARGV[2])
+redis.call('RPUSH', queue, unpack(ARGV, 4))
+redis.call('EXPIRE', queue, queue_ttl)
+redis.call('SADD', conversations, conversation)
 return #ARGV - 3
 """
 
@@ -33,11 +35,13 @@ return #ARGV - 3
 # Returns the calls used today, this one included; or -1 when the budget is spent
 # (nothing taken).
 SPEND_BOT_CALL = """
-local used = tonumber(redis.call('GET', KEYS[1]) or '0')
-local limit = tonumber(ARGV[1])
+local count = KEYS[1]
+local per_day, ttl = ARGV[1], ARGV[2]
+local used = tonumber(redis.call('GET', count) or '0')
+local limit = tonumber(per_day)
 if limit > 0 and used >= limit then return -1 end
-used = redis.call('INCR', KEYS[1])
-redis.call('EXPIRE', KEYS[1], ARGV[2])
+used = redis.call('INCR', count)
+redis.call('EXPIRE', count, ttl)
 return used
 """
 
@@ -47,9 +51,11 @@ return used
 # Returns the number of messages removed. A drainer holding the lease finds
 # nothing left and releases it.
 PURGE = """
-local count = redis.call('LLEN', KEYS[1]) + redis.call('LLEN', KEYS[2])
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
-redis.call('SREM', KEYS[4], ARGV[1])
+local queue, processing, ledger, conversations = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local conversation = ARGV[1]
+local count = redis.call('LLEN', queue) + redis.call('LLEN', processing)
+redis.call('DEL', queue, processing, ledger)
+redis.call('SREM', conversations, conversation)
 return count
 """
 

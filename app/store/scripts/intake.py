@@ -131,26 +131,28 @@ return {'queued', len, redis.call('GET', lease) or '', string.format('%.3f', due
 # to remove it  ARGV[3] conversation id
 # Returns 'replaced', 'removed' or 'gone'.
 UPDATE_QUEUED = """
-local prefix = '{"id":' .. ARGV[1] .. ','
-for index, item in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+local queue, due_schedule, stats = KEYS[1], KEYS[2], KEYS[3]
+local message_id, updated, conversation = ARGV[1], ARGV[2], ARGV[3]
+local prefix = '{"id":' .. message_id .. ','
+for index, item in ipairs(redis.call('LRANGE', queue, 0, -1)) do
   if string.sub(item, 1, #prefix) == prefix then
     local result = 'removed'
-    if ARGV[2] == '' then
-      redis.call('LREM', KEYS[1], 1, item)
+    if updated == '' then
+      redis.call('LREM', queue, 1, item)
     else
       local at = string.match(item, '"received_at":([%d%.]+)}$') or '0'
-      redis.call('LSET', KEYS[1], index - 1, ARGV[2] .. at .. '}')
+      redis.call('LSET', queue, index - 1, updated .. at .. '}')
       result = 'replaced'
     end
     local t = redis.call('TIME')
     local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-    local due = redis.call('ZSCORE', KEYS[2], ARGV[3])
-    if not due or tonumber(due) > now then redis.call('ZADD', KEYS[2], now, ARGV[3]) end
-    redis.call('HINCRBY', KEYS[3], @messages_updated@, 1)
+    local due = redis.call('ZSCORE', due_schedule, conversation)
+    if not due or tonumber(due) > now then redis.call('ZADD', due_schedule, now, conversation) end
+    redis.call('HINCRBY', stats, @messages_updated@, 1)
     return result
   end
 end
-redis.call('HINCRBY', KEYS[3], @webhooks_ignored@, 1)
+redis.call('HINCRBY', stats, @webhooks_ignored@, 1)
 return 'gone'
 """
 

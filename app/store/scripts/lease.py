@@ -15,8 +15,10 @@ __all__ = ["HAND_OVER", "RENEW", "START_RUN", "LeaseScripts"]
 # KEYS[1] lease  ARGV[1] expected holder  ARGV[2] new holder  ARGV[3] TTL ms
 # Returns 1 if the lease now names ARGV[2], else 0.
 HAND_OVER = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+local lease = KEYS[1]
+local expected, holder, ttl_ms = ARGV[1], ARGV[2], ARGV[3]
+if redis.call('GET', lease) == expected then
+  redis.call('SET', lease, holder, 'PX', ttl_ms)
   return 1
 end
 return 0
@@ -29,9 +31,11 @@ return 0
 # KEYS[1] lease  ARGV[1] task id  ARGV[2] run id  ARGV[3] TTL ms
 # Returns 1 if the run holds the lease, else 0.
 START_RUN = """
-local holder = redis.call('GET', KEYS[1])
-if holder == ARGV[1] or not holder then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+local lease = KEYS[1]
+local task_id, run_id, ttl_ms = ARGV[1], ARGV[2], ARGV[3]
+local holder = redis.call('GET', lease)
+if holder == task_id or not holder then
+  redis.call('SET', lease, run_id, 'PX', ttl_ms)
   return 1
 end
 return 0
@@ -41,8 +45,10 @@ return 0
 # KEYS[1] lease  ARGV[1] run id  ARGV[2] TTL ms
 # Returns 1 if renewed, 0 if the run no longer holds it.
 RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local lease = KEYS[1]
+local run_id, ttl_ms = ARGV[1], ARGV[2]
+if redis.call('GET', lease) == run_id then
+  redis.call('PEXPIRE', lease, ttl_ms)
   return 1
 end
 return 0

@@ -22,18 +22,20 @@ __all__ = ["MARK_PART", "RECORD_SENT", "REMEMBER_TURN", "STORE_ANSWER", "STORE_T
 # (each set to the answer field: which answer covers which message)
 # Returns false without the lease, {'newer', messages...} or {'stored'}.
 STORE_ANSWER = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
-local most = tonumber(ARGV[4])
+local lease, ledger, queue, processing = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local run_id, answer_field, answer, most_newer = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+if redis.call('GET', lease) ~= run_id then return false end
+local most = tonumber(most_newer)
 if most > 0 then
-  local items = redis.call('LRANGE', KEYS[3], 0, most - 1)
+  local items = redis.call('LRANGE', queue, 0, most - 1)
   if #items > 0 then
-    redis.call('RPUSH', KEYS[4], unpack(items))
-    redis.call('LTRIM', KEYS[3], #items, -1)
+    redis.call('RPUSH', processing, unpack(items))
+    redis.call('LTRIM', queue, #items, -1)
     return {'newer', unpack(items)}
   end
 end
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-for i = 5, #ARGV do redis.call('HSET', KEYS[2], ARGV[i], ARGV[2]) end
+redis.call('HSET', ledger, answer_field, answer)
+for i = 5, #ARGV do redis.call('HSET', ledger, ARGV[i], answer_field) end
 return {'stored'}
 """
 
@@ -44,10 +46,13 @@ return {'stored'}
 # ARGV[5] digests TTL s
 # Returns 1 if marked, false without the lease.
 MARK_PART = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-redis.call('SADD', KEYS[3], ARGV[4])
-redis.call('EXPIRE', KEYS[3], ARGV[5])
+local lease, ledger, own_pending = KEYS[1], KEYS[2], KEYS[3]
+local run_id, part_field, pending, digest = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local digests_ttl = ARGV[5]
+if redis.call('GET', lease) ~= run_id then return false end
+redis.call('HSET', ledger, part_field, pending)
+redis.call('SADD', own_pending, digest)
+redis.call('EXPIRE', own_pending, digests_ttl)
 return 1
 """
 
@@ -60,12 +65,15 @@ return 1
 # ARGV[4] own-reply marker TTL s, or '' when Chatwoot gave no id  ARGV[5] conversation id
 # Returns 1 if recorded, 0 if the part's state had changed.
 RECORD_SENT = """
+local ledger, own_reply, stats, turns = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local part_field, expected, sent, own_ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local conversation = ARGV[5]
 local t = redis.call('TIME')
-redis.call('HSET', KEYS[4], ARGV[5], string.format('%d.%06d', t[1], t[2]))
-if ARGV[4] ~= '' then redis.call('SET', KEYS[2], '1', 'EX', ARGV[4]) end
-if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-redis.call('HINCRBY', KEYS[3], @replies_sent@, 1)
+redis.call('HSET', turns, conversation, string.format('%d.%06d', t[1], t[2]))
+if own_ttl ~= '' then redis.call('SET', own_reply, '1', 'EX', own_ttl) end
+if redis.call('HGET', ledger, part_field) ~= expected then return 0 end
+redis.call('HSET', ledger, part_field, sent)
+redis.call('HINCRBY', stats, @replies_sent@, 1)
 return 1
 """
 
@@ -75,8 +83,10 @@ return 1
 # ARGV[1] run id  ARGV[2] field (transcript:<message id>:<attachment index>)  ARGV[3] value
 # Returns 1 if kept, false without the lease.
 STORE_TRANSCRIPT = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+local lease, ledger = KEYS[1], KEYS[2]
+local run_id, field, value = ARGV[1], ARGV[2], ARGV[3]
+if redis.call('GET', lease) ~= run_id then return false end
+redis.call('HSET', ledger, field, value)
 return 1
 """
 
@@ -88,12 +98,15 @@ return 1
 # ARGV[3] the assistant turn (JSON)  ARGV[4] most turns kept  ARGV[5] TTL s
 # Returns 1 if appended, 0 if the exchange was kept already.
 REMEMBER_TURN = """
-for _, turn in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
-  if string.find(turn, ARGV[1], 1, true) then return 0 end
+local turns = KEYS[1]
+local tag, user_turn, assistant_turn, most = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local ttl = ARGV[5]
+for _, turn in ipairs(redis.call('LRANGE', turns, 0, -1)) do
+  if string.find(turn, tag, 1, true) then return 0 end
 end
-redis.call('RPUSH', KEYS[1], ARGV[2], ARGV[3])
-redis.call('LTRIM', KEYS[1], -tonumber(ARGV[4]), -1)
-redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('RPUSH', turns, user_turn, assistant_turn)
+redis.call('LTRIM', turns, -tonumber(most), -1)
+redis.call('EXPIRE', turns, ttl)
 return 1
 """
 

@@ -85,7 +85,9 @@ end
 APPLY_EVENT = (
     _OWNERSHIP
     + """
-return move(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+local handoff, stats = KEYS[1], KEYS[2]
+local event, marker_ttl = ARGV[1], ARGV[2]
+return move(handoff, stats, event, marker_ttl)
 """
 )
 
@@ -104,13 +106,18 @@ return move(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
 AGENT_REPLY = (
     _OWNERSHIP
     + """
-observe(KEYS[5], KEYS[6], KEYS[3], KEYS[4], ARGV[3], '0', ARGV[5], '0', ARGV[6], ARGV[4], ARGV[2])
-if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then
+local own_reply, own_pending, handoff, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local status_key, assignee_key, turns = KEYS[5], KEYS[6], KEYS[7]
+local digest, handoff_ttl, status, keep_ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local assignee, assignments, conversation = ARGV[5], ARGV[6], ARGV[7]
+observe(status_key, assignee_key, handoff, stats, status, '0', assignee, '0', assignments,
+        keep_ttl, handoff_ttl)
+if redis.call('EXISTS', own_reply) == 1 or redis.call('SISMEMBER', own_pending, digest) == 1 then
   return 'own'
 end
 local t = redis.call('TIME')
-redis.call('HSET', KEYS[7], ARGV[7], string.format('%d.%06d', t[1], t[2]))
-move(KEYS[3], KEYS[4], EVENT.HUMAN_REPLIED, ARGV[2])
+redis.call('HSET', turns, conversation, string.format('%d.%06d', t[1], t[2]))
+move(handoff, stats, EVENT.HUMAN_REPLIED, handoff_ttl)
 return 'takeover'
 """
 )
@@ -132,13 +139,18 @@ return 'takeover'
 OBSERVE = (
     _OWNERSHIP
     + """
-local before = redis.call('GET', KEYS[3]) or MARKER.BOT
-local after = observe(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5],
-                      ARGV[6], ARGV[7])
-if ARGV[8] == '1' then redis.call('HINCRBY', KEYS[4], @webhooks_ignored@, 1) end
-if ARGV[9] == '1' then
+local status_key, assignee_key, handoff, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local turns = KEYS[5]
+local status, status_changed, assignee, assignee_changed = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local assignments, keep_ttl, handoff_ttl, count_ignored = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local is_turn, conversation = ARGV[9], ARGV[10]
+local before = redis.call('GET', handoff) or MARKER.BOT
+local after = observe(status_key, assignee_key, handoff, stats, status, status_changed,
+                      assignee, assignee_changed, assignments, keep_ttl, handoff_ttl)
+if count_ignored == '1' then redis.call('HINCRBY', stats, @webhooks_ignored@, 1) end
+if is_turn == '1' then
   local t = redis.call('TIME')
-  redis.call('HSET', KEYS[5], ARGV[10], string.format('%d.%06d', t[1], t[2]))
+  redis.call('HSET', turns, conversation, string.format('%d.%06d', t[1], t[2]))
 end
 return {before, after}
 """
@@ -150,14 +162,16 @@ return {before, after}
 # ARGV[1] idle seconds  ARGV[2] most to take
 # Returns {conversation, account id, ...}.
 EXPIRE_SESSIONS = """
-local cutoff = tonumber(redis.call('TIME')[1]) - tonumber(ARGV[1])
-local idle = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff, 'LIMIT', 0, ARGV[2])
+local sessions, accounts = KEYS[1], KEYS[2]
+local idle_seconds, most = ARGV[1], ARGV[2]
+local cutoff = tonumber(redis.call('TIME')[1]) - tonumber(idle_seconds)
+local idle = redis.call('ZRANGEBYSCORE', sessions, '-inf', cutoff, 'LIMIT', 0, most)
 local result = {}
 for _, conv in ipairs(idle) do
-  redis.call('ZREM', KEYS[1], conv)
+  redis.call('ZREM', sessions, conv)
   table.insert(result, conv)
-  table.insert(result, redis.call('HGET', KEYS[2], conv) or '')
-  redis.call('HDEL', KEYS[2], conv)
+  table.insert(result, redis.call('HGET', accounts, conv) or '')
+  redis.call('HDEL', accounts, conv)
 end
 return result
 """

@@ -32,13 +32,16 @@ __all__ = [
 # ARGV[1] run id  ARGV[2] conversation id
 # Returns 1 released, 0 more work (keep draining), false not the holder.
 RELEASE_IF_EMPTY = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
-if redis.call('LLEN', KEYS[2]) > 0 or redis.call('LLEN', KEYS[3]) > 0 then
+local lease, queue, processing, conversations = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local due_schedule = KEYS[5]
+local run_id, conversation = ARGV[1], ARGV[2]
+if redis.call('GET', lease) ~= run_id then return false end
+if redis.call('LLEN', queue) > 0 or redis.call('LLEN', processing) > 0 then
   return 0
 end
-redis.call('DEL', KEYS[1])
-redis.call('SREM', KEYS[4], ARGV[2])
-redis.call('ZREM', KEYS[5], ARGV[2])
+redis.call('DEL', lease)
+redis.call('SREM', conversations, conversation)
+redis.call('ZREM', due_schedule, conversation)
 return 1
 """
 
@@ -51,13 +54,15 @@ return 1
 # Returns {1, task id, 0} dispatched (publish it); {2, holder, pttl ms} a holder
 # exists; {0, '', 0} not due (any more).
 CLAIM_DUE = """
+local due_schedule, lease = KEYS[1], KEYS[2]
+local conversation, fresh_task, ttl_ms = ARGV[1], ARGV[2], ARGV[3]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+local score = redis.call('ZSCORE', due_schedule, conversation)
 if not score or tonumber(score) > now then return {0, '', 0} end
-redis.call('ZREM', KEYS[1], ARGV[1])
-if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {1, ARGV[2], 0} end
-return {2, redis.call('GET', KEYS[2]) or '', redis.call('PTTL', KEYS[2])}
+redis.call('ZREM', due_schedule, conversation)
+if redis.call('SET', lease, fresh_task, 'NX', 'PX', ttl_ms) then return {1, fresh_task, 0} end
+return {2, redis.call('GET', lease) or '', redis.call('PTTL', lease)}
 """
 
 # A run that must wait (the batch is not due yet, a retry after a failure, its
@@ -67,10 +72,12 @@ return {2, redis.call('GET', KEYS[2]) or '', redis.call('PTTL', KEYS[2])}
 # ARGV[1] run id  ARGV[2] conversation id  ARGV[3] seconds from now (Redis's clock)
 # Returns 1 deferred, false not the holder.
 DEFER = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
+local lease, due_schedule = KEYS[1], KEYS[2]
+local run_id, conversation, seconds = ARGV[1], ARGV[2], ARGV[3]
+if redis.call('GET', lease) ~= run_id then return false end
 local t = redis.call('TIME')
-redis.call('ZADD', KEYS[2], tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[3]), ARGV[2])
-redis.call('DEL', KEYS[1])
+redis.call('ZADD', due_schedule, tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(seconds), conversation)
+redis.call('DEL', lease)
 return 1
 """
 
@@ -81,14 +88,17 @@ return 1
 # ARGV[1] conversation id
 # Returns 1 rescheduled, 0 a live lease or a due entry exists, -1 nothing to do.
 RESCUE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-if redis.call('LLEN', KEYS[2]) == 0 and redis.call('LLEN', KEYS[3]) == 0 then
-  redis.call('SREM', KEYS[4], ARGV[1])
+local lease, queue, processing, conversations = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local due_schedule = KEYS[5]
+local conversation = ARGV[1]
+if redis.call('EXISTS', lease) == 1 then return 0 end
+if redis.call('LLEN', queue) == 0 and redis.call('LLEN', processing) == 0 then
+  redis.call('SREM', conversations, conversation)
   return -1
 end
-if redis.call('ZSCORE', KEYS[5], ARGV[1]) then return 0 end
+if redis.call('ZSCORE', due_schedule, conversation) then return 0 end
 local t = redis.call('TIME')
-redis.call('ZADD', KEYS[5], tonumber(t[1]) + tonumber(t[2]) / 1000000, ARGV[1])
+redis.call('ZADD', due_schedule, tonumber(t[1]) + tonumber(t[2]) / 1000000, conversation)
 return 1
 """
 
