@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -501,3 +502,15 @@ def test_every_outgoing_message_to_the_contact_notes_a_turn(s: Scripts, r) -> No
     assert r.hget(turns, "43") is None
     s.ownership.observe(company(), "43", Seen("pending"), turn=True).run()  # type: ignore[arg-type]
     assert r.hget(turns, "43") is not None
+
+
+def test_every_script_names_its_keys_and_arguments_before_using_them() -> None:
+    """Each script binds KEYS[n] and ARGV[n] to names on its first lines; its body uses the
+    names (a positional reference later in a body is what made ENQUEUE unreadable)."""
+    from app.store.scripts import SOURCES
+
+    for name, source in SOURCES.items():
+        binding = re.compile(r"^local [\w, ]+ = (KEYS|ARGV)\[")
+        body = [line for line in source.splitlines() if not binding.match(line)]
+        positional = [line for line in body if re.search(r"(KEYS|ARGV)\[\d+\]", line)]
+        assert positional == [], (name, positional)
