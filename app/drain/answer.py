@@ -80,12 +80,12 @@ def answer_once(
     assert ctx.ledger is not None
     message_ids = [m.id for m in segment.messages]
     most = ctx.settings.batch_max_messages if look else 0
-    claimed = ctx.ledger.store_answer(answer, message_ids, most, counted)
-    if not claimed:
+    result = ctx.ledger.store_answer(answer, message_ids, most, counted)
+    if result.stored:
         batch.state.store(answer, message_ids)
         return answer
-    count_claim(ctx, claimed, append=True)
-    newer = parse(ctx, batch, claimed)
+    count_claim(ctx, result.newer, append=True)
+    newer = parse(ctx, batch, result.newer)
     ctx.count(Stat.SUPERSEDED_RUNS)
     log.info("stale reply suppressed company=%s conversation=%s newer=%d", cid, ctx.conversation, len(newer))
     return Superseded(newer)

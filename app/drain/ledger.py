@@ -40,6 +40,7 @@ from app.conversation.own import OWN_PENDING_TTL_SECONDS, OWN_REPLY_TTL_SECONDS
 from app.logs import mask_secrets
 from app.store import keys
 from app.store.scripts import Call, RoundTrip, Scripts
+from app.store.scripts.ledger import StoreResult
 
 __all__ = [
     "ATTEMPTS",
@@ -172,9 +173,9 @@ class Ledger:
         message_ids: list[int],
         look_newer: int,
         round_trip: RoundTrip | None = None,
-    ) -> list[str]:
+    ) -> StoreResult:
         """Store ``answer`` for ``message_ids``; or, when fragments arrived while the bot
-        thought (``look_newer`` > 0), move them into processing and return them instead.
+        thought (``look_newer`` > 0), move them into processing instead (``newer``).
         ``round_trip``: other commands to send in the same round trip (run first)."""
         batch = round_trip or RoundTrip(self._client)
         batch.add(

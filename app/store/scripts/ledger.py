@@ -5,12 +5,23 @@ and then sent (MARK_PART, RECORD_SENT), a voice note's transcript kept across at
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import redis
 
 from app.store import keys
 from app.store.scripts.core import Call, _checked, _flag, _held, _register
 
-__all__ = ["MARK_PART", "RECORD_SENT", "REMEMBER_TURN", "STORE_ANSWER", "STORE_TRANSCRIPT", "LedgerScripts"]
+__all__ = [
+    "MARK_PART",
+    "RECORD_SENT",
+    "REMEMBER_TURN",
+    "STORE_ANSWER",
+    "STORE_TRANSCRIPT",
+    "LedgerScripts",
+    "StoreResult",
+]
 
 
 # The bot has answered: store its answer with the batch before anything is
@@ -111,6 +122,23 @@ return 1
 """
 
 
+@dataclass(frozen=True)
+class StoreResult:
+    """STORE_ANSWER's answer: the answer is stored, or (``newer``) the fragments that
+    arrived while the bot thought were moved into processing instead."""
+
+    newer: list[str]
+
+    @property
+    def stored(self) -> bool:
+        return not self.newer
+
+    @classmethod
+    def decode(cls, raw: Any) -> StoreResult:
+        held = _held(raw)
+        return cls([str(m) for m in held[1:]] if held[0] == "newer" else [])
+
+
 class LedgerScripts:
     """The ledger scripts, registered on one Redis client, each called by one method."""
 
@@ -130,9 +158,8 @@ class LedgerScripts:
         answer_json: str,
         look_newer: int,
         message_fields: list[str],
-    ) -> Call[list[str]]:
-        """The fragments that arrived while the bot thought (moved into processing,
-        the answer not stored), or [] when the answer was stored."""
+    ) -> Call[StoreResult]:
+        """Store the answer, unless fragments arrived while the bot thought."""
         return Call(
             self._store_answer,
             [
@@ -142,7 +169,7 @@ class LedgerScripts:
                 keys.processing(company, conversation),
             ],
             [run_id, answer_field, answer_json, look_newer, *message_fields],
-            lambda raw: [str(m) for m in raw[1:]] if _held(raw)[0] == "newer" else [],
+            StoreResult.decode,
         )
 
     def mark_part(

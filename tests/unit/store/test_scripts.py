@@ -351,8 +351,11 @@ def test_renew_hand_over_and_delete_are_compare_and_set(s: Scripts, r) -> None:
 
 
 def store(s: Scripts, r, run: str, look: int, *message_fields: str) -> list[str]:  # type: ignore[no-untyped-def]
+    """The fragments that superseded the answer; [] when it was stored."""
     answer = '{"parts":["hi"],"handoff":false}'
-    return s.ledger.store_answer(C, CONV, run, "answer:1-2", answer, look, list(message_fields)).run()
+    result = s.ledger.store_answer(C, CONV, run, "answer:1-2", answer, look, list(message_fields)).run()
+    assert result.stored == (not result.newer)
+    return result.newer
 
 
 def test_store_answer_needs_the_lease_and_gives_way_to_newer_fragments(s: Scripts, r) -> None:
