@@ -33,7 +33,7 @@ from app.schedule.lease import stuck_runs
 from app.schedule.sweeper import sweep
 from app.settings import Settings, load_settings
 from app.store import keys
-from app.store.client import connect, redis_now
+from app.store.client import connect, redis_now, trouble, wait_for_room
 from app.store.scripts import Scripts
 
 __all__ = ["celery", "runtime"]
@@ -230,7 +230,7 @@ def _heartbeat_loop(name: str) -> None:
                 pipe.zrem(keys.workers_stuck(), name)
             pipe.execute()
         except redis.RedisError as exc:
-            log.warning("worker heartbeat not written error=%s", type(exc).__name__)
+            log.warning("worker heartbeat not written: %s", trouble(exc))
         time.sleep(HEARTBEAT_INTERVAL_SECONDS)
 
 
@@ -239,6 +239,14 @@ def _pool_size(consumer: object) -> int:
     controller = getattr(consumer, "controller", None)
     size = getattr(controller, "concurrency", None) or getattr(getattr(consumer, "pool", None), "limit", None)
     return max(1, int(size or 1))
+
+
+@signals.worker_init.connect
+def _wait_for_room(**_: object) -> None:
+    """A Redis at its memory ceiling refuses Celery's own start-up writes (kombu's
+    restore mutex): the worker would die, and its container restart into the same
+    full Redis. It waits for room instead, while /readyz says why."""
+    wait_for_room(runtime.redis)
 
 
 @signals.worker_ready.connect

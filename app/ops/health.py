@@ -1,4 +1,4 @@
-"""/healthz (process alive), /readyz (Redis and a fresh worker), /metrics."""
+"""/healthz (process alive), /readyz (Redis, with room to write, and a fresh worker), /metrics."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from app.logs import Sampled
 from app.metrics import STAT_HELP, Stat, redis_histograms, web_metrics_text
 from app.settings import Settings
 from app.store import keys
-from app.store.client import redis_now
+from app.store.client import MB, Memory, memory, redis_now
 
 __all__ = ["bp", "live_workers", "stuck_workers"]
 
@@ -57,9 +57,12 @@ def readyz():  # type: ignore[no-untyped-def]
         gateway.redis.ping()
         workers = live_workers(gateway.redis, gateway.settings.worker_heartbeat_max_age_seconds)
         stuck = stuck_workers(gateway.redis, gateway.settings.worker_heartbeat_max_age_seconds)
+        room = memory(gateway.redis)
     except redis.RedisError as exc:
         reason = f"Redis unreachable: {type(exc).__name__}" + (f"; {spooling}" if spooling else "")
         return jsonify(status="unavailable", reason=reason), 503
+    if room.full:
+        return jsonify(status="unavailable", reason=_ceiling_reason(room, spooling)), 503
     if workers == 0:
         return jsonify(status="unavailable", reason="no worker heartbeat in the last seconds"), 503
     if stuck:
@@ -77,6 +80,15 @@ def readyz():  # type: ignore[no-untyped-def]
     if spooling:  # Redis is back; the spool is being moved in
         return jsonify(status="degraded", reason=spooling, workers=workers)
     return jsonify(status="ready", workers=workers)
+
+
+def _ceiling_reason(room: Memory, spooling: str) -> str:
+    return (
+        f"Redis is at its memory ceiling ({room.used / MB:.1f} of {room.ceiling / MB:.1f} MB, maxmemory"
+        " with noeviction): it refuses new messages (they wait in the local spool) and the workers"
+        " cannot claim batches; free room with `python -m app busiest` and `purge`, or raise the"
+        " ceiling (EMBEDDED_REDIS_MAXMEMORY for the embedded Redis)" + (f"; {spooling}" if spooling else "")
+    )
 
 
 class RedisCollector:
@@ -147,8 +159,30 @@ class RedisCollector:
             dead.add_metric([company], self._redis.llen(keys.dead_letters(company)))
         workers = GaugeMetricFamily("gateway_workers_alive", "Workers with a fresh heartbeat")
         workers.add_metric([], live_workers(self._redis, self._settings.worker_heartbeat_max_age_seconds))
+        room = memory(self._redis)
+        used = GaugeMetricFamily(
+            "gateway_redis_used_memory_bytes", "Redis's memory as counted against its maxmemory"
+        )
+        used.add_metric([], float(room.used))
+        limit = GaugeMetricFamily(
+            "gateway_redis_maxmemory_bytes", "Redis's maxmemory (0: none); at it, writes are refused"
+        )
+        limit.add_metric([], float(room.ceiling))
         yield from counters.values()
-        yield from (waiting, leases, dead, oldest, slots, slot_wait, age, workers, calls, ceiling)
+        yield from (
+            waiting,
+            leases,
+            dead,
+            oldest,
+            slots,
+            slot_wait,
+            age,
+            workers,
+            calls,
+            ceiling,
+            used,
+            limit,
+        )
         yield from redis_histograms(self._redis, self._settings.companies)
 
 

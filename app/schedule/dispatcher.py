@@ -35,6 +35,7 @@ from celery import Celery
 from app.schedule.lease import new_task_id, schedule_drain, take_over_if_finished
 from app.settings import Settings
 from app.store import keys
+from app.store.client import trouble
 from app.store.scripts import DueClaim, RoundTrip, Scripts
 
 __all__ = ["POLL_SECONDS", "Claim", "Dispatcher"]
@@ -151,7 +152,7 @@ class Dispatcher:
                 wait = self.dispatch()
                 pause = POLL_SECONDS if wait is None else min(POLL_SECONDS, max(0.0, wait))
             except redis.RedisError as exc:
-                log.warning("dispatcher cannot reach Redis error=%s", type(exc).__name__)
+                log.warning("dispatcher: %s", trouble(exc))
                 pause = 1.0
             except Exception:  # the thread must outlive any one failure
                 log.exception("dispatch pass failed")

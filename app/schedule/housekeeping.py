@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import redis
 
+from app.store.client import trouble
+
 __all__ = ["Periodic"]
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,6 @@ class Periodic:
             try:
                 self.work()
             except redis.RedisError as exc:
-                log.warning("%s: Redis unreachable error=%s", self.name, type(exc).__name__)
+                log.warning("%s: %s", self.name, trouble(exc))
             except Exception:  # the thread must outlive any one failure
                 log.exception("%s failed", self.name)

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import time
+from dataclasses import dataclass
+
 import redis
 
-__all__ = ["connect", "fitness", "redis_now"]
+__all__ = ["MB", "Memory", "connect", "fitness", "memory", "redis_now", "trouble", "wait_for_room"]
+
+log = logging.getLogger(__name__)
+MB = 1024 * 1024
 
 
 def connect(url: str) -> redis.Redis:
@@ -24,6 +31,68 @@ def redis_now(client: redis.Redis) -> float:
     whatever the web's and the workers' clocks say."""
     seconds, micros = client.time()
     return seconds + micros / 1e6
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Redis's memory against its ceiling (``maxmemory``; 0: none). With ``noeviction``
+    (the only policy the gateway accepts) a Redis at its ceiling refuses every command
+    that may grow it: new messages, claims, Celery's publishes — deletions still work,
+    so ``python -m app purge`` can make room."""
+
+    used: int
+    ceiling: int
+
+    @property
+    def share(self) -> float | None:
+        """The part of the ceiling in use, or None without a ceiling."""
+        return self.used / self.ceiling if self.ceiling else None
+
+    @property
+    def full(self) -> bool:
+        return bool(self.ceiling) and self.used >= self.ceiling
+
+
+def memory(client: redis.Redis) -> Memory:
+    """``INFO memory`` as Redis counts it against ``maxmemory`` (what it does not count,
+    ``mem_not_counted_for_evict``: replication and AOF buffers, left out)."""
+    info = client.info("memory")
+    used = int(info.get("used_memory", 0)) - int(info.get("mem_not_counted_for_evict", 0))
+    return Memory(max(0, used), int(info.get("maxmemory", 0)))
+
+
+def trouble(exc: redis.RedisError) -> str:
+    """What a Redis error means, for a log line: a Redis at its memory ceiling answers
+    (it refuses writes) — it is not unreachable."""
+    if isinstance(exc, redis.exceptions.OutOfMemoryError):
+        return "Redis is at its memory ceiling (maxmemory, noeviction): it refuses writes"
+    return f"Redis unreachable error={type(exc).__name__}"
+
+
+def wait_for_room(client: redis.Redis, pause: float = 5.0, say_every: float = 60.0) -> float:
+    """Block while Redis is at its memory ceiling (a worker starting then would die on
+    Celery's own first write); the seconds waited. An unreachable Redis returns at once:
+    the caller's own retries cover that."""
+    waited, said = 0.0, None
+    while True:
+        try:
+            room = memory(client)
+        except redis.RedisError:
+            return waited
+        if not room.full:
+            if waited:
+                log.warning("Redis has room again after %.0f s: starting", waited)
+            return waited
+        if said is None or waited - said >= say_every:
+            log.error(
+                "Redis is at its memory ceiling (%.1f of %.1f MB, noeviction): waiting for room before"
+                " starting; make room with `python -m app busiest` and `purge`, or raise the ceiling",
+                room.used / MB,
+                room.ceiling / MB,
+            )
+            said = waited
+        time.sleep(pause)
+        waited += pause
 
 
 def fitness(client: redis.Redis) -> tuple[list[str], list[str]]:
