@@ -69,6 +69,7 @@ class Stat(StrEnum):
     DEAD_LETTERS_DROPPED = "dead_letters_dropped"
     BATCH_FAILURES = "batch_failures"
     BUDGET_HANDOFFS = "budget_handoffs"
+    LOOP_HANDOFFS = "loop_handoffs"
     OFF_DUTY_BATCHES = "off_duty_batches"
     TRANSCRIPTIONS_FAILED = "transcriptions_failed"
 
@@ -108,6 +109,7 @@ STAT_HELP: dict[Stat, str] = {
     Stat.DEAD_LETTERS_DROPPED: "Oldest dead letters dropped because the list held DEAD_LETTER_MAX entries",
     Stat.BATCH_FAILURES: "Runs that failed while handling a batch (an attempt)",
     Stat.BUDGET_HANDOFFS: "Conversations handed to humans because BOT_CALLS_PER_DAY was used up",
+    Stat.LOOP_HANDOFFS: "Conversations handed to humans by the loop guard (LOOP_MAX_REPLIES)",
     Stat.OFF_DUTY_BATCHES: "Batches left to humans because BOT_HOURS kept the bot silent",
     Stat.TRANSCRIPTIONS_FAILED: "Voice notes that reached the bot without a transcript",
 }

@@ -4,6 +4,8 @@ the next one decide; when none answers, the bot is asked.
 
 - ``keyword_handoff``: HANDOFF_KEYWORDS — the contact asked for a human;
 - ``off_duty``: BOT_HOURS — outside the bot's hours the humans have the batch;
+- ``loop_guard``: LOOP_MAX_REPLIES — the bot has answered this conversation too often
+  lately (another bot's auto-replies, a flood); before the budget, which it would burn;
 - ``over_budget``: BOT_CALLS_PER_DAY — today's bot calls are used up.
 """
 
@@ -20,7 +22,7 @@ from app.metrics import Stat
 from app.store import keys
 from app.store.client import redis_now
 
-__all__ = ["GATES", "first_gate", "keyword_handoff", "off_duty", "over_budget"]
+__all__ = ["GATES", "first_gate", "keyword_handoff", "loop_guard", "off_duty", "over_budget"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,35 @@ def keyword_handoff(ctx: RunContext, segment: Segment) -> BotReply | None:
     log.info("handoff keyword company=%s conversation=%s", ctx.company_id, ctx.conversation)
     message = ctx.company.handoff_message
     return BotReply((message,) if message else (), handoff=True)
+
+
+def loop_guard(ctx: RunContext, segment: Segment) -> BotReply | None:
+    """LOOP_MAX_REPLIES: this call is counted in the conversation's window
+    (LOOP_WINDOW_MINUTES, by Redis's clock); past the most, no bot call: the conversation
+    goes to humans with a private note saying why."""
+    most = ctx.company.loop_max_replies
+    if not most:
+        return None
+    minutes = ctx.company.loop_window_minutes
+    calls = ctx.scripts.housekeeping.count_bot_call(
+        ctx.company_id, ctx.conversation, minutes * 60, most, segment.key
+    ).run()
+    if calls < most:
+        return None
+    ctx.count(Stat.LOOP_HANDOFFS)
+    log.warning(
+        "loop guard: %d bot answers in %g min company=%s conversation=%s: handed to humans",
+        calls,
+        minutes,
+        ctx.company_id,
+        ctx.conversation,
+    )
+    note = (
+        f"Loop guard: the bot answered this conversation {calls} times in {minutes:g} minutes"
+        f" (LOOP_MAX_REPLIES={most}) — another bot's automatic replies, or a flood? It stays"
+        " silent here until the conversation is handed back."
+    )
+    return BotReply((), handoff=True, note=note)
 
 
 def off_duty(ctx: RunContext, segment: Segment) -> BotReply | None:
@@ -80,7 +111,7 @@ def over_budget(ctx: RunContext, segment: Segment) -> BotReply | None:
     return BotReply((message,) if message else (), handoff=True)
 
 
-GATES: tuple[Gate, ...] = (keyword_handoff, off_duty, over_budget)
+GATES: tuple[Gate, ...] = (keyword_handoff, off_duty, loop_guard, over_budget)
 
 
 def first_gate(ctx: RunContext, segment: Segment) -> BotReply | None:

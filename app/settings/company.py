@@ -91,6 +91,10 @@ class CompanyConfig:
     handoff_message: str = field(default="", metadata={"parse": _str})
     handoff_team_id: int | None = field(default=None, metadata={"parse": _positive_int})
     bot_calls_per_day: int = field(default=0, metadata={"parse": _non_negative_int})
+    # The loop guard: more bot calls than this in LOOP_WINDOW_MINUTES in one conversation
+    # (another bot's auto-replies, a flood) hand it to humans with a private note. 0: off.
+    loop_max_replies: int = field(default=0, metadata={"parse": _non_negative_int})
+    loop_window_minutes: float = field(default=10.0, metadata={"parse": _positive_float})
     business_hours: str = field(default="", metadata={"parse": _checked_by(parse_business_hours)})
     business_hours_tz: str = field(default="UTC", metadata={"parse": _checked_by(parse_time_zone)})
     bot_hours: str = field(default="always", metadata={"parse": _one_of(("always", "outside", "inside"))})

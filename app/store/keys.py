@@ -33,6 +33,7 @@ __all__ = [
     "paused",
     "processing",
     "queue",
+    "recent_bot_calls",
     "seen_delivery",
     "seen_message",
     "session_accounts",
@@ -162,6 +163,12 @@ def outbox(company: str) -> str:
 def stats(company: str) -> str:
     """Hash of counters shared by web and worker processes (for /metrics)."""
     return f"{company}:webhook_stats"
+
+
+def recent_bot_calls(company: str, conversation: str | int) -> str:
+    """Sorted set + TTL: the conversation's bot calls within LOOP_WINDOW_MINUTES, scored
+    by Redis's clock (the loop guard, LOOP_MAX_REPLIES)."""
+    return f"{company}:webhook_recent_bot_calls:{conversation}"
 
 
 def bot_calls_day(company: str, day: str) -> str:

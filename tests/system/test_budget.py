@@ -51,3 +51,41 @@ def test_past_the_daily_budget_conversations_go_to_humans(
         assert 'gateway_budget_handoffs_total{company="default"} 1.0' in metrics
     finally:
         worker.stop()
+
+
+def test_the_loop_guard_hands_a_conversation_answered_too_often_to_humans_with_a_note(
+    redis_url: str, rdb: redis.Redis, stand: Stand, tmp_path
+):
+    """LOOP_MAX_REPLIES: another bot's auto-replies (or a flood) would have the bot answer
+    forever. Past three answers in the window, the fourth batch costs no bot call: the
+    conversation goes to humans, with a private note saying why; another conversation is
+    answered as before."""
+    stand.reset()
+    env = base_env(
+        redis_url,
+        stand.url,
+        TEST_LOG_DIR=str(tmp_path),
+        LOOP_MAX_REPLIES="3",
+        LOOP_WINDOW_MINUTES="10",
+        BATCH_WINDOW_SECONDS="0.3",
+        BATCH_MAX_WAIT_SECONDS="1",
+    )
+    worker = Worker(env, "loop").start(rdb)
+    try:
+        web = make_client(env)
+        for n in range(1, 4):  # an auto-responder answering every reply
+            assert post_webhook(web, cw.message(f"auto-reply {n}", 301)).status_code == 202
+            wait_for(lambda n=n: len(stand.replies(301)) == n, timeout=10)
+        assert post_webhook(web, cw.message("auto-reply 4", 301)).status_code == 202
+        wait_for(lambda: stand.notes(301), timeout=10)
+        (note,) = stand.notes(301)
+        assert "Loop guard" in note and "3 times in 10 minutes" in note
+        wait_for(lambda: stand.calls("toggle_status"), timeout=10)
+        assert len(stand.bot_calls) == 3 and len(stand.replies(301)) == 3  # no fourth call, no reply
+        assert rdb.get(keys.handoff("default", 301)) == "bot"
+        assert post_webhook(web, cw.message("a person", 302)).status_code == 202
+        wait_for(lambda: stand.replies(302), timeout=10)  # other conversations: unaffected
+        metrics = web.get("/metrics").get_data(as_text=True)
+        assert 'gateway_loop_handoffs_total{company="default"} 1.0' in metrics
+    finally:
+        worker.stop()

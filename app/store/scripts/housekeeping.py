@@ -9,7 +9,7 @@ import redis
 from app.store import keys
 from app.store.scripts.core import Call, _register
 
-__all__ = ["PURGE", "REPLAY_DEAD_LETTER", "SPEND_BOT_CALL", "HousekeepingScripts"]
+__all__ = ["COUNT_BOT_CALL", "PURGE", "REPLAY_DEAD_LETTER", "SPEND_BOT_CALL", "HousekeepingScripts"]
 
 
 # Re-queue one dead letter, only if it is still in the list (compare-and-remove:
@@ -27,6 +27,26 @@ redis.call('RPUSH', queue, unpack(ARGV, 4))
 redis.call('EXPIRE', queue, queue_ttl)
 redis.call('SADD', conversations, conversation)
 return #ARGV - 3
+"""
+
+# The loop guard: count one bot call of a conversation within a window, unless the
+# window holds the most already (another bot's auto-replies, a flood), by Redis's clock.
+# KEYS[1] the conversation's recent bot calls (sorted set)
+# ARGV[1] window s  ARGV[2] most calls in the window  ARGV[3] the call's member (the
+# batch's key: a batch run again is not counted twice)
+# Returns the calls in the window before this one (this one counted only below the most).
+COUNT_BOT_CALL = """
+local calls = KEYS[1]
+local window, most, member = ARGV[1], ARGV[2], ARGV[3]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('ZREMRANGEBYSCORE', calls, '-inf', now - tonumber(window))
+local before = redis.call('ZCARD', calls)
+if redis.call('ZSCORE', calls, member) then return before - 1 end
+if before >= tonumber(most) then return before end
+redis.call('ZADD', calls, now, member)
+redis.call('EXPIRE', calls, math.ceil(tonumber(window)))
+return before
 """
 
 # The spend ceiling: take one bot call from today's budget, if any is left.
@@ -65,6 +85,7 @@ class HousekeepingScripts:
 
     def __init__(self, client: redis.Redis) -> None:
         self._spend_bot_call = _register(client, SPEND_BOT_CALL)
+        self._count_bot_call = _register(client, COUNT_BOT_CALL)
         self._replay_dead_letter = _register(client, REPLAY_DEAD_LETTER)
         self._purge = _register(client, PURGE)
 
@@ -76,6 +97,18 @@ class HousekeepingScripts:
             [keys.bot_calls_day(company, day)],
             [per_day, 2 * 24 * 3600],
             lambda raw: None if int(raw) < 0 else int(raw),
+        )
+
+    def count_bot_call(
+        self, company: str, conversation: str, window: float, most: int, member: str
+    ) -> Call[int]:
+        """The conversation's bot calls in the last ``window`` seconds before this one;
+        this one is counted only while they are fewer than ``most``."""
+        return Call(
+            self._count_bot_call,
+            [keys.recent_bot_calls(company, conversation)],
+            [window, most, member],
+            int,
         )
 
     def replay_dead_letter(

@@ -517,3 +517,15 @@ def test_every_script_names_its_keys_and_arguments_before_using_them() -> None:
         body = [line for line in source.splitlines() if not binding.match(line)]
         positional = [line for line in body if re.search(r"(KEYS|ARGV)\[\d+\]", line)]
         assert positional == [], (name, positional)
+
+
+def test_the_loop_guard_counts_a_batch_once_and_only_within_its_window(s: Scripts, r) -> None:
+    def call(member: str, window: float = 600) -> int:
+        return s.housekeeping.count_bot_call(C, CONV, window, 2, member).run()
+
+    assert call("a") == 0 and call("a") == 0  # a batch run again is not counted twice
+    assert call("b") == 1
+    assert call("c") == 2 and call("c") == 2  # the most reached: c is not counted
+    assert r.zcard(keys.recent_bot_calls(C, CONV)) == 2 and r.ttl(keys.recent_bot_calls(C, CONV)) > 0
+    time.sleep(0.05)
+    assert call("d", window=0.01) == 0  # the older calls left the window
