@@ -70,6 +70,7 @@ class Stat(StrEnum):
     BATCH_FAILURES = "batch_failures"
     BUDGET_HANDOFFS = "budget_handoffs"
     LOOP_HANDOFFS = "loop_handoffs"
+    OPT_OUTS = "opt_outs"
     OFF_DUTY_BATCHES = "off_duty_batches"
     TRANSCRIPTIONS_FAILED = "transcriptions_failed"
 
@@ -110,6 +111,7 @@ STAT_HELP: dict[Stat, str] = {
     Stat.BATCH_FAILURES: "Runs that failed while handling a batch (an attempt)",
     Stat.BUDGET_HANDOFFS: "Conversations handed to humans because BOT_CALLS_PER_DAY was used up",
     Stat.LOOP_HANDOFFS: "Conversations handed to humans by the loop guard (LOOP_MAX_REPLIES)",
+    Stat.OPT_OUTS: "Contacts that opted out of the bot (OPT_OUT_KEYWORDS)",
     Stat.OFF_DUTY_BATCHES: "Batches left to humans because BOT_HOURS kept the bot silent",
     Stat.TRANSCRIPTIONS_FAILED: "Voice notes that reached the bot without a transcript",
 }

@@ -2,6 +2,8 @@
 (``GATES``): each returns the gateway's own reply in the bot's place, or None to let
 the next one decide; when none answers, the bot is asked.
 
+- ``opt_out``: OPT_OUT_KEYWORDS — the contact asked for no more automatic messages,
+  in any conversation, until OPT_IN_KEYWORDS;
 - ``keyword_handoff``: HANDOFF_KEYWORDS — the contact asked for a human;
 - ``off_duty``: BOT_HOURS — outside the bot's hours the humans have the batch;
 - ``loop_guard``: LOOP_MAX_REPLIES — the bot has answered this conversation too often
@@ -19,14 +21,41 @@ from app.batching.rules import Segment
 from app.bots import BotReply
 from app.drain.run import RunContext
 from app.metrics import Stat
+from app.settings.company import says
 from app.store import keys
 from app.store.client import redis_now
 
-__all__ = ["GATES", "first_gate", "keyword_handoff", "loop_guard", "off_duty", "over_budget"]
+__all__ = ["GATES", "first_gate", "keyword_handoff", "loop_guard", "off_duty", "opt_out", "over_budget"]
 
 log = logging.getLogger(__name__)
 
 Gate = Callable[[RunContext, Segment], BotReply | None]
+
+
+def opt_out(ctx: RunContext, segment: Segment) -> BotReply | None:
+    """OPT_OUT_KEYWORDS: a contact who sent one ("STOP", "SAIR") gets OPT_OUT_MESSAGE once
+    and no answer of the bot or the gateway again, in any conversation (their messages are
+    the humans', in Chatwoot), until they send one of OPT_IN_KEYWORDS."""
+    config = ctx.company
+    contact = (
+        segment.messages[-1].contact.get("id") if isinstance(segment.messages[-1].contact, dict) else None
+    )
+    if not config.opt_out_keywords or contact is None:
+        return None
+    key = keys.opted_out(ctx.company_id)
+    if any(says(m, config.opt_out_keywords) for m in segment.messages):
+        first = bool(ctx.client.sadd(key, str(contact)))
+        if first:
+            ctx.count(Stat.OPT_OUTS)
+            log.info("contact opted out company=%s contact=%s", ctx.company_id, contact)
+        return BotReply((config.opt_out_message,) if first and config.opt_out_message else ())
+    if not ctx.client.sismember(key, str(contact)):
+        return None
+    if any(says(m, config.opt_in_keywords) for m in segment.messages):
+        ctx.client.srem(key, str(contact))
+        log.info("contact opted in again company=%s contact=%s", ctx.company_id, contact)
+        return None  # the bot answers again, this message included
+    return BotReply(())  # opted out: left to the humans, silently
 
 
 def keyword_handoff(ctx: RunContext, segment: Segment) -> BotReply | None:
@@ -111,7 +140,7 @@ def over_budget(ctx: RunContext, segment: Segment) -> BotReply | None:
     return BotReply((message,) if message else (), handoff=True)
 
 
-GATES: tuple[Gate, ...] = (keyword_handoff, off_duty, loop_guard, over_budget)
+GATES: tuple[Gate, ...] = (opt_out, keyword_handoff, off_duty, loop_guard, over_budget)
 
 
 def first_gate(ctx: RunContext, segment: Segment) -> BotReply | None:

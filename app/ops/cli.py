@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import click
-import redis
 
 from app.batching.report import plot, report, smart_estimate
 from app.bots import load_handler
@@ -24,7 +23,7 @@ from app.ops.queries import purge as purge_conversation
 from app.settings import ConfigError, Settings, load_settings
 from app.settings.load import masked
 from app.store import keys
-from app.store.client import connect, fitness
+from app.store.client import check, connect
 from app.store.scripts import Scripts
 
 
@@ -77,21 +76,8 @@ def _confirm(question: str, yes: bool) -> None:
 
 
 def _redis_fit(settings: Settings) -> bool:
-    """Check the Redis the gateway is given (``app.store.client.fitness``); print why not."""
-    if "ssl_cert_reqs=none" in settings.redis_url:
-        click.echo("warning: REDIS_URL has ssl_cert_reqs=none: TLS without checking who answers", err=True)
-    try:
-        problems, warnings = fitness(connect(settings.redis_url))
-    except redis.RedisError as exc:
-        if "certificate verify failed" in str(exc):  # a setting to fix, not an outage to wait out
-            click.echo(
-                "configuration error: REDIS_URL: the Redis server's TLS certificate is not trusted"
-                f" ({exc}); name its CA with ?ssl_ca_certs=/path/ca.pem",
-                err=True,
-            )
-            return False
-        click.echo(f"warning: Redis not checked, unreachable now ({type(exc).__name__})", err=True)
-        return True
+    """Check the Redis the gateway is given (``app.store.client.check``); print why not."""
+    problems, warnings = check(settings.redis_url)
     for warning in warnings:
         click.echo(f"warning: {warning}", err=True)
     for problem in problems:
@@ -226,6 +212,25 @@ def busiest(company: str | None, limit: int) -> None:
     settings = _settings()
     for state in busiest_states(connect(settings.redis_url), _company(settings, company), limit):
         click.echo(json.dumps(state.as_dict()))
+
+
+@cli.command("opted-out")
+@company_option
+@click.option(
+    "--clear", "contact", help="take this Chatwoot contact id off the list: the bot answers them again"
+)
+def opted_out(company: str | None, contact: str | None) -> None:
+    """Contacts that opted out of the bot (OPT_OUT_KEYWORDS), one Chatwoot contact id a line."""
+    settings = _settings()
+    client, cid = connect(settings.redis_url), _company(settings, company)
+    if contact is None:
+        for member in sorted(client.smembers(keys.opted_out(cid)), key=lambda m: (len(m), m)):
+            click.echo(member)
+        return
+    if not client.srem(keys.opted_out(cid), contact):
+        click.echo(f"contact {contact!r} is not opted out in company {cid!r}", err=True)
+        sys.exit(1)
+    click.echo(f"contact {contact} opted in again: the bot answers them")
 
 
 @cli.command()

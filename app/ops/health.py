@@ -139,6 +139,11 @@ class RedisCollector:
         ceiling = GaugeMetricFamily(
             "gateway_bot_calls_per_day", "BOT_CALLS_PER_DAY, the spend ceiling", labels=["company"]
         )
+        opted = GaugeMetricFamily(
+            "gateway_contacts_opted_out",
+            "Contacts that sent one of OPT_OUT_KEYWORDS and no OPT_IN_KEYWORDS since",
+            labels=["company"],
+        )
         now = redis_now(self._redis)
         day = time.strftime("%Y-%m-%d", time.gmtime(now))
         for company, config in self._settings.companies.items():
@@ -157,6 +162,8 @@ class RedisCollector:
                 slot_wait.add_metric([company], max(0.0, float(summed.get("slot_wait_seconds", 0))))
                 age.add_metric([company], max(0.0, now - float(summed.get("at", now))))
             dead.add_metric([company], self._redis.llen(keys.dead_letters(company)))
+            if config.opt_out_keywords:
+                opted.add_metric([company], self._redis.scard(keys.opted_out(company)))
         workers = GaugeMetricFamily("gateway_workers_alive", "Workers with a fresh heartbeat")
         workers.add_metric([], live_workers(self._redis, self._settings.worker_heartbeat_max_age_seconds))
         room = memory(self._redis)
@@ -180,6 +187,7 @@ class RedisCollector:
             workers,
             calls,
             ceiling,
+            opted,
             used,
             limit,
         )

@@ -77,6 +77,7 @@ def company_section(client: Any, config: CompanyConfig, now: float) -> str:
             f"{stat(Stat.REPLIES_SENT)} / {stat(Stat.REPLIES_FAILED)}",
         ),
         ("conversations held by humans now", _held_by_humans(client, company)),
+        ("contacts opted out of the bot (OPT_OUT_KEYWORDS)", client.scard(keys.opted_out(company))),
         (
             "handed to humans: by the bot / by an agent's reply",
             f"{stat(Stat.HANDOFFS)} / {stat(Stat.AGENT_TAKEOVERS)}",

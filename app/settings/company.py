@@ -89,10 +89,11 @@ class CompanyConfig:
     pause_labels: tuple[str, ...] = field(default=(), metadata={"parse": _keywords})
     handoff_keywords: tuple[str, ...] = field(default=(), metadata={"parse": _keywords})
     handoff_message: str = field(default="", metadata={"parse": _str})
+    opt_out_keywords: tuple[str, ...] = field(default=(), metadata={"parse": _keywords})
+    opt_out_message: str = field(default="", metadata={"parse": _str})
+    opt_in_keywords: tuple[str, ...] = field(default=(), metadata={"parse": _keywords})
     handoff_team_id: int | None = field(default=None, metadata={"parse": _positive_int})
     bot_calls_per_day: int = field(default=0, metadata={"parse": _non_negative_int})
-    # The loop guard: more bot calls than this in LOOP_WINDOW_MINUTES in one conversation
-    # (another bot's auto-replies, a flood) hand it to humans with a private note. 0: off.
     loop_max_replies: int = field(default=0, metadata={"parse": _non_negative_int})
     loop_window_minutes: float = field(default=10.0, metadata={"parse": _positive_float})
     business_hours: str = field(default="", metadata={"parse": _checked_by(parse_business_hours)})
@@ -209,13 +210,8 @@ class CompanyConfig:
         return (hours.next_change(local) - local).total_seconds()
 
     def asks_for_a_human(self, message: StoredMessage) -> bool:
-        """Is this message a text that is, whole, one of HANDOFF_KEYWORDS ("human",
-        "atendente")? Such a command skips the window and the bot."""
-        return (
-            bool(self.handoff_keywords)
-            and message.is_text_only
-            and message.content.strip().lower() in self.handoff_keywords
-        )
+        """Is it, whole, one of HANDOFF_KEYWORDS ("human")? It skips the window and the bot."""
+        return says(message, self.handoff_keywords)
 
     def pausing_label(self, labels: tuple[str, ...] | None) -> str | None:
         """The first of PAUSE_LABELS the conversation carries, if any."""
@@ -297,3 +293,8 @@ class Settings:
                 " per address)"
             )
         return found
+
+
+def says(message: StoredMessage, keywords: tuple[str, ...]) -> bool:
+    """Is this message a text that is, whole, one of ``keywords`` (case and spaces aside)?"""
+    return bool(keywords) and message.is_text_only and message.content.strip().lower() in keywords

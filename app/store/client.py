@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import redis
 
-__all__ = ["MB", "Memory", "connect", "fitness", "memory", "redis_now", "trouble", "wait_for_room"]
+__all__ = ["MB", "Memory", "check", "connect", "fitness", "memory", "redis_now", "trouble", "wait_for_room"]
 
 log = logging.getLogger(__name__)
 MB = 1024 * 1024
@@ -93,6 +93,25 @@ def wait_for_room(client: redis.Redis, pause: float = 5.0, say_every: float = 60
             said = waited
         time.sleep(pause)
         waited += pause
+
+
+def check(url: str) -> tuple[list[str], list[str]]:
+    """(problems, warnings) about the Redis at ``url``, reachable or not: ``fitness``, an
+    untrusted TLS certificate (a setting to fix, not an outage to wait out), and what
+    cannot be checked now."""
+    warnings = []
+    if "ssl_cert_reqs=none" in url:
+        warnings.append("REDIS_URL has ssl_cert_reqs=none: TLS without checking who answers")
+    try:
+        problems, more = fitness(connect(url))
+    except redis.RedisError as exc:
+        if "certificate verify failed" in str(exc):
+            return [
+                "REDIS_URL: the Redis server's TLS certificate is not trusted"
+                f" ({exc}); name its CA with ?ssl_ca_certs=/path/ca.pem"
+            ], warnings
+        return [], [*warnings, f"Redis not checked, unreachable now ({type(exc).__name__})"]
+    return problems, warnings + more
 
 
 def fitness(client: redis.Redis) -> tuple[list[str], list[str]]:

@@ -26,6 +26,7 @@ __all__ = [
     "last_fragment",
     "lease",
     "ledger",
+    "opted_out",
     "outbox",
     "own_pending",
     "own_reply",
@@ -163,6 +164,12 @@ def outbox(company: str) -> str:
 def stats(company: str) -> str:
     """Hash of counters shared by web and worker processes (for /metrics)."""
     return f"{company}:webhook_stats"
+
+
+def opted_out(company: str) -> str:
+    """Set: the Chatwoot contact ids that sent one of OPT_OUT_KEYWORDS (and no
+    OPT_IN_KEYWORDS since): the bot answers them in no conversation."""
+    return f"{company}:webhook_opted_out"
 
 
 def recent_bot_calls(company: str, conversation: str | int) -> str:

@@ -3,6 +3,9 @@ instead of costing another bot call. Through the real pipeline."""
 
 from __future__ import annotations
 
+import base64
+import subprocess
+import sys
 import time
 
 import pytest
@@ -10,8 +13,8 @@ import redis
 
 from app.store import keys
 from tests import chatwoot_payloads as cw
-from tests.conftest import base_env, make_client, post_webhook
-from tests.support import Stand, Worker, wait_for
+from tests.conftest import base_env, idle, make_client, post_webhook
+from tests.support import ROOT, Stand, Worker, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -89,3 +92,57 @@ def test_the_loop_guard_hands_a_conversation_answered_too_often_to_humans_with_a
         assert 'gateway_loop_handoffs_total{company="default"} 1.0' in metrics
     finally:
         worker.stop()
+
+
+def test_a_contact_who_opts_out_is_answered_once_then_never_in_any_conversation_until_opting_in(
+    redis_url: str, rdb: redis.Redis, stand: Stand, tmp_path
+):
+    """OPT_OUT_KEYWORDS: "SAIR" gets OPT_OUT_MESSAGE once and no bot call; the contact's
+    later messages, in that conversation or another, get nothing (the humans have them in
+    Chatwoot); "voltar" brings the bot back, that message answered. The status page, the
+    metrics and the command line see it."""
+    stand.reset()
+    env = base_env(
+        redis_url,
+        stand.url,
+        TEST_LOG_DIR=str(tmp_path),
+        OPT_OUT_KEYWORDS="stop,sair",
+        OPT_OUT_MESSAGE="Você não receberá mais mensagens automáticas.",
+        OPT_IN_KEYWORDS="voltar",
+        BATCH_WINDOW_SECONDS="0.3",
+        BATCH_MAX_WAIT_SECONDS="1",
+        STATUS_BASIC_AUTH="ops:a-long-status-password",
+    )
+    worker = Worker(env, "optout").start(rdb)
+    try:
+        web = make_client(env)
+        assert post_webhook(web, cw.message("oi", 401)).status_code == 202
+        wait_for(lambda: stand.replies(401) == ["oi"], timeout=10)
+        assert post_webhook(web, cw.message(" SAIR ", 401)).status_code == 202
+        wait_for(lambda: len(stand.replies(401)) == 2, timeout=10)
+        assert stand.replies(401)[1] == "Você não receberá mais mensagens automáticas."
+        assert len(stand.bot_calls) == 1
+        for conversation, text in ((401, "oi de novo"), (402, "outra conversa"), (401, "sair")):
+            assert post_webhook(web, cw.message(text, conversation)).status_code == 202
+        wait_for(lambda: all(idle(rdb, c) for c in (401, 402)), timeout=10)
+        assert len(stand.bot_calls) == 1 and len(stand.replies(401)) == 2 and stand.replies(402) == []
+        assert rdb.smembers(keys.opted_out("default")) == {"301"}
+        metrics = web.get("/metrics").get_data(as_text=True)
+        assert 'gateway_contacts_opted_out{company="default"} 1.0' in metrics
+        assert 'gateway_opt_outs_total{company="default"} 1.0' in metrics
+        page = web.get("/status", headers={"Authorization": basic("ops", "a-long-status-password")})
+        assert "contacts opted out of the bot (OPT_OUT_KEYWORDS)</th><td>1<" in page.get_data(as_text=True)
+        listed = subprocess.run(
+            [sys.executable, "-m", "app", "opted-out"], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        assert listed.returncode == 0 and listed.stdout.split() == ["301"], listed.stderr
+
+        assert post_webhook(web, cw.message("voltar", 402)).status_code == 202
+        wait_for(lambda: stand.replies(402) == ["voltar"], timeout=10)  # answered again
+        assert rdb.scard(keys.opted_out("default")) == 0
+    finally:
+        worker.stop()
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
