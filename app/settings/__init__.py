@@ -16,9 +16,10 @@ dataclass with one parser per field keeps messages like "BOT_URL must be an
 http(s) URL, got 'x'" and no dependency.
 """
 
-from app.settings.company import CompanyConfig, Settings
+from app.settings.company import CompanyConfig
 from app.settings.fields import BotBackend, ConfigError, Integration, WindowMode, is_bcrypt
 from app.settings.load import load_settings
+from app.settings.process import Settings
 
 __all__ = [
     "BotBackend",

@@ -16,9 +16,6 @@ from app.logs import mask_secrets
 from app.settings.fields import (
     BOT_BACKENDS,
     INTEGRATIONS,
-    LOG_FORMATS,
-    LOG_LEVELS,
-    STATUS_PASSWORD_MIN_CHARS,
     WINDOW_MODES,
     _bool,
     _checked_by,
@@ -35,8 +32,6 @@ from app.settings.fields import (
     _reply_split,
     _str,
     _url,
-    _user_password,
-    is_bcrypt,
 )
 from app.settings.hours import BusinessHours, local_time, parse_business_hours, parse_time_zone
 
@@ -57,6 +52,12 @@ class CompanyConfig:
     openai_base_url: str | None = field(default=None, metadata={"inbox": True, "parse": _url})
     openai_api_key: str | None = field(default=None, repr=False, metadata={"inbox": True, "parse": _str})
     openai_model: str | None = field(default=None, metadata={"inbox": True, "parse": _str})
+    # Tried when the first endpoint times out or answers 429/5xx, within BOT_TIMEOUT_SECONDS.
+    openai_fallback_base_url: str | None = field(default=None, metadata={"inbox": True, "parse": _url})
+    openai_fallback_model: str | None = field(default=None, metadata={"inbox": True, "parse": _str})
+    openai_fallback_api_key: str | None = field(
+        default=None, repr=False, metadata={"inbox": True, "parse": _str}
+    )
     bot_system_prompt: str = field(
         default="You are a helpful customer-support assistant.", metadata={"inbox": True, "parse": _str}
     )
@@ -233,65 +234,13 @@ class CompanyConfig:
                 "WEBHOOK_TOKEN is ignored: CHATWOOT_WEBHOOK_SECRET is set, so every webhook"
                 " must carry X-Chatwoot-Signature"
             )
-        for name in ("chatwoot_base_url", "bot_url", "openai_base_url"):
+        for name in ("chatwoot_base_url", "bot_url", "openai_base_url", "openai_fallback_base_url"):
             url = getattr(self, name)
             if url and urlparse(url).scheme == "http" and not _is_loopback(url):
                 found.append(
                     f"{name.upper()} is plain http outside this machine ({mask_secrets(url)}):"
                     " tokens and messages cross the network unencrypted; use https"
                 )
-        return found
-
-
-@dataclass(frozen=True)
-class Settings:
-    redis_url: str = field(repr=False)
-    companies: Mapping[str, CompanyConfig]
-    max_body_bytes: int = field(default=1024 * 1024, metadata={"parse": _positive_int})
-    queue_ttl_seconds: int = field(default=24 * 3600, metadata={"parse": _positive_int})
-    seen_ttl_seconds: int = field(default=48 * 3600, metadata={"parse": _positive_int})
-    lease_ttl_seconds: float = field(default=20.0, metadata={"parse": _positive_float})
-    sweep_interval_seconds: float = field(default=5.0, metadata={"parse": _positive_float})
-    batch_max_messages: int = field(default=50, metadata={"parse": _positive_int})
-    worker_heartbeat_max_age_seconds: float = field(default=15.0, metadata={"parse": _positive_float})
-    chatwoot_timeout_seconds: float = field(default=10.0, metadata={"parse": _positive_float})
-    outbound_retries: int = field(default=3, metadata={"parse": _positive_int})
-    batch_max_attempts: int = field(default=3, metadata={"parse": _positive_int})
-    run_max_seconds: float = field(default=300.0, metadata={"parse": _positive_float})
-    dead_letter_max: int = field(default=10000, metadata={"parse": _positive_int})
-    # fragments kept per company for `python -m app analytics` (about 40 B each); 0: none
-    fragment_log_length: int = field(default=20000, metadata={"parse": _non_negative_int})
-    data_dir: str = field(default="data", metadata={"parse": _str})
-    spool_max_bytes: int = field(default=64 * 1024 * 1024, metadata={"parse": _positive_int})
-    metrics_token: str | None = field(default=None, repr=False, metadata={"parse": _str})
-    status_basic_auth: str | None = field(default=None, repr=False, metadata={"parse": _user_password})
-    gauges_interval_seconds: float = field(default=15.0, metadata={"parse": _positive_float})
-    log_level: str = field(default="INFO", metadata={"parse": _one_of(LOG_LEVELS, upper=True)})
-    log_format: str = field(default="text", metadata={"parse": _one_of(LOG_FORMATS)})
-
-    def company(self, company_id: str) -> CompanyConfig | None:
-        return self.companies.get(company_id)
-
-    def served(self) -> list[CompanyConfig]:
-        """Every configuration a conversation may be served with: each company's, and
-        each of its inboxes' own (COMPANIES_FILE "inboxes")."""
-        return [c for company in self.companies.values() for c in (company, *company.inboxes.values())]
-
-    def warnings(self) -> list[str]:
-        """What start-up should warn about in the gateway-wide settings."""
-        found = []
-        if not self.metrics_token:
-            found.append(
-                "METRICS_TOKEN is unset: /metrics is public on the container's port (it names every"
-                " company and its volumes); set one and give it to Prometheus (bearer token)"
-            )
-        password = (self.status_basic_auth or "").partition(":")[2]
-        if self.status_basic_auth and not is_bcrypt(password) and len(password) < STATUS_PASSWORD_MIN_CHARS:
-            found.append(
-                f"STATUS_BASIC_AUTH's password has {len(password)} characters: /status is on the public"
-                f" port; use at least {STATUS_PASSWORD_MIN_CHARS} (failed logins are limited to 10 a minute"
-                " per address)"
-            )
         return found
 
 

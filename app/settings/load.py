@@ -13,8 +13,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlparse, urlunparse
 
 from app.logs import mask_secrets
-from app.settings.company import CompanyConfig, Settings
+from app.settings.company import CompanyConfig
 from app.settings.fields import ConfigError
+from app.settings.process import Settings
 
 _Parser = Callable[[str, str], Any]
 
@@ -76,6 +77,10 @@ def _check_company(config: CompanyConfig, where: str) -> CompanyConfig:
         for key in ("openai_base_url", "openai_model"):
             if not getattr(config, key):
                 raise ConfigError(f"{name(key)} is required when the bot backend is openai")
+    if config.openai_fallback_base_url and not (config.openai_fallback_model or config.openai_model):
+        raise ConfigError(
+            f"{name('openai_fallback_model')} is required with {name('openai_fallback_base_url')}"
+        )
     if config.bot_backend == "python" and not config.bot_handler:
         raise ConfigError(f"{name('bot_handler')} is required when the bot backend is python")
     if config.transcribe_backend == "openai" and not (config.transcribe_base_url or config.openai_base_url):
