@@ -23,7 +23,7 @@ class WindowMode(StrEnum):
 
 
 class BotBackend(StrEnum):
-    """BOT_BACKEND: how the bot is asked (app/bots.py)."""
+    """BOT_BACKEND: how the bot is asked (app/bots/)."""
 
     ECHO = "echo"
     HTTP = "http"

@@ -13,7 +13,7 @@ import redis
 
 from app.store import keys
 from tests import chatwoot_payloads as cw
-from tests.conftest import base_env, idle, make_client, post_webhook
+from tests.conftest import base_env, fault_env, idle, make_client, post_webhook
 from tests.support import ROOT, Stand, Worker, wait_for
 
 pytestmark = pytest.mark.slow
@@ -64,15 +64,7 @@ def test_the_loop_guard_hands_a_conversation_answered_too_often_to_humans_with_a
     conversation goes to humans, with a private note saying why; another conversation is
     answered as before."""
     stand.reset()
-    env = base_env(
-        redis_url,
-        stand.url,
-        TEST_LOG_DIR=str(tmp_path),
-        LOOP_MAX_REPLIES="3",
-        LOOP_WINDOW_MINUTES="10",
-        BATCH_WINDOW_SECONDS="0.3",
-        BATCH_MAX_WAIT_SECONDS="1",
-    )
+    env = fault_env(redis_url, stand, tmp_path, LOOP_MAX_REPLIES="3", LOOP_WINDOW_MINUTES="10")
     worker = Worker(env, "loop").start(rdb)
     try:
         web = make_client(env)
@@ -102,15 +94,13 @@ def test_a_contact_who_opts_out_is_answered_once_then_never_in_any_conversation_
     Chatwoot); "voltar" brings the bot back, that message answered. The status page, the
     metrics and the command line see it."""
     stand.reset()
-    env = base_env(
+    env = fault_env(
         redis_url,
-        stand.url,
-        TEST_LOG_DIR=str(tmp_path),
+        stand,
+        tmp_path,
         OPT_OUT_KEYWORDS="stop,sair",
         OPT_OUT_MESSAGE="Você não receberá mais mensagens automáticas.",
         OPT_IN_KEYWORDS="voltar",
-        BATCH_WINDOW_SECONDS="0.3",
-        BATCH_MAX_WAIT_SECONDS="1",
         STATUS_BASIC_AUTH="ops:a-long-status-password",
     )
     worker = Worker(env, "optout").start(rdb)
