@@ -1,12 +1,22 @@
 """The ``openai`` backend: any OpenAI-compatible chat completions server, with the
 conversation's earlier turns kept in Redis (``HISTORY_TURNS``) and attachments
-described in text (or, for images, given as image parts)."""
+described in text (or, for images, given as image parts).
+
+With OPENAI_FALLBACK_BASE_URL a second endpoint (and model) is asked when the first
+times out or answers 429 or 5xx — within the same BOT_TIMEOUT_SECONDS: the first gets
+``PRIMARY_SHARE`` of it and no retries, the fallback what is left. A 4xx other than
+429 is the request's own fault and is not asked again. The fallback is given its own
+OPENAI_FALLBACK_API_KEY, or the first's key only when it is the same origin: a key
+never goes to another host. Which model answered is logged and counted
+(``gateway_bot_answers_total{model}``)."""
 
 from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+import time
+from typing import Any, NamedTuple
+from urllib.parse import urlparse
 
 import redis
 import requests
@@ -18,11 +28,34 @@ from app.settings import CompanyConfig
 from app.store import keys
 from app.store.scripts import Scripts
 
-__all__ = ["HANDOFF_MARKER", "HISTORY_TURNS", "OpenAIBot"]
+__all__ = ["HANDOFF_MARKER", "HISTORY_TURNS", "Endpoint", "OpenAIBot", "endpoints"]
 
 log = logging.getLogger(__name__)
 HISTORY_TURNS = 20
 HANDOFF_MARKER = "[handoff]"  # in a model's answer: it asks for a human
+PRIMARY_SHARE = 2 / 3  # of BOT_TIMEOUT_SECONDS, for the first endpoint when a fallback exists
+
+
+class Endpoint(NamedTuple):
+    base_url: str
+    model: str
+    api_key: str | None
+
+
+def endpoints(config: CompanyConfig) -> list[Endpoint]:
+    """The endpoints to ask, in order: OPENAI_*, then OPENAI_FALLBACK_* if set."""
+    first = Endpoint(config.openai_base_url or "", config.openai_model or "", config.openai_api_key)
+    if not config.openai_fallback_base_url:
+        return [first]
+    url = config.openai_fallback_base_url
+    same_origin = urlparse(url)[:2] == urlparse(first.base_url)[:2]
+    key = config.openai_fallback_api_key or (first.api_key if same_origin else None)
+    return [first, Endpoint(url, config.openai_fallback_model or first.model, key)]
+
+
+def _worth_the_fallback(exc: BotError) -> bool:
+    """A timeout, a connection lost, 429 or 5xx: another endpoint may answer."""
+    return exc.status is None or exc.status == 429 or exc.status >= 500
 
 
 def _user_text(request: dict[str, Any]) -> str:
@@ -76,22 +109,47 @@ class OpenAIBot:
         turns = [_turn(t) for t in self._redis.lrange(history_key, -HISTORY_TURNS, -1)]
         user_turn = {"role": "user", "content": _user_content(request)}
         messages = [{"role": "system", "content": config.bot_system_prompt}, *turns, user_turn]
-        headers = {"Authorization": f"Bearer {config.openai_api_key}"} if config.openai_api_key else {}
-        response = post_json(
-            self._session,
-            f"{config.openai_base_url}/chat/completions",
-            {"model": config.openai_model, "messages": messages},
-            error=BotError,
-            timeout=config.bot_timeout_seconds,
-            retries=self._retries,
-            headers=headers,
-            idempotent=True,
-            deadline=config.bot_timeout_seconds,
-        )
+        asked = endpoints(config)
+        end = time.monotonic() + config.bot_timeout_seconds
+        for index, endpoint in enumerate(asked):
+            last = index == len(asked) - 1
+            left = end - time.monotonic()
+            try:
+                response = self._ask(endpoint, messages, left if last else left * PRIMARY_SHARE, last)
+                break
+            except BotError as exc:
+                if last or not _worth_the_fallback(exc):
+                    raise
+                log.warning(
+                    "model %s did not answer (%s): asking the fallback %s company=%s",
+                    endpoint.model,
+                    exc,
+                    asked[index + 1].model,
+                    config.company_id,
+                )
         content = _completion_text(response)
+        if len(asked) > 1:
+            self._redis.hincrby(keys.bot_models(config.company_id), endpoint.model, 1)
+            log.info("bot answered company=%s model=%s", config.company_id, endpoint.model)
         handoff = HANDOFF_MARKER in content
         content = content.replace(HANDOFF_MARKER, "").strip()
         return BotReply((content,) if content else (), handoff)
+
+    def _ask(
+        self, endpoint: Endpoint, messages: list[dict[str, Any]], seconds: float, retry: bool
+    ) -> requests.Response:
+        headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
+        return post_json(
+            self._session,
+            f"{endpoint.base_url}/chat/completions",
+            {"model": endpoint.model, "messages": messages},
+            error=BotError,
+            timeout=seconds,
+            retries=self._retries if retry else 0,
+            headers=headers,
+            idempotent=True,
+            deadline=seconds,
+        )
 
     def remember(self, conversation: str, answer_id: str, user_text: str, reply: str) -> None:
         """Keep one exchange the contact received, once (``REMEMBER_TURN``)."""

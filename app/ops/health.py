@@ -144,6 +144,11 @@ class RedisCollector:
             "Contacts that sent one of OPT_OUT_KEYWORDS and no OPT_IN_KEYWORDS since",
             labels=["company"],
         )
+        models = CounterMetricFamily(
+            "gateway_bot_answers",
+            "Bot answers by the model that gave them (counted while OPENAI_FALLBACK_BASE_URL is set)",
+            labels=["company", "model"],
+        )
         now = redis_now(self._redis)
         day = time.strftime("%Y-%m-%d", time.gmtime(now))
         for company, config in self._settings.companies.items():
@@ -162,6 +167,8 @@ class RedisCollector:
                 slot_wait.add_metric([company], max(0.0, float(summed.get("slot_wait_seconds", 0))))
                 age.add_metric([company], max(0.0, now - float(summed.get("at", now))))
             dead.add_metric([company], self._redis.llen(keys.dead_letters(company)))
+            for model, answers in self._redis.hgetall(keys.bot_models(company)).items():
+                models.add_metric([company, model[:100]], float(answers))
             if config.opt_out_keywords:
                 opted.add_metric([company], self._redis.scard(keys.opted_out(company)))
         workers = GaugeMetricFamily("gateway_workers_alive", "Workers with a fresh heartbeat")
@@ -187,6 +194,7 @@ class RedisCollector:
             workers,
             calls,
             ceiling,
+            models,
             opted,
             used,
             limit,

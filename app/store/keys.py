@@ -14,6 +14,7 @@ __all__ = [
     "away",
     "bot_calls_day",
     "bot_history",
+    "bot_models",
     "conversation_index",
     "counter_history",
     "dead_letters",
@@ -176,6 +177,12 @@ def recent_bot_calls(company: str, conversation: str | int) -> str:
     """Sorted set + TTL: the conversation's bot calls within LOOP_WINDOW_MINUTES, scored
     by Redis's clock (the loop guard, LOOP_MAX_REPLIES)."""
     return f"{company}:webhook_recent_bot_calls:{conversation}"
+
+
+def bot_models(company: str) -> str:
+    """Hash: model -> bot answers it gave, counted while OPENAI_FALLBACK_BASE_URL is set
+    (which of the two models answers)."""
+    return f"{company}:webhook_bot_models"
 
 
 def bot_calls_day(company: str, day: str) -> str:

@@ -38,6 +38,7 @@ class Stand:
         self.clock_offset = 0.0  # Chatwoot's clock minus this machine's (its created_at)
         self.completions: list[dict[str, Any]] = []  # requests to /v1/chat/completions
         self.while_completing: Callable[[], None] | None = None  # runs once while the model "thinks"
+        self.failing_models: dict[str, int] = {}  # model -> the HTTP status it answers with
         self.on_message_created: Callable[[], None] | None = None  # runs before the answer is sent
         self.message_delay = 0.0  # seconds before answering a message create (after recording it)
         self.api_token = "cw-token"  # the api_access_token this Chatwoot accepts
@@ -69,6 +70,7 @@ class Stand:
             self.clock_offset = 0.0
             self.completions.clear()
             self.while_completing = None
+            self.failing_models.clear()
             self.on_message_created = None
             self.can_read = False
             self.message_delay = 0.0
@@ -133,6 +135,9 @@ class Stand:
             hook, self.while_completing = self.while_completing, None
         if hook:
             hook()
+        failing = self.failing_models.get(body.get("model", ""))
+        if failing:
+            return failing, {"error": {"message": "the model is overloaded", "type": "server_error"}}
         last = body["messages"][-1]["content"]
         text = last if isinstance(last, str) else next(p["text"] for p in last if p["type"] == "text")
         content = "[handoff] a human will call you" if "human" in text else f"you said: {text}"
