@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -47,8 +49,14 @@ log = logging.getLogger(__name__)
 DEADLINE_GRACE_SECONDS = 0.5  # the http/openai backends report their own timeout first
 
 
-def ask_bot(bot: Bot, request: dict[str, Any], timeout: float) -> BotReply:
-    """The bot's answer within ``timeout`` seconds, or ``BotError``."""
+def ask_bot(
+    bot: Bot,
+    request: dict[str, Any],
+    timeout: float,
+    slow: tuple[float, Callable[[], None]] | None = None,
+) -> BotReply:
+    """The bot's answer within ``timeout`` seconds, or ``BotError``. ``slow``: (seconds,
+    what to do, in this thread, once the bot has taken that long without answering)."""
     outcome: dict[str, Any] = {}
     done = threading.Event()
 
@@ -60,8 +68,11 @@ def ask_bot(bot: Bot, request: dict[str, Any], timeout: float) -> BotReply:
         finally:
             done.set()
 
+    started = time.monotonic()
     threading.Thread(target=call, daemon=True, name="bot-call").start()
-    if not done.wait(timeout + DEADLINE_GRACE_SECONDS):
+    if slow is not None and slow[0] < timeout and not done.wait(slow[0]):
+        slow[1]()
+    if not done.wait(max(0.0, started + timeout + DEADLINE_GRACE_SECONDS - time.monotonic())):
         log.error(
             "bot call abandoned conversation=%s: no answer within BOT_TIMEOUT_SECONDS=%s",
             request.get("conversation_id"),

@@ -141,7 +141,7 @@ def answer_batch(ctx: RunContext, claimed: Claimed) -> None:
     messages = parse(ctx, batch, claimed.raws)
     if not messages:
         return
-    account = messages[0].account_id
+    account, batch.first_id = messages[0].account_id, messages[0].id
     max_avg_chars = ctx.company.batch_max_avg_chars
     typing: Typing | None = None
     try:

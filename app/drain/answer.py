@@ -19,6 +19,7 @@ from app.chatwoot.replies import reply_parts
 from app.drain.claim import count_claim, parse
 from app.drain.gates import first_gate
 from app.drain.ledger import StoredAnswer
+from app.drain.post import Poster
 from app.drain.run import Batch, RunContext
 from app.errors import BotError
 from app.logs import mask_secrets
@@ -48,7 +49,9 @@ def answer_once(
     gated = first_gate(ctx, segment)
     failure = ""
     try:
-        reply = gated or ask_bot(ctx.bot, bot_request(cid, segment), config.bot_timeout_seconds)
+        slow = (config.bot_holding_after_seconds, lambda: _hold(ctx, batch, segment))
+        held = slow if config.bot_holding_message else None
+        reply = gated or ask_bot(ctx.bot, bot_request(cid, segment), config.bot_timeout_seconds, held)
     except BotError as exc:
         fallback = config.bot_fallback_message
         reply, failure = BotReply((fallback,) if fallback else ()), mask_secrets(str(exc))[:500]
@@ -89,3 +92,25 @@ def answer_once(
     ctx.count(Stat.SUPERSEDED_RUNS)
     log.info("stale reply suppressed company=%s conversation=%s newer=%d", cid, ctx.conversation, len(newer))
     return Superseded(newer)
+
+
+def _hold(ctx: RunContext, batch: Batch, segment: Segment) -> None:
+    """BOT_HOLDING_MESSAGE, once the bot has thought for BOT_HOLDING_AFTER_SECONDS: posted
+    through the ledger like an answer's part (its own marks, pending then sent), under one
+    id per batch, so that neither a superseded call nor a run resuming the batch after a
+    crash posts it twice."""
+    assert ctx.ledger is not None and ctx.run is not None
+    message = ctx.company.bot_holding_message
+    holding = StoredAnswer(f"hold-{batch.first_id}", (message,), False, gateway=True)
+    poster = Poster(
+        ctx.client, ctx.company, ctx.conversation, ctx.replier, ctx.ledger, batch.state, ctx.run.check
+    )
+    account, after = segment.messages[0].account_id, max(m.id for m in segment.messages)
+    failed = poster.post(account, holding, after_id=after)
+    if failed is not None:
+        log.error(
+            "holding message not sent company=%s conversation=%s error=%s",
+            ctx.company_id,
+            ctx.conversation,
+            failed[1],
+        )

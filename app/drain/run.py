@@ -111,6 +111,7 @@ class Batch:
     raw_of: dict[int, str] = field(default_factory=dict)  # Chatwoot id -> stored entry
     budget: Budget | None = None  # the batch's transcription budget, superseding fragments included
     typing_shown: bool = False  # "typing" went on during this batch
+    first_id: int = 0  # the Chatwoot id of its first message: the batch's name in the ledger
 
     @classmethod
     def of(cls, claimed: Claimed) -> Batch:

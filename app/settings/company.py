@@ -63,6 +63,8 @@ class CompanyConfig:
     )
     bot_handler: str | None = field(default=None, metadata={"inbox": True, "parse": _handler})
     bot_fallback_message: str | None = field(default=None, metadata={"inbox": True, "parse": _str})
+    bot_holding_message: str = field(default="", metadata={"inbox": True, "parse": _str})
+    bot_holding_after_seconds: float = field(default=8.0, metadata={"inbox": True, "parse": _positive_float})
     batch_window_mode: str = field(
         default="sliding", metadata={"inbox": True, "parse": _one_of(WINDOW_MODES)}
     )
