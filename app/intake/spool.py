@@ -46,10 +46,12 @@ from pathlib import Path
 from typing import Any
 
 from app.errors import GatewayError
+from app.logs import Sampled
 
 __all__ = ["MOVE_INTERVAL_SECONDS", "Spool", "SpoolFull"]
 
 log = logging.getLogger(__name__)
+_stalled = Sampled(log)
 MOVE_INTERVAL_SECONDS = 0.5
 PREFIX, SUFFIX = "spool-", ".jsonl"
 Deliver = Callable[[dict[str, Any]], None]
@@ -219,8 +221,9 @@ class Spool:
                 if not ready():
                     continue
                 moved = self.move(deliver)
-            except Exception as exc:  # Redis went away again mid-move: the files stay; try later
-                log.warning("spool not moved yet error=%s", type(exc).__name__)
+            except Exception as exc:  # Redis went away again mid-move (or is full): the files stay
+                kind = type(exc).__name__  # tried every MOVE_INTERVAL_SECONDS: a line a minute is enough
+                _stalled.log(logging.WARNING, kind, "spool not moved yet error=%s", kind)
                 continue
             if moved:
                 log.warning("spool moved into Redis entries=%d", moved)
