@@ -166,6 +166,11 @@ class StoredMessage:
     assignee: str | None = field(default=None, compare=False)
 
     @property
+    def contact_id(self) -> Any:
+        """The sender's Chatwoot contact id, or None when the payload did not carry one."""
+        return self.contact.get("id") if isinstance(self.contact, dict) else None
+
+    @property
     def seen(self) -> Seen:
         """What the message says of who holds its conversation (app.conversation.ownership)."""
         return Seen(self.conversation_status or "", False, self.assignee or "")

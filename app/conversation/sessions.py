@@ -28,15 +28,11 @@ from app.settings import CompanyConfig, Settings
 from app.store import keys
 from app.store.scripts import Scripts
 
-__all__ = ["expire_idle_sessions", "is_reset_keyword", "reset_session"]
+__all__ = ["expire_idle_sessions", "reset_session"]
 
 log = logging.getLogger(__name__)
 EXPIRE_BATCH = 10
 EXPIRE_BUDGET_SECONDS = 1.0
-
-
-def is_reset_keyword(company: CompanyConfig, content: str) -> bool:
-    return content.strip().lower() in company.session_reset_keywords
 
 
 def reset_session(

@@ -19,7 +19,7 @@ from app.chatwoot.replies import reply_parts
 from app.drain.claim import count_claim, parse
 from app.drain.gates import first_gate
 from app.drain.ledger import StoredAnswer
-from app.drain.post import Poster
+from app.drain.post import batch_poster
 from app.drain.run import Batch, RunContext
 from app.errors import BotError
 from app.logs import mask_secrets
@@ -99,12 +99,9 @@ def _hold(ctx: RunContext, batch: Batch, segment: Segment) -> None:
     through the ledger like an answer's part (its own marks, pending then sent), under one
     id per batch, so that neither a superseded call nor a run resuming the batch after a
     crash posts it twice."""
-    assert ctx.ledger is not None and ctx.run is not None
     message = ctx.company.bot_holding_message
     holding = StoredAnswer(f"hold-{batch.first_id}", (message,), False, gateway=True)
-    poster = Poster(
-        ctx.client, ctx.company, ctx.conversation, ctx.replier, ctx.ledger, batch.state, ctx.run.check
-    )
+    poster = batch_poster(ctx, batch)
     account, after = segment.messages[0].account_id, max(m.id for m in segment.messages)
     failed = poster.post(account, holding, after_id=after)
     if failed is not None:

@@ -114,7 +114,7 @@ def reading(message: StoredMessage | None) -> Reading:
 
 def pace_subject(message: StoredMessage | None, conversation: str) -> str:
     """Whose pace a stored message tells: its contact's, else its conversation's."""
-    contact = message.contact.get("id") if message and isinstance(message.contact, dict) else None
+    contact = message.contact_id if message else None
     return f"contact-{contact}" if contact is not None else f"conversation-{conversation}"
 
 

@@ -37,9 +37,7 @@ def opt_out(ctx: RunContext, segment: Segment) -> BotReply | None:
     and no answer of the bot or the gateway again, in any conversation (their messages are
     the humans', in Chatwoot), until they send one of OPT_IN_KEYWORDS."""
     config = ctx.company
-    contact = (
-        segment.messages[-1].contact.get("id") if isinstance(segment.messages[-1].contact, dict) else None
-    )
+    contact = segment.messages[-1].contact_id
     if not config.opt_out_keywords or contact is None:
         return None
     key = keys.opted_out(ctx.company_id)

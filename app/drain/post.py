@@ -36,7 +36,7 @@ from app.metrics import Stat
 from app.settings import CompanyConfig
 from app.store import keys
 
-__all__ = ["AMBIGUOUS_CREATES", "AMBIGUOUS_SETTLE_SECONDS", "Poster", "post_answer"]
+__all__ = ["AMBIGUOUS_CREATES", "AMBIGUOUS_SETTLE_SECONDS", "Poster", "batch_poster", "post_answer"]
 
 log = logging.getLogger(__name__)
 AMBIGUOUS_SETTLE_SECONDS = 2.0
@@ -157,9 +157,7 @@ def post_answer(
     assert ctx.ledger is not None and ctx.run is not None
     cid, conversation = ctx.company_id, ctx.conversation
     account = segment.messages[0].account_id
-    poster = Poster(
-        ctx.client, ctx.company, conversation, ctx.replier, ctx.ledger, batch.state, ctx.run.check
-    )
+    poster = batch_poster(ctx, batch)
     failed = poster.post(account, answer, after_id=max(m.id for m in segment.messages))
     batch.typing_shown |= poster.typing_shown
     if answer.failure:  # the bot failed: its fallback (if any) is out, the batch is a dead letter
@@ -188,4 +186,12 @@ def post_answer(
         len(raws),
         len(answer.parts),
         segment.batched,
+    )
+
+
+def batch_poster(ctx: RunContext, batch: Batch) -> Poster:
+    """The Poster of this run and batch: its ledger state, proving the run's lease."""
+    assert ctx.ledger is not None and ctx.run is not None
+    return Poster(
+        ctx.client, ctx.company, ctx.conversation, ctx.replier, ctx.ledger, batch.state, ctx.run.check
     )

@@ -23,8 +23,9 @@ from app.chatwoot.messages import AgentReply, Ignored, MessageUpdate, StatusChan
 from app.chatwoot.payload import Parsed
 from app.conversation.events import on_agent_reply, on_status, track_pause_labels
 from app.conversation.ownership import Event
-from app.conversation.sessions import is_reset_keyword, reset_session
+from app.conversation.sessions import reset_session
 from app.settings import CompanyConfig, Settings
+from app.settings.company import says
 from app.store import keys
 from app.store.scripts import Enqueued, EnqueueResult, Scripts, Updated
 
@@ -155,7 +156,7 @@ def screen(gateway: Serving, config: CompanyConfig, parsed: Parsed) -> str | Non
             f" only ({mode}); open ones belong to humans"
         )
     track_pause_labels(client, config, parsed.conversation_id, parsed.labels)  # a label gone: resume
-    if parsed.is_text_only and is_reset_keyword(config, parsed.content):
+    if says(parsed, config.session_reset_keywords):
         scripts.ownership.observe(config, parsed.conversation_id, parsed.seen, count_ignored=True).run()
         reset_session(client, scripts, config, parsed.conversation_id, Event.RESET_KEYWORD)
         return "session reset"
