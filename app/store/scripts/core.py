@@ -81,9 +81,9 @@ class RoundTrip:
     ``execute`` returns every reply in order, a script's decoded (so a lost
     lease raises ``LeaseLost`` there). redis-py checks ``SCRIPT EXISTS`` before
     every pipeline holding a script — a second round trip. Here a script goes
-    as a bare EVALSHA; if Redis lost its script cache (a restart), that one
-    call comes back NOSCRIPT, did nothing, and is run again on its own, which
-    loads the script.
+    as a bare EVALSHA; if Redis lost its script cache (a restart), those calls
+    come back NOSCRIPT, did nothing, and go again in one more round trip that
+    loads each missing script first.
     """
 
     def __init__(self, client: redis.Redis) -> None:
@@ -97,9 +97,17 @@ class RoundTrip:
 
     def execute(self) -> list[Any]:
         results = self.pipe.execute(raise_on_error=False)
-        for index, call in self._calls.items():
-            if isinstance(results[index], NoScriptError):
-                results[index] = call.script(keys=call.keys, args=call.args, client=self.client)
+        missing = [index for index in self._calls if isinstance(results[index], NoScriptError)]
+        if missing:  # loaded once each, then those calls again in one more round trip
+            again = self.client.pipeline(transaction=False)
+            for source in {self._calls[index].script.script for index in missing}:
+                again.script_load(source)
+            for index in missing:
+                call = self._calls[index]
+                again.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+            replies = again.execute(raise_on_error=False)[-len(missing) :]
+            for index, reply in zip(missing, replies, strict=True):
+                results[index] = reply
         for result in results:
             if isinstance(result, Exception):
                 raise result

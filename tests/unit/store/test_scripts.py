@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import fakeredis
 import pytest
 import redis
+import redis.connection
 
 from app.conversation.ownership import Event, Holder, Seen
 from app.drain.ledger import ATTEMPTS, ERROR
@@ -456,7 +457,7 @@ def test_batch_runs_a_script_beside_commands_in_one_round_trip_even_after_a_scri
     rdb: redis.Redis,
 ) -> None:
     """A Redis restart empties the script cache: the EVALSHA in a RoundTrip comes back NOSCRIPT, did
-    nothing, and is run again alone; the other commands ran once."""
+    nothing, and is run again; the other commands ran once."""
     scripts = Scripts(rdb)
     lease = keys.lease(C, CONV)
     scripts.lease.start_run("warm-up", "x", "x#1", 1000).run()  # loads the script into the cache
@@ -471,6 +472,30 @@ def test_batch_runs_a_script_beside_commands_in_one_round_trip_even_after_a_scri
         seen = None if flush else "T1"  # after a flush the GET ran before the script's re-run
         assert batch.execute() == [True, 1, seen]  # the script's reply decoded
         assert rdb.get(lease) == "T1" and rdb.get("counter") == "1"  # taken once, counted once
+
+
+def test_many_calls_after_a_script_flush_go_again_in_one_more_round_trip(
+    rdb: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweeper sends hundreds of RESCUE calls in one RoundTrip: after a Redis restart
+    they come back NOSCRIPT together and go again together, not one round trip each."""
+    scripts = Scripts(rdb)
+    leases = [keys.lease(C, str(n)) for n in range(50)]
+    rdb.delete(*leases)
+    rdb.script_flush()
+    batch = RoundTrip(rdb)
+    for lease in leases:
+        batch.add(scripts.lease.start_run(lease, "T1", "T1", 5000))
+    sent = []
+    send = redis.connection.Connection.send_packed_command
+    monkeypatch.setattr(
+        redis.connection.Connection,
+        "send_packed_command",
+        lambda self, *a, **k: (sent.append(1), send(self, *a, **k))[1],
+    )
+    assert batch.execute() == [True] * 50
+    monkeypatch.undo()
+    assert len(sent) == 2 and all(rdb.get(lease) == "T1" for lease in leases)
 
 
 def test_spend_bot_call_takes_from_the_days_budget_until_it_is_used_up(s: Scripts, r) -> None:
