@@ -25,6 +25,7 @@ CELERY_CONCURRENCY="${CELERY_CONCURRENCY:-$default_concurrency}"
 if [ "$CELERY_POOL" = threads ]; then default_prefetch=4; else default_prefetch=1; fi
 CELERY_PREFETCH_MULTIPLIER="${CELERY_PREFETCH_MULTIPLIER:-$default_prefetch}"
 WEB_CONCURRENCY="${WEB_CONCURRENCY:-2}"
+WEB_THREADS="${WEB_THREADS:-4}"
 WEB_INTERNAL_PORT="${WEB_INTERNAL_PORT:-8089}"
 GRACEFUL_TIMEOUT="${GRACEFUL_TIMEOUT:-20}"
 app_pids=()
@@ -34,7 +35,7 @@ stopping=0
 log() { echo "start.sh: $*" >&2; }
 
 mkdir -p "$DATA_DIR" || { log "DATA_DIR $DATA_DIR cannot be created"; exit 2; }
-for name in CELERY_CONCURRENCY CELERY_PREFETCH_MULTIPLIER WEB_CONCURRENCY WEB_INTERNAL_PORT; do
+for name in CELERY_CONCURRENCY CELERY_PREFETCH_MULTIPLIER WEB_CONCURRENCY WEB_THREADS WEB_INTERNAL_PORT; do
   [[ "${!name}" =~ ^[1-9][0-9]*$ ]] || { log "$name must be a positive whole number, got '${!name}'"; exit 2; }
 done
 # The address Chatwoot reaches, for the printed webhook URL: PUBLIC_URL, else Railway's
@@ -135,14 +136,13 @@ app_pids+=($!)
 # here and /metrics sums them; stale files of an earlier run are removed first.
 PROMETHEUS_MULTIPROC_DIR="$DATA_DIR/prometheus"
 rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
-# gunicorn listens on loopback only; HAProxy takes the public port (below). The
-# access log shows the path only (%(U)s) and the client HAProxy saw: a ?token=
-# query must never reach the logs (gunicorn's own error lines are filtered by
-# deploy/gunicorn.conf.py).
-PROMETHEUS_MULTIPROC_DIR="$PROMETHEUS_MULTIPROC_DIR" setsid gunicorn wsgi:app \
+# gunicorn listens on loopback only; HAProxy takes the public port (below).
+# deploy/gunicorn.conf.py holds the rest: threaded workers (WEB_THREADS each) with
+# keep-alive, and an access log that shows the path only, never a ?token= query
+# (gunicorn's own error lines are masked there too).
+PROMETHEUS_MULTIPROC_DIR="$PROMETHEUS_MULTIPROC_DIR" WEB_THREADS="$WEB_THREADS" setsid gunicorn wsgi:app \
   --config deploy/gunicorn.conf.py --bind "127.0.0.1:${WEB_INTERNAL_PORT}" --workers "$WEB_CONCURRENCY" \
-  --graceful-timeout "$GRACEFUL_TIMEOUT" --access-logfile - \
-  --access-logformat '%({x-forwarded-for}i)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms' &
+  --graceful-timeout "$GRACEFUL_TIMEOUT" &
 app_pids+=($!)
 web_pid=$!
 

@@ -30,10 +30,24 @@ def wait_http(url: str, timeout: float = 30) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-def gunicorn(target: str, port: int, env: dict[str, str], workers: int) -> subprocess.Popen:
+def gunicorn(
+    target: str, port: int, env: dict[str, str], workers: int, as_start_sh: bool = True
+) -> subprocess.Popen:
+    """gunicorn serving ``target``; ``as_start_sh``: with deploy/gunicorn.conf.py, as the
+    container runs the gateway (threaded workers, keep-alive, the access log); without
+    it, gunicorn's defaults (sync workers), as the baselines ran."""
     bin_dir = Path(sys.executable).parent
+    config = ["--config", "deploy/gunicorn.conf.py"] if as_start_sh else []
     return subprocess.Popen(
-        [str(bin_dir / "gunicorn"), target, "--bind", f"127.0.0.1:{port}", "--workers", str(workers)],
+        [
+            str(bin_dir / "gunicorn"),
+            target,
+            *config,
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+        ],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

@@ -10,14 +10,20 @@ container's HAProxy, as the public port runs).
 
 The load comes from ``wrk`` (Debian's package; ``make bench`` installs it), so
 the client does not take the cores the server needs, as a Python client did.
-Each round starts the target under gunicorn (``WEB_CONCURRENCY`` workers, as
-start.sh runs it) and sends pre-signed, realistic ``message_created`` webhooks
-(the tests' WhatsApp payload, about 1.6 KB), every one a new message: 60 % of
+Each round starts the target under gunicorn (``WEB_CONCURRENCY`` workers; the gateway
+with deploy/gunicorn.conf.py as start.sh runs it, the baselines with gunicorn's
+defaults, sync workers, as the seed ran) and sends pre-signed, realistic
+``message_created`` webhooks (the tests' WhatsApp payload, about 1.6 KB), every one a new message: 60 % of
 conversations get one fragment, the rest 2 to 5. For the gateway a Celery worker
-runs beside it as in the container (solo pool, ``-B``, the dispatcher draining
+runs beside it as start.sh runs it (a threads pool of 64, prefetch 4, housekeeping on,
+the dispatcher draining
 with the echo bot into the dry-run outbox) and a fresh redis-server holds the
-queues. Rounds alternate bare / gateway; medians of throughput and of wrk's
-p50/p99 latency are printed, with the ratios.
+queues. The gateway runs with its defaults: LOG_LEVEL INFO (a line per queued
+message) and gunicorn's access log, written where the bench discards them. With
+``--consumers on`` (the default) the seed's own worker consumes its tasks beside it
+(bench/seed_app.py); ``off`` measures the ack path alone. Rounds alternate between
+the targets; medians of throughput and of wrk's p50/p99 latency are printed, with the
+ratios.
 """
 
 from __future__ import annotations
@@ -110,8 +116,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (WEB_CONCURRENCY)")
     parser.add_argument("--per-round", type=int, default=40_000, help="pre-signed requests per round")
+    parser.add_argument("--window", type=float, default=2.0, help="BATCH_WINDOW_SECONDS, consumers on")
     parser.add_argument(
-        "--window", type=float, default=2.0, help="BATCH_WINDOW_SECONDS (60: the worker idles during the run)"
+        "--consumers",
+        choices=["on", "off"],
+        default="on",
+        help="on: each design's worker consumes beside its web, as in production (the gateway's"
+        " drains batches, the seed's runs a drain task per message); off: the ack path alone (no"
+        " seed worker; the gateway's window is 60 s, so its worker idles through the run)",
     )
     parser.add_argument(
         "--proxy",
@@ -127,6 +139,8 @@ def main() -> None:
         " the gateway behind the container's proxy",
     )
     args = parser.parse_args()
+    if args.consumers == "off":
+        args.window = 60.0
     folder = Path(tempfile.mkdtemp())
     rng = random.Random(12)
     results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in args.targets}
@@ -144,19 +158,23 @@ def main() -> None:
                 "CHATWOOT_WEBHOOK_SECRET": SECRET,
                 "BATCH_WINDOW_SECONDS": str(args.window),
                 "BATCH_MAX_WAIT_SECONDS": str(max(10.0, args.window * 2)),
-                "LOG_LEVEL": "WARNING",
                 "DATA_DIR": tempfile.mkdtemp(),
                 "TEST_LOG_DIR": tempfile.mkdtemp(),
                 "PYTHONPATH": str(ROOT),
             }
             gateway = name.startswith("gateway")
             worker = (
-                Worker(env, f"ack-{name}-{rnd}", housekeeping=True).start(server_client(server))
+                Worker(
+                    env, f"ack-{name}-{rnd}", pool="threads", housekeeping=True, concurrency=64, prefetch=4
+                ).start(server_client(server))
                 if gateway
                 else None
             )
+            seed_worker = seed_consumer(env) if name == "seed" and args.consumers == "on" else None
             port = free_port()
-            web = gunicorn("wsgi:app" if gateway else apps[name], port, env, args.workers)
+            web = gunicorn(
+                "wsgi:app" if gateway else apps[name], port, env, args.workers, as_start_sh=gateway
+            )
             front = proxy(port) if args.proxy or name == "gateway-public" else None
             target = front[1] if front else port
             try:
@@ -174,11 +192,15 @@ def main() -> None:
                 web.wait(timeout=10)
                 if worker:
                     worker.stop()
+                if seed_worker:
+                    seed_worker.terminate()
+                    seed_worker.wait(timeout=10)
                 server.stop()
     med = {name: [statistics.median(r[i] for r in rows) for i in range(3)] for name, rows in results.items()}
     print(
         f"wrk -t{args.threads} -c{args.connections} -d{args.seconds}s, rounds={args.rounds},"
-        f" gunicorn workers={args.workers}, gateway with a solo worker beside it, window {args.window:g} s"
+        f" gunicorn workers={args.workers}, gateway as start.sh runs it (gthread, a threads-pool worker),"
+        f" consumers {args.consumers}, window {args.window:g} s"
         + (", the container's proxy in front of every target" if args.proxy else "")
     )
     print(f"{'':8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
@@ -216,6 +238,29 @@ def proxy(upstream: int) -> tuple[subprocess.Popen, int]:
         stderr=subprocess.DEVNULL,
     )
     return proc, port
+
+
+def seed_consumer(env: dict[str, str]) -> subprocess.Popen:
+    """The seed design's Celery worker (bench/seed_app.py), with start.sh's pool settings."""
+    bin_dir = Path(sys.executable).parent
+    return subprocess.Popen(
+        [
+            str(bin_dir / "celery"),
+            "-A",
+            "bench.seed_app:celery",
+            "worker",
+            "--pool=threads",
+            "--concurrency=64",
+            "--prefetch-multiplier=4",
+            "--without-mingle",
+            "--without-gossip",
+            "--loglevel=WARNING",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def server_client(server: RedisServer):  # type: ignore[no-untyped-def]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -423,7 +424,12 @@ def _status(url: str, auth: tuple[str, str] | None = None) -> int:
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("CELERY_PREFETCH_MULTIPLIER", "0"), ("CELERY_CONCURRENCY", "many"), ("WEB_CONCURRENCY", "-1")],
+    [
+        ("CELERY_PREFETCH_MULTIPLIER", "0"),
+        ("CELERY_CONCURRENCY", "many"),
+        ("WEB_CONCURRENCY", "-1"),
+        ("WEB_THREADS", "4x"),
+    ],
 )
 def test_start_sh_refuses_a_bad_process_count_naming_it(redis_url, stand: Stand, tmp_path, name, value):
     env, _ = _container_env(redis_url, stand, tmp_path, **{name: value})
@@ -501,9 +507,10 @@ def _closed_by_server(sock: socket.socket) -> bool:
 
 def test_slow_clients_cannot_starve_the_web_and_a_boot_has_no_502(redis_url, rdb, stand: Stand, tmp_path):
     """Thirty connections that trickle their headers (no credentials needed) would hold
-    gunicorn's two sync workers; the proxy holds them instead, and drops them once its
+    gunicorn's workers; the proxy holds them instead, and drops them once its
     request timeout (10 s) passes. From its first answer on, the public port never
-    answers 502 or 503."""
+    answers 502 or 503. gunicorn keeps a connection alive (its threaded workers), so
+    the proxy reuses one rather than opening one per request."""
     stand.reset()
     env, port = _container_env(redis_url, stand, tmp_path, WEB_CONCURRENCY="2")
     log = tmp_path / "start.log"
@@ -522,6 +529,16 @@ def test_slow_clients_cannot_starve_the_web_and_a_boot_has_no_502(redis_url, rdb
             time.sleep(0.02)
         assert proc.poll() is None and _ready(url), log.read_text()[-3000:]
         assert 502 not in statuses and 503 not in statuses, statuses
+        internal = http.client.HTTPConnection("127.0.0.1", int(env["WEB_INTERNAL_PORT"]), timeout=2)
+        try:  # the internal port, as HAProxy reaches it: two requests on one connection
+            socks = []
+            for _ in range(2):
+                internal.request("GET", "/healthz")
+                assert internal.getresponse().read() and internal.sock is not None  # not closed
+                socks.append(internal.sock)
+            assert socks[0] is socks[1]
+        finally:
+            internal.close()
         opened = time.monotonic()
         slow = [_slow_client(port) for _ in range(30)]
         time.sleep(1.0)
