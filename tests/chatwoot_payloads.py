@@ -96,10 +96,22 @@ CREATED_AT = "2026-11-24T10:00:00.000Z"
 CREATED_AT_UNIX = 1795514400
 
 
+TEAM_PUSH = {"id": 2, "name": "vendas"}  # Team#push_event_data (Chatwoot keeps team names lower case)
+
+
 def conversation(
-    conversation_id: int, status: str = "pending", inbox_id: int = 4, assignee: dict[str, Any] | None = None
+    conversation_id: int,
+    status: str = "pending",
+    inbox_id: int = 4,
+    assignee: dict[str, Any] | None = None,
+    *,
+    labels: list[str] | None = None,
+    custom_attributes: dict[str, Any] | None = None,
+    team: dict[str, Any] | None = None,
+    contact_attributes: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Conversation#webhook_data (EventDataPresenter#push_data + account_id)."""
+    sender = {**CONTACT_PUSH, "custom_attributes": contact_attributes or {}}
     return {
         "additional_attributes": {},
         "can_reply": True,
@@ -108,16 +120,16 @@ def conversation(
         "id": conversation_id,
         "inbox_id": inbox_id,
         "messages": [],
-        "labels": [],
+        "labels": labels or [],
         "meta": {
-            "sender": CONTACT_PUSH,
+            "sender": sender,
             "assignee": assignee,
             "assignee_type": _ASSIGNEE_TYPES.get(assignee["type"]) if assignee else None,
-            "team": None,
+            "team": team,
             "hmac_verified": False,
         },
         "status": status,
-        "custom_attributes": {},
+        "custom_attributes": custom_attributes or {},
         "snoozed_until": None,
         "unread_count": 1,
         "first_reply_created_at": None,
@@ -146,15 +158,21 @@ def message(
     content_attributes: dict[str, Any] | None = None,
     inbox_id: int = 4,
     assignee: dict[str, Any] | None = None,
+    **conversation_state: Any,
 ) -> dict[str, Any]:
-    """Message#webhook_data with the event name."""
+    """Message#webhook_data with the event name. ``conversation_state``: the
+    conversation's labels, custom_attributes, team and contact_attributes (the contact's
+    custom attributes, in ``sender`` and ``meta.sender`` alike)."""
+    contact_attributes = conversation_state.get("contact_attributes")
+    if sender is CONTACT and contact_attributes:
+        sender = {**CONTACT, "custom_attributes": contact_attributes}
     body: dict[str, Any] = {
         "account": ACCOUNT,
         "additional_attributes": {},
         "content_attributes": content_attributes or {},
         "content_type": "text",
         "content": content,
-        "conversation": conversation(conversation_id, status, inbox_id, assignee),
+        "conversation": conversation(conversation_id, status, inbox_id, assignee, **conversation_state),
         "created_at": CREATED_AT,
         "id": message_id if message_id is not None else next(_ids),
         "inbox": {"id": inbox_id, "name": INBOX["name"] if inbox_id == 4 else f"Inbox {inbox_id}"},

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import redis
@@ -26,11 +26,14 @@ from app.batching.rules import Segment
 from app.bots.answer import Bot, BotReply, KeepsTurns, parse_bot_answer
 from app.bots.backends import EchoBot, HttpBot, PythonBot, load_handler
 from app.bots.openai import HANDOFF_MARKER, OpenAIBot
+from app.chatwoot.context import QUOTE
+from app.chatwoot.messages import StoredMessage
 from app.errors import BotError
 from app.settings import BotBackend, CompanyConfig
 
 __all__ = [
     "HANDOFF_MARKER",
+    "REQUEST_VERSION",
     "Bot",
     "BotReply",
     "EchoBot",
@@ -84,27 +87,42 @@ def ask_bot(
     return outcome["reply"]
 
 
-def bot_request(company: str, segment: Segment) -> dict[str, Any]:
-    """The JSON the bot receives for one segment (DESIGN.md §2)."""
-    first = segment.messages[0]
-    return {
+REQUEST_VERSION = 2  # README, "The bot contract": what each version added
+
+
+def bot_request(company: str, segment: Segment, quoted: Mapping[int, str] | None = None) -> dict[str, Any]:
+    """The JSON the bot receives for one segment (DESIGN.md §2; README, "The bot
+    contract"). ``quoted``: the text of quoted messages the gateway has, by Chatwoot id.
+    With BOT_CONTEXT, ``context`` holds what it selects of the conversation as the
+    batch's last message saw it, and a message that quotes another says which."""
+    first, last = segment.messages[0], segment.messages[-1]
+    request: dict[str, Any] = {
+        "version": REQUEST_VERSION,
         "company": company,
         "account_id": first.account_id,
         "conversation_id": first.conversation_id,
         "inbox_id": first.inbox_id,
         "contact": first.contact,
-        "messages": [
-            {
-                "id": m.id,
-                "content": m.content,
-                "attachments": [a.as_dict() for a in m.attachments],
-                "created_at": m.created_at,
-            }
-            for m in segment.messages
-        ],
+        "messages": [_message(m, quoted or {}) for m in segment.messages],
         "text": segment.text,
         "batched": segment.batched,
     }
+    if last.context is not None:
+        request["context"] = {part: value for part, value in last.context.items() if part != QUOTE}
+    return request
+
+
+def _message(message: StoredMessage, quoted: Mapping[int, str]) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "id": message.id,
+        "content": message.content,
+        "attachments": [a.as_dict() for a in message.attachments],
+        "created_at": message.created_at,
+    }
+    quote = (message.context or {}).get(QUOTE)
+    if quote:
+        item[QUOTE] = {**quote, "content": quoted.get(quote.get("id"))}
+    return item
 
 
 def make_bot(config: CompanyConfig, client: redis.Redis, retries: int) -> Bot:

@@ -80,6 +80,46 @@ def _user_content(request: dict[str, Any]) -> str | list[dict[str, Any]]:
     return parts
 
 
+def _pairs(values: dict[str, Any]) -> str:
+    return "; ".join(f"{name}={value}" for name, value in values.items()) or "none"
+
+
+def context_lines(request: dict[str, Any]) -> list[str]:
+    """What BOT_CONTEXT put in the request, as lines for the system prompt."""
+    context = request.get("context") or {}
+    lines = []
+    if "labels" in context:
+        lines.append(f"labels: {', '.join(context['labels']) or 'none'}")
+    if "conversation_attributes" in context:
+        lines.append(f"conversation attributes: {_pairs(context['conversation_attributes'])}")
+    if "contact_attributes" in context:
+        lines.append(f"contact attributes: {_pairs(context['contact_attributes'])}")
+    if "referral" in context:
+        lines.append(f"the contact came from an ad: {_pairs(context['referral'])}")
+    if "inbox" in context:
+        inbox = context["inbox"]
+        lines.append(f"inbox: {inbox.get('name')} ({inbox.get('channel')})")
+    if "assignee" in context:
+        assignee = context["assignee"] or {}
+        lines.append(f"assigned to: {assignee.get('name', 'nobody')}")
+    if "team" in context:
+        lines.append(f"team: {(context['team'] or {}).get('name', 'none')}")
+    for message in request["messages"]:
+        quote = message.get("in_reply_to")
+        if quote:
+            said = json.dumps(quote["content"], ensure_ascii=False) if quote.get("content") else "(not known)"
+            lines.append(f"the contact's message {message['id']} quotes message {quote.get('id')}: {said}")
+    return lines
+
+
+def _system(prompt: str, request: dict[str, Any]) -> str:
+    lines = context_lines(request)
+    if not lines:
+        return prompt
+    listed = "\n".join(f"- {line}" for line in lines)
+    return f"{prompt}\n\nAbout this conversation (from Chatwoot):\n{listed}"
+
+
 class OpenAIBot:
     """Chat completions with the conversation's recent turns kept in Redis.
 
@@ -108,7 +148,8 @@ class OpenAIBot:
         history_key = keys.bot_history(config.company_id, request["conversation_id"])
         turns = [_turn(t) for t in self._redis.lrange(history_key, -HISTORY_TURNS, -1)]
         user_turn = {"role": "user", "content": _user_content(request)}
-        messages = [{"role": "system", "content": config.bot_system_prompt}, *turns, user_turn]
+        system = {"role": "system", "content": _system(config.bot_system_prompt, request)}
+        messages = [system, *turns, user_turn]
         asked = endpoints(config)
         end = time.monotonic() + config.bot_timeout_seconds
         for index, endpoint in enumerate(asked):

@@ -158,6 +158,9 @@ class StoredMessage:
     attachments: tuple[Attachment, ...] = ()
     contact: dict[str, Any] = field(default_factory=dict)
     conversation_status: str | None = None
+    # What the bot is told of the conversation besides this message (BOT_CONTEXT,
+    # app.chatwoot.context); None when the company selects nothing (not stored then).
+    context: dict[str, Any] | None = None
     # Read from the webhook for the decisions made there, not stored: the
     # conversation's labels (None: the payload did not say), for a group
     # conversation its identifiers (group source id, title), and its assignee.
@@ -200,6 +203,7 @@ class StoredMessage:
             "attachments": [a.as_dict() for a in self.attachments],
             "contact": self.contact,
             "conversation_status": self.conversation_status,
+            **({"context": self.context} if self.context is not None else {}),
         }
 
     def to_json(self) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from app.batching.rules import Segment
 from app.bots import BotReply, ask_bot, bot_request
+from app.chatwoot.context import QUOTE
 from app.chatwoot.messages import StoredMessage
 from app.chatwoot.replies import reply_parts
 from app.drain.claim import count_claim, parse
@@ -51,7 +52,9 @@ def answer_once(
     try:
         slow = (config.bot_holding_after_seconds, lambda: _hold(ctx, batch, segment))
         held = slow if config.bot_holding_message else None
-        reply = gated or ask_bot(ctx.bot, bot_request(cid, segment), config.bot_timeout_seconds, held)
+        if gated is None:
+            request = bot_request(cid, segment, quoted_texts(ctx, segment))
+        reply = gated or ask_bot(ctx.bot, request, config.bot_timeout_seconds, held)
     except BotError as exc:
         fallback = config.bot_fallback_message
         reply, failure = BotReply((fallback,) if fallback else ()), mask_secrets(str(exc))[:500]
@@ -92,6 +95,25 @@ def answer_once(
     ctx.count(Stat.SUPERSEDED_RUNS)
     log.info("stale reply suppressed company=%s conversation=%s newer=%d", cid, ctx.conversation, len(newer))
     return Superseded(newer)
+
+
+def quoted_texts(ctx: RunContext, segment: Segment) -> dict[int, str]:
+    """The text of the messages ``segment``'s messages quote, where the gateway has it:
+    one of the batch, or one of its own replies (kept with its own-reply marker while
+    BOT_CONTEXT has "quoted"). No round trip when nothing is quoted."""
+    wanted = {
+        quote["id"]
+        for m in segment.messages
+        if (quote := (m.context or {}).get(QUOTE)) and isinstance(quote.get("id"), int)
+    }
+    if not wanted:
+        return {}
+    found = {m.id: m.bot_text for m in segment.messages if m.id in wanted}
+    asked = sorted(wanted - found.keys())
+    if asked:
+        kept = ctx.client.mget([keys.own_reply(ctx.company_id, message_id) for message_id in asked])
+        found.update({i: text for i, text in zip(asked, kept, strict=True) if text and text != "1"})
+    return found
 
 
 def _hold(ctx: RunContext, batch: Batch, segment: Segment) -> None:

@@ -220,8 +220,10 @@ class Ledger:
         pending: str,
         message_id: int | None,
         patience: float = RECORD_PATIENCE_SECONDS,
+        remembered: str | None = None,
     ) -> bool:
-        """Record a part posted (over the pending value this run saw); mark its id ours.
+        """Record a part posted (over the pending value this run saw); mark its id ours
+        (the marker keeping ``remembered``, the part's text, when a quote may need it).
 
         The part *was* posted: this record is what keeps a later run from posting it
         again (with an agent-bot token, which cannot read the conversation back, a
@@ -238,6 +240,7 @@ class Ledger:
             f"{SENT}{message_id if message_id is not None else ''}",
             message_id,
             OWN_REPLY_TTL_SECONDS,
+            remembered,
         )
         return self._patiently(call, patience, "posted reply not recorded yet")
 

@@ -25,6 +25,7 @@ import redis
 from app.batching.rules import Segment
 from app.bots import KeepsTurns
 from app.chatwoot.client import Replier
+from app.chatwoot.context import MAX_VALUE_CHARS
 from app.chatwoot.replies import typing_pause
 from app.conversation.own import content_digest
 from app.drain.endings import complete, dead_letter
@@ -33,7 +34,7 @@ from app.drain.ledger import SENT, Ledger, LedgerState, StoredAnswer, is_pending
 from app.drain.run import Batch, RunContext
 from app.errors import ChatwootError
 from app.metrics import Stat
-from app.settings import CompanyConfig
+from app.settings import CompanyConfig, ContextPart
 from app.store import keys
 
 __all__ = ["AMBIGUOUS_CREATES", "AMBIGUOUS_SETTLE_SECONDS", "Poster", "batch_poster", "post_answer"]
@@ -96,7 +97,7 @@ class Poster:
         if is_pending(state) and state is not None:
             found = self._find_posted(account, part, after_id)
             if found:
-                self._ledger.record_sent(answer_id, index, state, found[0])
+                self._ledger.record_sent(answer_id, index, state, found[0], remembered=self._remembered(part))
                 self._client.hincrby(keys.stats(self._company.company_id), Stat.REPLIES_RECOVERED, 1)
                 log.warning(
                     "reply found already posted conversation=%s: not posting it again", self.conversation
@@ -107,8 +108,13 @@ class Poster:
         self._state.set_part(answer_id, index, pending)
         self._proven()
         message_id = self._create(account, part, after_id)
-        self._ledger.record_sent(answer_id, index, pending, message_id)
+        self._ledger.record_sent(answer_id, index, pending, message_id, remembered=self._remembered(part))
         self._state.set_part(answer_id, index, f"{SENT}{message_id or ''}")
+
+    def _remembered(self, part: str) -> str | None:
+        """The part's text for its own-reply marker when a contact's quote of it may be
+        shown to the bot (BOT_CONTEXT "quoted"); else nothing is kept."""
+        return part[:MAX_VALUE_CHARS] if ContextPart.QUOTED in self._company.bot_context else None
 
     def _create(self, account: int, part: str, after_id: int) -> int | None:
         """POST the part. An outcome Chatwoot left unknown is settled by read-back:

@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
+from typing import Any
 
 import redis
 from flask import Blueprint, current_app, g, jsonify, request
 
 from app.chatwoot.body import decode_body
-from app.chatwoot.messages import Ignored, InvalidPayload, StoredMessage
+from app.chatwoot.context import read_context
+from app.chatwoot.messages import Ignored, InvalidPayload, MessageUpdate, StoredMessage
 from app.chatwoot.payload import parse_webhook
 from app.chatwoot.signature import AuthError, authenticate
 from app.conversation.events import track_pause_labels
@@ -80,7 +83,8 @@ def chatwoot(company: str):  # type: ignore[no-untyped-def]
     if not request.is_json:
         return _answer(415, error="unsupported_media_type", reason="Content-Type must be application/json")
     try:
-        parsed = parse_webhook(decode_body(body), now)
+        data = decode_body(body)
+        parsed = _with_context(config, parse_webhook(data, now), data)
     except (ValueError, RecursionError) as exc:
         reason = str(exc) if isinstance(exc, InvalidPayload) else "body is not valid JSON"
         return _answer(400, error="bad_request", reason=reason)
@@ -117,6 +121,19 @@ def chatwoot(company: str):  # type: ignore[no-untyped-def]
         )
         return _spooled(gateway, config, parsed, delivery)
     return _answer(status, **answer)
+
+
+def _with_context(config: CompanyConfig, parsed: Parsed, data: Any) -> Parsed:
+    """A message (or its update) with what its inbox's BOT_CONTEXT selects of the
+    conversation; nothing is read when it selects nothing."""
+    message = parsed.message if isinstance(parsed, MessageUpdate) else parsed
+    if not isinstance(message, StoredMessage):
+        return parsed
+    parts = config.for_inbox(message.inbox_id).bot_context
+    if not parts:
+        return parsed
+    message = dataclasses.replace(message, context=read_context(data, parts))
+    return dataclasses.replace(parsed, message=message) if isinstance(parsed, MessageUpdate) else message
 
 
 def _spooled(gateway: Gateway, config: CompanyConfig, parsed: Parsed, delivery: str | None):  # type: ignore[no-untyped-def]

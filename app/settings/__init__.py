@@ -17,7 +17,7 @@ http(s) URL, got 'x'" and no dependency.
 """
 
 from app.settings.company import CompanyConfig
-from app.settings.fields import BotBackend, ConfigError, Integration, WindowMode, is_bcrypt
+from app.settings.fields import BotBackend, ConfigError, ContextPart, Integration, WindowMode, is_bcrypt
 from app.settings.load import load_settings
 from app.settings.process import Settings
 
@@ -25,6 +25,7 @@ __all__ = [
     "BotBackend",
     "CompanyConfig",
     "ConfigError",
+    "ContextPart",
     "Integration",
     "Settings",
     "WindowMode",

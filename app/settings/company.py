@@ -17,9 +17,11 @@ from app.settings.fields import (
     BOT_BACKENDS,
     INTEGRATIONS,
     WINDOW_MODES,
+    ContextPart,
     _bool,
     _checked_by,
     _company_id,
+    _context_parts,
     _handler,
     _hosts,
     _inbox_ids,
@@ -63,6 +65,9 @@ class CompanyConfig:
     )
     bot_handler: str | None = field(default=None, metadata={"inbox": True, "parse": _handler})
     bot_fallback_message: str | None = field(default=None, metadata={"inbox": True, "parse": _str})
+    bot_context: tuple[ContextPart, ...] = field(
+        default=(), metadata={"inbox": True, "parse": _context_parts}
+    )
     bot_holding_message: str = field(default="", metadata={"inbox": True, "parse": _str})
     bot_holding_after_seconds: float = field(default=8.0, metadata={"inbox": True, "parse": _positive_float})
     batch_window_mode: str = field(

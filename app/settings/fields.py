@@ -38,6 +38,21 @@ class Integration(StrEnum):
     WEBHOOK = "webhook"
 
 
+class ContextPart(StrEnum):
+    """BOT_CONTEXT: what of the conversation the bot is told beyond its messages
+    (app/chatwoot/context.py reads each from Chatwoot's payload)."""
+
+    LABELS = "labels"
+    CONVERSATION_ATTRIBUTES = "conversation_attributes"
+    CONTACT_ATTRIBUTES = "contact_attributes"
+    REFERRAL = "referral"
+    INBOX = "inbox"
+    ASSIGNEE = "assignee"
+    TEAM = "team"
+    QUOTED = "quoted"
+
+
+CONTEXT_PARTS = tuple(ContextPart)
 BOT_BACKENDS = tuple(BotBackend)
 INTEGRATIONS = tuple(Integration)
 WINDOW_MODES = tuple(WindowMode)
@@ -189,6 +204,22 @@ def _inbox_ids(name: str, raw: str) -> tuple[int, ...]:
 
 def _non_negative_int(name: str, raw: str) -> int:
     return _whole_number(name, raw, 0, "not be negative")
+
+
+def _context_parts(name: str, raw: str) -> tuple[ContextPart, ...]:
+    """A comma-separated list of ``ContextPart`` names, ``all``, or ``none`` (or nothing)."""
+    words = [w.strip().lower() for w in raw.split(",") if w.strip()]
+    if words == ["all"]:
+        return CONTEXT_PARTS
+    if not words or words == ["none"]:
+        return ()
+    unknown = [w for w in words if w not in CONTEXT_PARTS]
+    if unknown:
+        raise ConfigError(
+            f"{name}: unknown part {', '.join(map(repr, unknown))}; a comma-separated list of"
+            f" {', '.join(CONTEXT_PARTS)}, or all, or none"
+        )
+    return tuple(ContextPart(w) for w in dict.fromkeys(words))
 
 
 def _reply_split(name: str, raw: str) -> str:

@@ -74,14 +74,16 @@ return 1
 # KEYS[1] ledger  KEYS[2] own-reply marker of the id  KEYS[3] stats hash  KEYS[4] turns
 # ARGV[1] part field  ARGV[2] expected pending value  ARGV[3] sent value
 # ARGV[4] own-reply marker TTL s, or '' when Chatwoot gave no id  ARGV[5] conversation id
+# ARGV[6] the marker's value: '1', or the part's text (BOT_CONTEXT "quoted": a contact
+# who quotes it is shown what was quoted)
 # Returns 1 if recorded, 0 if the part's state had changed.
 RECORD_SENT = """
 local ledger, own_reply, stats, turns = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local part_field, expected, sent, own_ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local conversation = ARGV[5]
+local conversation, own_value = ARGV[5], ARGV[6]
 local t = redis.call('TIME')
 redis.call('HSET', turns, conversation, string.format('%d.%06d', t[1], t[2]))
-if own_ttl ~= '' then redis.call('SET', own_reply, '1', 'EX', own_ttl) end
+if own_ttl ~= '' then redis.call('SET', own_reply, own_value, 'EX', own_ttl) end
 if redis.call('HGET', ledger, part_field) ~= expected then return 0 end
 redis.call('HSET', ledger, part_field, sent)
 redis.call('HINCRBY', stats, @replies_sent@, 1)
@@ -202,13 +204,16 @@ class LedgerScripts:
         sent: str,
         message_id: int | None,
         own_ttl: int,
+        remembered: str | None = None,
     ) -> Call[bool]:
-        """True when recorded over ``pending`` (False: the part's state had changed)."""
+        """True when recorded over ``pending`` (False: the part's state had changed).
+        ``remembered``: the text the own-reply marker keeps (else it holds '1')."""
         own = keys.own_reply(company, message_id if message_id is not None else "unknown")
+        ttl = own_ttl if message_id is not None else ""
         return Call(
             self._record_sent,
             [keys.ledger(company, conversation), own, keys.stats(company), keys.turns(company)],
-            [part_field, pending, sent, own_ttl if message_id is not None else "", conversation],
+            [part_field, pending, sent, ttl, conversation, remembered or "1"],
             _flag,
         )
 

@@ -28,6 +28,7 @@ def test_request_shape() -> None:
     assert request["text"] == "hi there" and request["batched"] is True
     assert [m["content"] for m in request["messages"]] == ["hi", "there"]
     assert set(request) == {
+        "version",
         "company",
         "account_id",
         "conversation_id",
