@@ -53,5 +53,9 @@ class TranscriptionError(OutboundError):
     """A voice note could not be fetched or transcribed (it reaches the bot without text)."""
 
 
+class MediaError(OutboundError):
+    """Media at an address could not be fetched (refused address, status, size, type, time)."""
+
+
 class LeaseLost(GatewayError):
     """The task lost its lease: another drainer owns the conversation now."""

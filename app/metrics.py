@@ -73,6 +73,7 @@ class Stat(StrEnum):
     OPT_OUTS = "opt_outs"
     OFF_DUTY_BATCHES = "off_duty_batches"
     TRANSCRIPTIONS_FAILED = "transcriptions_failed"
+    REPLY_MEDIA_FAILED = "reply_media_failed"
 
 
 STAT_HELP: dict[Stat, str] = {
@@ -114,6 +115,7 @@ STAT_HELP: dict[Stat, str] = {
     Stat.OPT_OUTS: "Contacts that opted out of the bot (OPT_OUT_KEYWORDS)",
     Stat.OFF_DUTY_BATCHES: "Batches left to humans because BOT_HOURS kept the bot silent",
     Stat.TRANSCRIPTIONS_FAILED: "Voice notes that reached the bot without a transcript",
+    Stat.REPLY_MEDIA_FAILED: "Media of bot replies that could not be fetched (sent as links instead)",
 }
 
 _COUNTER_TOKEN = re.compile(r"@([a-z0-9_]+)@")

@@ -91,9 +91,11 @@ def post_json(
     idempotent: bool = False,
     deadline: float | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    files: list[tuple[str, tuple[str, bytes, str]]] | None = None,
 ) -> requests.Response:
     """POST ``payload``; return the 2xx response or raise ``error``. ``deadline``
-    (seconds) bounds the whole call, body and retries included."""
+    (seconds) bounds the whole call, body and retries included. With ``files`` the
+    request is multipart: ``payload``'s members as form fields, then the files."""
     last: OutboundError | None = None
     wait = 0.0
     end = time.monotonic() + deadline if deadline is not None else None
@@ -110,7 +112,9 @@ def post_json(
             # api_access_token, a bot's key) when it follows one to another host.
             response = session.post(
                 url,
-                json=payload,
+                json=None if files else payload,
+                data=payload if files else None,
+                files=files,
                 headers=headers,
                 timeout=(min(3.05, read), read),
                 stream=end is not None,

@@ -2,15 +2,19 @@
 and the answer format the ``http`` and ``python`` backends share
 (``parse_bot_answer``): ``{"replies": ["...", ...]}`` or ``{"reply": "..."}``,
 optional ``"handoff": true`` and, with it, ``"team": <Chatwoot team id>`` and
-``"note": "<private note>"``. And ``described``: a request's attachments as text, for
-the backends that read text only."""
+``"note": "<private note>"``. A reply may be an object instead of a string:
+``{"content": "...", "choices": ["...", {"title": "...", "value": "..."}],
+"media": ["https://..."]}`` (README, "The bot contract"). And ``described``: a
+request's attachments as text, for the backends that read text only."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlparse
 
 from app.chatwoot.messages import Attachment
+from app.chatwoot.replies import MAX_CHOICE_CHARS, MAX_CHOICES, MAX_MEDIA, Part, Rich
 from app.errors import BotError
 
 __all__ = ["Bot", "BotReply", "KeepsTurns", "described", "parse_bot_answer"]
@@ -18,7 +22,7 @@ __all__ = ["Bot", "BotReply", "KeepsTurns", "described", "parse_bot_answer"]
 
 @dataclass(frozen=True)
 class BotReply:
-    replies: tuple[str, ...]
+    replies: tuple[Part, ...]
     handoff: bool = False
     team: int | None = None  # with a handoff: the Chatwoot team to assign
     note: str = ""  # with a handoff: a private note for the humans (a summary)
@@ -45,18 +49,16 @@ def parse_bot_answer(answer: Any) -> BotReply:
     if not isinstance(handoff, bool):
         raise BotError("bot answer 'handoff' must be true or false")
     if "replies" in answer:
-        replies = answer["replies"]
-        if not isinstance(replies, list) or not all(isinstance(r, str) for r in replies):
-            raise BotError("bot answer 'replies' must be a list of strings")
+        if not isinstance(answer["replies"], list):
+            raise BotError("bot answer 'replies' must be a list of strings or reply objects")
+        replies = [_reply(r, "replies[]") for r in answer["replies"]]
     elif "reply" in answer:
-        if not isinstance(answer["reply"], str):
-            raise BotError("bot answer 'reply' must be a string")
-        replies = [answer["reply"]]
+        replies = [_reply(answer["reply"], "reply")]
     elif handoff:
         replies = []
     else:
         raise BotError("bot answer has neither 'reply' nor 'replies'")
-    cleaned = tuple(r for r in replies if r.strip())
+    cleaned = tuple(r for r in replies if isinstance(r, Rich) or r.strip())
     if not cleaned and replies and not handoff:
         raise BotError("bot answered an empty reply")
     team = answer.get("team")
@@ -72,3 +74,56 @@ def described(request: dict[str, Any]) -> list[str]:
     """What the request's attachments carry, as text (a location's title and coordinates,
     a contact card's name and number, a voice note's transcript), in message order."""
     return [Attachment(**a).describe() for m in request["messages"] for a in m["attachments"]]
+
+
+def _reply(raw: Any, where: str) -> Part:
+    """A reply: a string, or ``{"content", "choices", "media"}`` (each optional, not all empty)."""
+    if isinstance(raw, str):
+        return raw
+    if not isinstance(raw, dict):
+        raise BotError(f"bot answer '{where}' must be a string or an object")
+    content = raw.get("content", "")
+    if not isinstance(content, str):
+        raise BotError(f"bot answer '{where}.content' must be a string")
+    choices = tuple(_choice(c, where) for c in _list(raw, "choices", where))
+    if len(choices) > MAX_CHOICES:
+        raise BotError(
+            f"bot answer '{where}.choices' holds {len(choices)}: WhatsApp shows at most {MAX_CHOICES}"
+        )
+    media = tuple(_media(m, where) for m in _list(raw, "media", where))
+    if len(media) > MAX_MEDIA:
+        raise BotError(f"bot answer '{where}.media' holds {len(media)}: at most {MAX_MEDIA}")
+    if not content.strip() and not media:
+        raise BotError(f"bot answer '{where}' has neither content nor media")
+    if choices and media:
+        raise BotError(f"bot answer '{where}' has choices and media: WhatsApp sends choices with text only")
+    return Rich(content, choices, media)
+
+
+def _list(raw: dict[str, Any], name: str, where: str) -> list[Any]:
+    value = raw.get(name, [])
+    if not isinstance(value, list):
+        raise BotError(f"bot answer '{where}.{name}' must be a list")
+    return value
+
+
+def _choice(raw: Any, where: str) -> tuple[str, str]:
+    title, value = (raw, raw) if isinstance(raw, str) else (_get(raw, "title"), _get(raw, "value"))
+    if not isinstance(title, str) or not isinstance(value, str) or not title.strip() or not value.strip():
+        raise BotError(f"bot answer '{where}.choices[]' must be a string or {{'title', 'value'}} strings")
+    if len(title) > MAX_CHOICE_CHARS:
+        raise BotError(
+            f"bot answer choice {title[:40]!r} is over {MAX_CHOICE_CHARS} characters (WhatsApp's limit)"
+        )
+    return title.strip(), value.strip()[:200]
+
+
+def _get(raw: Any, name: str) -> Any:
+    return raw.get(name) if isinstance(raw, dict) else None
+
+
+def _media(raw: Any, where: str) -> str:
+    parsed = urlparse(raw) if isinstance(raw, str) else None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.hostname or len(raw) > 2048:
+        raise BotError(f"bot answer '{where}.media[]' must be http(s) URLs")
+    return raw

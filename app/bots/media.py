@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from urllib.parse import ParseResult, urlparse
+from urllib.parse import ParseResult, urljoin, urlparse
 
 import requests
 import requests.adapters
@@ -23,12 +23,19 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import NewConnectionError
 
+from app.errors import MediaError
+from app.outbound import read_body
 from app.settings import CompanyConfig
 
+MAX_REDIRECTS = 3  # Chatwoot's blob URL -> its storage's signed URL, with room for one more
+
 __all__ = [
+    "MAX_REDIRECTS",
+    "NotReady",
     "Origins",
     "RefusedAddress",
     "deadline",
+    "fetch_once",
     "guarded_session",
     "is_public",
     "origin_of",
@@ -217,3 +224,59 @@ def refusal(exc: BaseException) -> str:
         inner = seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None
         seen = getattr(seen, "reason", None) or inner or seen.__cause__
     return ""
+
+
+class NotReady(Exception):
+    """The media's server answered one of the statuses the caller asks again on."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+def fetch_once(
+    session: requests.Session,
+    origins: Origins,
+    url: str,
+    end: float,
+    max_bytes: int,
+    what: str,
+    not_ready: tuple[int, ...] = (),
+) -> tuple[bytes, str]:
+    """The bytes and content type at ``url`` (a session of ``guarded_session``), redirects
+    followed and checked, before ``end`` (monotonic), at most ``max_bytes``; ``MediaError``
+    naming ``what`` and the problem, or ``NotReady`` for a status in ``not_ready``."""
+    for _ in range(MAX_REDIRECTS + 1):
+        parsed = urlparse(url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise MediaError(f"{what} has no http(s) address")
+        if origins.only_trusted and not origins.trusts(parsed.hostname, port_of(parsed)):
+            raise MediaError(f"{parsed.hostname} is not in MEDIA_ALLOWED_HOSTS: not fetched")
+        left = end - time.monotonic()
+        if left <= 0:
+            raise MediaError(f"no time left to fetch {what}")
+        try:
+            response = session.get(url, stream=True, timeout=(min(3.05, left), left), allow_redirects=False)
+            with response:
+                if response.is_redirect:
+                    url = urljoin(url, response.headers.get("Location", ""))
+                    continue
+                if response.status_code in not_ready:
+                    raise NotReady(response.status_code)
+                if response.status_code != 200:
+                    raise MediaError(f"fetching {what} answered {response.status_code}")
+                declared = response.headers.get("Content-Length")
+                if declared and declared.isdecimal() and int(declared) > max_bytes:
+                    raise MediaError(f"{what} is larger than {max_bytes} bytes")
+                body = read_body(response, end, max_bytes)
+                return body, response.headers.get("Content-Type", "application/octet-stream")
+        except requests.ConnectionError as exc:
+            refused = refusal(exc)
+            if refused:
+                raise MediaError(refused) from None
+            raise MediaError(f"fetching {what} failed: {type(exc).__name__}") from exc
+        except requests.RequestException as exc:
+            raise MediaError(f"fetching {what} failed: {type(exc).__name__}") from exc
+        except ValueError as exc:  # read_body: too large
+            raise MediaError(f"{what} {exc}") from None
+    raise MediaError(f"{what}'s address redirected more than {MAX_REDIRECTS} times")

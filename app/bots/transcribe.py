@@ -39,14 +39,14 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from urllib.parse import urljoin, urlparse
+from urllib.parse import urlparse
 
 import requests
 import requests.adapters
 
-from app.bots.media import Origins, deadline, guarded_session, origin_of, port_of, refusal
+from app.bots.media import NotReady, Origins, deadline, fetch_once, guarded_session, origin_of
 from app.chatwoot.messages import Attachment, StoredMessage
-from app.errors import TranscriptionError
+from app.errors import MediaError, TranscriptionError
 from app.outbound import read_body
 from app.settings import CompanyConfig
 
@@ -55,15 +55,8 @@ __all__ = ["Budget", "Transcriber", "with_transcripts"]
 log = logging.getLogger(__name__)
 NOT_READY_STATUSES = (403, 404)  # the storage does not have the upload yet
 NOT_READY_FIRST_PAUSE_SECONDS = 0.25
-MAX_REDIRECTS = 3  # Chatwoot's blob URL -> its storage's signed URL, with room for one more
 MAX_TRANSCRIPT_BYTES = 256 * 1024  # the provider's answer (a transcript of a long note is ~20 KB)
 TEXT, FAILED = "text:", "failed:"  # a kept transcript: what the bot gets, or why it gets none
-
-
-class _NotReady(Exception):
-    def __init__(self, status: int) -> None:
-        super().__init__(status)
-        self.status = status
 
 
 # -- the transcriber ------------------------------------------------------------------
@@ -140,7 +133,7 @@ class Transcriber:
         while True:
             try:
                 return self._fetch_once(media_url, end)
-            except _NotReady as exc:
+            except NotReady as exc:
                 if time.monotonic() + pause >= end:
                     raise TranscriptionError(f"fetching the voice note answered {exc.status}") from None
                 log.info("voice note not ready yet status=%s: asking again in %.2f s", exc.status, pause)
@@ -148,43 +141,18 @@ class Transcriber:
                 pause *= 2
 
     def _fetch_once(self, media_url: str, end: float) -> tuple[bytes, str]:
-        url = media_url
-        for _ in range(MAX_REDIRECTS + 1):
-            parsed = urlparse(url)
-            if parsed.scheme not in ("http", "https") or not parsed.hostname:
-                raise TranscriptionError("the voice note has no http(s) address")
-            if self._origins.only_trusted and not self._origins.trusts(parsed.hostname, port_of(parsed)):
-                raise TranscriptionError(f"{parsed.hostname} is not in MEDIA_ALLOWED_HOSTS: not fetched")
-            left = end - time.monotonic()
-            if left <= 0:
-                raise TranscriptionError("no time left to fetch the voice note")
-            try:
-                response = self._media.get(
-                    url, stream=True, timeout=(min(3.05, left), left), allow_redirects=False
-                )
-                with response:
-                    if response.is_redirect:
-                        url = urljoin(url, response.headers.get("Location", ""))
-                        continue
-                    if response.status_code in NOT_READY_STATUSES:
-                        raise _NotReady(response.status_code)
-                    if response.status_code != 200:
-                        raise TranscriptionError(f"fetching the voice note answered {response.status_code}")
-                    declared = response.headers.get("Content-Length")
-                    if declared and declared.isdecimal() and int(declared) > self._max_bytes:
-                        raise TranscriptionError(f"the voice note is larger than {self._max_bytes} bytes")
-                    audio = read_body(response, end, self._max_bytes)
-                    return audio, response.headers.get("Content-Type", "application/octet-stream")
-            except requests.ConnectionError as exc:
-                refused = refusal(exc)
-                if refused:
-                    raise TranscriptionError(refused) from None
-                raise TranscriptionError(f"fetching the voice note failed: {type(exc).__name__}") from exc
-            except requests.RequestException as exc:
-                raise TranscriptionError(f"fetching the voice note failed: {type(exc).__name__}") from exc
-            except ValueError as exc:  # read_body: too large
-                raise TranscriptionError(f"the voice note {exc}") from None
-        raise TranscriptionError(f"the voice note's address redirected more than {MAX_REDIRECTS} times")
+        try:
+            return fetch_once(
+                self._media,
+                self._origins,
+                media_url,
+                end,
+                self._max_bytes,
+                "the voice note",
+                NOT_READY_STATUSES,
+            )
+        except MediaError as exc:
+            raise TranscriptionError(str(exc)) from None
 
 
 # -- a batch's notes ------------------------------------------------------------------

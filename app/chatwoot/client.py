@@ -28,8 +28,20 @@ TYPING_TIMEOUT_SECONDS = 2.0
 OUTBOX_KEEP = 1000
 
 
+Choices = tuple[tuple[str, str], ...]  # (title, value) of an input_select message
+File = tuple[str, bytes, str]  # (file name, bytes, content type) of an attachment
+
+
 class Replier(Protocol):
-    def create_message(self, account_id: int, conversation_id: str, content: str) -> int | None: ...
+    def create_message(
+        self,
+        account_id: int,
+        conversation_id: str,
+        content: str,
+        *,
+        choices: Choices = (),
+        files: tuple[File, ...] = (),
+    ) -> int | None: ...
 
     def typing(self, account_id: int, conversation_id: str, on: bool) -> None: ...
 
@@ -70,8 +82,10 @@ class ChatwootClient:
         retries: int,
         idempotent: bool = False,
         timeout: float | None = None,
+        files: tuple[File, ...] = (),
     ) -> requests.Response:
-        """POST ``body`` to one of the conversation's endpoints, with this account's token."""
+        """POST ``body`` to one of the conversation's endpoints, with this account's token
+        (multipart, ``attachments[]``, when there are ``files``)."""
         return post_json(
             self._session,
             self._url(account_id, conversation_id, action),
@@ -81,12 +95,30 @@ class ChatwootClient:
             retries=retries,
             headers=self._headers,
             idempotent=idempotent,
+            files=[("attachments[]", f) for f in files] or None,
         )
 
-    def create_message(self, account_id: int, conversation_id: str, content: str) -> int | None:
-        """Post an outgoing reply; return the id Chatwoot gave it, if it said."""
-        body = {"content": content, "message_type": "outgoing", "private": False}
-        response = self._post(account_id, conversation_id, "messages", body, retries=self._retries)
+    def create_message(
+        self,
+        account_id: int,
+        conversation_id: str,
+        content: str,
+        *,
+        choices: Choices = (),
+        files: tuple[File, ...] = (),
+    ) -> int | None:
+        """Post an outgoing reply — with ``choices``, as ``input_select`` (WhatsApp: up
+        to three buttons, else a list); with ``files``, as a multipart message carrying
+        them — and return the id Chatwoot gave it, if it said."""
+        body: dict[str, object] = {"content": content, "message_type": "outgoing", "private": False}
+        if choices:
+            body["content_type"] = "input_select"
+            body["content_attributes"] = {"items": [{"title": t, "value": v} for t, v in choices]}
+        if files:
+            body["private"] = "false"  # a form field: Rails reads "false", not Python's "False"
+        response = self._post(
+            account_id, conversation_id, "messages", body, retries=self._retries, files=files
+        )
         try:
             body = response.json()
         except ValueError:
@@ -199,8 +231,21 @@ class DryRunOutbox:
         pipe.ltrim(keys.outbox(self._company), -OUTBOX_KEEP, -1)
         pipe.execute()
 
-    def create_message(self, account_id: int, conversation_id: str, content: str) -> int | None:
-        self._record("message", account_id, conversation_id, content=content)
+    def create_message(
+        self,
+        account_id: int,
+        conversation_id: str,
+        content: str,
+        *,
+        choices: Choices = (),
+        files: tuple[File, ...] = (),
+    ) -> int | None:
+        extra: dict[str, object] = {}
+        if choices:
+            extra["choices"] = [title for title, _ in choices]
+        if files:
+            extra["files"] = [{"name": name, "bytes": len(data), "type": kind} for name, data, kind in files]
+        self._record("message", account_id, conversation_id, content=content, **extra)
         log.info(
             "dry-run reply kept company=%s conversation=%s chars=%d",
             self._company,

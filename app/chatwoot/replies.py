@@ -6,13 +6,68 @@
   like one person typing.
 * Whatever the mode, a part longer than WhatsApp's 4,096-character limit is
   split at the last sentence end before the limit (else the last space).
+* A reply may carry choices (Chatwoot's ``input_select``: WhatsApp shows up to three
+  as buttons, more as a list) and media by URL (``Rich``); they go with its last
+  message.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["WHATSAPP_MAX_CHARS", "encodable", "reply_parts", "split_long", "split_reply", "typing_pause"]
+__all__ = [
+    "MAX_CHOICES",
+    "MAX_CHOICE_CHARS",
+    "MAX_MEDIA",
+    "WHATSAPP_MAX_CHARS",
+    "Part",
+    "Rich",
+    "encodable",
+    "part_from_json",
+    "part_text",
+    "part_to_json",
+    "reply_parts",
+    "split_long",
+    "split_reply",
+    "typing_pause",
+]
+
+MAX_CHOICES = 10  # a WhatsApp list's rows
+MAX_CHOICE_CHARS = 24  # a WhatsApp list row's title (a button's: 20)
+MAX_MEDIA = 5
+
+
+@dataclass(frozen=True)
+class Rich:
+    """A message with more than text: ``choices`` ((title, value) pairs, posted as
+    ``input_select``) and ``media`` (http(s) URLs, fetched and uploaded with it)."""
+
+    content: str
+    choices: tuple[tuple[str, str], ...] = ()
+    media: tuple[str, ...] = ()
+
+
+Part = str | Rich  # one message to post
+
+
+def part_text(part: Part) -> str:
+    return part.content if isinstance(part, Rich) else part
+
+
+def part_to_json(part: Part) -> Any:
+    if isinstance(part, str):
+        return part
+    return {"content": part.content, "choices": [list(c) for c in part.choices], "media": list(part.media)}
+
+
+def part_from_json(raw: Any) -> Part:
+    if isinstance(raw, str):
+        return raw
+    choices = tuple((str(title), str(value)) for title, value in raw.get("choices") or ())
+    return Rich(str(raw.get("content") or ""), choices, tuple(str(url) for url in raw.get("media") or ()))
+
 
 WHATSAPP_MAX_CHARS = 4096
 MIN_PAUSE_SECONDS, MAX_PAUSE_SECONDS = 1.0, 8.0
@@ -58,11 +113,20 @@ def encodable(text: str) -> str:
         return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
-def reply_parts(replies: tuple[str, ...] | list[str], mode: str) -> list[str]:
-    """Every message to post for a bot answer, in order, each safe to encode."""
-    return [part for reply in replies for part in split_reply(encodable(reply), mode)]
+def reply_parts(replies: tuple[Part, ...] | list[Part], mode: str) -> list[Part]:
+    """Every message to post for a bot answer, in order, each safe to encode; a rich
+    reply's choices and media go with its last message."""
+    parts: list[Part] = []
+    for reply in replies:
+        pieces = split_reply(encodable(part_text(reply)), mode)
+        if isinstance(reply, str):
+            parts += pieces
+            continue
+        *before, last = pieces or [""]
+        parts += [*before, Rich(last, reply.choices, reply.media)]
+    return parts
 
 
-def typing_pause(part: str, chars_per_second: float) -> float:
+def typing_pause(part: Part, chars_per_second: float) -> float:
     """How long to show 'typing' before posting ``part``."""
-    return min(MAX_PAUSE_SECONDS, max(MIN_PAUSE_SECONDS, len(part) / chars_per_second))
+    return min(MAX_PAUSE_SECONDS, max(MIN_PAUSE_SECONDS, len(part_text(part)) / chars_per_second))

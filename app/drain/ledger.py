@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import redis
 
+from app.chatwoot.replies import Part, part_from_json, part_to_json
 from app.conversation.own import OWN_PENDING_TTL_SECONDS, OWN_REPLY_TTL_SECONDS
 from app.logs import mask_secrets
 from app.store import keys
@@ -80,7 +81,7 @@ def transcript_field(message_id: int, index: int) -> str:
 @dataclass(frozen=True)
 class StoredAnswer:
     answer_id: str
-    parts: tuple[str, ...]
+    parts: tuple[Part, ...]  # kept whole, a rich part's choices and media too: a resumed run posts the same
     handoff: bool
     team: int | None = None  # the team a handoff assigns (the bot's "team", else HANDOFF_TEAM_ID)
     note: str = ""  # a private note for the humans (the bot's "note")
@@ -93,7 +94,7 @@ class StoredAnswer:
         return not (self.failure or self.gateway)
 
     def to_json(self) -> str:
-        data: dict[str, object] = {"parts": list(self.parts), "handoff": self.handoff}
+        data: dict[str, object] = {"parts": [part_to_json(p) for p in self.parts], "handoff": self.handoff}
         if self.team is not None:
             data["team"] = self.team
         if self.note:
@@ -110,7 +111,7 @@ class StoredAnswer:
         team = data.get("team")
         return cls(
             answer_id,
-            tuple(data["parts"]),
+            tuple(part_from_json(p) for p in data["parts"]),
             bool(data["handoff"]),
             team if isinstance(team, int) else None,
             str(data.get("note") or ""),

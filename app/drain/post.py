@@ -24,13 +24,14 @@ import redis
 
 from app.batching.rules import Segment
 from app.bots import KeepsTurns
-from app.chatwoot.client import Replier
+from app.chatwoot.client import Choices, File, Replier
 from app.chatwoot.context import MAX_VALUE_CHARS
-from app.chatwoot.replies import typing_pause
+from app.chatwoot.replies import Part, part_text, typing_pause
 from app.conversation.own import content_digest
 from app.drain.endings import complete, dead_letter
 from app.drain.handoff import hand_off
 from app.drain.ledger import SENT, Ledger, LedgerState, StoredAnswer, is_pending, is_sent
+from app.drain.reply_media import fetch_reply_media
 from app.drain.run import Batch, RunContext
 from app.errors import ChatwootError
 from app.metrics import Stat
@@ -77,14 +78,14 @@ class Poster:
                 return index, exc
         return None
 
-    def _pause_typing(self, account: int, part: str) -> None:
+    def _pause_typing(self, account: int, part: Part) -> None:
         """Show 'typing' for a time proportional to the part, like a person would."""
         self.typing_shown = True
         self.replier.typing(account, self.conversation, True)
         time.sleep(typing_pause(part, self._company.typing_chars_per_second))
 
     def _post_part(
-        self, account: int, answer_id: str, index: int, part: str, state: str | None, after_id: int
+        self, account: int, answer_id: str, index: int, part: Part, state: str | None, after_id: int
     ) -> None:
         """Post one stored reply part once.
 
@@ -95,28 +96,42 @@ class Poster:
         crash inside a POST.
         """
         if is_pending(state) and state is not None:
-            found = self._find_posted(account, part, after_id)
+            found = self._find_posted(account, part_text(part), after_id)
             if found:
-                self._ledger.record_sent(answer_id, index, state, found[0], remembered=self._remembered(part))
+                remembered = self._remembered(part_text(part))
+                self._ledger.record_sent(answer_id, index, state, found[0], remembered=remembered)
                 self._client.hincrby(keys.stats(self._company.company_id), Stat.REPLIES_RECOVERED, 1)
                 log.warning(
                     "reply found already posted conversation=%s: not posting it again", self.conversation
                 )
                 return
         self._proven()
-        pending = self._ledger.mark_pending(answer_id, index, time.time(), content_digest(part))
+        content, choices, files = self._outgoing(part)
+        pending = self._ledger.mark_pending(answer_id, index, time.time(), content_digest(content))
         self._state.set_part(answer_id, index, pending)
         self._proven()
-        message_id = self._create(account, part, after_id)
-        self._ledger.record_sent(answer_id, index, pending, message_id, remembered=self._remembered(part))
+        message_id = self._create(account, content, after_id, choices, files)
+        self._ledger.record_sent(answer_id, index, pending, message_id, remembered=self._remembered(content))
         self._state.set_part(answer_id, index, f"{SENT}{message_id or ''}")
+
+    def _outgoing(self, part: Part) -> tuple[str, Choices, tuple[File, ...]]:
+        """What goes out for ``part``: its text, its choices, its media fetched (what could
+        not be fetched is linked at the end of the text instead)."""
+        if isinstance(part, str):
+            return part, (), ()
+        files, failed = fetch_reply_media(self._company, part.media)
+        if failed:
+            self._client.hincrby(keys.stats(self._company.company_id), Stat.REPLY_MEDIA_FAILED, len(failed))
+        return "\n".join([part.content, *failed]).strip(), part.choices, files
 
     def _remembered(self, part: str) -> str | None:
         """The part's text for its own-reply marker when a contact's quote of it may be
         shown to the bot (BOT_CONTEXT "quoted"); else nothing is kept."""
         return part[:MAX_VALUE_CHARS] if ContextPart.QUOTED in self._company.bot_context else None
 
-    def _create(self, account: int, part: str, after_id: int) -> int | None:
+    def _create(
+        self, account: int, part: str, after_id: int, choices: Choices = (), files: tuple[File, ...] = ()
+    ) -> int | None:
         """POST the part. An outcome Chatwoot left unknown is settled by read-back:
         found, it is done; not found, it is posted again (``AMBIGUOUS_CREATES`` POSTs in
         all); when the token cannot read, the error goes up as ambiguous (the batch is
@@ -125,7 +140,9 @@ class Poster:
         while True:
             creates += 1
             try:
-                return self.replier.create_message(account, self.conversation, part)
+                return self.replier.create_message(
+                    account, self.conversation, part, choices=choices, files=files
+                )
             except ChatwootError as exc:
                 if not exc.ambiguous:
                     raise
@@ -147,7 +164,10 @@ class Poster:
 
     def _find_posted(self, account: int, part: str, after_id: int) -> list[int] | None:
         """Ids of messages holding ``part`` created after the message ``after_id`` that are
-        not already recorded as ours; None when the token cannot read the conversation."""
+        not already recorded as ours; None when the token cannot read the conversation
+        (or the part has no text to look for: media alone)."""
+        if not part.strip():
+            return None
         found = self.replier.find_replies(account, self.conversation, part, after_id)
         if found is None:
             return None
@@ -179,7 +199,8 @@ def post_answer(
         dead_letter(ctx, raws, "chatwoot", str(exc), ambiguous=exc.ambiguous, parts_posted=index)
         return
     if answer.by_bot and isinstance(ctx.bot, KeepsTurns):
-        ctx.bot.remember(conversation, answer.answer_id, segment.text, "\n\n".join(answer.parts))
+        said = "\n\n".join(part_text(p) for p in answer.parts)
+        ctx.bot.remember(conversation, answer.answer_id, segment.text, said)
     if answer.handoff:
         hand_off(ctx, account, answer)
     complete(ctx, raws)

@@ -119,6 +119,7 @@ class CompanyConfig:
     transcribe_max_notes: int = field(default=10, metadata={"parse": _non_negative_int})
     transcribe_budget_seconds: float = field(default=60.0, metadata={"parse": _positive_float})
     media_allowed_hosts: tuple[str, ...] = field(default=(), metadata={"parse": _hosts})
+    reply_media_max_bytes: int = field(default=16 * 1024 * 1024, metadata={"parse": _positive_int})
     # COMPANIES_FILE only: inbox id -> this company's settings with that inbox's own
     # bot and window (``"inboxes": {"4": {"bot_url": …}}``); other inboxes use the company's.
     inboxes: Mapping[int, CompanyConfig] = field(default_factory=dict, repr=False)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import json
+import mimetypes
 import re
 import threading
 import time
@@ -150,6 +151,29 @@ class Stand:
             ],
         }
 
+    @staticmethod
+    def _form(raw: bytes, headers: dict[str, str]) -> dict[str, Any]:
+        """A multipart message create: its fields, and ``attachments`` as what each file was."""
+        form = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+            f"Content-Type: {headers.get('Content-Type', '')}\r\n\r\n".encode() + raw
+        )
+        body: dict[str, Any] = {"attachments": []}
+        for part in form.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            data = part.get_payload(decode=True) or b""
+            if part.get_filename():
+                body["attachments"].append(
+                    {
+                        "field": name,
+                        "filename": part.get_filename(),
+                        "type": part.get_content_type(),
+                        "data": data,
+                    }
+                )
+            else:
+                body[name] = data.decode()
+        return body
+
     def _transcription(self, raw: bytes, headers: dict[str, str]) -> tuple[int, Any]:
         """An OpenAI-compatible /audio/transcriptions: the "audio" is the text it says."""
         form = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
@@ -243,7 +267,8 @@ class Stand:
                 if self.path.startswith("/media/"):
                     media = stand.media.get(self.path.rsplit("/", 1)[1])
                     self.send_response(200 if media is not None else 404)
-                    self.send_header("Content-Type", "audio/ogg")
+                    name = self.path.rsplit("/", 1)[1]
+                    self.send_header("Content-Type", mimetypes.guess_type(name)[0] or "audio/ogg")
                     self.send_header("Content-Length", str(len(media or b"")))
                     self.end_headers()
                     self.wfile.write(media or b"")
@@ -259,7 +284,13 @@ class Stand:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
-                body = {} if self.path == "/v1/audio/transcriptions" else json.loads(raw or b"{}")
+                multipart = self.headers.get("Content-Type", "").startswith("multipart/form-data")
+                if self.path == "/v1/audio/transcriptions":
+                    body = {}
+                elif multipart:  # a message with attachments, as Chatwoot's API takes it
+                    body = stand._form(raw, dict(self.headers))
+                else:
+                    body = json.loads(raw or b"{}")
                 trickle = 0.0
                 if self.path == "/v1/audio/transcriptions":
                     status, answer = stand._transcription(raw, dict(self.headers))

@@ -51,7 +51,9 @@ class NeverAsked:
 class BrokenReplier(DryRunOutbox):
     """A Chatwoot client with a bug: any exception, not one the drain knows."""
 
-    def create_message(self, account_id: int, conversation_id: str, content: str) -> int | None:
+    def create_message(
+        self, account_id: int, conversation_id: str, content: str, *, choices=(), files=()
+    ) -> int | None:
         raise RuntimeError("replier bug")
 
 
@@ -291,7 +293,9 @@ def test_a_run_past_run_max_seconds_keeps_the_attempt_it_counted(redis_url: str,
     every run is still dead-lettered after BATCH_MAX_ATTEMPTS, never retried forever."""
 
     class SlowOutbox(DryRunOutbox):
-        def create_message(self, account_id: int, conversation_id: str, content: str) -> int | None:
+        def create_message(
+            self, account_id: int, conversation_id: str, content: str, *, choices=(), files=()
+        ) -> int | None:
             time.sleep(1.0)
             return super().create_message(account_id, conversation_id, content)
 
