@@ -7,8 +7,8 @@
 * Whatever the mode, a part longer than WhatsApp's 4,096-character limit is
   split at the last sentence end before the limit (else the last space).
 * A reply may carry choices (Chatwoot's ``input_select``: WhatsApp shows up to three
-  as buttons, more as a list) and media by URL (``Rich``); they go with its last
-  message.
+  as buttons, more as a list) or media by URL (``Rich``); they go with its last
+  message, each further file as a message of its own.
 """
 
 from __future__ import annotations
@@ -123,7 +123,11 @@ def reply_parts(replies: tuple[Part, ...] | list[Part], mode: str) -> list[Part]
             parts += pieces
             continue
         *before, last = pieces or [""]
-        parts += [*before, Rich(last, reply.choices, reply.media)]
+        # Chatwoot sends WhatsApp a message's first attachment only
+        # (WhatsappCloudService#send_attachment_message): one message per file, the
+        # text as the first one's caption.
+        media = [Rich("", (), (url,)) for url in reply.media[1:]]
+        parts += [*before, Rich(last, reply.choices, reply.media[:1]), *media]
     return parts
 
 

@@ -63,8 +63,8 @@ def test_choices_go_as_input_select_and_media_as_an_upload_and_what_cannot_be_fe
     workers.append(Worker(env, "rich").start(rdb))
     web = make_client(env)
     assert post_webhook(web, cw.message("quero ver o cardápio", 801)).status_code == 202
-    wait_for(lambda: len(_creates(stand, 801)) == 3, timeout=15)
-    choices, upload, links = _creates(stand, 801)
+    wait_for(lambda: len(_creates(stand, 801)) == 4, timeout=15)
+    choices, upload, link, second_link = _creates(stand, 801)
     assert choices == {
         "content": "Sim ou não?",
         "message_type": "outgoing",
@@ -76,9 +76,10 @@ def test_choices_go_as_input_select_and_media_as_an_upload_and_what_cannot_be_fe
     (picture,) = upload["attachments"]
     assert picture["field"] == "attachments[]" and picture["filename"] == "menu.jpg"
     assert picture["type"] == "image/jpeg" and picture["data"] == PICTURE
-    # Neither the private address nor an HTML page is uploaded: both go as links.
-    assert links["content"] == f"Fotos\n{closed}\n{stand.url}/media/error.html"
-    assert not links.get("attachments")
+    # Neither the private address nor an HTML page is uploaded: both go as links, one
+    # message per file (Chatwoot sends WhatsApp a message's first attachment only).
+    assert link["content"] == f"Fotos\n{closed}" and not link.get("attachments")
+    assert second_link["content"] == f"{stand.url}/media/error.html" and not second_link.get("attachments")
     assert rdb.hget(keys.stats("default"), "reply_media_failed") == "2"
 
 

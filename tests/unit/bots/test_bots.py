@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from app.batching.rules import Segment
 from app.bots import EchoBot, OpenAIBot, PythonBot, bot_request, load_handler, parse_bot_answer
 from app.chatwoot.messages import Attachment, StoredMessage
+from app.chatwoot.replies import Rich
 from app.drain.ledger import StoredAnswer
 from app.errors import BotError
 from app.settings import CompanyConfig, ConfigError
@@ -128,3 +131,26 @@ def test_a_stored_answer_keeps_its_team_and_note_for_a_resumed_batch() -> None:
     assert StoredAnswer.from_json("1-2", answer.to_json()) == answer
     plain = StoredAnswer("3-3", ("hi",), False)
     assert StoredAnswer.from_json("3-3", plain.to_json()) == plain and "team" not in plain.to_json()
+
+
+def test_rich_replies_are_parsed_and_a_bad_one_is_named() -> None:
+    reply = parse_bot_answer(
+        {"replies": ["oi", {"content": "Escolha", "choices": ["A", {"title": "Outro", "value": "other"}]}]}
+    )
+    assert reply.replies == ("oi", Rich("Escolha", (("A", "A"), ("Outro", "other"))))
+    assert parse_bot_answer({"reply": {"media": ["https://x.example/menu.pdf"]}}).replies == (
+        Rich("", (), ("https://x.example/menu.pdf",)),
+    )
+    for bad, named in [
+        ({"reply": {"content": "x", "choices": ["y" * 25]}}, "over 24 characters"),
+        ({"reply": {"content": "x", "choices": [str(i) for i in range(11)]}}, "at most 10"),
+        ({"reply": {"content": "x", "media": ["file:///etc/passwd"]}}, "http(s) URLs"),
+        (
+            {"reply": {"content": "x", "choices": ["a"], "media": ["https://x.example/a.jpg"]}},
+            "has choices and media",
+        ),
+        ({"reply": {"content": " "}}, "neither content nor media"),
+        ({"reply": 3}, "a string or an object"),
+    ]:
+        with pytest.raises(BotError, match=re.escape(named)):
+            parse_bot_answer(bad)

@@ -1,4 +1,13 @@
-from app.chatwoot.replies import WHATSAPP_MAX_CHARS, split_long, split_reply, typing_pause
+from app.chatwoot.replies import (
+    WHATSAPP_MAX_CHARS,
+    Rich,
+    part_from_json,
+    part_to_json,
+    reply_parts,
+    split_long,
+    split_reply,
+    typing_pause,
+)
 
 
 def test_paragraph_mode_splits_on_blank_lines_only() -> None:
@@ -33,3 +42,18 @@ def test_typing_pause_is_proportional_and_clamped() -> None:
     assert typing_pause("x" * 80, 40) == 2.0
     assert typing_pause("ok", 40) == 1.0
     assert typing_pause("x" * 4000, 40) == 8.0
+
+
+def test_a_rich_reply_keeps_its_choices_on_its_last_piece_and_sends_one_file_a_message() -> None:
+    long = "Frase longa. " * 400  # over WhatsApp's 4,096 characters: split
+    choices = (("Sim", "yes"), ("Não", "no"))
+    parts = reply_parts(["oi", Rich(long, choices)], "none")
+    assert parts[0] == "oi" and all(isinstance(p, str) for p in parts[1:-1])
+    assert isinstance(parts[-1], Rich) and parts[-1].choices == choices and len(parts) == 3
+    media = reply_parts([Rich("Fotos", (), ("https://x.example/a.jpg", "https://x.example/b.jpg"))], "none")
+    assert media == [
+        Rich("Fotos", (), ("https://x.example/a.jpg",)),
+        Rich("", (), ("https://x.example/b.jpg",)),
+    ]
+    for part in [*parts, *media]:
+        assert part_from_json(part_to_json(part)) == part  # as the reply ledger keeps it
