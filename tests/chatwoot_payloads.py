@@ -248,6 +248,17 @@ def audio(transcript: str | None, conversation_id: int = 42) -> dict[str, Any]:
     return message(None, conversation_id, attachments=[_attachment("audio", **fields)])
 
 
+def document(
+    caption: str | None, data_url: str, conversation_id: int = 42, file_size: int = 48213
+) -> dict[str, Any]:
+    """A file (a PDF, a spreadsheet): Attachment#push_event_data with file_type "file", its
+    caption as the message's content."""
+    fields = {"extension": None, "data_url": data_url, "thumb_url": "", "file_size": file_size}
+    return message(
+        caption, conversation_id, attachments=[_attachment("file", **fields, width=None, height=None)]
+    )
+
+
 def agent_reply(content: str, conversation_id: int = 42, status: str = "pending") -> dict[str, Any]:
     """An agent's public reply. In an Agent Bot inbox the conversation stays pending."""
     return message(content, conversation_id, message_type="outgoing", sender=AGENT, status=status)

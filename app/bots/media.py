@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import logging
 import socket
 import threading
 import time
@@ -28,6 +29,8 @@ from app.outbound import read_body
 from app.settings import CompanyConfig
 
 MAX_REDIRECTS = 3  # Chatwoot's blob URL -> its storage's signed URL, with room for one more
+NOT_READY_STATUSES = (403, 404)  # Chatwoot's storage does not have the upload yet
+NOT_READY_FIRST_PAUSE_SECONDS = 0.25
 
 __all__ = [
     "MAX_REDIRECTS",
@@ -35,6 +38,7 @@ __all__ = [
     "Origins",
     "RefusedAddress",
     "deadline",
+    "fetch",
     "fetch_once",
     "guarded_session",
     "is_public",
@@ -280,3 +284,23 @@ def fetch_once(
         except ValueError as exc:  # read_body: too large
             raise MediaError(f"{what} {exc}") from None
     raise MediaError(f"{what}'s address redirected more than {MAX_REDIRECTS} times")
+
+
+log = logging.getLogger(__name__)
+
+
+def fetch(
+    session: requests.Session, origins: Origins, url: str, end: float, max_bytes: int, what: str
+) -> tuple[bytes, str]:
+    """``fetch_once`` for media a webhook names: Chatwoot sends ``message_created`` before
+    its storage has the upload, so a 404 or 403 is asked again, with backoff, until ``end``."""
+    pause = NOT_READY_FIRST_PAUSE_SECONDS
+    while True:
+        try:
+            return fetch_once(session, origins, url, end, max_bytes, what, NOT_READY_STATUSES)
+        except NotReady as exc:
+            if time.monotonic() + pause >= end:
+                raise MediaError(f"fetching {what} answered {exc.status}") from None
+            log.info("%s not ready yet status=%s: asking again in %.2f s", what, exc.status, pause)
+            time.sleep(pause)
+            pause *= 2

@@ -44,7 +44,8 @@ from urllib.parse import urlparse
 import requests
 import requests.adapters
 
-from app.bots.media import NotReady, Origins, deadline, fetch_once, guarded_session, origin_of
+from app.bots.media import Origins, deadline, fetch, guarded_session, origin_of
+from app.bots.reading import FAILED, TEXT, read_attachments
 from app.chatwoot.messages import Attachment, StoredMessage
 from app.errors import MediaError, TranscriptionError
 from app.outbound import read_body
@@ -53,10 +54,7 @@ from app.settings import CompanyConfig
 __all__ = ["Budget", "Transcriber", "with_transcripts"]
 
 log = logging.getLogger(__name__)
-NOT_READY_STATUSES = (403, 404)  # the storage does not have the upload yet
-NOT_READY_FIRST_PAUSE_SECONDS = 0.25
 MAX_TRANSCRIPT_BYTES = 256 * 1024  # the provider's answer (a transcript of a long note is ~20 KB)
-TEXT, FAILED = "text:", "failed:"  # a kept transcript: what the bot gets, or why it gets none
 
 
 # -- the transcriber ------------------------------------------------------------------
@@ -127,30 +125,8 @@ class Transcriber:
         return text.strip()
 
     def _fetch(self, media_url: str, end: float) -> tuple[bytes, str]:
-        """The voice note's bytes. Chatwoot sends ``message_created`` before its storage
-        has the upload, so a 404 or 403 is asked again, with backoff, until ``end``."""
-        pause = NOT_READY_FIRST_PAUSE_SECONDS
-        while True:
-            try:
-                return self._fetch_once(media_url, end)
-            except NotReady as exc:
-                if time.monotonic() + pause >= end:
-                    raise TranscriptionError(f"fetching the voice note answered {exc.status}") from None
-                log.info("voice note not ready yet status=%s: asking again in %.2f s", exc.status, pause)
-                time.sleep(pause)
-                pause *= 2
-
-    def _fetch_once(self, media_url: str, end: float) -> tuple[bytes, str]:
         try:
-            return fetch_once(
-                self._media,
-                self._origins,
-                media_url,
-                end,
-                self._max_bytes,
-                "the voice note",
-                NOT_READY_STATUSES,
-            )
+            return fetch(self._media, self._origins, media_url, end, self._max_bytes, "the voice note")
         except MediaError as exc:
             raise TranscriptionError(str(exc)) from None
 
@@ -191,30 +167,25 @@ def with_transcripts(
     ``kept(message id, index)`` is what an earlier run of the batch stored (``text:`` or
     ``failed:``), used as it is; what this run finds is stored with ``keep``. A note that
     fails, or that the budget does not reach, goes on without text (``failed`` is told
-    why), and so it does in any run of the batch again: its cost is paid once."""
-    result = []
-    for message in messages:
-        attachments = list(message.attachments)
-        for index, attachment in enumerate(attachments):
-            if attachment.file_type != "audio" or attachment.transcribed_text or not attachment.data_url:
-                continue
-            stored = kept(message.id, index)
-            if stored is None:
-                seconds = budget.take()
-                try:
-                    if seconds is None:
-                        raise TranscriptionError(
-                            "over the batch's transcription budget (TRANSCRIBE_MAX_NOTES, _BUDGET_SECONDS)"
-                        )
-                    stored = TEXT + transcribe(attachment.data_url, seconds)
-                except TranscriptionError as exc:
-                    stored = FAILED + str(exc)
-                    failed(str(exc))
-                keep(message.id, index, stored)  # a run of the batch again does what this one did
-            if stored.startswith(TEXT) and stored[len(TEXT) :]:
-                attachments[index] = dataclasses.replace(attachment, transcribed_text=stored[len(TEXT) :])
-        changed: tuple[Attachment, ...] = tuple(attachments)
-        result.append(
-            dataclasses.replace(message, attachments=changed) if changed != message.attachments else message
+    why; so is the bot, in the attachment's ``error``), and so it does in any run of the
+    batch again: its cost is paid once."""
+
+    def read(attachment: Attachment) -> str:
+        assert attachment.data_url
+        seconds = budget.take()
+        try:
+            if seconds is None:
+                raise TranscriptionError(
+                    "over the batch's transcription budget (TRANSCRIBE_MAX_NOTES, _BUDGET_SECONDS)"
+                )
+            return TEXT + transcribe(attachment.data_url, seconds)
+        except TranscriptionError as exc:
+            failed(str(exc))
+            return FAILED + str(exc)
+
+    def wants(attachment: Attachment) -> bool:
+        return (
+            attachment.file_type == "audio" and not attachment.transcribed_text and bool(attachment.data_url)
         )
-    return result
+
+    return read_attachments(messages, wants, read, kept, keep, "transcribed_text")

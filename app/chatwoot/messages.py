@@ -121,6 +121,8 @@ class Attachment:
     coordinates_long: float | None = None
     meta: dict[str, str] | None = None  # a contact card's firstName/lastName
     transcribed_text: str | None = None  # an audio's transcript, when Chatwoot made one
+    text: str | None = None  # a document's text, once read (app.bots.documents)
+    error: str | None = None  # why a voice note or a document reaches the bot without text
 
     def as_dict(self) -> dict[str, Any]:
         """The fields it carries (the bot request's form, and the stored one)."""
@@ -140,8 +142,18 @@ class Attachment:
             card = " ".join(p for p in (name, self.fallback_title or "") if p)
             return f"[contact card: {card or 'no details'}]"
         if kind == "audio":
-            return f"[voice note: {self.transcribed_text}]" if self.transcribed_text else "[voice note]"
-        return f"[{kind}]"
+            return (
+                f"[voice note: {self.transcribed_text}]"
+                if self.transcribed_text
+                else f"[voice note{self._why}]"
+            )
+        if kind == "file" and self.text:
+            return f"[document: {self.text}]"
+        return f"[{kind}: {self.data_url}{self._why}]" if self.data_url else f"[{kind}]"
+
+    @property
+    def _why(self) -> str:
+        return f" (not read: {self.error})" if self.error else ""
 
 
 @dataclass(frozen=True)

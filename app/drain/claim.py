@@ -11,8 +11,10 @@ import logging
 from app.batching.analytics import TURN, LoggedFragment, count_gaps, log_fragments
 from app.batching.pace import PACE_TTL_SECONDS, spans_a_turn
 from app.batching.smart import Reading, read_message
+from app.bots.documents import DocumentReader, wants_document
+from app.bots.reading import FAILED, read_attachments
 from app.bots.transcribe import Budget, with_transcripts
-from app.chatwoot.messages import StoredMessage, read_stored, received_at
+from app.chatwoot.messages import Attachment, StoredMessage, read_stored, received_at
 from app.drain.endings import dead_letter
 from app.drain.ledger import LedgerState
 from app.drain.run import Batch, Claimed, RunContext
@@ -89,7 +91,32 @@ def parse(ctx: RunContext, batch: Batch, raws: list[str]) -> list[StoredMessage]
             lambda message, index, value: ledger.keep_transcript(state, message, index, value),
             lambda why: _transcription_failed(ctx, why),
         )
+    if ctx.company.document_max_pages and any(wants_document(a) for m in messages for a in m.attachments):
+        messages = _with_documents(ctx, batch, messages)
     return messages
+
+
+def _with_documents(ctx: RunContext, batch: Batch, messages: list[StoredMessage]) -> list[StoredMessage]:
+    """PDFs read into text (app.bots.documents), kept in the ledger like transcripts."""
+    assert ctx.ledger is not None
+    ledger, state, reader = ctx.ledger, batch.state, DocumentReader(ctx.company)
+
+    def read(attachment: Attachment) -> str:
+        result = reader.read(attachment)
+        if result.startswith(FAILED):
+            ctx.count(Stat.DOCUMENTS_UNREAD)
+            log.warning(
+                "document not read company=%s conversation=%s: %s",
+                ctx.company_id,
+                ctx.conversation,
+                result[len(FAILED) :],
+            )
+        return result
+
+    def keep(message: int, index: int, value: str) -> None:
+        ledger.keep_transcript(state, message, index, value)
+
+    return read_attachments(messages, wants_document, read, state.transcript, keep, "text")
 
 
 def _transcription_failed(ctx: RunContext, why: str) -> None:

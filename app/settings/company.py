@@ -120,6 +120,10 @@ class CompanyConfig:
     transcribe_budget_seconds: float = field(default=60.0, metadata={"parse": _positive_float})
     media_allowed_hosts: tuple[str, ...] = field(default=(), metadata={"parse": _hosts})
     reply_media_max_bytes: int = field(default=16 * 1024 * 1024, metadata={"parse": _positive_int})
+    document_max_pages: int = field(default=20, metadata={"parse": _non_negative_int})
+    document_max_chars: int = field(default=20_000, metadata={"parse": _positive_int})
+    document_max_bytes: int = field(default=10 * 1024 * 1024, metadata={"parse": _positive_int})
+    document_timeout_seconds: float = field(default=20.0, metadata={"parse": _positive_float})
     # COMPANIES_FILE only: inbox id -> this company's settings with that inbox's own
     # bot and window (``"inboxes": {"4": {"bot_url": …}}``); other inboxes use the company's.
     inboxes: Mapping[int, CompanyConfig] = field(default_factory=dict, repr=False)
