@@ -41,6 +41,7 @@ class Replier(Protocol):
         *,
         choices: Choices = (),
         files: tuple[File, ...] = (),
+        private: bool = False,
     ) -> int | None: ...
 
     def typing(self, account_id: int, conversation_id: str, on: bool) -> None: ...
@@ -106,16 +107,18 @@ class ChatwootClient:
         *,
         choices: Choices = (),
         files: tuple[File, ...] = (),
+        private: bool = False,
     ) -> int | None:
         """Post an outgoing reply — with ``choices``, as ``input_select`` (WhatsApp: up
         to three buttons, else a list); with ``files``, as a multipart message carrying
-        them — and return the id Chatwoot gave it, if it said."""
-        body: dict[str, object] = {"content": content, "message_type": "outgoing", "private": False}
+        them; ``private``, as a note only the agents see (BOT_MODE=draft) — and return
+        the id Chatwoot gave it, if it said."""
+        body: dict[str, object] = {"content": content, "message_type": "outgoing", "private": private}
         if choices:
             body["content_type"] = "input_select"
             body["content_attributes"] = {"items": [{"title": t, "value": v} for t, v in choices]}
         if files:
-            body["private"] = "false"  # a form field: Rails reads "false", not Python's "False"
+            body["private"] = "true" if private else "false"  # a form field: Rails reads "false", not "False"
         response = self._post(
             account_id, conversation_id, "messages", body, retries=self._retries, files=files
         )
@@ -239,8 +242,9 @@ class DryRunOutbox:
         *,
         choices: Choices = (),
         files: tuple[File, ...] = (),
+        private: bool = False,
     ) -> int | None:
-        extra: dict[str, object] = {}
+        extra: dict[str, object] = {"private": True} if private else {}
         if choices:
             extra["choices"] = [title for title, _ in choices]
         if files:

@@ -155,7 +155,8 @@ def answer_batch(ctx: RunContext, claimed: Claimed) -> None:
                 leave_to_humans(ctx, raws)
                 continue
             if answer is None:
-                typing = typing or Typing(ctx.replier, account, ctx.conversation)
+                if not ctx.company.drafts:  # a draft is for the agents: the contact sees no "typing"
+                    typing = typing or Typing(ctx.replier, account, ctx.conversation)
                 answered = answer_once(ctx, batch, segment, superseded)
                 if isinstance(answered, Superseded):
                     # The contact kept typing while the bot thought: its answer is stale.
@@ -164,7 +165,8 @@ def answer_batch(ctx: RunContext, claimed: Claimed) -> None:
                     calls = plan([*segment.messages, *rest, *answered.newer], batch.state, max_avg_chars)
                     continue
                 answer = answered
-                batch.typing_shown |= typing.settle()  # an "on" in flight lands before the reply
+                if typing is not None:
+                    batch.typing_shown |= typing.settle()  # an "on" in flight lands before the reply
                 typing = None  # the next call gets its own
             post_answer(ctx, batch, segment, raws, answer)
     finally:

@@ -51,7 +51,7 @@ def answer_once(
     failure = ""
     try:
         slow = (config.bot_holding_after_seconds, lambda: _hold(ctx, batch, segment))
-        held = slow if config.bot_holding_message else None
+        held = slow if config.bot_holding_message and not config.drafts else None
         if gated is None:
             request = bot_request(cid, segment, quoted_texts(ctx, segment))
         reply = gated or ask_bot(ctx.bot, request, config.bot_timeout_seconds, held)

@@ -22,7 +22,11 @@ BOT_OPENS = "open"  # the status a handoff gives the conversation (Chatwoot's to
 
 def held_by_humans(ctx: RunContext, batch: Batch) -> bool:
     """Does a human hold the conversation, or is the bot paused by a label (read with
-    the claim for the batch's first bot call)?"""
+    the claim for the batch's first bot call)? A bot that drafts for the agents
+    (BOT_MODE=draft) drafts whoever holds it: only a pause label stops it."""
+    if ctx.company.drafts:
+        batch.held_by_humans = None
+        return bool(ctx.client.exists(ctx.key(keys.paused)))
     if batch.held_by_humans is not None:
         seen, batch.held_by_humans = batch.held_by_humans, None
         return seen

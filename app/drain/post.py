@@ -141,7 +141,12 @@ class Poster:
             creates += 1
             try:
                 return self.replier.create_message(
-                    account, self.conversation, part, choices=choices, files=files
+                    account,
+                    self.conversation,
+                    part,
+                    choices=choices,
+                    files=files,
+                    private=self._company.drafts,
                 )
             except ChatwootError as exc:
                 if not exc.ambiguous:
@@ -198,7 +203,7 @@ def post_answer(
         ctx.count(Stat.REPLIES_FAILED)
         dead_letter(ctx, raws, "chatwoot", str(exc), ambiguous=exc.ambiguous, parts_posted=index)
         return
-    if answer.by_bot and isinstance(ctx.bot, KeepsTurns):
+    if answer.by_bot and isinstance(ctx.bot, KeepsTurns) and not ctx.company.drafts:  # a draft was not said
         said = "\n\n".join(part_text(p) for p in answer.parts)
         ctx.bot.remember(conversation, answer.answer_id, segment.text, said)
     if answer.handoff:

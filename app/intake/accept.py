@@ -148,7 +148,7 @@ def screen(gateway: Serving, config: CompanyConfig, parsed: Parsed) -> str | Non
         return on_agent_reply(client, scripts, config, parsed)
     if isinstance(parsed, MessageUpdate):
         return _message_update(scripts, config, parsed)
-    if config.answers_only_pending and parsed.conversation_status != "pending":
+    if config.answers_only_pending and parsed.conversation_status != "pending" and not config.drafts:
         scripts.ownership.observe(config, parsed.conversation_id, parsed.seen, count_ignored=True).run()
         mode = "BOT_ONLY_PENDING" if config.bot_only_pending else f"{config.chatwoot_integration} mode"
         return (

@@ -17,12 +17,21 @@ http(s) URL, got 'x'" and no dependency.
 """
 
 from app.settings.company import CompanyConfig
-from app.settings.fields import BotBackend, ConfigError, ContextPart, Integration, WindowMode, is_bcrypt
+from app.settings.fields import (
+    BotBackend,
+    BotMode,
+    ConfigError,
+    ContextPart,
+    Integration,
+    WindowMode,
+    is_bcrypt,
+)
 from app.settings.load import load_settings
 from app.settings.process import Settings
 
 __all__ = [
     "BotBackend",
+    "BotMode",
     "CompanyConfig",
     "ConfigError",
     "ContextPart",

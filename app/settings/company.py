@@ -15,8 +15,10 @@ from zoneinfo import ZoneInfo
 from app.logs import mask_secrets
 from app.settings.fields import (
     BOT_BACKENDS,
+    BOT_MODES,
     INTEGRATIONS,
     WINDOW_MODES,
+    BotMode,
     ContextPart,
     _bool,
     _checked_by,
@@ -49,6 +51,7 @@ class CompanyConfig:
     chatwoot_webhook_secret: str | None = field(default=None, repr=False, metadata={"parse": _str})
     webhook_token: str | None = field(default=None, repr=False, metadata={"parse": _str})
     bot_backend: str = field(default="echo", metadata={"inbox": True, "parse": _one_of(BOT_BACKENDS)})
+    bot_mode: str = field(default="answer", metadata={"inbox": True, "parse": _one_of(BOT_MODES)})
     bot_url: str | None = field(default=None, metadata={"inbox": True, "parse": _url})
     bot_timeout_seconds: float = field(default=30.0, metadata={"inbox": True, "parse": _positive_float})
     openai_base_url: str | None = field(default=None, metadata={"inbox": True, "parse": _url})
@@ -159,6 +162,13 @@ class CompanyConfig:
     def status_ttl_seconds(self) -> int:
         """How long the last seen status of a conversation is kept (HANDOFF_MAX_DAYS)."""
         return max(1, int(self.handoff_max_days * 86400))
+
+    @property
+    def drafts(self) -> bool:
+        """BOT_MODE=draft: every answer is a private note for the agents, the contact gets
+        nothing, and the bot drafts whoever holds the conversation (a pause label still
+        pauses it)."""
+        return self.bot_mode == BotMode.DRAFT
 
     @property
     def answers_only_pending(self) -> bool:

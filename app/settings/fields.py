@@ -38,6 +38,13 @@ class Integration(StrEnum):
     WEBHOOK = "webhook"
 
 
+class BotMode(StrEnum):
+    """BOT_MODE: the bot answers the contact, or drafts a private note for the agents."""
+
+    ANSWER = "answer"
+    DRAFT = "draft"
+
+
 class ContextPart(StrEnum):
     """BOT_CONTEXT: what of the conversation the bot is told beyond its messages
     (app/chatwoot/context.py reads each from Chatwoot's payload)."""
@@ -53,6 +60,7 @@ class ContextPart(StrEnum):
 
 
 CONTEXT_PARTS = tuple(ContextPart)
+BOT_MODES = tuple(BotMode)
 BOT_BACKENDS = tuple(BotBackend)
 INTEGRATIONS = tuple(Integration)
 WINDOW_MODES = tuple(WindowMode)

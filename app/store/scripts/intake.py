@@ -43,7 +43,8 @@ __all__ = ["ENQUEUE", "UPDATE_QUEUED", "EnqueueResult", "Enqueued", "IntakeScrip
 # ARGV[17] the most conversations of the company that may hold messages at once, queued
 # or in flight (KEYS[5]'s size): past it a message of another one is refused "busy",
 # so one company cannot fill the Redis it shares (a spooled message, answered 202
-# already, never is).
+# already, never is).  ARGV[18] '1' when the bot drafts for the agents (BOT_MODE=draft):
+# it drafts whoever holds the conversation, so a human holder does not refuse the message.
 # Who holds the conversation is observed first (_OWNERSHIP): a message the bot does
 # not hold is counted as ignored and answered "handoff".
 # The message's conversation is (re)scheduled in KEYS[11] at its batch's due time;
@@ -60,10 +61,10 @@ local stored, queue_ttl, max_len, window = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local max_wait, seen_ttl, conversation, real_delivery = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local status, account, keep_ttl, place_by = ARGV[9], ARGV[10], ARGV[11], ARGV[12]
 local mode, assignee, assignments, handoff_ttl = ARGV[13], ARGV[14], ARGV[15], ARGV[16]
-local most_waiting = ARGV[17]
+local most_waiting, drafts = ARGV[17], ARGV[18]
 local holder = observe(status_key, assignee_key, handoff, stats, status, '0', assignee, '0', assignments,
                        keep_ttl, handoff_ttl)
-if holder ~= MARKER.BOT then
+if holder ~= MARKER.BOT and drafts ~= '1' then
   redis.call('HINCRBY', stats, @webhooks_ignored@, 1)
   return {'handoff', 0, '', '0'}
 end
@@ -237,6 +238,7 @@ class IntakeScripts:
                 _bit(company.bot_owns_pending),
                 company.handoff_ttl_seconds,
                 company.max_conversations_waiting,
+                _bit(company.drafts),
             ],
             EnqueueResult.decode,
         )

@@ -42,7 +42,7 @@ def s(r: fakeredis.FakeRedis) -> Scripts:
     return Scripts(r)
 
 
-def company(mode: str = "sliding") -> SimpleNamespace:
+def company(mode: str = "sliding", drafts: bool = False) -> SimpleNamespace:
     """What ENQUEUE reads of a company: window 10 s, max wait 30 s, at most 3 queued."""
     return SimpleNamespace(
         company_id=C,
@@ -54,6 +54,7 @@ def company(mode: str = "sliding") -> SimpleNamespace:
         handoff_ttl_seconds=600,
         bot_owns_pending=True,
         max_conversations_waiting=1000,
+        drafts=drafts,
     )
 
 
@@ -100,6 +101,15 @@ def open_json(name: str) -> str:
 
 def names(r, key: str) -> list[str]:  # type: ignore[no-untyped-def]
     return [json.loads(raw)["name"] for raw in r.lrange(key, 0, -1)]
+
+
+def test_a_drafting_bot_queues_the_message_of_a_conversation_a_human_holds(s: Scripts, r) -> None:
+    r.set(keys.handoff(C, CONV), "agent")
+    assert enqueue(s, r, "m1", "", 1).status is Enqueued.HANDOFF
+    message = Message("m2", 2)
+    drafted = s.intake.enqueue(SETTINGS, company(drafts=True), message, None).run()  # type: ignore[arg-type]
+    assert drafted.status is Enqueued.QUEUED and names(r, keys.queue(C, CONV)) == ["m2"]
+    assert r.get(keys.handoff(C, CONV)) == "agent"  # the holder is still tracked
 
 
 def test_enqueue_pushes_sets_ttl_and_schedules_the_batch(s: Scripts, r) -> None:
