@@ -23,14 +23,17 @@ import requests
 
 from app.bots.answer import BotReply
 from app.errors import BotError
+from app.logs import Sampled
 from app.outbound import new_session, post_json
 from app.settings import CompanyConfig
 from app.store import keys
+from app.store.client import redis_now
 from app.store.scripts import Scripts
 
 __all__ = ["HANDOFF_MARKER", "HISTORY_TURNS", "Endpoint", "OpenAIBot", "endpoints"]
 
 log = logging.getLogger(__name__)
+_unpriced = Sampled(log)  # a model without a price: said once a minute, not at every call
 HISTORY_TURNS = 20
 HANDOFF_MARKER = "[handoff]"  # in a model's answer: it asks for a human
 PRIMARY_SHARE = 2 / 3  # of BOT_TIMEOUT_SECONDS, for the first endpoint when a fallback exists
@@ -169,12 +172,37 @@ class OpenAIBot:
                     config.company_id,
                 )
         content = _completion_text(response)
+        self._count_usage(response, endpoint.model)
         if len(asked) > 1:
             self._redis.hincrby(keys.bot_models(config.company_id), endpoint.model, 1)
             log.info("bot answered company=%s model=%s", config.company_id, endpoint.model)
         handoff = HANDOFF_MARKER in content
         content = content.replace(HANDOFF_MARKER, "").strip()
         return BotReply((content,) if content else (), handoff)
+
+    def _count_usage(self, response: requests.Response, model: str) -> None:
+        """The call's ``usage`` (tokens in and out) added to the company's totals and, priced
+        by BOT_PRICES, to its spend: in all and today's (by Redis's clock, the money
+        ceiling's count). An answer without a readable ``usage`` counts nothing."""
+        usage = _usage(response)
+        if usage is None:
+            return
+        cid, price = self._config.company_id, self._config.price_of(model)
+        totals = keys.bot_usage(cid)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hincrby(totals, f"{model}:input", usage[0])
+        pipe.hincrby(totals, f"{model}:output", usage[1])
+        if price is not None:
+            cost = price.cost(*usage)
+            today = keys.bot_spend_day(cid, time.strftime("%Y-%m-%d", time.gmtime(redis_now(self._redis))))
+            pipe.hincrbyfloat(totals, f"{model}:cost", cost)
+            pipe.incrbyfloat(today, cost)
+            pipe.expire(today, 2 * 24 * 3600)
+        elif self._config.bot_prices or self._config.bot_spend_per_day:
+            _unpriced.log(
+                logging.WARNING, model, "no BOT_PRICES entry for model %r: its calls cost nothing here", model
+            )
+        pipe.execute()
 
     def _ask(
         self, endpoint: Endpoint, messages: list[dict[str, Any]], seconds: float, retry: bool
@@ -210,6 +238,21 @@ def _turn(raw: str) -> dict[str, Any]:
     """A kept turn as the model is given it (without the gateway's tag)."""
     turn = json.loads(raw)
     return {"role": turn["role"], "content": turn["content"]}
+
+
+MAX_TOKENS_A_CALL = 100_000_000
+
+
+def _usage(response: requests.Response) -> tuple[int, int] | None:
+    """(prompt tokens, completion tokens) of a chat completion answer, when it says."""
+    try:
+        usage = response.json()["usage"]
+        found = (usage["prompt_tokens"], usage["completion_tokens"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n < MAX_TOKENS_A_CALL for n in found):
+        return None
+    return found
 
 
 def _completion_text(response: requests.Response) -> str:

@@ -119,21 +119,26 @@ def off_duty(ctx: RunContext, segment: Segment) -> BotReply | None:
 
 
 def over_budget(ctx: RunContext, segment: Segment) -> BotReply | None:
-    """BOT_CALLS_PER_DAY: take this call from today's budget (by Redis's clock); when it
-    is used up, the conversation goes to humans with BUDGET_MESSAGE instead."""
-    per_day = ctx.company.bot_calls_per_day
-    if not per_day:
+    """The day's ceilings, by Redis's clock: BOT_SPEND_PER_DAY (what today's calls cost,
+    priced by BOT_PRICES; a call is refused once the spend has reached it, so the call that
+    crosses it completes) and BOT_CALLS_PER_DAY (this call taken from today's count).
+    Past either, the conversation goes to humans with BUDGET_MESSAGE instead."""
+    per_day, spend_per_day = ctx.company.bot_calls_per_day, ctx.company.bot_spend_per_day
+    if not per_day and not spend_per_day:
         return None
     day = time.strftime("%Y-%m-%d", time.gmtime(redis_now(ctx.client)))
-    if ctx.scripts.housekeeping.spend_bot_call(ctx.company_id, day, per_day).run() is not None:
+    if spend_per_day:
+        spent = float(ctx.client.get(keys.bot_spend_day(ctx.company_id, day)) or 0)
+        if spent >= spend_per_day:
+            return _budget_spent(ctx, f"BOT_SPEND_PER_DAY={spend_per_day:g} reached ({spent:.4f})")
+    if not per_day or ctx.scripts.housekeeping.spend_bot_call(ctx.company_id, day, per_day).run() is not None:
         return None
+    return _budget_spent(ctx, f"BOT_CALLS_PER_DAY={per_day} used up")
+
+
+def _budget_spent(ctx: RunContext, why: str) -> BotReply:
     ctx.count(Stat.BUDGET_HANDOFFS)
-    log.warning(
-        "BOT_CALLS_PER_DAY=%d used up company=%s conversation=%s: handed to humans",
-        per_day,
-        ctx.company_id,
-        ctx.conversation,
-    )
+    log.warning("%s company=%s conversation=%s: handed to humans", why, ctx.company_id, ctx.conversation)
     message = ctx.company.budget_message
     return BotReply((message,) if message else (), handoff=True)
 

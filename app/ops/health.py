@@ -149,6 +149,24 @@ class RedisCollector:
             "Bot answers by the model that gave them (counted while OPENAI_FALLBACK_BASE_URL is set)",
             labels=["company", "model"],
         )
+        cost = CounterMetricFamily(
+            "gateway_bot_cost",
+            "What the openai backend's calls cost, priced by BOT_PRICES (in their currency)",
+            labels=["company", "model"],
+        )
+        tokens = CounterMetricFamily(
+            "gateway_bot_tokens",
+            "Tokens of the openai backend's calls (each answer's usage): kind input or output",
+            labels=["company", "model", "kind"],
+        )
+        spent = GaugeMetricFamily(
+            "gateway_bot_spend_today",
+            "What today's (UTC) bot calls cost, priced by BOT_PRICES",
+            labels=["company"],
+        )
+        spend_ceiling = GaugeMetricFamily(
+            "gateway_bot_spend_per_day", "BOT_SPEND_PER_DAY, the money ceiling", labels=["company"]
+        )
         now = redis_now(self._redis)
         day = time.strftime("%Y-%m-%d", time.gmtime(now))
         for company, config in self._settings.companies.items():
@@ -171,6 +189,16 @@ class RedisCollector:
                 models.add_metric([company, model[:100]], float(answers))
             if config.opt_out_keywords:
                 opted.add_metric([company], self._redis.scard(keys.opted_out(company)))
+            for field, value in self._redis.hgetall(keys.bot_usage(company)).items():
+                model, _, kind = field.rpartition(":")
+                if kind == "cost":
+                    cost.add_metric([company, model[:100]], float(value))
+                elif kind in ("input", "output"):
+                    tokens.add_metric([company, model[:100], kind], float(value))
+            if config.bot_prices or config.bot_spend_per_day:
+                spent.add_metric([company], float(self._redis.get(keys.bot_spend_day(company, day)) or 0))
+            if config.bot_spend_per_day:
+                spend_ceiling.add_metric([company], config.bot_spend_per_day)
         workers = GaugeMetricFamily("gateway_workers_alive", "Workers with a fresh heartbeat")
         workers.add_metric([], live_workers(self._redis, self._settings.worker_heartbeat_max_age_seconds))
         room = memory(self._redis)
@@ -195,6 +223,10 @@ class RedisCollector:
             calls,
             ceiling,
             models,
+            cost,
+            tokens,
+            spent,
+            spend_ceiling,
             opted,
             used,
             limit,

@@ -5,6 +5,7 @@ histogram as inline SVG), no script at all."""
 from __future__ import annotations
 
 import json
+import time
 from html import escape
 from typing import Any
 
@@ -18,6 +19,7 @@ from app.ops.queries import busiest, in_the_last
 from app.ops.status_guard import token
 from app.settings import CompanyConfig
 from app.store import keys
+from app.store.client import redis_now
 
 __all__ = ["ago", "company_section", "in_chatwoot", "page", "table"]
 
@@ -78,6 +80,7 @@ def company_section(client: Any, config: CompanyConfig, now: float) -> str:
         ),
         ("conversations held by humans now", _held_by_humans(client, company)),
         ("contacts opted out of the bot (OPT_OUT_KEYWORDS)", client.scard(keys.opted_out(company))),
+        ("the bot's spend today, UTC (BOT_PRICES; BOT_SPEND_PER_DAY)", _spend_today(client, config)),
         (
             "handed to humans: by the bot / by an agent's reply",
             f"{stat(Stat.HANDOFFS)} / {stat(Stat.AGENT_TAKEOVERS)}",
@@ -133,6 +136,15 @@ def _last_hour(client: Any, company: str, now: float) -> str:
     grown, span = found
     over = "" if span >= 3500 else f" (over the last {span / 60:.0f} min: history is that short)"
     return f"{grown['replies_sent']} / {grown['replies_failed']}{over}"
+
+
+def _spend_today(client: Any, config: CompanyConfig) -> str:
+    if not config.bot_prices and not config.bot_spend_per_day:
+        return "— (BOT_PRICES unset)"
+    day = time.strftime("%Y-%m-%d", time.gmtime(redis_now(client)))
+    spent = float(client.get(keys.bot_spend_day(config.company_id, day)) or 0)
+    ceiling = f" of {config.bot_spend_per_day:g}" if config.bot_spend_per_day else ""
+    return f"{spent:.4f}{ceiling}"
 
 
 def _held_by_humans(client: Any, company: str, most: int = 10_000) -> str:

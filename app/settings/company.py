@@ -20,6 +20,7 @@ from app.settings.fields import (
     WINDOW_MODES,
     BotMode,
     ContextPart,
+    Price,
     _bool,
     _checked_by,
     _company_id,
@@ -29,10 +30,12 @@ from app.settings.fields import (
     _inbox_ids,
     _is_loopback,
     _keywords,
+    _non_negative_float,
     _non_negative_int,
     _one_of,
     _positive_float,
     _positive_int,
+    _prices,
     _reply_split,
     _str,
     _url,
@@ -105,6 +108,8 @@ class CompanyConfig:
     opt_in_keywords: tuple[str, ...] = field(default=(), metadata={"parse": _keywords})
     handoff_team_id: int | None = field(default=None, metadata={"parse": _positive_int})
     bot_calls_per_day: int = field(default=0, metadata={"parse": _non_negative_int})
+    bot_prices: tuple[Price, ...] = field(default=(), metadata={"parse": _prices})
+    bot_spend_per_day: float = field(default=0.0, metadata={"parse": _non_negative_float})
     loop_max_replies: int = field(default=0, metadata={"parse": _non_negative_int})
     loop_window_minutes: float = field(default=10.0, metadata={"parse": _positive_float})
     business_hours: str = field(default="", metadata={"parse": _checked_by(parse_business_hours)})
@@ -162,6 +167,10 @@ class CompanyConfig:
     def status_ttl_seconds(self) -> int:
         """How long the last seen status of a conversation is kept (HANDOFF_MAX_DAYS)."""
         return max(1, int(self.handoff_max_days * 86400))
+
+    def price_of(self, model: str) -> Price | None:
+        """BOT_PRICES' entry for ``model`` (exact name), if any."""
+        return next((p for p in self.bot_prices if p.model == model), None)
 
     @property
     def drafts(self) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import urlparse
 
@@ -228,6 +229,47 @@ def _context_parts(name: str, raw: str) -> tuple[ContextPart, ...]:
             f" {', '.join(CONTEXT_PARTS)}, or all, or none"
         )
     return tuple(ContextPart(w) for w in dict.fromkeys(words))
+
+
+@dataclass(frozen=True)
+class Price:
+    """What a model costs per million tokens, in the operator's currency (BOT_PRICES)."""
+
+    model: str
+    input: float
+    output: float
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        return (input_tokens * self.input + output_tokens * self.output) / 1_000_000
+
+
+_PRICE = re.compile(r"^\s*([^=\s][^=]*?)\s*=\s*([0-9]+(?:\.[0-9]+)?)\s*/\s*([0-9]+(?:\.[0-9]+)?)\s*$")
+
+
+def _prices(name: str, raw: str) -> tuple[Price, ...]:
+    """``model=input/output`` per million tokens, comma-separated: ``gpt-4o-mini=0.15/0.60``."""
+    prices = []
+    for entry in (e for e in raw.split(",") if e.strip()):
+        found = _PRICE.match(entry)
+        if not found:
+            raise ConfigError(
+                f"{name}: {entry.strip()!r} is not model=input/output (prices per million tokens,"
+                " e.g. gpt-4o-mini=0.15/0.60)"
+            )
+        prices.append(Price(found.group(1), float(found.group(2)), float(found.group(3))))
+    if not prices:
+        raise ConfigError(f"{name} must list model=input/output prices, got {raw!r}")
+    return tuple(prices)
+
+
+def _non_negative_float(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value < 0 or value != value or value == float("inf"):
+        raise ConfigError(f"{name} must be a number of 0 or more, got {raw!r}")
+    return value
 
 
 def _reply_split(name: str, raw: str) -> str:

@@ -15,6 +15,8 @@ __all__ = [
     "bot_calls_day",
     "bot_history",
     "bot_models",
+    "bot_spend_day",
+    "bot_usage",
     "conversation_index",
     "counter_history",
     "dead_letters",
@@ -183,6 +185,19 @@ def bot_models(company: str) -> str:
     """Hash: model -> bot answers it gave, counted while OPENAI_FALLBACK_BASE_URL is set
     (which of the two models answers)."""
     return f"{company}:webhook_bot_models"
+
+
+def bot_usage(company: str) -> str:
+    """Hash: ``<model>:cost`` (in BOT_PRICES' currency), ``<model>:input`` and
+    ``<model>:output`` (tokens) -> totals of the openai backend's calls, read from each
+    answer's ``usage`` (``gateway_bot_cost_total``, ``gateway_bot_tokens_total``)."""
+    return f"{company}:webhook_bot_usage"
+
+
+def bot_spend_day(company: str, day: str) -> str:
+    """Float + 2-day TTL: what the bot's calls cost on one UTC day (by Redis's clock), in
+    BOT_PRICES' currency; the money ceiling's count (BOT_SPEND_PER_DAY)."""
+    return f"{company}:webhook_bot_spend:{day}"
 
 
 def bot_calls_day(company: str, day: str) -> str:

@@ -38,6 +38,7 @@ class Stand:
         self.fail_after_create: list[int] = []  # statuses to answer creates with *after* creating
         self.clock_offset = 0.0  # Chatwoot's clock minus this machine's (its created_at)
         self.completions: list[dict[str, Any]] = []  # requests to /v1/chat/completions
+        self.usage = (120, 30)
         self.while_completing: Callable[[], None] | None = None  # runs once while the model "thinks"
         self.failing_models: dict[str, int] = {}  # model -> the HTTP status it answers with
         self.on_message_created: Callable[[], None] | None = None  # runs before the answer is sent
@@ -82,6 +83,7 @@ class Stand:
             self.media.clear()
             self.transcriptions.clear()
             self.transcribe_status = 200
+            self.usage = (120, 30)  # what each completion says it took (tokens in, out)
             self._creates = 0
 
     def replies(self, conversation: int | str | None = None) -> list[str]:
@@ -142,10 +144,16 @@ class Stand:
         last = body["messages"][-1]["content"]
         text = last if isinstance(last, str) else next(p["text"] for p in last if p["type"] == "text")
         content = "[handoff] a human will call you" if "human" in text else f"you said: {text}"
+        prompt, completion = self.usage
         return 200, {
             "id": "cmpl-1",
             "object": "chat.completion",
             "model": body["model"],
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            },
             "choices": [
                 {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}
             ],

@@ -136,3 +136,48 @@ def test_a_contact_who_opts_out_is_answered_once_then_never_in_any_conversation_
 
 def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_spend_in_money_is_counted_from_each_answers_usage_and_its_ceiling_hands_off(
+    redis_url: str, rdb: redis.Redis, stand: Stand, tmp_path
+) -> None:
+    """BOT_PRICES turns each openai answer's usage into money: /metrics and the status page
+    show it, and BOT_SPEND_PER_DAY hands conversations to humans once today's spend has
+    reached it (the call that crosses it completes)."""
+    stand.reset()
+    stand.usage = (1_000_000, 500_000)  # 0.15 + 0.30 = 0.45 a call at the prices below
+    env = fault_env(
+        redis_url,
+        stand,
+        tmp_path,
+        BOT_BACKEND="openai",
+        OPENAI_BASE_URL=f"{stand.url}/v1",
+        OPENAI_MODEL="small-model",
+        OPENAI_API_KEY="sk-test",
+        BOT_PRICES="big-model=2.5/10, small-model=0.15/0.60",
+        BOT_SPEND_PER_DAY="0.5",
+        BUDGET_MESSAGE="Nossa equipe vai te responder em breve.",
+        STATUS_BASIC_AUTH="ops:a-long-status-password",
+    )
+    worker = Worker(env, "spend").start(rdb)
+    try:
+        web = make_client(env)
+        for conversation in (211, 212):  # 0.45 spent, then 0.90: under the ceiling when asked
+            assert post_webhook(web, cw.message(f"pergunta {conversation}", conversation)).status_code == 202
+            wait_for(lambda c=conversation: stand.replies(c), timeout=10)
+        assert post_webhook(web, cw.message("e a terceira?", 213)).status_code == 202
+        wait_for(lambda: stand.replies(213), timeout=10)
+        assert stand.replies(213) == ["Nossa equipe vai te responder em breve."]
+        assert len(stand.completions) == 2 and rdb.get(keys.handoff("default", 213)) == "bot"
+        metrics = web.get("/metrics").get_data(as_text=True)
+        assert 'gateway_bot_cost_total{company="default",model="small-model"} 0.9' in metrics
+        assert 'gateway_bot_tokens_total{company="default",kind="input",model="small-model"} 2e+06' in metrics
+        assert (
+            'gateway_bot_tokens_total{company="default",kind="output",model="small-model"} 1e+06' in metrics
+        )
+        assert 'gateway_bot_spend_today{company="default"} 0.9' in metrics
+        assert 'gateway_bot_spend_per_day{company="default"} 0.5' in metrics
+        page = web.get("/status", headers={"Authorization": basic("ops", "a-long-status-password")})
+        assert "(BOT_PRICES; BOT_SPEND_PER_DAY)</th><td>0.9000 of 0.5<" in page.get_data(as_text=True)
+    finally:
+        worker.stop()

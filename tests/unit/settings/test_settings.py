@@ -94,3 +94,17 @@ def test_bad_companies_file(tmp_path, content: str, message: str) -> None:
 def test_missing_companies_file() -> None:
     with pytest.raises(ConfigError, match="COMPANIES_FILE"):
         load_settings({**BASE, "COMPANIES_FILE": "/nonexistent/companies.json"})
+
+
+def test_bot_prices_are_read_per_model_and_a_wrong_entry_is_named(redis_url: str) -> None:
+    env = {"REDIS_URL": redis_url, "CHATWOOT_WEBHOOK_SECRET": "s"}
+    prices = "gpt-4o-mini=0.15/0.60, meta/llama-3=0/0.2"
+    config = load_settings({**env, "BOT_PRICES": prices}).company("default")
+    price = config.price_of("gpt-4o-mini")
+    assert price is not None and price.cost(1_000_000, 2_000_000) == pytest.approx(1.35)
+    assert config.price_of("meta/llama-3") is not None and config.price_of("gpt-4o") is None
+    for bad in ("gpt-4o-mini=0.15", "=1/2", "gpt=a/b", " , "):
+        with pytest.raises(ConfigError, match="BOT_PRICES"):
+            load_settings({**env, "BOT_PRICES": bad})
+    with pytest.raises(ConfigError, match="BOT_SPEND_PER_DAY must be a number of 0 or more"):
+        load_settings({**env, "BOT_SPEND_PER_DAY": "-1"})
