@@ -109,13 +109,14 @@ def conversation(
     custom_attributes: dict[str, Any] | None = None,
     team: dict[str, Any] | None = None,
     contact_attributes: dict[str, Any] | None = None,
+    channel: str = "Channel::Whatsapp",
 ) -> dict[str, Any]:
     """Conversation#webhook_data (EventDataPresenter#push_data + account_id)."""
     sender = {**CONTACT_PUSH, "custom_attributes": contact_attributes or {}}
     return {
         "additional_attributes": {},
         "can_reply": True,
-        "channel": "Channel::Whatsapp",
+        "channel": channel,
         "contact_inbox": {"id": 88, "contact_id": 301, "inbox_id": inbox_id, "source_id": "5511999990000"},
         "id": conversation_id,
         "inbox_id": inbox_id,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis
 import requests
@@ -42,6 +42,7 @@ class Replier(Protocol):
         choices: Choices = (),
         files: tuple[File, ...] = (),
         private: bool = False,
+        template: dict[str, Any] | None = None,
     ) -> int | None: ...
 
     def typing(self, account_id: int, conversation_id: str, on: bool) -> None: ...
@@ -108,12 +109,15 @@ class ChatwootClient:
         choices: Choices = (),
         files: tuple[File, ...] = (),
         private: bool = False,
+        template: dict[str, Any] | None = None,
     ) -> int | None:
         """Post an outgoing reply — with ``choices``, as ``input_select`` (WhatsApp: up
         to three buttons, else a list); with ``files``, as a multipart message carrying
         them; ``private``, as a note only the agents see (BOT_MODE=draft) — and return
         the id Chatwoot gave it, if it said."""
         body: dict[str, object] = {"content": content, "message_type": "outgoing", "private": private}
+        if template:  # WhatsApp's template, the one message it delivers past the 24-hour window
+            body["template_params"] = template
         if choices:
             body["content_type"] = "input_select"
             body["content_attributes"] = {"items": [{"title": t, "value": v} for t, v in choices]}
@@ -243,8 +247,11 @@ class DryRunOutbox:
         choices: Choices = (),
         files: tuple[File, ...] = (),
         private: bool = False,
+        template: dict[str, Any] | None = None,
     ) -> int | None:
         extra: dict[str, object] = {"private": True} if private else {}
+        if template:
+            extra["template"] = template["name"]
         if choices:
             extra["choices"] = [title for title, _ in choices]
         if files:

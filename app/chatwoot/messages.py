@@ -179,6 +179,7 @@ class StoredMessage:
     labels: tuple[str, ...] | None = field(default=None, compare=False)
     group: tuple[str, ...] | None = field(default=None, compare=False)
     assignee: str | None = field(default=None, compare=False)
+    channel: str | None = field(default=None, compare=False)  # Channel::Whatsapp, Channel::Api, …
 
     @property
     def contact_id(self) -> Any:

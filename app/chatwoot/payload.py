@@ -200,6 +200,7 @@ def _message(body: dict[str, Any], received_at: float) -> StoredMessage | Ignore
         conversation_status=status,
         labels=_labels(conversation),
         group=_group(conversation, sender),
+        channel=conversation.get("channel") if isinstance(conversation.get("channel"), str) else None,
         assignee=assignee,
     )
 

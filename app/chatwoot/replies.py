@@ -24,6 +24,7 @@ __all__ = [
     "WHATSAPP_MAX_CHARS",
     "Part",
     "Rich",
+    "Template",
     "encodable",
     "part_from_json",
     "part_text",
@@ -49,22 +50,49 @@ class Rich:
     media: tuple[str, ...] = ()
 
 
-Part = str | Rich  # one message to post
+@dataclass(frozen=True)
+class Template:
+    """A WhatsApp template message (Chatwoot's ``template_params``): outside the 24-hour
+    customer-service window the only kind WhatsApp delivers. ``content`` is what
+    Chatwoot's dashboard shows."""
+
+    name: str
+    language: str
+    category: str
+    params: tuple[str, ...]
+    content: str
+
+    def template_params(self) -> dict[str, Any]:
+        numbered = {str(i + 1): value for i, value in enumerate(self.params)}
+        return {
+            "name": self.name,
+            "category": self.category,
+            "language": self.language,
+            "processed_params": numbered,
+        }
+
+
+Part = str | Rich | Template  # one message to post
 
 
 def part_text(part: Part) -> str:
-    return part.content if isinstance(part, Rich) else part
+    return part if isinstance(part, str) else part.content
 
 
 def part_to_json(part: Part) -> Any:
     if isinstance(part, str):
         return part
+    if isinstance(part, Template):
+        return {"template": [part.name, part.language, part.category, list(part.params), part.content]}
     return {"content": part.content, "choices": [list(c) for c in part.choices], "media": list(part.media)}
 
 
 def part_from_json(raw: Any) -> Part:
     if isinstance(raw, str):
         return raw
+    if "template" in raw:
+        name, language, category, params, content = raw["template"]
+        return Template(name, language, category, tuple(params), content)
     choices = tuple((str(title), str(value)) for title, value in raw.get("choices") or ())
     return Rich(str(raw.get("content") or ""), choices, tuple(str(url) for url in raw.get("media") or ()))
 

@@ -20,7 +20,7 @@ from app.chatwoot.replies import reply_parts
 from app.drain.claim import count_claim, parse
 from app.drain.gates import first_gate
 from app.drain.ledger import StoredAnswer
-from app.drain.post import batch_poster
+from app.drain.post import HOLDING_PREFIX, batch_poster
 from app.drain.run import Batch, RunContext
 from app.errors import BotError
 from app.logs import mask_secrets
@@ -122,7 +122,7 @@ def _hold(ctx: RunContext, batch: Batch, segment: Segment) -> None:
     id per batch, so that neither a superseded call nor a run resuming the batch after a
     crash posts it twice."""
     message = ctx.company.bot_holding_message
-    holding = StoredAnswer(f"hold-{batch.first_id}", (message,), False, gateway=True)
+    holding = StoredAnswer(f"{HOLDING_PREFIX}{batch.first_id}", (message,), False, gateway=True)
     poster = batch_poster(ctx, batch)
     account, after = segment.messages[0].account_id, max(m.id for m in segment.messages)
     failed = poster.post(account, holding, after_id=after)

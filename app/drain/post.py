@@ -16,9 +16,11 @@ mid-request, a 5xx) is settled the same way, never posted again blindly. With
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import redis
 
@@ -26,7 +28,7 @@ from app.batching.rules import Segment
 from app.bots import KeepsTurns
 from app.chatwoot.client import Choices, File, Replier
 from app.chatwoot.context import MAX_VALUE_CHARS
-from app.chatwoot.replies import Part, part_text, typing_pause
+from app.chatwoot.replies import Part, Rich, Template, part_text, typing_pause
 from app.conversation.own import content_digest
 from app.drain.endings import complete, dead_letter
 from app.drain.handoff import hand_off
@@ -43,6 +45,7 @@ __all__ = ["AMBIGUOUS_CREATES", "AMBIGUOUS_SETTLE_SECONDS", "Poster", "batch_pos
 log = logging.getLogger(__name__)
 AMBIGUOUS_SETTLE_SECONDS = 2.0
 AMBIGUOUS_CREATES = 3  # creates of one part whose outcome was unknown, each settled by read-back
+HOLDING_PREFIX = "hold-"  # the answer id of a batch's holding message (app.drain.answer)
 
 
 class Poster:
@@ -61,6 +64,9 @@ class Poster:
         self._client, self._company, self.conversation = client, company, conversation
         self.replier, self._ledger, self._state, self._proven = replier, ledger, state, proven
         self.typing_shown = False  # "typing" went on for a pause
+        self.window_closed = False  # past WhatsApp's 24-hour window: no free text was posted
+        self.template_sent = False  # SERVICE_WINDOW_TEMPLATE went instead
+        self.contact_name = ""  # for the template's {name}
 
     def post(self, account: int, answer: StoredAnswer, after_id: int) -> tuple[int, ChatwootError] | None:
         """Post what is left of ``answer``, the answer to messages up to the Chatwoot id
@@ -70,12 +76,51 @@ class Poster:
             state = self._state.part(answer.answer_id, index)
             if is_sent(state):
                 continue  # posted by a run that died before completing the batch
+            if self._window_closed():  # checked before each post: a batch delayed by a backlog too
+                return self._outside_window(account, answer, after_id)
             if index and state is None and self._company.reply_split == "paragraphs":
                 self._pause_typing(account, part)
             try:
                 self._post_part(account, answer.answer_id, index, part, state, after_id)
             except ChatwootError as exc:
                 return index, exc
+        return None
+
+    def _window_closed(self) -> bool:
+        """Has the contact of this WhatsApp conversation last written more than
+        SERVICE_WINDOW_HOURS ago, by Redis's clock (free text would not be delivered)?"""
+        hours = self._company.service_window_hours
+        if not hours or self._company.drafts:  # a draft is a private note: no window applies
+            return False
+        pipe = self._client.pipeline(transaction=False)
+        pipe.get(keys.contact_wrote(self._company.company_id, self.conversation))
+        pipe.time()
+        wrote, (seconds, micros) = pipe.execute()
+        return wrote is not None and seconds + micros / 1e6 - float(wrote) > hours * 3600
+
+    def _outside_window(
+        self, account: int, answer: StoredAnswer, after_id: int
+    ) -> tuple[int, ChatwootError] | None:
+        """Past the window: SERVICE_WINDOW_TEMPLATE instead of what is left of the answer
+        (once, through the ledger, as the answer's part after its last), or, with none,
+        nothing posted: ``window_closed`` tells ``post_answer`` to leave a note and hand off."""
+        self.window_closed = True
+        self._client.hincrby(keys.stats(self._company.company_id), Stat.SERVICE_WINDOW_CLOSED, 1)
+        chosen = self._company.service_window_template
+        if chosen is None or answer.answer_id.startswith(HOLDING_PREFIX):  # "one moment" can wait
+            return None
+        text = "\n\n".join(part_text(p) for p in answer.parts)
+        params = chosen.render(self.contact_name, text)
+        shown = f"[{chosen.name}] {' | '.join(params)}"
+        template = Template(chosen.name, chosen.language, chosen.category, params, shown)
+        index = len(answer.parts)
+        state = self._state.part(answer.answer_id, index)
+        if not is_sent(state):
+            try:
+                self._post_part(account, answer.answer_id, index, template, state, after_id)
+            except ChatwootError as exc:
+                return index, exc
+        self.template_sent = True
         return None
 
     def _pause_typing(self, account: int, part: Part) -> None:
@@ -110,15 +155,16 @@ class Poster:
         pending = self._ledger.mark_pending(answer_id, index, time.time(), content_digest(content))
         self._state.set_part(answer_id, index, pending)
         self._proven()
-        message_id = self._create(account, content, after_id, choices, files)
+        template = part.template_params() if isinstance(part, Template) else None
+        message_id = self._create(account, content, after_id, choices, files, template)
         self._ledger.record_sent(answer_id, index, pending, message_id, remembered=self._remembered(content))
         self._state.set_part(answer_id, index, f"{SENT}{message_id or ''}")
 
     def _outgoing(self, part: Part) -> tuple[str, Choices, tuple[File, ...]]:
         """What goes out for ``part``: its text, its choices, its media fetched (what could
         not be fetched is linked at the end of the text instead)."""
-        if isinstance(part, str):
-            return part, (), ()
+        if not isinstance(part, Rich):
+            return part_text(part), (), ()
         files, failed = fetch_reply_media(self._company, part.media)
         if failed:
             self._client.hincrby(keys.stats(self._company.company_id), Stat.REPLY_MEDIA_FAILED, len(failed))
@@ -130,7 +176,13 @@ class Poster:
         return part[:MAX_VALUE_CHARS] if ContextPart.QUOTED in self._company.bot_context else None
 
     def _create(
-        self, account: int, part: str, after_id: int, choices: Choices = (), files: tuple[File, ...] = ()
+        self,
+        account: int,
+        part: str,
+        after_id: int,
+        choices: Choices = (),
+        files: tuple[File, ...] = (),
+        template: dict[str, Any] | None = None,
     ) -> int | None:
         """POST the part. An outcome Chatwoot left unknown is settled by read-back:
         found, it is done; not found, it is posted again (``AMBIGUOUS_CREATES`` POSTs in
@@ -147,6 +199,7 @@ class Poster:
                     choices=choices,
                     files=files,
                     private=self._company.drafts,
+                    template=template,
                 )
             except ChatwootError as exc:
                 if not exc.ambiguous:
@@ -189,6 +242,7 @@ def post_answer(
     cid, conversation = ctx.company_id, ctx.conversation
     account = segment.messages[0].account_id
     poster = batch_poster(ctx, batch)
+    poster.contact_name = str(segment.messages[0].contact.get("name") or "")
     failed = poster.post(account, answer, after_id=max(m.id for m in segment.messages))
     batch.typing_shown |= poster.typing_shown
     if answer.failure:  # the bot failed: its fallback (if any) is out, the batch is a dead letter
@@ -203,9 +257,12 @@ def post_answer(
         ctx.count(Stat.REPLIES_FAILED)
         dead_letter(ctx, raws, "chatwoot", str(exc), ambiguous=exc.ambiguous, parts_posted=index)
         return
-    if answer.by_bot and isinstance(ctx.bot, KeepsTurns) and not ctx.company.drafts:  # a draft was not said
+    said = not ctx.company.drafts and not poster.window_closed  # a draft, or past the window: not said
+    if answer.by_bot and isinstance(ctx.bot, KeepsTurns) and said:
         said = "\n\n".join(part_text(p) for p in answer.parts)
         ctx.bot.remember(conversation, answer.answer_id, segment.text, said)
+    if poster.window_closed and not poster.template_sent:  # no free text past it: the humans decide
+        answer = dataclasses.replace(answer, handoff=True, note=_window_note(ctx, answer))
     if answer.handoff:
         hand_off(ctx, account, answer)
     complete(ctx, raws)
@@ -219,6 +276,16 @@ def post_answer(
         len(answer.parts),
         segment.batched,
     )
+
+
+def _window_note(ctx: RunContext, answer: StoredAnswer) -> str:
+    said = "\n\n".join(part_text(p) for p in answer.parts)
+    return (
+        f"WhatsApp's customer-service window is closed: the contact last wrote more than"
+        f" {ctx.company.service_window_hours:g} h ago, so free text would not be delivered and the"
+        f" bot's answer was not sent. Reach them with an approved template"
+        f" (SERVICE_WINDOW_TEMPLATE sends one by itself). The bot would have said:\n\n{said}"
+    )[:4000]
 
 
 def batch_poster(ctx: RunContext, batch: Batch) -> Poster:

@@ -21,6 +21,7 @@ from app.settings.fields import (
     BotMode,
     ContextPart,
     Price,
+    WindowTemplate,
     _bool,
     _checked_by,
     _company_id,
@@ -39,8 +40,11 @@ from app.settings.fields import (
     _reply_split,
     _str,
     _url,
+    _window_template,
 )
 from app.settings.hours import BusinessHours, local_time, parse_business_hours, parse_time_zone
+
+WHATSAPP_CHANNEL = "Channel::Whatsapp"  # conversation.channel (EventDataPresenter#push_data)
 
 if TYPE_CHECKING:
     from app.chatwoot.messages import StoredMessage
@@ -55,6 +59,10 @@ class CompanyConfig:
     webhook_token: str | None = field(default=None, repr=False, metadata={"parse": _str})
     bot_backend: str = field(default="echo", metadata={"inbox": True, "parse": _one_of(BOT_BACKENDS)})
     bot_mode: str = field(default="answer", metadata={"inbox": True, "parse": _one_of(BOT_MODES)})
+    service_window_hours: float = field(default=24.0, metadata={"inbox": True, "parse": _non_negative_float})
+    service_window_template: WindowTemplate | None = field(
+        default=None, metadata={"inbox": True, "parse": _window_template}
+    )
     bot_url: str | None = field(default=None, metadata={"inbox": True, "parse": _url})
     bot_timeout_seconds: float = field(default=30.0, metadata={"inbox": True, "parse": _positive_float})
     openai_base_url: str | None = field(default=None, metadata={"inbox": True, "parse": _url})
@@ -167,6 +175,10 @@ class CompanyConfig:
     def status_ttl_seconds(self) -> int:
         """How long the last seen status of a conversation is kept (HANDOFF_MAX_DAYS)."""
         return max(1, int(self.handoff_max_days * 86400))
+
+    def checks_window(self, channel: str | None) -> bool:
+        """Is a conversation of ``channel`` held to WhatsApp's customer-service window?"""
+        return bool(self.service_window_hours) and channel == WHATSAPP_CHANNEL
 
     def price_of(self, model: str) -> Price | None:
         """BOT_PRICES' entry for ``model`` (exact name), if any."""

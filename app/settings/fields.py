@@ -5,6 +5,7 @@ one of a few (``WindowMode``, ``BotBackend``, ``Integration``)."""
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -260,6 +261,43 @@ def _prices(name: str, raw: str) -> tuple[Price, ...]:
     if not prices:
         raise ConfigError(f"{name} must list model=input/output prices, got {raw!r}")
     return tuple(prices)
+
+
+@dataclass(frozen=True)
+class WindowTemplate:
+    """SERVICE_WINDOW_TEMPLATE: the approved WhatsApp template posted instead of free text
+    outside the 24-hour window; ``params`` may say ``{name}`` (the contact's) and ``{text}``
+    (what the bot would have said)."""
+
+    name: str
+    language: str
+    category: str = "UTILITY"
+    params: tuple[str, ...] = ()
+
+    def render(self, contact_name: str, text: str) -> tuple[str, ...]:
+        return tuple(p.replace("{name}", contact_name).replace("{text}", text)[:1024] for p in self.params)
+
+
+def _window_template(name: str, raw: str) -> WindowTemplate:
+    """``{"name": …, "language": …, "category"?: …, "params"?: […]}``."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise ConfigError(f'{name} must be JSON: {{"name": …, "language": …, "params": [...]}}') from None
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str) or not data["name"].strip():
+        raise ConfigError(f'{name} must name the template: {{"name": …, "language": …}}')
+    language, category = data.get("language"), data.get("category", "UTILITY")
+    if not isinstance(language, str) or not re.fullmatch(r"[a-z]{2,3}(_[A-Z]{2})?", language):
+        raise ConfigError(
+            f"{name}: 'language' must be a WhatsApp language code such as pt_BR, got {language!r}"
+        )
+    params = data.get("params", [])
+    if not isinstance(params, list) or not all(isinstance(p, str) for p in params) or len(params) > 10:
+        raise ConfigError(f"{name}: 'params' must be a list of at most 10 strings")
+    unknown = set(data) - {"name", "language", "category", "params"}
+    if unknown or not isinstance(category, str):
+        raise ConfigError(f"{name}: unknown member(s) {sorted(unknown)}; name, language, category, params")
+    return WindowTemplate(data["name"].strip(), language, category.upper(), tuple(params))
 
 
 def _non_negative_float(name: str, raw: str) -> float:

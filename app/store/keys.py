@@ -17,6 +17,7 @@ __all__ = [
     "bot_models",
     "bot_spend_day",
     "bot_usage",
+    "contact_wrote",
     "conversation_index",
     "counter_history",
     "dead_letters",
@@ -185,6 +186,13 @@ def bot_models(company: str) -> str:
     """Hash: model -> bot answers it gave, counted while OPENAI_FALLBACK_BASE_URL is set
     (which of the two models answers)."""
     return f"{company}:webhook_bot_models"
+
+
+def contact_wrote(company: str, conversation: str | int) -> str:
+    """String + 30-day TTL: when the contact of a WhatsApp conversation last wrote (Redis's
+    clock), written by ENQUEUE; past SERVICE_WINDOW_HOURS (24) WhatsApp delivers only
+    templates there. Absent: not a WhatsApp conversation (or the window is off)."""
+    return f"{company}:webhook_contact_wrote:{conversation}"
 
 
 def bot_usage(company: str) -> str:

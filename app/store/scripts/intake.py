@@ -28,6 +28,7 @@ __all__ = ["ENQUEUE", "UPDATE_QUEUED", "EnqueueResult", "Enqueued", "IntakeScrip
 # KEYS[5] conversation index  KEYS[6] stats hash  KEYS[7] handoff marker
 # KEYS[8] sessions zset  KEYS[9] session accounts hash  KEYS[10] last seen status
 # KEYS[11] due schedule (sorted set)  KEYS[12] last seen assignee
+# KEYS[13] when the contact last wrote (a WhatsApp conversation's 24-hour window)
 # ARGV[1] stored message, open (see above)  ARGV[2] queue TTL s  ARGV[3] max queue length
 # ARGV[4] quiet window s  ARGV[5] max wait s (ARGV[13] "fixed": the window counts from the
 # batch's first fragment; else it slides, capped by the max wait)  ARGV[6] seen TTL s
@@ -45,6 +46,8 @@ __all__ = ["ENQUEUE", "UPDATE_QUEUED", "EnqueueResult", "Enqueued", "IntakeScrip
 # so one company cannot fill the Redis it shares (a spooled message, answered 202
 # already, never is).  ARGV[18] '1' when the bot drafts for the agents (BOT_MODE=draft):
 # it drafts whoever holds the conversation, so a human holder does not refuse the message.
+# ARGV[19] '1' to note the message's arrival in KEYS[13] (a WhatsApp conversation, the
+# window checked): kept 30 days.
 # Who holds the conversation is observed first (_OWNERSHIP): a message the bot does
 # not hold is counted as ignored and answered "handoff".
 # The message's conversation is (re)scheduled in KEYS[11] at its batch's due time;
@@ -57,11 +60,12 @@ ENQUEUE = (
 local queue, lease, seen_message, seen_delivery = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local conversations, stats, handoff, sessions = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local session_accounts, status_key, due_schedule, assignee_key = KEYS[9], KEYS[10], KEYS[11], KEYS[12]
+local contact_wrote = KEYS[13]
 local stored, queue_ttl, max_len, window = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local max_wait, seen_ttl, conversation, real_delivery = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local status, account, keep_ttl, place_by = ARGV[9], ARGV[10], ARGV[11], ARGV[12]
 local mode, assignee, assignments, handoff_ttl = ARGV[13], ARGV[14], ARGV[15], ARGV[16]
-local most_waiting, drafts = ARGV[17], ARGV[18]
+local most_waiting, drafts, notes_window = ARGV[17], ARGV[18], ARGV[19]
 local holder = observe(status_key, assignee_key, handoff, stats, status, '0', assignee, '0', assignments,
                        keep_ttl, handoff_ttl)
 if holder ~= MARKER.BOT and drafts ~= '1' then
@@ -109,6 +113,7 @@ if real_delivery == '1' then redis.call('SET', seen_delivery, '1', 'EX', seen_tt
 redis.call('SADD', conversations, conversation)
 redis.call('HINCRBY', stats, @webhooks_queued@, 1)
 redis.call('ZADD', sessions, math.floor(now), conversation)
+if notes_window == '1' then redis.call('SET', contact_wrote, string.format('%.3f', now), 'EX', 2592000) end
 redis.call('HSET', session_accounts, conversation, account)
 local first = now
 if len > 1 then
@@ -219,6 +224,7 @@ class IntakeScripts:
                 keys.status(cid, conv),
                 keys.due(cid),
                 keys.assignee(cid, conv),
+                keys.contact_wrote(cid, conv),
             ],
             [
                 message.open_json(),
@@ -239,6 +245,7 @@ class IntakeScripts:
                 company.handoff_ttl_seconds,
                 company.max_conversations_waiting,
                 _bit(company.drafts),
+                _bit(company.checks_window(message.channel)),
             ],
             EnqueueResult.decode,
         )

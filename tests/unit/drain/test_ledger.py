@@ -52,7 +52,15 @@ class BrokenReplier(DryRunOutbox):
     """A Chatwoot client with a bug: any exception, not one the drain knows."""
 
     def create_message(
-        self, account_id: int, conversation_id: str, content: str, *, choices=(), files=(), private=False
+        self,
+        account_id: int,
+        conversation_id: str,
+        content: str,
+        *,
+        choices=(),
+        files=(),
+        private=False,
+        template=None,
     ) -> int | None:
         raise RuntimeError("replier bug")
 
@@ -294,7 +302,15 @@ def test_a_run_past_run_max_seconds_keeps_the_attempt_it_counted(redis_url: str,
 
     class SlowOutbox(DryRunOutbox):
         def create_message(
-            self, account_id: int, conversation_id: str, content: str, *, choices=(), files=(), private=False
+            self,
+            account_id: int,
+            conversation_id: str,
+            content: str,
+            *,
+            choices=(),
+            files=(),
+            private=False,
+            template=None,
         ) -> int | None:
             time.sleep(1.0)
             return super().create_message(account_id, conversation_id, content)

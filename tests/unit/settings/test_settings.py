@@ -108,3 +108,19 @@ def test_bot_prices_are_read_per_model_and_a_wrong_entry_is_named(redis_url: str
             load_settings({**env, "BOT_PRICES": bad})
     with pytest.raises(ConfigError, match="BOT_SPEND_PER_DAY must be a number of 0 or more"):
         load_settings({**env, "BOT_SPEND_PER_DAY": "-1"})
+
+
+def test_the_service_window_template_is_checked_and_names_its_problem(redis_url: str) -> None:
+    env = {"REDIS_URL": redis_url, "CHATWOOT_WEBHOOK_SECRET": "s"}
+    raw = '{"name": "retomar", "language": "pt_BR", "params": ["{name}", "{text}"]}'
+    chosen = load_settings({**env, "SERVICE_WINDOW_TEMPLATE": raw}).company("default").service_window_template
+    assert chosen is not None and chosen.render("Maria", "oi") == ("Maria", "oi")
+    for bad, named in [
+        ("retomar", "must be JSON"),
+        ('{"language": "pt_BR"}', "must name the template"),
+        ('{"name": "x", "language": "portugues"}', "language code"),
+        ('{"name": "x", "language": "pt_BR", "params": [1]}', "at most 10 strings"),
+        ('{"name": "x", "language": "pt_BR", "body": []}', "unknown member"),
+    ]:
+        with pytest.raises(ConfigError, match=f"SERVICE_WINDOW_TEMPLATE.*{named}"):
+            load_settings({**env, "SERVICE_WINDOW_TEMPLATE": bad})

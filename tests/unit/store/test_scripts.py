@@ -55,6 +55,7 @@ def company(mode: str = "sliding", drafts: bool = False) -> SimpleNamespace:
         bot_owns_pending=True,
         max_conversations_waiting=1000,
         drafts=drafts,
+        checks_window=lambda channel: channel == "Channel::Whatsapp",
     )
 
 
@@ -71,6 +72,7 @@ class Message:
     conversation_id: str = CONV
     account_id: int = 1
     assignee: str = ""
+    channel: str | None = None
 
     def open_json(self) -> str:
         return open_json(self.name)
