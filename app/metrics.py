@@ -76,6 +76,8 @@ class Stat(StrEnum):
     REPLY_MEDIA_FAILED = "reply_media_failed"
     DOCUMENTS_UNREAD = "documents_unread"
     SERVICE_WINDOW_CLOSED = "service_window_closed"
+    FOLLOW_UPS_SENT = "follow_ups_sent"
+    FOLLOW_UPS_CANCELLED = "follow_ups_cancelled"
 
 
 STAT_HELP: dict[Stat, str] = {
@@ -117,6 +119,8 @@ STAT_HELP: dict[Stat, str] = {
     Stat.OPT_OUTS: "Contacts that opted out of the bot (OPT_OUT_KEYWORDS)",
     Stat.OFF_DUTY_BATCHES: "Batches left to humans because BOT_HOURS kept the bot silent",
     Stat.TRANSCRIPTIONS_FAILED: "Voice notes that reached the bot without a transcript",
+    Stat.FOLLOW_UPS_SENT: "Follow-ups sent to contacts who did not answer the bot (FOLLOW_UP_AFTER_MINUTES)",
+    Stat.FOLLOW_UPS_CANCELLED: "Follow-up ladders cancelled (the contact wrote, a human, a resolve, …)",
     Stat.SERVICE_WINDOW_CLOSED: "Answers that met WhatsApp's closed 24-hour window (a template or a handoff)",
     Stat.DOCUMENTS_UNREAD: "Documents that reached the bot without their text (not a PDF, unreadable)",
     Stat.REPLY_MEDIA_FAILED: "Media of bot replies that could not be fetched (sent as links instead)",

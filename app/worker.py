@@ -23,6 +23,7 @@ from app.bots.transcribe import Transcriber
 from app.celery_config import DRAIN_TASK, make_celery, sessions_interval
 from app.chatwoot.client import Replier, make_replier
 from app.chatwoot.messages import read_stored
+from app.conversation.follow_ups import send_due
 from app.conversation.sessions import expire_idle_sessions
 from app.drain import Drainer
 from app.logs import configure_logging
@@ -177,6 +178,13 @@ def housekeeping() -> list[Periodic]:
             "gauges",
             settings.gauges_interval_seconds,
             lambda: refresh_gauges(runtime.redis, settings.companies),
+        ),
+        Periodic(
+            "follow-ups",
+            settings.sweep_interval_seconds,
+            lambda: send_due(
+                runtime.redis, settings, lambda company: runtime.replier(company, notice=True), runtime.bot
+            ),
         ),
         Periodic(
             "session-expiry",

@@ -29,12 +29,14 @@ from app.bots import KeepsTurns
 from app.chatwoot.client import Choices, File, Replier
 from app.chatwoot.context import MAX_VALUE_CHARS
 from app.chatwoot.replies import Part, Rich, Template, part_text, typing_pause
+from app.conversation import follow_ups
 from app.conversation.own import content_digest
 from app.drain.endings import complete, dead_letter
 from app.drain.handoff import hand_off
 from app.drain.ledger import SENT, Ledger, LedgerState, StoredAnswer, is_pending, is_sent
 from app.drain.reply_media import fetch_reply_media
 from app.drain.run import Batch, RunContext
+from app.drain.window import window_closed, window_note
 from app.errors import ChatwootError
 from app.metrics import Stat
 from app.settings import CompanyConfig, ContextPart
@@ -87,16 +89,7 @@ class Poster:
         return None
 
     def _window_closed(self) -> bool:
-        """Has the contact of this WhatsApp conversation last written more than
-        SERVICE_WINDOW_HOURS ago, by Redis's clock (free text would not be delivered)?"""
-        hours = self._company.service_window_hours
-        if not hours or self._company.drafts:  # a draft is a private note: no window applies
-            return False
-        pipe = self._client.pipeline(transaction=False)
-        pipe.get(keys.contact_wrote(self._company.company_id, self.conversation))
-        pipe.time()
-        wrote, (seconds, micros) = pipe.execute()
-        return wrote is not None and seconds + micros / 1e6 - float(wrote) > hours * 3600
+        return window_closed(self._client, self._company, self.conversation)
 
     def _outside_window(
         self, account: int, answer: StoredAnswer, after_id: int
@@ -262,9 +255,14 @@ def post_answer(
         said = "\n\n".join(part_text(p) for p in answer.parts)
         ctx.bot.remember(conversation, answer.answer_id, segment.text, said)
     if poster.window_closed and not poster.template_sent:  # no free text past it: the humans decide
-        answer = dataclasses.replace(answer, handoff=True, note=_window_note(ctx, answer))
+        answer = dataclasses.replace(answer, handoff=True, note=window_note(ctx.company, answer.parts))
     if answer.handoff:
         hand_off(ctx, account, answer)
+    elif answer.by_bot and said and answer.parts:  # the contact's silence after it is followed up
+        first = segment.messages[0]
+        follow_ups.schedule(
+            ctx.client, ctx.company, conversation, first.inbox_id, account, first.contact, answer.answer_id
+        )
     complete(ctx, raws)
     log.info(
         "batch answered company=%s conversation=%s task=%s run=%s messages=%d parts=%d batched=%s",
@@ -276,16 +274,6 @@ def post_answer(
         len(answer.parts),
         segment.batched,
     )
-
-
-def _window_note(ctx: RunContext, answer: StoredAnswer) -> str:
-    said = "\n\n".join(part_text(p) for p in answer.parts)
-    return (
-        f"WhatsApp's customer-service window is closed: the contact last wrote more than"
-        f" {ctx.company.service_window_hours:g} h ago, so free text would not be delivered and the"
-        f" bot's answer was not sent. Reach them with an approved template"
-        f" (SERVICE_WINDOW_TEMPLATE sends one by itself). The bot would have said:\n\n{said}"
-    )[:4000]
 
 
 def batch_poster(ctx: RunContext, batch: Batch) -> Poster:

@@ -31,6 +31,8 @@ from app.settings.fields import (
     _inbox_ids,
     _is_loopback,
     _keywords,
+    _messages,
+    _minutes,
     _non_negative_float,
     _non_negative_int,
     _one_of,
@@ -60,6 +62,10 @@ class CompanyConfig:
     bot_backend: str = field(default="echo", metadata={"inbox": True, "parse": _one_of(BOT_BACKENDS)})
     bot_mode: str = field(default="answer", metadata={"inbox": True, "parse": _one_of(BOT_MODES)})
     service_window_hours: float = field(default=24.0, metadata={"inbox": True, "parse": _non_negative_float})
+    follow_up_after_minutes: tuple[float, ...] = field(
+        default=(), metadata={"inbox": True, "parse": _minutes}
+    )
+    follow_up_messages: tuple[str, ...] = field(default=(), metadata={"inbox": True, "parse": _messages})
     service_window_template: WindowTemplate | None = field(
         default=None, metadata={"inbox": True, "parse": _window_template}
     )

@@ -300,6 +300,25 @@ def _window_template(name: str, raw: str) -> WindowTemplate:
     return WindowTemplate(data["name"].strip(), language, category.upper(), tuple(params))
 
 
+def _minutes(name: str, raw: str) -> tuple[float, ...]:
+    """Increasing positive minutes, comma-separated: ``30,240``."""
+    try:
+        marks = tuple(float(part) for part in raw.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be comma-separated minutes, e.g. 30,240, got {raw!r}") from None
+    if not marks or any(m <= 0 for m in marks) or list(marks) != sorted(set(marks)) or len(marks) > 10:
+        raise ConfigError(f"{name} must be up to 10 increasing positive minutes, e.g. 30,240, got {raw!r}")
+    return marks
+
+
+def _messages(name: str, raw: str) -> tuple[str, ...]:
+    """Messages separated by ``|`` (a message may hold commas)."""
+    found = tuple(m.strip() for m in raw.split("|") if m.strip())
+    if not found:
+        raise ConfigError(f"{name} must be messages separated by |, got {raw!r}")
+    return found
+
+
 def _non_negative_float(name: str, raw: str) -> float:
     try:
         value = float(raw)

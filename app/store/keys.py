@@ -22,6 +22,9 @@ __all__ = [
     "counter_history",
     "dead_letters",
     "due",
+    "follow_up",
+    "follow_up_sent",
+    "follow_ups",
     "fragment_log",
     "gap_histogram",
     "gauges",
@@ -186,6 +189,22 @@ def bot_models(company: str) -> str:
     """Hash: model -> bot answers it gave, counted while OPENAI_FALLBACK_BASE_URL is set
     (which of the two models answers)."""
     return f"{company}:webhook_bot_models"
+
+
+def follow_ups(company: str) -> str:
+    """Sorted set: conversation -> when its next follow-up is due (Redis's clock)."""
+    return f"{company}:webhook_follow_ups"
+
+
+def follow_up(company: str, conversation: str | int) -> str:
+    """Hash + TTL: a conversation's follow-up ladder — the bot answer it follows, the
+    stage, since when, the account, inbox and contact (app.conversation.follow_ups)."""
+    return f"{company}:webhook_follow_up:{conversation}"
+
+
+def follow_up_sent(company: str, conversation: str | int, answer: str, stage: int) -> str:
+    """String + TTL: one follow-up of one answer was sent (or is being): never twice."""
+    return f"{company}:webhook_follow_up_sent:{conversation}:{answer}:{stage}"
 
 
 def contact_wrote(company: str, conversation: str | int) -> str:
