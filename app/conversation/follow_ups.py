@@ -142,9 +142,7 @@ def _cancelled(
     cid = config.company_id
     pipe = client.pipeline(transaction=False)
     pipe.exists(keys.handoff(cid, conversation), keys.paused(cid, conversation))
-    pipe.exists(
-        keys.queue(cid, conversation), keys.processing(cid, conversation), keys.lease(cid, conversation)
-    )
+    pipe.exists(keys.queue(cid, conversation), keys.processing(cid, conversation))  # the contact's, waiting
     pipe.zscore(keys.sessions(cid), conversation)
     pipe.get(keys.status(cid, conversation))
     pipe.sismember(keys.opted_out(cid), state.get("contact") or "-")
