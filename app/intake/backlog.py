@@ -28,7 +28,15 @@ class Spooling(Serving, Protocol):
 def to_entry(company: str, parsed: Parsed, delivery: str | None) -> dict[str, Any]:
     entry: dict[str, Any] = {"company": company, "delivery": delivery}
     if isinstance(parsed, StoredMessage):  # the assignee too: who holds the conversation is observed
-        return {**entry, "kind": "message", "message": parsed.to_json(), "assignee": parsed.assignee}
+        # and the channel: a WhatsApp conversation's window is noted when the message moves in
+        message = parsed.to_json()
+        return {
+            **entry,
+            "kind": "message",
+            "message": message,
+            "assignee": parsed.assignee,
+            "channel": parsed.channel,
+        }
     if isinstance(parsed, MessageUpdate):
         message = parsed.message
         return {
@@ -45,7 +53,9 @@ def to_entry(company: str, parsed: Parsed, delivery: str | None) -> dict[str, An
 def from_entry(entry: dict[str, Any]) -> Parsed:
     if entry["kind"] in ("message", "update"):
         message = dataclasses.replace(
-            StoredMessage.from_json(entry["message"]), assignee=entry.get("assignee")
+            StoredMessage.from_json(entry["message"]),
+            assignee=entry.get("assignee"),
+            channel=entry.get("channel"),
         )
         return message if entry["kind"] == "message" else MessageUpdate(message, bool(entry.get("deleted")))
     return _KINDS[entry["kind"]](**entry["event"])

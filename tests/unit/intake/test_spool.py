@@ -363,5 +363,8 @@ def test_every_kind_of_event_survives_the_spool_as_it_was() -> None:
         entry = json.loads(json.dumps(_spool_entry("default", parsed, "delivery-1")))
         back = _from_spool(entry)
         assert back == parsed and back.seen == parsed.seen, payload["event"]
+    message = parse_webhook(cw.message("hi", 42), 1.5)  # its channel: the window is noted as it moves in
+    back = _from_spool(json.loads(json.dumps(_spool_entry("default", message, None))))
+    assert back.channel == "Channel::Whatsapp"  # type: ignore[union-attr]
     update = parse_webhook(cw.message_deleted(cw.message("oops", 42)), 1.5)
     assert isinstance(update, MessageUpdate) and update.deleted
