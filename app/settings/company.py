@@ -65,7 +65,9 @@ class CompanyConfig:
     follow_up_after_minutes: tuple[float, ...] = field(
         default=(), metadata={"inbox": True, "parse": _minutes}
     )
-    follow_up_messages: tuple[str, ...] = field(default=(), metadata={"inbox": True, "parse": _messages})
+    follow_up_messages: tuple[str, ...] = field(
+        default=(), metadata={"inbox": True, "parse": _messages, "separator": "|"}
+    )
     service_window_template: WindowTemplate | None = field(
         default=None, metadata={"inbox": True, "parse": _window_template}
     )

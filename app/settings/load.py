@@ -34,6 +34,9 @@ INBOX_FIELDS = tuple(f.name for f in fields(CompanyConfig) if f.metadata.get("in
 # The secrets, never printed: the fields kept out of ``repr``.
 SECRET_FIELDS = tuple(f.name for f in fields(CompanyConfig) if not f.repr and "parse" in f.metadata)
 GLOBAL_FIELDS: dict[str, _Parser] = _parsers(Settings)
+# How a list in COMPANIES_FILE is joined for its field's parser: commas, unless the
+# field's items may hold commas (messages, declared with a ``separator``).
+SEPARATORS = {f.name: f.metadata.get("separator", ",") for f in fields(CompanyConfig)}
 
 
 def _parse_fields(
@@ -49,8 +52,14 @@ def _parse_fields(
             continue
         if isinstance(raw, bool):
             raw = "true" if raw else "false"
-        if isinstance(raw, list) and all(isinstance(v, str | int) and not isinstance(v, bool) for v in raw):
-            raw = ",".join(str(v) for v in raw)  # a list in COMPANIES_FILE: inbox_ids, keywords
+        if isinstance(raw, list) and all(
+            isinstance(v, str | int | float) and not isinstance(v, bool) for v in raw
+        ):
+            raw = SEPARATORS.get(key, ",").join(
+                str(v) for v in raw
+            )  # a list in COMPANIES_FILE: inbox_ids, keywords
+        if isinstance(raw, dict):  # an object in COMPANIES_FILE (SERVICE_WINDOW_TEMPLATE): its JSON
+            raw = json.dumps(raw)
         if not isinstance(raw, str | int | float):
             raise ConfigError(f"{label} must be a string or number, got {raw!r}")
         values[key] = parse(label, str(raw))

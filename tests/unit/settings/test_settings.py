@@ -1,5 +1,7 @@
 import json
 
+import json
+
 import pytest
 
 from app.settings import ConfigError, load_settings
@@ -124,3 +126,25 @@ def test_the_service_window_template_is_checked_and_names_its_problem(redis_url:
     ]:
         with pytest.raises(ConfigError, match=f"SERVICE_WINDOW_TEMPLATE.*{named}"):
             load_settings({**env, "SERVICE_WINDOW_TEMPLATE": bad})
+
+
+def test_companies_file_lists_and_objects_reach_their_parsers(tmp_path, redis_url: str) -> None:
+    """A list of messages keeps its commas; a template may be an object; marks a list of numbers."""
+    path = tmp_path / "companies.json"
+    path.write_text(
+        json.dumps(
+            [
+                {
+                    "company_id": "acme",
+                    "chatwoot_webhook_secret": "s",
+                    "follow_up_after_minutes": [30, 240.5],
+                    "follow_up_messages": ["Oi, ainda está aí?", "Posso ajudar, Maria?"],
+                    "service_window_template": {"name": "retomar", "language": "pt_BR"},
+                }
+            ]
+        )
+    )
+    config = load_settings({"REDIS_URL": redis_url, "COMPANIES_FILE": str(path)}).company("acme")
+    assert config.follow_up_messages == ("Oi, ainda está aí?", "Posso ajudar, Maria?")
+    assert config.follow_up_after_minutes == (30.0, 240.5)
+    assert config.service_window_template is not None and config.service_window_template.name == "retomar"
