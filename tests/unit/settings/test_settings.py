@@ -1,7 +1,5 @@
 import json
 
-import json
-
 import pytest
 
 from app.settings import ConfigError, load_settings
