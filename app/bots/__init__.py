@@ -43,6 +43,7 @@ __all__ = [
     "PythonBot",
     "ask_bot",
     "bot_request",
+    "follow_up_request",
     "load_handler",
     "make_bot",
     "parse_bot_answer",
@@ -110,6 +111,25 @@ def bot_request(company: str, segment: Segment, quoted: Mapping[int, str] | None
     if last.context is not None:
         request["context"] = {part: value for part, value in last.context.items() if part != QUOTE}
     return request
+
+
+def follow_up_request(
+    company: str, account: int, conversation: str, inbox: int | None, contact: dict[str, Any], follow_up: int
+) -> dict[str, Any]:
+    """The request of a follow-up on silence (README, "The bot contract"): the bot writes
+    the ``follow_up``-th nudge of a conversation whose contact has not answered; no messages."""
+    return {
+        "version": REQUEST_VERSION,
+        "company": company,
+        "account_id": account,
+        "conversation_id": conversation,
+        "inbox_id": inbox,
+        "contact": contact,
+        "messages": [],
+        "text": "",
+        "batched": False,
+        "follow_up": follow_up,
+    }
 
 
 def _message(message: StoredMessage, quoted: Mapping[int, str]) -> dict[str, Any]:

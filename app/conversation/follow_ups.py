@@ -27,7 +27,7 @@ from typing import Any
 
 import redis
 
-from app.bots import Bot, ask_bot
+from app.bots import Bot, ask_bot, follow_up_request
 from app.chatwoot.client import Replier
 from app.chatwoot.replies import part_text, reply_parts
 from app.conversation.own import post_own
@@ -120,7 +120,7 @@ def _follow_up(
     elif client.set(
         keys.follow_up_sent(cid, conversation, state["answer"], stage), "1", nx=True, ex=KEEP_SECONDS
     ):
-        sent = _send(client, config, conversation, state, stage, replier_for, bot_for)
+        sent = _send(client, config, conversation, inbox, state, stage, replier_for, bot_for)
     marks = config.follow_up_after_minutes
     if stage + 1 < len(marks):
         client.hset(ladder, "stage", stage + 1)
@@ -167,6 +167,7 @@ def _send(
     client: redis.Redis,
     config: CompanyConfig,
     conversation: str,
+    inbox: int | None,
     state: dict[str, str],
     stage: int,
     replier_for: Callable[[str], Replier],
@@ -177,20 +178,10 @@ def _send(
     if messages:
         texts = [messages[min(stage, len(messages) - 1)]]
     else:
-        request = {
-            "version": 2,
-            "company": cid,
-            "account_id": account,
-            "conversation_id": conversation,
-            "inbox_id": int(state["inbox"]) if state.get("inbox", "").isdigit() else None,
-            "contact": {"id": state.get("contact"), "name": state.get("name")},
-            "messages": [],
-            "text": "",
-            "batched": False,
-            "follow_up": stage + 1,
-        }
+        contact = {"id": state.get("contact"), "name": state.get("name")}
+        request = follow_up_request(cid, account, conversation, inbox, contact, stage + 1)
         try:
-            reply = ask_bot(bot_for(cid, request["inbox_id"]), request, config.bot_timeout_seconds)
+            reply = ask_bot(bot_for(cid, inbox), request, config.bot_timeout_seconds)
         except BotError as exc:
             log.warning(
                 "follow-up not asked of the bot company=%s conversation=%s: %s", cid, conversation, exc
