@@ -54,7 +54,9 @@ def answer_once(
         held = slow if config.bot_holding_message and not config.drafts else None
         if gated is None:
             request = bot_request(cid, segment, quoted_texts(ctx, segment))
-        reply = gated or ask_bot(ctx.bot, request, config.bot_timeout_seconds, held)
+            reply = ask_bot(ctx.bot, request, config.bot_timeout_seconds, held)
+        else:
+            reply = gated
     except BotError as exc:
         fallback = config.bot_fallback_message
         reply, failure = BotReply((fallback,) if fallback else ()), mask_secrets(str(exc))[:500]
