@@ -91,6 +91,17 @@ def fault_env(redis_url: str, stand: Stand, tmp_path: Path, **extra: str) -> dic
     return base_env(redis_url, stand.url, **{**settings, **extra})
 
 
+def openai_env(redis_url: str, stand: Stand, tmp_path: Path, **extra: str) -> dict[str, str]:
+    """``fault_env`` with the openai backend on the stand's OpenAI-compatible server."""
+    openai = {
+        "BOT_BACKEND": "openai",
+        "OPENAI_BASE_URL": f"{stand.url}/v1",
+        "OPENAI_MODEL": "small-model",
+        "OPENAI_API_KEY": "sk-test",
+    }
+    return fault_env(redis_url, stand, tmp_path, **{**openai, **extra})
+
+
 def chatwoot_company(cid: str, stand: Stand, **extra: Any) -> dict[str, Any]:
     """One company of a COMPANIES_FILE, served by the local Chatwoot and HTTP bot."""
     return {

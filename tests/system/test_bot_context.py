@@ -12,7 +12,7 @@ import redis
 
 from app.bots import REQUEST_VERSION
 from tests import chatwoot_payloads as cw
-from tests.conftest import SECRET, chatwoot_company, companies_env, fault_env, make_client, post_webhook
+from tests.conftest import SECRET, chatwoot_company, companies_env, make_client, openai_env, post_webhook
 from tests.support import Stand, Worker, wait_for
 
 pytestmark = pytest.mark.slow
@@ -90,14 +90,10 @@ def test_the_openai_backend_puts_the_selected_context_into_the_system_prompt(
     redis_url: str, rdb: redis.Redis, stand: Stand, workers: list[Worker], tmp_path
 ) -> None:
     stand.reset()
-    env = fault_env(
+    env = openai_env(
         redis_url,
         stand,
         tmp_path,
-        BOT_BACKEND="openai",
-        OPENAI_BASE_URL=f"{stand.url}/v1",
-        OPENAI_MODEL="small-model",
-        OPENAI_API_KEY="sk-test",
         BOT_SYSTEM_PROMPT="Você agenda consultas.",
         BOT_CONTEXT="labels,referral,assignee",
     )

@@ -13,7 +13,7 @@ import redis
 
 from app.store import keys
 from tests import chatwoot_payloads as cw
-from tests.conftest import base_env, fault_env, idle, make_client, post_webhook
+from tests.conftest import base_env, fault_env, idle, make_client, openai_env, post_webhook
 from tests.support import ROOT, Stand, Worker, wait_for
 
 pytestmark = pytest.mark.slow
@@ -146,14 +146,10 @@ def test_spend_in_money_is_counted_from_each_answers_usage_and_its_ceiling_hands
     reached it (the call that crosses it completes)."""
     stand.reset()
     stand.usage = (1_000_000, 500_000)  # 0.15 + 0.30 = 0.45 a call at the prices below
-    env = fault_env(
+    env = openai_env(
         redis_url,
         stand,
         tmp_path,
-        BOT_BACKEND="openai",
-        OPENAI_BASE_URL=f"{stand.url}/v1",
-        OPENAI_MODEL="small-model",
-        OPENAI_API_KEY="sk-test",
         BOT_PRICES="big-model=2.5/10, small-model=0.15/0.60",
         BOT_SPEND_PER_DAY="0.5",
         BUDGET_MESSAGE="Nossa equipe vai te responder em breve.",
