@@ -183,7 +183,11 @@ def housekeeping() -> list[Periodic]:
             "follow-ups",
             settings.sweep_interval_seconds,
             lambda: send_due(
-                runtime.redis, settings, lambda company: runtime.replier(company, notice=True), runtime.bot
+                runtime.redis,
+                runtime.scripts,
+                settings,
+                lambda company: runtime.replier(company, notice=True),
+                runtime.bot,
             ),
         ),
         Periodic(

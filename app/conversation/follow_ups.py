@@ -36,6 +36,7 @@ from app.metrics import Stat
 from app.settings import CompanyConfig, Settings
 from app.store import keys
 from app.store.client import redis_now
+from app.store.scripts import Scripts
 
 __all__ = ["schedule", "send_due"]
 
@@ -68,7 +69,7 @@ def schedule(
         "contact": str(contact.get("id") or ""),
         "name": str(contact.get("name") or "")[:200],
     }
-    pipe = client.pipeline(transaction=False)
+    pipe = client.pipeline(transaction=True)  # the ladder and its mark written together
     pipe.delete(ladder)
     pipe.hset(ladder, mapping=state)
     pipe.expire(ladder, KEEP_SECONDS)
@@ -78,6 +79,7 @@ def schedule(
 
 def send_due(
     client: redis.Redis,
+    scripts: Scripts,
     settings: Settings,
     replier_for: Callable[[str], Replier],
     bot_for: Callable[[str, int | None], Bot],
@@ -89,12 +91,13 @@ def send_due(
         due = client.zrangebyscore(keys.follow_ups(company.company_id), "-inf", now, start=0, num=DUE_AT_ONCE)
         for conversation in due:
             if client.zrem(keys.follow_ups(company.company_id), conversation):  # this worker took it
-                sent += _follow_up(client, company, conversation, now, replier_for, bot_for)
+                sent += _follow_up(client, scripts, company, conversation, now, replier_for, bot_for)
     return sent
 
 
 def _follow_up(
     client: redis.Redis,
+    scripts: Scripts,
     company: CompanyConfig,
     conversation: str,
     now: float,
@@ -109,8 +112,9 @@ def _follow_up(
     inbox = int(state["inbox"]) if state.get("inbox", "").isdigit() else None
     config, stage, since = company.for_inbox(inbox), int(state["stage"]), float(state["since"])
     why = _cancelled(client, config, conversation, state, since, now)
+    advance = scripts.housekeeping.advance_follow_up  # only the ladder of the answer read here
     if why:
-        client.delete(ladder)
+        advance(cid, conversation, state["answer"], None, 0).run()
         client.hincrby(keys.stats(cid), Stat.FOLLOW_UPS_CANCELLED, 1)
         log.info("follow-ups cancelled company=%s conversation=%s: %s", cid, conversation, why)
         return 0
@@ -123,10 +127,9 @@ def _follow_up(
         sent = _send(client, config, conversation, inbox, state, stage, replier_for, bot_for)
     marks = config.follow_up_after_minutes
     if stage + 1 < len(marks):
-        client.hset(ladder, "stage", stage + 1)
-        client.zadd(keys.follow_ups(cid), {conversation: since + marks[stage + 1] * 60})
+        advance(cid, conversation, state["answer"], stage + 1, since + marks[stage + 1] * 60).run()
     else:
-        client.delete(ladder)
+        advance(cid, conversation, state["answer"], None, 0).run()
     return sent
 
 

@@ -9,7 +9,33 @@ import redis
 from app.store import keys
 from app.store.scripts.core import Call, _register
 
-__all__ = ["COUNT_BOT_CALL", "PURGE", "REPLAY_DEAD_LETTER", "SPEND_BOT_CALL", "HousekeepingScripts"]
+__all__ = [
+    "ADVANCE_FOLLOW_UP",
+    "COUNT_BOT_CALL",
+    "PURGE",
+    "REPLAY_DEAD_LETTER",
+    "SPEND_BOT_CALL",
+    "HousekeepingScripts",
+]
+
+# A follow-up ladder moves to its next mark (or ends), only if it still follows the
+# answer the sender read: a newer bot answer written meanwhile keeps its own ladder.
+# KEYS[1] the ladder (hash)  KEYS[2] the follow-ups schedule
+# ARGV[1] the answer id read  ARGV[2] the next stage, or '' to end the ladder
+# ARGV[3] its due time  ARGV[4] conversation id
+# Returns 1 if moved (or ended), 0 if the ladder follows another answer now.
+ADVANCE_FOLLOW_UP = """
+local ladder, schedule = KEYS[1], KEYS[2]
+local answer, stage, due, conversation = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+if redis.call('HGET', ladder, 'answer') ~= answer then return 0 end
+if stage == '' then
+  redis.call('DEL', ladder)
+else
+  redis.call('HSET', ladder, 'stage', stage)
+  redis.call('ZADD', schedule, due, conversation)
+end
+return 1
+"""
 
 
 # Re-queue one dead letter, only if it is still in the list (compare-and-remove:
@@ -88,6 +114,19 @@ class HousekeepingScripts:
         self._count_bot_call = _register(client, COUNT_BOT_CALL)
         self._replay_dead_letter = _register(client, REPLAY_DEAD_LETTER)
         self._purge = _register(client, PURGE)
+        self._advance_follow_up = _register(client, ADVANCE_FOLLOW_UP)
+
+    def advance_follow_up(
+        self, company: str, conversation: str, answer: str, stage: int | None, due: float
+    ) -> Call[bool]:
+        """Move the ladder following ``answer`` to ``stage`` due at ``due`` (None: end it);
+        False when it follows a newer answer now."""
+        return Call(
+            self._advance_follow_up,
+            [keys.follow_up(company, conversation), keys.follow_ups(company)],
+            [answer, "" if stage is None else stage, due, conversation],
+            lambda raw: bool(raw),
+        )
 
     def spend_bot_call(self, company: str, day: str, per_day: int) -> Call[int | None]:
         """Take one bot call from ``day``'s budget: the calls used with it, or None

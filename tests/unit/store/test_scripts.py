@@ -566,3 +566,19 @@ def test_the_loop_guard_counts_a_batch_once_and_only_within_its_window(s: Script
     assert r.zcard(keys.recent_bot_calls(C, CONV)) == 2 and r.ttl(keys.recent_bot_calls(C, CONV)) > 0
     time.sleep(0.05)
     assert call("d", window=0.01) == 0  # the older calls left the window
+
+
+def test_a_follow_up_ladder_moves_only_while_it_follows_the_answer_read(s: Scripts, r) -> None:
+    """The sender read answer A's ladder; a newer answer B wrote its own meanwhile: moving
+    or ending A's leaves B's ladder and its mark as they are."""
+    ladder, schedule = keys.follow_up(C, CONV), keys.follow_ups(C)
+    r.hset(ladder, mapping={"answer": "A", "stage": 0})
+    assert s.housekeeping.advance_follow_up(C, CONV, "A", 1, 500.0).run() is True
+    assert r.hget(ladder, "stage") == "1" and r.zscore(schedule, CONV) == 500.0
+    r.hset(ladder, mapping={"answer": "B", "stage": 0})
+    r.zadd(schedule, {CONV: 900.0})
+    assert s.housekeeping.advance_follow_up(C, CONV, "A", 2, 600.0).run() is False
+    assert s.housekeeping.advance_follow_up(C, CONV, "A", None, 0).run() is False
+    assert r.hget(ladder, "stage") == "0" and r.zscore(schedule, CONV) == 900.0
+    assert s.housekeeping.advance_follow_up(C, CONV, "B", None, 0).run() is True
+    assert not r.exists(ladder)
