@@ -50,6 +50,8 @@ def test_each_mark_sends_its_follow_up_once_and_the_ladder_survives_a_restart(
     _mark_passes(rdb, 1201)
     wait_for(lambda: len(stand.replies(1201)) == 2, timeout=10)
     assert stand.replies(1201)[1] == "Ainda está aí?"
+    # The next mark is written just after the follow-up is posted: wait for it, then check it.
+    wait_for(lambda: rdb.zscore(keys.follow_ups("default"), "1201") is not None, timeout=5)
     assert rdb.zscore(keys.follow_ups("default"), "1201") == pytest.approx(since + 240 * 60, abs=0.01)
 
     first.stop()  # a redeploy: the ladder is in Redis
